@@ -1,0 +1,69 @@
+"""The in-memory image of the mutable tier, rebuilt from the log on open.
+
+Rows are kept sorted by ``(user_id, seq)``. Because seal always takes a per-user prefix, each user's
+mutable seqs are a dense run ``[imm_count, next_seq)``, so an event is found by arithmetic, not search.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._ranges import group_starts
+
+
+class MutableTier:
+    def __init__(self, columns: list, dtypes: dict):
+        self.columns = columns  # user_id, seq, ts, declared...
+        self.dtypes = dtypes
+        self.data = {c: np.zeros(0, dtypes[c]) for c in columns}
+        self._pending = []
+        self._users = None  # cached per-user runs of the sorted data
+
+    def __len__(self):
+        return len(self.sorted()["user_id"])
+
+    def add(self, rows: dict) -> None:
+        self._pending.append(rows)
+        self._users = None
+
+    def sorted(self) -> dict:
+        if self._pending:
+            merged = {c: np.concatenate([self.data[c], *(p[c] for p in self._pending)]) for c in self.columns}
+            order = np.lexsort((merged["seq"], merged["user_id"]))
+            self.data = {c: merged[c][order] for c in self.columns}
+            self._pending = []
+        return self.data
+
+    def runs(self):
+        """(users, starts, counts, first_seq) of the sorted data, one entry per user."""
+        if self._users is None:
+            d = self.sorted()
+            starts = group_starts(d["user_id"])
+            counts = np.diff(np.r_[starts, len(d["user_id"])]).astype(np.int64)
+            self._users = (d["user_id"][starts], starts.astype(np.int64), counts, d["seq"][starts])
+        return self._users
+
+    def positions(self, user_id: np.ndarray, seq: np.ndarray) -> np.ndarray:
+        """Row of each (user, seq) in the sorted data, or -1 where it is not a mutable event."""
+        users, starts, counts, first = self.runs()
+        k = np.searchsorted(users, user_id)
+        kc = np.minimum(k, max(len(users) - 1, 0))
+        found = (k < len(users)) & (users[kc] == user_id) if len(users) else np.zeros(len(user_id), bool)
+        off = seq - first[kc] if len(users) else np.zeros(len(user_id), np.int64)
+        ok = found & (off >= 0) & (off < counts[kc] if len(users) else False)
+        return np.where(ok, starts[kc] + off if len(users) else 0, -1)
+
+    def set(self, pos: np.ndarray, values: dict) -> None:
+        d = self.sorted()
+        for c, v in values.items():
+            d[c][pos] = v
+
+    def split(self, keep: np.ndarray):
+        """(kept, removed) row dicts of the sorted data; ``keep`` is a boolean mask."""
+        d = self.sorted()
+        return {c: d[c][keep] for c in self.columns}, {c: d[c][~keep] for c in self.columns}
+
+    def replace(self, rows: dict) -> None:
+        self.data = {c: rows[c] for c in self.columns}
+        self._pending = []
+        self._users = None

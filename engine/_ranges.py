@@ -1,0 +1,54 @@
+"""Vectorized helpers for ragged ranges, the one vocabulary for variable-length rows everywhere."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + n)`` for each (s, n), without a Python loop."""
+    lengths = np.asarray(lengths, np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    keep = lengths > 0
+    base = np.repeat(np.asarray(starts, np.int64)[keep] - offsets[keep], lengths[keep])
+    return base + np.arange(total, dtype=np.int64)
+
+
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """``B + 1`` offsets of ragged rows with the given lengths."""
+    out = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=out[1:])
+    return out
+
+
+def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """First position of each run of equal values in ``sorted_keys``."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
+def rank_in_group(keys: np.ndarray) -> np.ndarray:
+    """For each element, how many earlier elements (in input order) share its key."""
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    starts = group_starts(sk)
+    lengths = np.diff(np.r_[starts, len(keys)])
+    rank_sorted = np.arange(len(keys)) - np.repeat(starts, lengths)
+    out = np.empty(len(keys), np.int64)
+    out[order] = rank_sorted
+    return out
+
+
+def lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, default=0) -> np.ndarray:
+    """``values[k]`` where ``sorted_keys[k] == q`` for each query, else ``default``."""
+    pos = np.searchsorted(sorted_keys, queries)
+    pos_c = np.minimum(pos, max(len(sorted_keys) - 1, 0))
+    hit = (pos < len(sorted_keys)) & (sorted_keys[pos_c] == queries) if len(sorted_keys) else \
+        np.zeros(len(queries), bool)
+    out = np.full(len(queries), default, dtype=values.dtype if len(values) else np.int64)
+    out[hit] = values[pos_c[hit]]
+    return out

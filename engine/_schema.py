@@ -1,0 +1,142 @@
+"""The store's declared schema and the validation of every table that crosses the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ._errors import SchemaError
+
+# Fixed-width dtypes only: the kernels copy columns as raw 4- or 8-byte words, so any other width would
+# need its own kernel path for no gain in this domain (ids, codes, times, dwell, scores).
+SUPPORTED_DTYPES = ("int32", "int64", "float32", "float64")
+RESERVED = frozenset({"user_id", "ts", "seq", "request_ts", "version", "imm_hw", "lengths", "sealed"})
+
+
+@dataclass(frozen=True)
+class StoreSchema:
+    """Declared feature columns (name -> numpy dtype name) and which one holds the event type."""
+
+    columns: dict
+    event_type_column: str
+
+    @classmethod
+    def declare(cls, columns, event_type_column):
+        if not columns:
+            raise SchemaError("declare at least one feature column, e.g. columns={'item_id': 'int64'}")
+        cols = {}
+        for name, dtype in dict(columns).items():
+            name = str(name)
+            if name in RESERVED or name.startswith("tail_"):
+                raise SchemaError(f"column name {name!r} is reserved; rename it")
+            dt = np.dtype(dtype).name
+            if dt not in SUPPORTED_DTYPES:
+                raise SchemaError(f"column {name!r} has dtype {dt}; use one of {', '.join(SUPPORTED_DTYPES)}")
+            cols[name] = dt
+        if event_type_column not in cols:
+            raise SchemaError(f"event_type_column {event_type_column!r} is not a declared column {list(cols)}")
+        if not cols[event_type_column].startswith("int"):
+            raise SchemaError(f"event_type_column {event_type_column!r} must be an integer column")
+        return cls(cols, event_type_column)
+
+    def dtype(self, name: str) -> np.dtype:
+        """Dtype of any column a projection may name: a declared column, ``ts`` or ``seq``."""
+        if name in ("ts", "seq", "user_id"):
+            return np.dtype("int64")
+        try:
+            return np.dtype(self.columns[name])
+        except KeyError:
+            raise SchemaError(
+                f"unknown column {name!r}; choose from {sorted([*self.columns, 'ts', 'seq'])}"
+            ) from None
+
+    def event_columns(self) -> list:
+        """Physical column order of an event row: ``user_id, seq, ts`` then declared columns."""
+        return ["user_id", "seq", "ts", *self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([(c, pa.from_numpy_dtype(self.dtype(c))) for c in self.event_columns()])
+
+    def to_json(self) -> dict:
+        # a list of pairs, not a dict: manifests are written with sorted keys and column order matters
+        return {"columns": [[c, d] for c, d in self.columns.items()], "event_type_column": self.event_type_column}
+
+    @classmethod
+    def from_json(cls, d) -> "StoreSchema":
+        return cls({c: t for c, t in d["columns"]}, d["event_type_column"])
+
+
+def as_table(data, what: str) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    try:
+        return pa.table(data)
+    except (TypeError, ValueError, pa.ArrowException) as e:
+        raise SchemaError(f"{what} must be a pyarrow.Table or a dict of equal-length columns: {e}") from e
+
+
+def column(table: pa.Table, name: str, dtype, what: str) -> np.ndarray:
+    """Column ``name`` as a contiguous numpy array of ``dtype``, refusing nulls and lossy casts."""
+    arr = table.column(name)
+    target = pa.from_numpy_dtype(np.dtype(dtype))
+    src = arr.type
+    ok = pa.types.is_integer(src) if pa.types.is_integer(target) else (
+        pa.types.is_integer(src) or pa.types.is_floating(src))
+    if not ok:
+        raise SchemaError(f"{what} column {name!r} has type {src}; expected {target}")
+    if arr.null_count:
+        raise SchemaError(f"{what} column {name!r} has {arr.null_count} null(s); nulls are not allowed")
+    try:
+        arr = pc.cast(arr, target, safe=True)
+    except pa.ArrowInvalid as e:
+        raise SchemaError(f"{what} column {name!r} does not fit {target} without loss: {e}") from e
+    return np.ascontiguousarray(arr.to_numpy())
+
+
+def check_columns(table: pa.Table, required, optional=(), what="input") -> None:
+    names = table.column_names
+    missing = [c for c in required if c not in names]
+    extra = [c for c in names if c not in required and c not in optional]
+    if missing or extra or len(set(names)) != len(names):
+        raise SchemaError(
+            f"{what} columns {names} do not match: missing {missing}, unexpected {extra}; "
+            f"expected {list(required)}" + (f" plus any of {list(optional)}" if optional else ""))
+
+
+def coerce_events(data, schema: StoreSchema) -> dict:
+    """Validate an ``append`` input; returns numpy columns ``user_id, ts, <declared...>``."""
+    t = as_table(data, "append events")
+    check_columns(t, ["user_id", "ts", *schema.columns], what="append events")
+    out = {"user_id": column(t, "user_id", "int64", "append"), "ts": column(t, "ts", "int64", "append")}
+    if len(out["ts"]) and out["ts"].min() < 0:
+        raise SchemaError("append column 'ts' has negative values; ts is microseconds since the epoch")
+    for c, dt in schema.columns.items():
+        out[c] = column(t, c, dt, "append")
+    return out
+
+
+def coerce_updates(data, schema: StoreSchema) -> dict:
+    """Validate an ``update`` input; returns numpy ``user_id, seq`` and the updated declared columns."""
+    t = as_table(data, "update events")
+    if "ts" in t.column_names:
+        raise SchemaError("update may not change 'ts' (event time is fixed at append); drop that column")
+    check_columns(t, ["user_id", "seq"], optional=list(schema.columns), what="update events")
+    out = {"user_id": column(t, "user_id", "int64", "update"), "seq": column(t, "seq", "int64", "update")}
+    for c in t.column_names:
+        if c in schema.columns:
+            out[c] = column(t, c, schema.columns[c], "update")
+    return out
+
+
+def coerce_requests(data) -> tuple:
+    """Validate ``snapshot`` requests; returns (table, user_id, request_ts) with pass-through columns kept."""
+    t = as_table(data, "snapshot requests")
+    for c in ("user_id", "request_ts"):
+        if c not in t.column_names:
+            raise SchemaError(f"snapshot requests need a {c!r} column; got {t.column_names}")
+    return t, column(t, "user_id", "int64", "requests"), column(t, "request_ts", "int64", "requests")

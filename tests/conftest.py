@@ -1,0 +1,46 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
+import pytest
+
+import engine
+
+COLUMNS = {"item_id": "int64", "action": "int32", "surface": "int32", "dwell_ms": "int32"}
+
+
+def make_events(rng, users, n, t0=0, span=1_000_000, n_actions=4):
+    """``n`` random events over ``users``, ts roughly increasing with late arrivals mixed in."""
+    uid = rng.choice(np.asarray(users, np.int64), n)
+    ts = t0 + np.sort(rng.integers(0, span, n))
+    late = rng.random(n) < 0.1
+    ts[late] -= rng.integers(0, span // 2 + 1, late.sum())
+    return {"user_id": uid, "ts": np.maximum(ts, 0),
+            "item_id": rng.integers(0, 1 << 40, n), "action": rng.integers(0, n_actions, n).astype(np.int32),
+            "surface": rng.integers(0, 8, n).astype(np.int32), "dwell_ms": rng.integers(0, 60_000, n).astype(np.int32)}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = engine.UIHStore.create(tmp_path / "store", columns=COLUMNS, event_type_column="action")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def filled_store(store, rng):
+    """Three days of events for 20 users, sealed daily, with some updates; the last day still mutable."""
+    day = 86_400_000_000
+    for d in range(3):
+        store.append(make_events(rng, range(20), 400, t0=d * day, span=day))
+        t = store.to_table().filter(pa.compute.invert(store.to_table()["sealed"]))
+        pick = rng.choice(t.num_rows, 20, replace=False)
+        store.update({"user_id": t["user_id"].to_numpy()[pick], "seq": t["seq"].to_numpy()[pick],
+                      "dwell_ms": rng.integers(0, 100, 20).astype(np.int32)})
+        if d < 2:
+            store.seal((d + 1) * day)
+    return store
