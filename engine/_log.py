@@ -22,16 +22,20 @@ _HEADER = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(k
 APPEND, UPDATE = 1, 2
 
 
-def _encode(table: pa.Table) -> bytes:
+_IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # cheap enough to keep append fast, halves log bytes
+
+
+def _encode(table: pa.Table) -> pa.Buffer:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
+    with pa.ipc.new_stream(sink, table.schema, options=_IPC) as w:
         w.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return sink.getvalue()
 
 
-def _frame(kind: int, payload: bytes) -> bytes:
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<BQ", kind, len(payload))))
-    return _HEADER.pack(MAGIC, kind, len(payload), crc) + payload
+def _frame(kind: int, payload: pa.Buffer) -> tuple:
+    """(header, payload): written back to back, never concatenated (the payload may be large)."""
+    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<BQ", kind, payload.size)))
+    return _HEADER.pack(MAGIC, kind, payload.size, crc), payload
 
 
 class AppendLog:
@@ -48,7 +52,8 @@ class AppendLog:
         path = Path(path)
         with open(path, "wb") as f:
             for kind, table in records:
-                f.write(_frame(kind, _encode(table)))
+                for part in _frame(kind, _encode(table)):
+                    f.write(part)
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(path.parent)
@@ -56,16 +61,17 @@ class AppendLog:
 
     def append(self, kind: int, table: pa.Table) -> None:
         """Durably add one record; on any failure the file is cut back so nothing partial remains."""
-        data = _frame(kind, _encode(table))
+        header, payload = _frame(kind, _encode(table))
         try:
-            self._f.write(data)
+            self._f.write(header)
+            self._f.write(payload)
             self._f.flush()
             os.fsync(self._f.fileno())
         except BaseException:
             self._f.truncate(self.size)
             self._f.seek(self.size)
             raise
-        self.size += len(data)
+        self.size += len(header) + payload.size
 
     def close(self) -> None:
         self._f.close()
@@ -77,7 +83,7 @@ class AppendLog:
         Only the writer may truncate: for a reader, the "torn" tail may be a record still being written.
         """
         path = Path(path)
-        buf = path.read_bytes()
+        buf = memoryview(path.read_bytes())
         out, pos, n = [], 0, len(buf)
         while pos < n:
             if n - pos < _HEADER.size:
@@ -94,7 +100,7 @@ class AppendLog:
                     break  # last record half-flushed
                 raise CorruptionError(f"log {path} record at byte {pos} fails its checksum")
             try:
-                table = pa.ipc.open_stream(payload).read_all()
+                table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
             except pa.ArrowException as e:
                 raise CorruptionError(f"log {path} record at byte {pos} cannot be parsed: {e}") from e
             if kind not in (APPEND, UPDATE):

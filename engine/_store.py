@@ -13,13 +13,23 @@ import pyarrow as pa
 
 from . import _log, _manifest, _segments
 from ._errors import ImmutableError, SchemaError, UIHError
-from ._mutable import MutableTier
-from ._ranges import group_starts, lookup, rank_in_group
+from ._mutable import MutableTier, SeqCounter
+from ._ranges import group_starts, lookup
 from ._reader import ImmutableView
 from ._schema import StoreSchema, coerce_events, coerce_requests, coerce_updates
 from ._snapshot import fat_rows, thin_rows
 
 LOG_DIR = "log"
+TIER_RATIO = 4
+
+
+def _run_start(rows: list) -> int:
+    """Index of the oldest segment in the newest run worth merging (see ``UIHStore.compact``)."""
+    first, tail = len(rows) - 1, rows[-1] if rows else 0
+    while first > 0 and rows[first - 1] <= TIER_RATIO * tail:
+        first -= 1
+        tail += rows[first]
+    return first
 LOCK = "LOCK"
 
 
@@ -41,6 +51,7 @@ class UIHStore:
         self._mutable = MutableTier(cols, {c: self.schema.dtype(c) for c in cols})
         self._log = None
         self._replay()
+        self._seqs = self._make_counter()
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -137,10 +148,11 @@ class UIHStore:
         if not self.writable:
             raise UIHError(f"another process holds the writer lock of {self.root}; only it can {what}")
 
-    def _next_seq(self, users: np.ndarray) -> np.ndarray:
-        sealed = lookup(*self.view.user_counts(), users)
+    def _make_counter(self) -> SeqCounter:
+        s_users, s_counts = self.view.user_counts()
         m_users, _, m_counts, _ = self._mutable.runs()
-        return sealed + lookup(m_users, m_counts, users)
+        users = np.union1d(s_users, m_users)
+        return SeqCounter(users, lookup(s_users, s_counts, users) + lookup(m_users, m_counts, users))
 
     # ---- writes ---------------------------------------------------------------------------------
     def append(self, events) -> np.ndarray:
@@ -148,12 +160,10 @@ class UIHStore:
         with self._mu:
             self._check_writable("append")
             rows = coerce_events(events, self.schema)
-            uid = rows["user_id"]
-            users, inv = np.unique(uid, return_inverse=True)
-            seq = self._next_seq(users)[inv] + rank_in_group(inv)
-            rows["seq"] = seq
+            seq = rows["seq"] = self._seqs.assign(rows["user_id"])
             table = pa.table({c: rows[c] for c in self.schema.event_columns()})
             self._log.append(_log.APPEND, table)
+            self._seqs.commit()
             self._mutable.add({c: rows[c] for c in self.schema.event_columns()})
             return seq
 
@@ -204,18 +214,25 @@ class UIHStore:
             self._mutable.replace(remaining)
             return self.version
 
-    def compact(self) -> int:
-        """Merge all segments into one larger segment; seqs never change, so thin rows stay valid."""
+    def compact(self, full: bool = False) -> int:
+        """Merge segments into fewer, larger ones (size-tiered, LSM-style); returns the new version.
+
+        By default only the newest run of small segments is merged: each segment joins the run while it
+        is at most ``4x`` the rows of the newer segments already in it, so a large base segment is not
+        rewritten every day. ``full=True`` merges everything. Seqs never change, so every thin row ever
+        logged reconstructs identically.
+        """
         with self._mu:
             self._check_writable("compact")
             segs = self._manifest["segments"]
-            if len(segs) <= 1:
+            first = 0 if full else _run_start([e["main"]["rows"] for e in segs])
+            if len(segs) - first <= 1:
                 return self.version
             cols = self.schema.event_columns()
-            tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(len(segs))]
+            tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(first, len(segs))]
             merged = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("seq", "ascending")])
             entry = _segments.write_segment(self.root, merged, self.schema.event_type_column)
-            self._commit({"segments": [entry], "log": self._manifest["log"]},
+            self._commit({"segments": [*segs[:first], entry], "log": self._manifest["log"]},
                          cleanup=[e for part in ("main", "rare") if entry[part] for e in
                                   (entry[part]["file"], entry[part]["index"])])
             return self.version

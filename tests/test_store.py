@@ -136,7 +136,7 @@ def test_reopen_replays_log_and_keeps_everything(filled_store, tmp_path):
 def test_compact_keeps_every_thin_row_valid(filled_store):
     req = {"user_id": np.arange(20), "request_ts": np.full(20, 10**15)}
     fat_before = filled_store.snapshot(req, materialize=True, max_len=10**6)
-    v = filled_store.compact()
+    v = filled_store.compact(full=True)
     assert v == 3 and filled_store.stats()["segments"] == 1
     assert filled_store.snapshot(req, materialize=True, max_len=10**6).equals(fat_before)
     assert filled_store.compact() == 3  # a single segment: nothing to merge
@@ -219,3 +219,17 @@ def test_rare_event_types_get_a_sidecar(store, rng):
     store.seal(10**15)
     st = store.stats()
     assert st["rare_types"] == [7] and 0 < st["sidecar_bytes"] < st["segment_bytes"] / 4
+
+
+def test_tiered_compaction_leaves_a_large_base_alone(store, rng):
+    from engine._store import _run_start
+    assert _run_start([1000, 10, 10, 10]) == 1 and _run_start([10, 10]) == 0 and _run_start([5]) == 0
+    store.append(make_events(rng, range(5), 3000, t0=0, span=1000))
+    store.seal(2000)
+    for d in range(3):
+        store.append(make_events(rng, range(5), 30, t0=3000 + d * 1000, span=1000))
+        store.seal(4000 + d * 1000)
+    base = store._manifest["segments"][0]["id"]
+    store.compact()
+    segs = store._manifest["segments"]
+    assert len(segs) == 2 and segs[0]["id"] == base and segs[1]["main"]["rows"] == 90

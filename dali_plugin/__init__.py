@@ -1,0 +1,1 @@
+"""NVIDIA DALI adapter: feeds reconstructed UIH batches to PyTorch through a DALI pipeline."""

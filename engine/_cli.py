@@ -1,0 +1,88 @@
+"""The ``uih`` command line: ``demo``, ``bench`` and ``inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+def _table(rows: list, headers: list) -> str:
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    w = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r))
+    return "\n".join([line(cells[0]), "  ".join("-" * x for x in w), *map(line, cells[1:])])
+
+
+def cmd_inspect(args) -> int:
+    from ._store import UIHStore
+    store = UIHStore.open(args.path)
+    st = store.stats()
+    store.close()
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"UIH store {args.path}")
+    print(_table([[k, st[k]] for k in ("version", "segments", "users", "sealed_events", "mutable_events")] +
+                 [["versions", f"{st['versions'][0]}..{st['versions'][-1]} ({len(st['versions'])})"],
+                  ["columns", ", ".join(f"{c}:{t}" for c, t in st["columns"].items())],
+                  ["event type column", st["event_type_column"]],
+                  ["rare types (sidecar)", st["rare_types"] or "-"],
+                  ["immutable tier bytes", _fmt_bytes(st["segment_bytes"])],
+                  ["rare sidecar bytes", _fmt_bytes(st["sidecar_bytes"])],
+                  ["mutable tier (log) bytes", _fmt_bytes(st["log_bytes"])]], ["", "value"]))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from ._demo import run_demo
+    return run_demo(args)
+
+
+def cmd_bench(args) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from ._benchrun import run_bench
+    return run_bench(args)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="uih", description="Versioned late materialization of user "
+                                "interaction histories: store once, log thin rows, reconstruct at training.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run the main job on a generated multi-tenant workload and print the report")
+    d.add_argument("--out", default="uih_demo", help="working folder (replaced) [uih_demo]")
+    d.add_argument("--users", type=int, default=2000, help="users in the workload [2000]")
+    d.add_argument("--days", type=int, default=4, help="simulated serving days [4]")
+    d.add_argument("--median-history", type=int, default=2000, help="median events per user [2000]")
+    d.add_argument("--batch-size", type=int, default=256, help="training batch size [256]")
+    d.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    d.set_defaults(func=cmd_demo)
+    b = sub.add_parser("bench", help="run the benchmarks, write bench/results/*.json and bench/REPORT.md")
+    b.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    b.add_argument("--out", default=None, help="results folder [bench/results]")
+    b.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    b.set_defaults(func=cmd_bench)
+    i = sub.add_parser("inspect", help="versions, segments, users, events and bytes per tier of a store")
+    i.add_argument("path")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_inspect)
+    args = p.parse_args(argv)
+    from ._errors import UIHError
+    try:
+        return args.func(args) or 0
+    except UIHError as e:
+        print(f"uih: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

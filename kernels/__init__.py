@@ -1,0 +1,1 @@
+"""Device code: each CUDA kernel beside its ``numba.njit`` CPU twin, with one contract for both."""
