@@ -1,3 +1,8 @@
+import os
+
+# CUDA kernels run in Numba's simulator on NumPy arrays; must be set before numba is first imported.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401
