@@ -4,7 +4,12 @@ The front door: every public name is listed in ``__all__``; everything else live
 """
 
 from ._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
+from ._batch import Batch
+from ._projection import Projection
+from ._reconstruct import Reconstructor
 from ._store import UIHStore
+from ._thin import shard
 
-__all__ = ["UIHStore", "UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError"]
+__all__ = ["UIHStore", "Projection", "Reconstructor", "Batch", "shard",
+           "UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError"]
 __version__ = "0.1.0"

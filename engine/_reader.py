@@ -29,6 +29,10 @@ class UserBuffer:
         return int(self.offsets[-1])
 
 
+def _host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
 class ImmutableView:
     """The immutable tier as of one manifest. Indexes load lazily and are kept."""
 
@@ -69,12 +73,15 @@ class ImmutableView:
         return self._counts
 
     def gather(self, users: np.ndarray, columns: list, seq_lo=None, seq_hi=None, ts_min=None,
-               rare_types=None) -> UserBuffer:
+               rare_types=None, backend=None, all_groups=False) -> UserBuffer:
         """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]``.
 
         ``ts_min[u]``: segments whose newest event of ``u`` is older are skipped (time-window pushdown).
         ``rare_types``: when every wanted event type is in a segment's sidecar, read the sidecar instead.
+        ``backend``: where the columns land (``engine._device``); default numpy via PyArrow.
         """
+        xp = np if backend is None else backend.xp
+        read_groups = _segments.read_groups_arrow if backend is None else backend.read_groups
         users = np.asarray(users, np.int64)
         n_u = len(users)
         seq_lo = np.zeros(n_u, np.int64) if seq_lo is None else np.asarray(seq_lo, np.int64)
@@ -107,23 +114,26 @@ class ImmutableView:
                 continue
             name = str(self.root / seg[part]["file"])
             got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part == "rare" else []),
-                                      rows, name)
+                                      rows, name, read_groups, xp, all_groups)
             rank = np.repeat(ranks, cnt)
             if part == "main":
-                got["seq"] = range_indices(q0, cnt)
+                got["seq"] = xp.asarray(range_indices(q0, cnt))
             else:  # sparse seqs: filter after reading
-                keep = (got["seq"] >= seq_lo[rank]) & (got["seq"] < seq_hi[rank])
-                got = {c: v[keep] for c, v in got.items()}
+                seq = _host(got["seq"])
+                keep = (seq >= seq_lo[rank]) & (seq < seq_hi[rank])
+                dkeep = xp.asarray(keep)
+                got = {c: v[dkeep] for c, v in got.items()}
                 rank = rank[keep]
             pieces.append((rank, got))
         cols = ["seq", *want]
         if not pieces:
-            empty = {c: np.zeros(0, self.schema.dtype(c)) for c in cols}
+            empty = {c: xp.zeros(0, self.schema.dtype(c)) for c in cols}
             return UserBuffer(users, np.zeros(n_u + 1, np.int64), empty)
         rank = np.concatenate([p[0] for p in pieces])
-        data = {c: np.concatenate([p[1][c] for p in pieces]) for c in cols}
+        data = {c: xp.concatenate([p[1][c] for p in pieces]) for c in cols}
         if len(pieces) > 1:  # stable: keeps seal order (= seq order) within each user
             order = np.argsort(rank, kind="stable")
             rank = rank[order]
-            data = {c: v[order] for c, v in data.items()}
+            d_order = xp.asarray(order)
+            data = {c: v[d_order] for c, v in data.items()}
         return UserBuffer(users, offsets_of(np.bincount(rank, minlength=n_u)), data)

@@ -121,21 +121,33 @@ def open_parquet(root: Path, part: dict) -> pq.ParquetFile:
         raise CorruptionError(f"segment {path} cannot be parsed: {e}") from e
 
 
-def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "segment") -> dict:
-    """Columns of the given sorted row numbers, reading only the row groups that hold them."""
+def read_groups_arrow(pf: pq.ParquetFile, path: str, groups: list, columns: list, name: str) -> dict:
+    """The named columns of the given row groups, concatenated, as numpy arrays (the CPU reader)."""
+    try:
+        t = pf.read_row_groups(groups, columns=columns, use_threads=False)
+    except (pa.ArrowException, OSError) as e:
+        raise CorruptionError(f"{name} cannot be read: {e}") from e
+    return {c: np.asarray(t.column(c).combine_chunks() if t.column(c).num_chunks != 1 else t.column(c).chunk(0))
+            for c in columns}
+
+
+def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "segment",
+              read_groups=read_groups_arrow, xp=np, all_groups: bool = False) -> dict:
+    """Columns of the given sorted row numbers, reading only the row groups that hold them.
+
+    ``read_groups(pf, path, groups, columns, name)`` does the I/O (PyArrow on CPU, cuDF on GPU) and
+    returns arrays of the array module ``xp``; ``all_groups`` reads every group (pushdown switched off).
+    """
     md = pf.metadata
     rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], np.int64)
     rg_start = np.r_[0, np.cumsum(rg_rows)]
     if len(rows) == 0:
         return {c: None for c in columns}
-    groups = np.unique(np.searchsorted(rg_start, rows, side="right") - 1)
-    try:
-        t = pf.read_row_groups(groups.tolist(), columns=columns, use_threads=False)
-    except (pa.ArrowException, OSError) as e:
-        raise CorruptionError(f"{name} cannot be read: {e}") from e
+    rows_group = np.searchsorted(rg_start, rows, side="right") - 1
+    groups = np.arange(len(rg_rows)) if all_groups else np.unique(rows_group)
+    got = read_groups(pf, name, groups.tolist(), columns, name)
     # map global row numbers into the concatenation of the read groups
     local_start = np.r_[0, np.cumsum(rg_rows[groups])]
-    g = np.searchsorted(groups, np.searchsorted(rg_start, rows, side="right") - 1)
-    local = rows - rg_start[groups[g]] + local_start[g]
-    return {c: np.asarray(t.column(c).combine_chunks() if t.column(c).num_chunks != 1
-                          else t.column(c).chunk(0))[local] for c in columns}
+    g = np.searchsorted(groups, rows_group)
+    local = xp.asarray(rows - rg_start[groups[g]] + local_start[g])
+    return {c: got[c][local] for c in columns}

@@ -24,6 +24,13 @@ def make_events(rng, users, n, t0=0, span=1_000_000, n_actions=4):
             "surface": rng.integers(0, 8, n).astype(np.int32), "dwell_ms": rng.integers(0, 60_000, n).astype(np.int32)}
 
 
+@pytest.fixture(autouse=True)
+def small_cuda_blocks(monkeypatch):
+    """Simulated blocks of 8 threads: fast in the simulator, and small inputs still span many tiles."""
+    from kernels import _common
+    monkeypatch.setattr(_common, "CUDA_THREADS", 8)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

@@ -6,7 +6,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
-from kernels import _common
 
 
 def make_case(seed, n_users=4, n_ex=6, max_hist=30, max_tail=5, n_types=4, sparse=False):
@@ -91,12 +90,6 @@ def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, 
 
 
 TWINS = ["cpu", "cuda-sim"]
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    # 8 threads: tiny simulated blocks that still span many tiles on these inputs
-    monkeypatch.setattr(_common, "CUDA_THREADS", 8)
 
 
 FILTERS = st.sampled_from([(None, None), ((1, 3), None), (None, 300), ((0, 2), 500), ((7,), None)])

@@ -1,0 +1,115 @@
+"""The one place that chooses CPU or GPU. Everything device-specific hangs off a backend object.
+
+A backend bundles the array module (NumPy or CuPy), the kernel twins, how Parquet row groups land in
+its memory, and how host arrays move there. Detection runs when a Reconstructor is built, never at
+import time, so importing the engine never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+import kernels
+
+from . import _deps, _segments
+from ._errors import UIHError
+
+
+class CpuBackend:
+    name = "cpu"
+    xp = np
+    slice = staticmethod(kernels.slice_cpu)
+    assemble = staticmethod(kernels.assemble_cpu)
+    read_groups = staticmethod(_segments.read_groups_arrow)
+
+    def to_device(self, a):
+        return np.ascontiguousarray(a)
+
+    def to_host(self, a) -> np.ndarray:
+        return np.asarray(a)
+
+    def synchronize(self):
+        pass
+
+
+class SimulatedCudaBackend(CpuBackend):
+    """The CUDA kernels in Numba's simulator on NumPy arrays (``NUMBA_ENABLE_CUDASIM=1``): for tests."""
+
+    name = "cuda-sim"
+    slice = staticmethod(kernels.slice_cuda)
+    assemble = staticmethod(kernels.assemble_cuda)
+
+    def to_device(self, a):
+        return np.array(a, copy=True)  # the simulator copies every argument back: it must be writable
+
+
+class CudaBackend:
+    """CuPy arrays, CUDA kernels; segments via cuDF straight into device memory when cuDF is present."""
+
+    name = "cuda"
+    slice = staticmethod(kernels.slice_cuda)
+    assemble = staticmethod(kernels.assemble_cuda)
+
+    def __init__(self):
+        self.xp = _deps.cupy()
+        self.cudf = _deps.cudf_or_none()
+
+    def to_device(self, a):
+        a = np.ascontiguousarray(a)
+        if a.nbytes < (1 << 20):
+            return self.xp.asarray(a)
+        # stage through pinned memory so the copy is a single DMA at full PCIe bandwidth
+        pinned = self.xp.cuda.alloc_pinned_memory(a.nbytes)
+        staged = np.frombuffer(pinned, a.dtype, a.size).reshape(a.shape)
+        staged[...] = a
+        out = self.xp.empty(a.shape, a.dtype)
+        out.set(staged)
+        return out
+
+    def to_host(self, a) -> np.ndarray:
+        return self.xp.asnumpy(a)
+
+    def read_groups(self, pf, path, groups, columns, name):
+        if self.cudf is None:
+            host = _segments.read_groups_arrow(pf, path, groups, columns, name)
+            return {c: self.to_device(v) for c, v in host.items()}
+        try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
+            df = self.cudf.read_parquet(path, columns=columns, row_groups=[groups])
+        except Exception as e:
+            raise _deps.MissingDependency(f"cuDF could not read {name}: {e}") from e
+        return {c: self.xp.asarray(df[c].values) for c in columns}
+
+    def synchronize(self):
+        self.xp.cuda.get_current_stream().synchronize()
+
+
+def cuda_usable() -> bool:
+    """A real GPU that numba-cuda and CuPy can both use (checked on demand, not at import)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return False
+    try:
+        from numba import cuda
+        if not cuda.is_available():
+            return False
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def resolve(device: str = "auto"):
+    """Backend for ``device``: "cpu", "cuda", or "auto" (CUDA only when a GPU is present and usable)."""
+    if device == "auto":
+        return CudaBackend() if cuda_usable() else CpuBackend()
+    if device == "cpu":
+        return CpuBackend()
+    if device == "cuda":
+        if not cuda_usable():
+            raise UIHError("device='cuda' but no usable CUDA GPU was found (numba.cuda.is_available() is "
+                           "False or CuPy is missing); use device='cpu' or 'auto', or " + _deps.GPU_FIX)
+        return CudaBackend()
+    if device == "cuda-sim":
+        return SimulatedCudaBackend()
+    raise UIHError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")

@@ -1,0 +1,59 @@
+"""A bounded background stage: produce the next items while the caller consumes the current one."""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def prefetch(produce, depth: int = 2, name: str = "uih-prefetch"):
+    """Iterate ``produce()`` (a generator function) in a thread, at most ``depth`` items ahead.
+
+    An exception in the producer is re-raised in the caller with its original traceback; closing the
+    consumer (``break``, garbage collection) stops the producer at its next hand-off.
+    """
+    if depth <= 0:
+        yield from produce()
+        return
+    q = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        try:
+            for item in produce():
+                if not put(item):
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, never swallowed
+            put(_Failure(e))
+            return
+        put(_DONE)
+
+    t = threading.Thread(target=run, name=name, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)

@@ -1,0 +1,80 @@
+"""``Projection``: what one tenant reads (columns, event types, time window, length, alignment)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ._errors import SchemaError
+
+
+class Projection:
+    """A tenant's view of the shared thin rows (SPEC §2).
+
+    Parameters
+    ----------
+    columns : list of str
+        Declared columns, ``"ts"`` or ``"seq"``; one ``[B, max_len]`` output each.
+    max_len : int
+        Keep the last ``max_len`` kept events (>= 1).
+    actions : iterable of int or None
+        Event-type codes to keep; None keeps every type.
+    window_us : int or None
+        Keep events with ``ts >= request_ts - window_us``; None keeps all.
+    align : {"left", "right"}
+        Where the ``n`` events sit in the row; the rest is ``pad_value``.
+    pad_value : number
+        Fill value, cast exactly to each column's dtype.
+    """
+
+    def __init__(self, columns, max_len=4096, actions=None, window_us=None, align="left", pad_value=0):
+        if isinstance(columns, str):
+            columns = [columns]
+        self.columns = [str(c) for c in columns]
+        if not self.columns or len(set(self.columns)) != len(self.columns):
+            raise SchemaError(f"projection columns must be non-empty and distinct, got {self.columns}")
+        if "lengths" in self.columns:
+            raise SchemaError("'lengths' is produced by every batch; do not project it")
+        if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
+            raise SchemaError(f"max_len must be an integer >= 1, got {max_len!r}")
+        self.max_len = int(max_len)
+        if actions is not None:
+            try:
+                acts = sorted({int(a) for a in actions})
+            except (TypeError, ValueError) as e:
+                raise SchemaError(f"actions must be None or an iterable of integer codes: {e}") from e
+            actions = tuple(acts)
+        self.actions = actions
+        if window_us is not None:
+            if isinstance(window_us, bool) or not isinstance(window_us, numbers.Integral) or window_us < 0:
+                raise SchemaError(f"window_us must be None or an integer >= 0 (microseconds), got {window_us!r}")
+            window_us = int(window_us)
+        self.window_us = window_us
+        if align not in ("left", "right"):
+            raise SchemaError(f"align must be 'left' or 'right', got {align!r}")
+        self.align = align
+        if not isinstance(pad_value, numbers.Number) or isinstance(pad_value, bool):
+            raise SchemaError(f"pad_value must be a number, got {pad_value!r}")
+        self.pad_value = pad_value
+
+    def pad_for(self, dtype) -> np.ndarray:
+        """The pad value as a 0-d array of ``dtype``; refuses values the dtype cannot hold exactly."""
+        dtype = np.dtype(dtype)
+        with np.errstate(all="ignore"):
+            v = np.array(self.pad_value).astype(dtype)
+        if not np.isfinite(float(self.pad_value)) and dtype.kind == "f":
+            return v
+        if v.item() != self.pad_value:
+            raise SchemaError(f"pad_value {self.pad_value!r} does not fit dtype {dtype} exactly")
+        return v
+
+    def __repr__(self):
+        return (f"Projection(columns={self.columns}, max_len={self.max_len}, actions={self.actions}, "
+                f"window_us={self.window_us}, align={self.align!r}, pad_value={self.pad_value!r})")
+
+    def __eq__(self, other):
+        return isinstance(other, Projection) and repr(self) == repr(other)
+
+    def __hash__(self):
+        return hash(repr(self))

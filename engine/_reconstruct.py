@@ -1,0 +1,230 @@
+"""``Reconstructor``: rebuilds each thin row's sequence just in time, bit-exact with serving (SPEC §3).
+
+Per chunk of thin rows: validate them against the store, read each needed user's immutable rows once
+(pushing columns, users/row groups, row ranges and event types down to storage), lay the columns out
+as raw 8- and 4-byte words beside the logged tails, then run the two kernels per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import kernels
+
+from . import _device
+from ._batch import Batch
+from ._errors import SchemaError, VersionError
+from ._prefetch import prefetch as background
+from ._ranges import lookup
+from ._thin import THIN_META, rechunk, thin_batches
+
+PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
+
+
+@dataclass
+class _Chunk:
+    """A chunk of thin rows, laid out on the device, ready for the kernels."""
+
+    n: int
+    src8: object
+    src4: object
+    ts: object
+    etype: object
+    seq: object
+    per_example: dict  # u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min
+    events_read: int
+
+
+class Reconstructor:
+    """Rebuilds batches of a projection from thin rows (SPEC §2).
+
+    Parameters
+    ----------
+    store : UIHStore
+        The store the thin rows point into (any later version of it).
+    projection : Projection
+    device : {"auto", "cpu", "cuda"}
+    prefetch : int
+        Chunks prepared ahead in a background thread by ``iter_batches`` (0: none).
+    chunk_batches : int
+        Batches per chunk: each user's rows are read once per chunk (data affinity).
+    pushdown : iterable of str
+        Storage pushdown dimensions to use, a subset of ``{"columns", "users", "rows", "types"}``
+        (all by default; switch some off only to measure what they buy).
+    """
+
+    def __init__(self, store, projection, device="auto", prefetch=2, chunk_batches=8, pushdown=PUSHDOWN):
+        self.store = store
+        self.projection = p = projection
+        self.backend = _device.resolve(device)
+        self.device = "cuda" if self.backend.name == "cuda" else "cpu"
+        self.prefetch = int(prefetch)
+        self.chunk_batches = max(1, int(chunk_batches))
+        self.pushdown = frozenset(pushdown)
+        if not self.pushdown <= PUSHDOWN:
+            raise SchemaError(f"unknown pushdown dimension(s) {sorted(self.pushdown - PUSHDOWN)}")
+        schema = store.schema
+        self._dtypes = {c: schema.dtype(c) for c in p.columns}  # SchemaError for unknown columns
+        self._cols8 = [c for c in p.columns if self._dtypes[c].itemsize == 8]
+        self._cols4 = [c for c in p.columns if self._dtypes[c].itemsize == 4]
+        self._use_types = p.actions is not None
+        self._use_window = p.window_us is not None
+        self._etype = schema.event_type_column
+        need = set(p.columns) | ({"ts"} if self._use_window else set()) | ({self._etype} if self._use_types else set())
+        self._need = [c for c in ["seq", "ts", *schema.columns] if c in need]
+        self._read = [c for c in self._need if c != "seq"] if "columns" in self.pushdown else \
+            ["ts", *schema.columns]
+        self.thin_columns = [*THIN_META, "tail_seq", *(f"tail_{c}" for c in self._need if c != "seq")]
+        xp = self.backend.xp
+        pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
+        pad4 = np.array([p.pad_for(self._dtypes[c]).view(np.int32) for c in self._cols4], np.int32)
+        self._pad8, self._pad4 = self.backend.to_device(pad8), self.backend.to_device(pad4)
+        type_ok, self._type_base = kernels.type_table(p.actions)
+        self._type_ok = self.backend.to_device(type_ok)
+        self._empty8 = xp.zeros(0, np.int64)
+        self._empty4 = xp.zeros(0, np.int32)
+        self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
+
+    def __repr__(self):
+        return f"Reconstructor({self.store!r}, {self.projection!r}, device={self.device!r})"
+
+    # ---- public -----------------------------------------------------------------------------------
+    def reconstruct(self, thin) -> Batch:
+        """One batch holding every row of ``thin`` (a thin-row table), in its order."""
+        chunk = self._prepare(self._as_thin(thin))
+        return self._assemble(chunk, 0, chunk.n)
+
+    def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True):
+        """Batches of ``batch_size`` rows (the last may be smaller) over Parquet path(s) or a Table.
+
+        The next chunk is read and laid out in a background thread while the current one is assembled.
+        """
+        if int(batch_size) < 1:
+            raise SchemaError(f"batch_size must be >= 1, got {batch_size!r}")
+        batch_size = int(batch_size)
+        depth = self.prefetch if prefetch is None else int(prefetch)
+        rows = batch_size * (self.chunk_batches if affinity else 1)
+
+        def produce():
+            for table in rechunk(thin_batches(thin_source, self.thin_columns), rows):
+                yield self._prepare(table)
+
+        for chunk in background(produce, depth):
+            for a in range(0, chunk.n, batch_size):
+                yield self._assemble(chunk, a, min(a + batch_size, chunk.n))
+
+    # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
+    def _as_thin(self, thin) -> pa.Table:
+        t = thin if isinstance(thin, pa.Table) else pa.table(thin)
+        missing = [c for c in self.thin_columns if c not in t.column_names]
+        if missing:
+            raise SchemaError(f"thin rows lack column(s) {missing} needed by {self.projection}; "
+                              "make them with UIHStore.snapshot()")
+        return t.select(self.thin_columns)
+
+    def _validate(self, t: pa.Table):
+        meta = {c: t.column(c).to_numpy() for c in THIN_META}
+        if len(t) and meta["version"].max() > self.store.version:
+            raise VersionError(f"thin row logged at store version {int(meta['version'].max())}, but the store "
+                               f"is at version {self.store.version}; reopen the store (UIHStore.open) to see it")
+        if len(t) and meta["imm_hw"].min() < 0:
+            raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
+        sealed = lookup(*self.store.view.user_counts(), meta["user_id"])
+        bad = np.flatnonzero(meta["imm_hw"] > sealed)
+        if len(bad):
+            b = bad[0]
+            raise VersionError(f"thin row {b} (user {meta['user_id'][b]}) points at imm_hw {meta['imm_hw'][b]}, "
+                               f"but the store (version {self.store.version}) has only {sealed[b]} sealed "
+                               "events for that user; it was logged against another store")
+        return meta
+
+    def _tails(self, t: pa.Table):
+        lengths = pc.list_value_length(t.column("tail_seq")).to_numpy(zero_copy_only=False)
+        out = {}
+        for c in self._need:
+            col = t.column(f"tail_{c}")
+            if len(col) and not np.array_equal(pc.list_value_length(col).to_numpy(zero_copy_only=False), lengths):
+                raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
+            flat = pc.list_flatten(col)
+            out[c] = np.asarray(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat,
+                                dtype=self._schema_dtype(c))
+        offsets = np.zeros(len(lengths) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return out, offsets
+
+    def _schema_dtype(self, c):
+        return self.store.schema.dtype(c)
+
+    def _prepare(self, t: pa.Table) -> _Chunk:
+        p, be, xp = self.projection, self.backend, self.backend.xp
+        meta = self._validate(t)
+        tails, t_off = self._tails(t)
+        uid, imm_hw, rts = meta["user_id"], meta["imm_hw"], meta["request_ts"]
+        users, inv = np.unique(uid, return_inverse=True)
+        seq_hi = np.zeros(len(users), np.int64)
+        np.maximum.at(seq_hi, inv, imm_hw)
+        seq_lo = ts_min_u = None
+        if "rows" in self.pushdown and not (self._use_types or self._use_window):
+            seq_lo = np.full(len(users), np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(seq_lo, inv, imm_hw - p.max_len)
+        ts_min = rts - p.window_us if self._use_window else np.full(len(uid), kernels.NO_WINDOW, np.int64)
+        if "rows" in self.pushdown and self._use_window:
+            ts_min_u = np.full(len(users), np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(ts_min_u, inv, ts_min)
+        rare = p.actions if (self._use_types and "types" in self.pushdown) else None
+        buf = self.store.view.gather(users, self._read, seq_lo=seq_lo, seq_hi=seq_hi, ts_min=ts_min_u,
+                                     rare_types=rare, backend=be, all_groups="users" not in self.pushdown)
+        n_imm, n_tail = buf.num_events, int(t_off[-1])
+
+        def column(c):  # immutable part then tail part, one device array
+            out = xp.empty(n_imm + n_tail, self._dtypes.get(c, self._schema_dtype(c)))
+            out[:n_imm] = buf.columns[c]
+            out[n_imm:] = be.to_device(tails[c])
+            return out
+
+        def words(cols, width):
+            src = xp.empty((len(cols), n_imm + n_tail), np.int64 if width == 8 else np.int32)
+            for i, c in enumerate(cols):
+                src[i] = column(c).view(src.dtype)
+            return src
+
+        per = {"u_lo": buf.offsets[:-1][inv], "u_hi": buf.offsets[1:][inv], "imm_hw": imm_hw,
+               "t_lo": n_imm + t_off[:-1], "t_hi": n_imm + t_off[1:], "ts_min": ts_min}
+        chunk = _Chunk(
+            n=len(uid), src8=words(self._cols8, 8), src4=words(self._cols4, 4),
+            ts=column("ts") if self._use_window else self._empty8,
+            etype=column(self._etype) if self._use_types else self._empty4,
+            seq=buf.columns["seq"], per_example={k: be.to_device(np.ascontiguousarray(v, np.int64))
+                                                 for k, v in per.items()},
+            events_read=n_imm)
+        be.synchronize()
+        self.stats["chunks"] += 1
+        self.stats["examples"] += chunk.n
+        self.stats["users_read"] += len(users)
+        self.stats["events_read"] += n_imm
+        return chunk
+
+    # ---- assembly (device side) -------------------------------------------------------------------
+    def _assemble(self, ch: _Chunk, a: int, b: int) -> Batch:
+        p, be, xp = self.projection, self.backend, self.backend.xp
+        n, L = b - a, p.max_len
+        e = {k: v[a:b] for k, v in ch.per_example.items()}
+        sel = xp.empty((n, 5), np.int64)
+        be.slice(ch.seq, ch.ts, ch.etype, self._type_ok, self._type_base, e["u_lo"], e["u_hi"], e["imm_hw"],
+                 e["t_lo"], e["t_hi"], e["ts_min"], L, self._use_types, self._use_window, sel)
+        out8 = xp.empty((len(self._cols8), n, L), np.int64)
+        out4 = xp.empty((len(self._cols4), n, L), np.int32)
+        lengths = xp.empty(n, np.int32)
+        be.assemble(ch.src8, ch.src4, ch.ts, ch.etype, self._type_ok, self._type_base, e["ts_min"], sel,
+                    e["t_hi"], L, p.align == "right", self._use_types, self._use_window, self._pad8, self._pad4,
+                    out8, out4, lengths)
+        arrays = {}
+        for c in p.columns:
+            out, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
+            arrays[c] = out[i].view(self._dtypes[c])
+        arrays["lengths"] = lengths
+        return Batch(arrays, self.device)

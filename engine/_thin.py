@@ -1,0 +1,76 @@
+"""Thin-row sources: Parquet path(s) or a Table, read with column projection, re-cut into chunks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._errors import SchemaError
+
+THIN_META = ("user_id", "request_ts", "version", "imm_hw")
+
+
+def _paths(source) -> list:
+    if isinstance(source, (str, Path)):
+        p = Path(source)
+        return sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    return [q for s in source for q in _paths(s)]
+
+
+def thin_batches(source, columns: list):
+    """Record batches of only ``columns`` from a Table, a Parquet file, a folder or a list of files."""
+    if isinstance(source, (pa.Table, pa.RecordBatch)):
+        t = pa.Table.from_batches([source]) if isinstance(source, pa.RecordBatch) else source
+        missing = [c for c in columns if c not in t.column_names]
+        if missing:
+            raise SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
+        yield from t.select(columns).to_batches()
+        return
+    paths = _paths(source)
+    if not paths:
+        raise SchemaError(f"no Parquet thin-row files found in {source!r}")
+    for path in paths:
+        pf = pq.ParquetFile(path)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise SchemaError(f"{path} lacks thin-row column(s) {missing}; make them with UIHStore.snapshot()")
+        yield from pf.iter_batches(batch_size=65_536, columns=columns)
+
+
+def rechunk(batches, rows: int):
+    """Tables of exactly ``rows`` rows (the last may be shorter) from a stream of record batches."""
+    pending, have = [], 0
+    for b in batches:
+        pending.append(b)
+        have += b.num_rows
+        while have >= rows:
+            t = pa.Table.from_batches(pending)
+            yield t.slice(0, rows)
+            rest = t.slice(rows)
+            pending, have = rest.to_batches(), rest.num_rows
+    if have:
+        yield pa.Table.from_batches(pending) if pending else None
+
+
+def user_hash(user_id: np.ndarray) -> np.ndarray:
+    """splitmix64 of the user id: a stable, well-mixed hash for sharding."""
+    z = np.asarray(user_id).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def shard(thin, num_shards: int, index: int) -> pa.Table:
+    """The thin rows of shard ``index`` of ``num_shards``, split by user hash (order kept).
+
+    Every user lands in exactly one shard, so each trainer rank reads a disjoint set of users.
+    """
+    if not (isinstance(num_shards, int) and num_shards >= 1 and 0 <= index < num_shards):
+        raise SchemaError(f"need num_shards >= 1 and 0 <= index < num_shards, got {num_shards}, {index}")
+    t = thin if isinstance(thin, pa.Table) else pa.table(thin)
+    h = user_hash(t.column("user_id").to_numpy())
+    return t.filter(pa.array(h % np.uint64(num_shards) == np.uint64(index)))

@@ -1,0 +1,233 @@
+"""Reconstruction (SPEC §3): O2O consistency with fat rows, pushdown invariance, errors, batching."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import engine
+from conftest import COLUMNS, make_events
+
+DAY = 86_400_000_000
+DEVICES = ["cpu", "cuda-sim"]
+PROJECTIONS = {
+    "all-left": engine.Projection(["item_id", "action", "ts"], max_len=64),
+    "right-pad": engine.Projection(["item_id", "seq", "dwell_ms"], max_len=200, align="right", pad_value=-7),
+    "rare-types": engine.Projection(["item_id", "surface"], max_len=16, actions=[3]),
+    "types-window": engine.Projection(["item_id", "action"], max_len=32, actions=[0, 2], window_us=DAY // 2),
+    "window-right": engine.Projection(["ts", "item_id"], max_len=10, window_us=DAY // 3, align="right"),
+    "len-1": engine.Projection(["item_id"], max_len=1),
+    "huge": engine.Projection(["item_id", "surface"], max_len=5000),
+}
+
+
+def project_fat(fat: pa.Table, p: engine.Projection, dtypes: dict) -> dict:
+    """The simplest proof: apply the projection to fat rows (whole visible histories) in plain Python."""
+    d = fat.to_pydict()
+    B = len(d["user_id"])
+    out = {c: np.full((B, p.max_len), p.pad_value, dtypes[c]) for c in p.columns}
+    lengths = np.zeros(B, np.int32)
+    for b in range(B):
+        idx = [i for i in range(len(d["seq"][b]))
+               if (p.actions is None or d["action"][b][i] in p.actions)
+               and (p.window_us is None or d["ts"][b][i] >= d["request_ts"][b] - p.window_us)]
+        idx = idx[max(0, len(idx) - p.max_len):]
+        n = len(idx)
+        off = p.max_len - n if p.align == "right" else 0
+        for c in p.columns:
+            out[c][b, off:off + n] = [d[c][b][i] for i in idx]
+        lengths[b] = n
+    out["lengths"] = lengths
+    return out
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Thin and (whole-history) fat rows logged at many instants, then the store moved on a lot."""
+    rng = np.random.default_rng(99)
+    path = tmp_path_factory.mktemp("o2o") / "store"
+    store = engine.UIHStore.create(path, columns=COLUMNS, event_type_column="action")
+    users = np.arange(12)
+    thins, fats = [], []
+    for d in range(4):
+        for s in range(3):
+            ev = make_events(rng, users, 300, t0=d * DAY + s * DAY // 3, span=DAY // 3)
+            ev["action"] = np.where(rng.random(300) < 0.06, 3, ev["action"] % 3).astype(np.int32)
+            seqs = store.append(ev)
+            pick = rng.choice(len(seqs), 15, replace=False)
+            store.update({"user_id": ev["user_id"][pick], "seq": seqs[pick],
+                          "item_id": rng.integers(0, 100, 15), "action": np.full(15, 3, np.int32)})
+            req = {"user_id": np.r_[users, [1000]], "request_ts": np.full(13, d * DAY + (s + 1) * DAY // 3),
+                   "example_id": np.arange(13) + 100 * (3 * d + s)}
+            thins.append(store.snapshot(req))
+            fats.append(store.snapshot(req, materialize=True, max_len=10**6))
+        store.seal((d + 1) * DAY - DAY // 4)
+        if d == 2:
+            store.compact()
+    # after the last snapshots: rewrite every tail value still mutable, seal, compact, reopen
+    t = store.to_table()
+    mut = t.filter(pa.compute.invert(t["sealed"]))
+    store.update({"user_id": mut["user_id"], "seq": mut["seq"], "item_id": np.full(len(mut), -1)})
+    store.append(make_events(rng, users, 500, t0=5 * DAY, span=DAY))
+    store.seal(10 * DAY)
+    store.compact(full=True)
+    store.close()
+    store = engine.UIHStore.open(path)
+    yield store, pa.concat_tables(thins), pa.concat_tables(fats)
+    store.close()
+
+
+CASES = [(n, "cpu") for n in PROJECTIONS] + [(n, "cuda-sim") for n in ("all-left", "types-window", "len-1")]
+
+
+@pytest.mark.parametrize("name, device", CASES)
+def test_o2o_reconstruction_equals_fat_rows(history, name, device):
+    store, thin, fat = history
+    p = PROJECTIONS[name]
+    if device == "cuda-sim":  # the simulator runs every CUDA thread in Python: keep it to a few rows
+        thin, fat = thin.slice(13 * 4, 13), fat.slice(13 * 4, 13)
+    rec = engine.Reconstructor(store, p, device=device)
+    got = rec.reconstruct(thin)
+    want = project_fat(fat, p, {c: store.schema.dtype(c) for c in p.columns})
+    assert set(got) == set(want)
+    for c in want:
+        assert got[c].dtype == want[c].dtype
+        np.testing.assert_array_equal(got[c], want[c], err_msg=f"column {c}")
+
+
+@pytest.mark.parametrize("name", ["all-left", "types-window", "rare-types"])
+def test_pushdown_never_changes_the_result(history, name):
+    store, thin, _ = history
+    p = PROJECTIONS[name]
+    full = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
+    for off in ["columns", "users", "rows", "types"]:
+        rec = engine.Reconstructor(store, p, device="cpu", pushdown=engine._reconstruct.PUSHDOWN - {off})
+        got = rec.reconstruct(thin)
+        for c in full:
+            np.testing.assert_array_equal(got[c], full[c])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_iter_batches_matches_reconstruct_in_order(history, tmp_path, batch_size):
+    store, thin, _ = history
+    p = PROJECTIONS["types-window"]
+    rec = engine.Reconstructor(store, p, device="cpu", chunk_batches=3)
+    whole = rec.reconstruct(thin)
+    pq.write_table(thin.slice(0, 60), tmp_path / "a.parquet")
+    pq.write_table(thin.slice(60), tmp_path / "b.parquet")
+    for source in (thin, tmp_path, [tmp_path / "a.parquet", tmp_path / "b.parquet"]):
+        batches = list(rec.iter_batches(source, batch_size=batch_size))
+        assert [b.size for b in batches[:-1]] == [batch_size] * (len(batches) - 1)
+        for c in whole:
+            np.testing.assert_array_equal(np.concatenate([b[c] for b in batches]), whole[c])
+    no_affinity = list(rec.iter_batches(thin, batch_size=batch_size, affinity=False, prefetch=0))
+    np.testing.assert_array_equal(np.concatenate([b["item_id"] for b in no_affinity]), whole["item_id"])
+
+
+def test_affinity_reads_each_user_once_per_chunk(history):
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu", chunk_batches=1000)
+    list(rec.iter_batches(thin, batch_size=13))
+    once = rec.stats["users_read"]
+    rec2 = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")
+    list(rec2.iter_batches(thin, batch_size=13, affinity=False))
+    assert once == len(np.unique(thin["user_id"].to_numpy())) - 1 + 1 and rec2.stats["users_read"] > 5 * once
+
+
+def test_shard_splits_users_disjointly(history):
+    _, thin, _ = history
+    parts = [engine.shard(thin, 3, i) for i in range(3)]
+    assert sum(len(p) for p in parts) == len(thin)
+    users = [set(p["user_id"].to_pylist()) for p in parts]
+    assert not (users[0] & users[1]) and not (users[1] & users[2]) and not (users[0] & users[2])
+    ids = parts[1]["example_id"].to_numpy()
+    assert (np.diff(ids) > 0).all()  # order kept
+    with pytest.raises(engine.SchemaError):
+        engine.shard(thin, 0, 0)
+
+
+def test_to_torch_is_zero_copy(history):
+    store, thin, _ = history
+    b = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu").reconstruct(thin)
+    t = b.to_torch()
+    for k in b:
+        assert t[k].data_ptr() == b[k].ctypes.data and tuple(t[k].shape) == b[k].shape
+
+
+def test_version_errors(history, tmp_path):
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")
+    newer = thin.set_column(thin.column_names.index("version"), "version",
+                            pa.array(np.full(len(thin), store.version + 1)))
+    with pytest.raises(engine.VersionError, match="reopen"):
+        rec.reconstruct(newer)
+    beyond = thin.set_column(thin.column_names.index("imm_hw"), "imm_hw", pa.array(np.full(len(thin), 10**7)))
+    with pytest.raises(engine.VersionError, match="sealed"):
+        rec.reconstruct(beyond)
+    # a thin row against an older pinned view that has fewer sealed events
+    old = engine.UIHStore.open(store.root, version=1)
+    with pytest.raises(engine.VersionError):
+        engine.Reconstructor(old, PROJECTIONS["all-left"], device="cpu").reconstruct(thin)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(columns=["colour"]), "unknown column"),
+    (dict(columns=["item_id"], max_len=0), "max_len"),
+    (dict(columns=["item_id"], align="center"), "align"),
+    (dict(columns=["item_id"], window_us=-1), "window_us"),
+    (dict(columns=[]), "non-empty"),
+    (dict(columns=["item_id"], actions=["click"]), "actions"),
+    (dict(columns=["item_id"], pad_value=0.5), "pad_value"),
+], ids=["unknown-column", "max_len-0", "bad-align", "negative-window", "no-columns", "bad-actions", "pad"])
+def test_bad_projections_raise_schema_error(history, kwargs, match):
+    store, _, _ = history
+    with pytest.raises(engine.SchemaError, match=match):
+        engine.Reconstructor(store, engine.Projection(**kwargs), device="cpu")
+
+
+def test_thin_rows_missing_columns(history):
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")
+    with pytest.raises(engine.SchemaError, match="tail_item_id"):
+        rec.reconstruct(thin.drop(["tail_item_id"]))
+
+
+def test_background_error_surfaces_with_traceback(history, monkeypatch):
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu", chunk_batches=1)
+    real = rec._prepare
+    calls = []
+
+    def flaky(t):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk on fire")
+        return real(t)
+
+    monkeypatch.setattr(rec, "_prepare", flaky)
+    got = []
+    with pytest.raises(RuntimeError, match="disk on fire") as ei:
+        for b in rec.iter_batches(thin, batch_size=10):
+            got.append(b)
+    assert len(got) == 2 and any("flaky" in str(f.name) for f in ei.traceback)
+
+
+def test_float_columns_and_pads_are_bit_exact(tmp_path):
+    s = engine.UIHStore.create(tmp_path / "f", columns={"score": "float32", "w": "float64", "action": "int32"})
+    vals = np.array([1.5, -0.0, np.nan, 3.25], np.float32)
+    s.append({"user_id": [1] * 4, "ts": [1, 2, 3, 4], "score": vals, "w": vals.astype(np.float64) * 2,
+              "action": [0] * 4})
+    s.seal(3)
+    thin = s.snapshot({"user_id": [1], "request_ts": [10]})
+    b = engine.Reconstructor(s, engine.Projection(["score", "w"], max_len=6, pad_value=-1.5), device="cpu")\
+        .reconstruct(thin)
+    assert b["score"].dtype == np.float32 and b["w"].dtype == np.float64
+    np.testing.assert_array_equal(b["score"][0].view(np.int32)[:4], vals.view(np.int32))
+    assert (b["score"][0, 4:] == -1.5).all() and (b["w"][0, 4:] == -1.5).all()
+    s.close()
+
+
+def test_device_auto_is_cpu_here_and_cuda_refused():
+    assert engine._device.resolve("auto").name == "cpu"
+    with pytest.raises(engine.UIHError, match="cuda"):
+        engine._device.resolve("cuda")
