@@ -15,6 +15,7 @@ import kernels
 
 from . import _deps, _segments
 from ._errors import UIHError
+from ._pool import BufferPool
 
 
 class CpuBackend:
@@ -24,8 +25,15 @@ class CpuBackend:
     assemble = staticmethod(kernels.assemble_cpu)
     read_groups = staticmethod(_segments.read_groups_arrow)
 
+    def __init__(self):
+        self._pool = BufferPool()
+
     def to_device(self, a):
         return np.ascontiguousarray(a)
+
+    def empty(self, shape, dtype):
+        """Output buffer: recycled once no batch uses it (see ``_pool``)."""
+        return self._pool.empty(shape, dtype)
 
     def to_host(self, a) -> np.ndarray:
         return np.asarray(a)
@@ -44,6 +52,9 @@ class SimulatedCudaBackend(CpuBackend):
     def to_device(self, a):
         return np.array(a, copy=True)  # the simulator copies every argument back: it must be writable
 
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
 
 class CudaBackend:
     """CuPy arrays, CUDA kernels; segments via cuDF straight into device memory when cuDF is present."""
@@ -55,6 +66,9 @@ class CudaBackend:
     def __init__(self):
         self.xp = _deps.cupy()
         self.cudf = _deps.cudf_or_none()
+
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype)  # CuPy's memory pool already recycles device memory
 
     def to_device(self, a):
         a = np.ascontiguousarray(a)

@@ -216,8 +216,8 @@ class Reconstructor:
         sel = xp.empty((n, 5), np.int64)
         be.slice(ch.seq, ch.ts, ch.etype, self._type_ok, self._type_base, e["u_lo"], e["u_hi"], e["imm_hw"],
                  e["t_lo"], e["t_hi"], e["ts_min"], L, self._use_types, self._use_window, sel)
-        out8 = xp.empty((len(self._cols8), n, L), np.int64)
-        out4 = xp.empty((len(self._cols4), n, L), np.int32)
+        out8 = be.empty((len(self._cols8), n, L), np.int64)
+        out4 = be.empty((len(self._cols4), n, L), np.int32)
         lengths = xp.empty(n, np.int32)
         be.assemble(ch.src8, ch.src4, ch.ts, ch.etype, self._type_ok, self._type_base, e["ts_min"], sel,
                     e["t_hi"], L, p.align == "right", self._use_types, self._use_window, self._pad8, self._pad4,
