@@ -20,7 +20,7 @@ from ._errors import CorruptionError
 from ._fsutil import fsync_dir
 
 DIR = "segments"
-ROW_GROUP_ROWS = 16_384
+ROW_GROUP_ROWS = 4096
 RARE_SHARE = 0.10  # types that together hold at most this share of a segment's events go to the sidecar
 INDEX_COLUMNS = ("user_id", "row_start", "row_count", "seq_start", "ts_max")
 
@@ -144,7 +144,8 @@ def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "
     if len(rows) == 0:
         return {c: None for c in columns}
     rows_group = np.searchsorted(rg_start, rows, side="right") - 1
-    groups = np.arange(len(rg_rows)) if all_groups else np.unique(rows_group)
+    # rows are sorted, so their groups are too: keep the first of each run
+    groups = np.arange(len(rg_rows)) if all_groups else rows_group[np.r_[True, rows_group[1:] != rows_group[:-1]]]
     got = read_groups(pf, name, groups.tolist(), columns, name)
     # map global row numbers into the concatenation of the read groups
     local_start = np.r_[0, np.cumsum(rg_rows[groups])]

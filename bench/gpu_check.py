@@ -1,0 +1,163 @@
+"""The body of ``bench/gpu_check.sh`` (see there). Writes bench/results/gpu_check.json."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+
+from _common import table, write_json  # noqa: E402
+
+
+def _device_time(fn, cp, repeat=10):
+    fn()
+    cp.cuda.Device().synchronize()
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for _ in range(repeat):
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end) / 1e3)
+    return float(np.median(times))
+
+
+def check_kernels(cp, rows):
+    import kernels
+    from test_kernels import make_case, reference
+
+    worst = 0
+    for seed in range(40):
+        case = make_case(seed, n_users=16, n_ex=64, max_hist=3000, max_tail=40, sparse=seed % 2 == 1)
+        for max_len, right, actions, window in [(1, False, None, None), (64, True, (1, 3), None),
+                                                (512, False, None, 300), (5000, True, (0, 2), 500)]:
+            want = reference(case, max_len, right, actions, window, (0, -1), (5,))
+            B = len(case["u_lo"])
+            type_ok, base = kernels.type_table(actions)
+            ts_min = case["request_ts"] - window if window is not None else np.full(B, kernels.NO_WINDOW)
+            d = {k: cp.asarray(v) for k, v in case.items()}
+            sel = cp.zeros((B, 5), np.int64)
+            kernels.slice_cuda(d["seq"], d["ts"], d["etype"], cp.asarray(type_ok), base, d["u_lo"], d["u_hi"],
+                               d["imm_hw"], d["t_lo"], d["t_hi"], cp.asarray(ts_min), max_len,
+                               actions is not None, window is not None, sel)
+            out8 = cp.full((2, B, max_len), 77, np.int64)
+            out4 = cp.full((1, B, max_len), 77, np.int32)
+            lengths = cp.full(B, -1, np.int32)
+            kernels.assemble_cuda(d["src8"], d["src4"], d["ts"], d["etype"], cp.asarray(type_ok), base,
+                                  cp.asarray(ts_min), sel, d["t_hi"], max_len, right, actions is not None,
+                                  window is not None, cp.asarray(np.array([0, -1], np.int64)),
+                                  cp.asarray(np.array([5], np.int32)), out8, out4, lengths)
+            for g, w in zip((out8, out4, lengths), want):
+                worst = max(worst, int((cp.asnumpy(g) != w).sum()))
+    rows.append(["CUDA kernels vs NumPy reference (160 random cases)", "0 mismatches" if worst == 0
+                 else f"{worst} MISMATCHES", "pass" if worst == 0 else "FAIL"])
+    return worst == 0
+
+
+def check_reconstructor(cp, torch, rows):
+    import engine
+    from conftest import COLUMNS, make_events
+
+    with tempfile.TemporaryDirectory() as d:
+        store = engine.UIHStore.create(Path(d) / "s", columns=COLUMNS)
+        rng = np.random.default_rng(0)
+        for day in range(3):
+            store.append(make_events(rng, range(200), 200_000, t0=day * 10**9, span=10**9))
+            store.seal((day + 1) * 10**9 - 10**8)
+        thin = store.snapshot({"user_id": rng.integers(0, 200, 2048), "request_ts": np.full(2048, 4 * 10**9)})
+        ok = True
+        for p in [engine.Projection(["item_id", "action", "ts"], max_len=4096),
+                  engine.Projection(["item_id", "surface"], max_len=512, actions=[1, 3], window_us=5 * 10**8,
+                                    align="right", pad_value=-1)]:
+            cpu = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
+            rec = engine.Reconstructor(store, p, device="cuda")
+            gpu = rec.reconstruct(thin)
+            ok &= all(np.array_equal(cp.asnumpy(gpu[c]), cpu[c]) for c in cpu)
+            t = gpu.to_torch()
+            ok &= all(t[c].is_cuda and t[c].data_ptr() == gpu[c].data.ptr for c in gpu)
+            batches = list(rec.iter_batches(thin, batch_size=300))
+            ok &= np.array_equal(np.concatenate([cp.asnumpy(b["item_id"]) for b in batches]), cpu["item_id"])
+        reader = "cuDF" if engine._deps.cudf_or_none() is not None else "PyArrow + pinned copy (no cuDF)"
+        rows.append([f"Reconstructor cuda == cpu, to_torch zero-copy, iter_batches ({reader})",
+                     "equal" if ok else "DIFFERENT", "pass" if ok else "FAIL"])
+        store.close()
+    return ok
+
+
+def time_assembly(cp, rows, result):
+    import kernels
+    B, L, users, hist = 512, 4096, 64, 8192
+    rng = np.random.default_rng(1)
+    n = users * hist
+    src8 = cp.asarray(rng.integers(0, 1 << 40, (2, n)))
+    src4 = cp.asarray(rng.integers(0, 100, (1, n)).astype(np.int32))
+    u = rng.integers(0, users, B)
+    u_lo, u_hi = cp.asarray(u * hist), cp.asarray((u + 1) * hist)
+    seq = cp.asarray(np.tile(np.arange(hist), users))
+    imm_hw = cp.asarray(np.full(B, hist, np.int64))
+    t = cp.asarray(np.full(B, n, np.int64))
+    ts_min = cp.asarray(np.full(B, kernels.NO_WINDOW, np.int64))
+    type_ok, base = kernels.type_table(None)
+    type_ok = cp.asarray(type_ok)
+    e8, e4 = cp.zeros(0, np.int64), cp.zeros(0, np.int32)
+    sel = cp.empty((B, 5), np.int64)
+    out8, out4 = cp.empty((2, B, L), np.int64), cp.empty((1, B, L), np.int32)
+    lengths = cp.empty(B, np.int32)
+    pad8, pad4 = cp.zeros(2, np.int64), cp.zeros(1, np.int32)
+
+    def run():
+        kernels.slice_cuda(seq, e8, e4, type_ok, base, u_lo, u_hi, imm_hw, t, t, ts_min, L, False, False, sel)
+        kernels.assemble_cuda(src8, src4, e8, e4, type_ok, base, ts_min, sel, t, L, False, False, False,
+                              pad8, pad4, out8, out4, lengths)
+    nbytes = out8.nbytes + out4.nbytes
+    t_k = _device_time(run, cp)
+    a = cp.empty(nbytes, np.uint8)
+    b = cp.empty_like(a)
+    t_c = _device_time(lambda: b.__setitem__(slice(None), a), cp)
+    ratio = t_c / t_k
+    result.update(assembly_gbps=nbytes / t_k / 1e9, d2d_copy_gbps=nbytes / t_c / 1e9, ratio=ratio)
+    rows.append([f"assembly B={B} L={L} 3 cols vs device-to-device copy",
+                 f"{nbytes / t_k / 1e9:.0f} vs {nbytes / t_c / 1e9:.0f} GB/s = {ratio:.2f}x",
+                 "pass" if ratio >= 0.7 else "below 0.7x goal"])
+
+
+def check_handoff(cp, torch, rows):
+    x = cp.arange(1 << 20, dtype=cp.int64)
+    t = torch.from_dlpack(x)
+    ok = t.is_cuda and t.data_ptr() == x.data.ptr and int(t[-1]) == (1 << 20) - 1
+    try:
+        import nvidia.dali  # noqa: F401
+        from dali_plugin import uih_pipeline  # noqa: F401
+        dali = "DALI importable: GPU pipeline checked by tests/test_dali.py on this machine"
+    except ImportError:
+        dali = "DALI not installed here: checked the CuPy -> DLPack -> torch hand-off it relies on"
+    rows.append([f"CuPy -> DLPack -> torch zero-copy ({dali})", "same pointer" if ok else "COPIED",
+                 "pass" if ok else "FAIL"])
+    return ok
+
+
+def main():
+    t0 = time.time()
+    import cupy as cp
+    import torch
+    rows, result = [], {}
+    dev = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    ok = check_kernels(cp, rows)
+    ok &= check_reconstructor(cp, torch, rows)
+    time_assembly(cp, rows, result)
+    ok &= check_handoff(cp, torch, rows)
+    write_json("gpu_check", {"device": dev, "rows": rows, **result})
+    print(f"\ngpu_check on {dev} ({time.time() - t0:.0f} s)")
+    print(table(rows, ["check", "result", "verdict"]))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
