@@ -1,1 +1,11 @@
-"""NVIDIA DALI adapter: feeds reconstructed UIH batches to PyTorch through a DALI pipeline."""
+"""NVIDIA DALI adapter: reconstructed UIH batches fed to PyTorch through a DALI pipeline.
+
+    pipe = uih_pipeline(rec, thin_source, batch_size=1024, device_id=None)   # CPU-only DALI
+    for batch in UIHIterator(pipe):                                          # dict of torch tensors
+        ...
+"""
+
+from ._pipeline import uih_pipeline
+from .pytorch import UIHIterator
+
+__all__ = ["uih_pipeline", "UIHIterator"]

@@ -1,0 +1,114 @@
+"""The DALI plugin in CPU-only mode: same batches as iter_batches, epochs, workers, failures."""
+
+import numpy as np
+import pytest
+
+import engine
+from conftest import COLUMNS, make_events
+from dali_plugin import UIHIterator, uih_pipeline
+
+TENANTS = {
+    "right": engine.Projection(["item_id", "action", "ts"], max_len=40, align="right", pad_value=-1),
+    "rare-types": engine.Projection(["item_id", "dwell_ms"], max_len=12, actions=[3]),
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    store = engine.UIHStore.create(tmp_path_factory.mktemp("dali") / "s", columns=COLUMNS)
+    ev = make_events(rng, range(25), 4000)
+    ev["action"] = np.where(rng.random(4000) < 0.05, 3, ev["action"] % 3).astype(np.int32)
+    store.append(ev)
+    store.seal(600_000)
+    store.append(make_events(rng, range(25), 200, t0=2_000_000))
+    thin = store.snapshot({"user_id": rng.integers(0, 30, 101), "request_ts": np.full(101, 3_000_000)})
+    yield store, thin
+    store.close()
+
+
+def as_numpy(batch):
+    return {k: v.numpy() for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("tenant", TENANTS)
+@pytest.mark.parametrize("batch_size", [1, 16, 101, 256])
+def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS[tenant], device="cpu")
+    want = list(rec.iter_batches(thin, batch_size))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None))
+    for _ in range(2):
+        got = [as_numpy(b) for b in it]
+        assert len(got) == len(want) and got[-1]["lengths"].shape[0] == (101 % batch_size or batch_size)
+        for g, w in zip(got, want):
+            assert set(g) == set(w)
+            for k in w:
+                assert g[k].dtype == w[k].dtype
+                np.testing.assert_array_equal(g[k], w[k])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_reset_restarts_the_epoch(setup, workers):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=10, workers=workers))
+    try:
+        first = as_numpy(next(it))
+        next(it)
+        it.reset()
+        again = [as_numpy(b) for b in it]
+        assert sum(len(b["lengths"]) for b in again) == 101
+        assert np.array_equal(again[0]["item_id"], first["item_id"])
+    finally:
+        it.close()
+
+
+def test_worker_processes_yield_the_same_rows(setup):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    want = rec.reconstruct(thin)
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=16, workers=2))
+    try:
+        for _ in range(2):
+            got = [as_numpy(b) for b in it]
+            rows = np.concatenate([np.c_[g["item_id"], g["ts"], g["lengths"]] for g in got])
+            ref = np.c_[want["item_id"], want["ts"], want["lengths"]]
+            assert sorted(map(tuple, rows)) == sorted(map(tuple, ref))
+    finally:
+        it.close()
+
+
+def test_failure_surfaces_in_the_training_loop(setup, monkeypatch):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=1)
+    real, calls = rec._prepare, []
+
+    def broken(t):
+        calls.append(1)
+        if len(calls) >= 3:
+            raise RuntimeError("segment unreadable")
+        return real(t)
+
+    monkeypatch.setattr(rec, "_prepare", broken)
+    with pytest.raises(Exception, match="segment unreadable"):
+        for _ in UIHIterator(uih_pipeline(rec, thin, batch_size=8)):
+            pass
+
+
+def test_worker_failure_surfaces(setup, tmp_path):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    bad = thin.set_column(thin.column_names.index("imm_hw"), "imm_hw",
+                          engine._snapshot.pa.array(np.full(len(thin), 10**6)))
+    it = UIHIterator(uih_pipeline(rec, bad, batch_size=8, workers=1))
+    with pytest.raises(Exception, match="VersionError"):
+        list(it)
+    it.close()
+
+
+def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    with pytest.raises(engine.UIHError, match="device='cuda'"):
+        uih_pipeline(rec, thin, batch_size=8, device_id=0)
