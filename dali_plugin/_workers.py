@@ -50,11 +50,11 @@ class WorkerPoolSource(EpochSource):
         ctx = mp.get_context("spawn")  # DALI and numba threads do not survive fork
         self._ctrl = [ctx.Queue() for _ in range(workers)]
         self._out = [ctx.Queue(maxsize=queue_depth) for _ in range(workers)]
-        self._abort = [ctx.Event() for _ in range(workers)]
+        self._stop_events = [ctx.Event() for _ in range(workers)]
         self._procs = [ctx.Process(target=_worker, daemon=True, name=f"uih-worker-{i}",
                                    args=(str(rec.store.root), rec.store.version, rec.projection, thin_source,
                                          rec.thin_columns, batch_size, workers, i, self._ctrl[i], self._out[i],
-                                         self._abort[i]))
+                                         self._stop_events[i]))
                        for i in range(workers)]
         for p in self._procs:
             p.start()
@@ -68,7 +68,7 @@ class WorkerPoolSource(EpochSource):
                     raise UIHError(f"preprocessing worker {i} died (exit code {self._procs[i].exitcode})") from None
 
     def batches(self):
-        for e in self._abort:
+        for e in self._stop_events:
             e.clear()
         for c in self._ctrl:
             c.put("epoch")
@@ -86,7 +86,7 @@ class WorkerPoolSource(EpochSource):
                         raise UIHError(f"reconstruction failed in a preprocessing worker: {payload}")
         finally:
             if active:  # interrupted mid-epoch: stop the workers' epoch and drain it
-                for e in self._abort:
+                for e in self._stop_events:
                     e.set()
                 for i in active:
                     while self._procs[i].is_alive() and self._get(i)[0] == "batch":
