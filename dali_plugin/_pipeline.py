@@ -10,7 +10,7 @@ from ._workers import WorkerPoolSource
 
 
 def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=2, workers=0,
-                 prefetch_queue_depth=2):
+                 prefetch_queue_depth=2, extra_columns=()):
     """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``.
 
     Parameters
@@ -25,6 +25,8 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
     workers : int
         0: reconstruct in this process (batches in ``iter_batches`` order). N > 0 (CPU only): N worker
         processes, each owning a user shard; batches interleave round-robin (same rows, other order).
+    extra_columns : list of str
+        Pass-through thin-row columns (labels, ids) to output too, ``[B]`` each, after ``lengths``.
     """
     dali = _deps.dali()
     from nvidia.dali import fn
@@ -35,8 +37,8 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
                        "device='cuda' (or use device_id=None for a CPU-only pipeline)")
     if gpu and workers:
         raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
-    source = (WorkerPoolSource(rec, thin_source, batch_size, workers) if workers
-              else InProcessSource(rec, thin_source, batch_size))
+    source = (WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns) if workers
+              else InProcessSource(rec, thin_source, batch_size, extra=extra_columns))
     pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
                          prefetch_queue_depth=prefetch_queue_depth, exec_async=False, exec_pipelined=False)
     with pipe:

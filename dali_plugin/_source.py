@@ -9,8 +9,8 @@ from __future__ import annotations
 from engine._reconstruct import Reconstructor
 
 
-def output_names(rec: Reconstructor) -> list:
-    return [*rec.projection.columns, "lengths"]
+def output_names(rec: Reconstructor, extra=()) -> list:
+    return [*rec.projection.columns, "lengths", *extra]
 
 
 class EpochSource:
@@ -50,10 +50,10 @@ class EpochSource:
 class InProcessSource(EpochSource):
     """Batches of ``rec.iter_batches`` in order (prefetch thread included)."""
 
-    def __init__(self, rec: Reconstructor, thin_source, batch_size: int):
-        super().__init__(output_names(rec))
-        self.rec, self.thin_source, self.batch_size = rec, thin_source, batch_size
+    def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=()):
+        super().__init__(output_names(rec, extra))
+        self.rec, self.thin_source, self.batch_size, self.extra = rec, thin_source, batch_size, list(extra)
 
     def batches(self):
-        for batch in self.rec.iter_batches(self.thin_source, self.batch_size):
+        for batch in self.rec.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):
             yield tuple(batch[n] for n in self.names)

@@ -19,7 +19,7 @@ from engine._thin import thin_batches
 from ._source import EpochSource, output_names
 
 
-def _worker(root, version, proj, thin_source, columns, batch_size, num, index, ctrl, out, abort):
+def _worker(root, version, proj, thin_source, columns, batch_size, num, index, ctrl, out, abort, extra):
     try:
         import pyarrow as pa
 
@@ -27,9 +27,9 @@ def _worker(root, version, proj, thin_source, columns, batch_size, num, index, c
         rec = engine.Reconstructor(store, proj, device="cpu", prefetch=1)
         table = pa.Table.from_batches(list(thin_batches(thin_source, columns)))
         mine = engine.shard(table, num, index)
-        names = output_names(rec)
+        names = output_names(rec, extra)
         while ctrl.get() == "epoch":
-            for b in rec.iter_batches(mine, batch_size):
+            for b in rec.iter_batches(mine, batch_size, extra_columns=extra):
                 if abort.is_set():
                     break
                 out.put(("batch", tuple(b[n] for n in names)))
@@ -41,8 +41,8 @@ def _worker(root, version, proj, thin_source, columns, batch_size, num, index, c
 class WorkerPoolSource(EpochSource):
     """Round-robin batches from ``workers`` processes; same multiset of rows as ``iter_batches``."""
 
-    def __init__(self, rec, thin_source, batch_size: int, workers: int, queue_depth: int = 2):
-        super().__init__(output_names(rec))
+    def __init__(self, rec, thin_source, batch_size: int, workers: int, queue_depth: int = 2, extra=()):
+        super().__init__(output_names(rec, extra))
         if isinstance(thin_source, (list, tuple)):
             thin_source = [str(p) for p in thin_source]
         elif not hasattr(thin_source, "schema"):
@@ -53,8 +53,8 @@ class WorkerPoolSource(EpochSource):
         self._stop_events = [ctx.Event() for _ in range(workers)]
         self._procs = [ctx.Process(target=_worker, daemon=True, name=f"uih-worker-{i}",
                                    args=(str(rec.store.root), rec.store.version, rec.projection, thin_source,
-                                         rec.thin_columns, batch_size, workers, i, self._ctrl[i], self._out[i],
-                                         self._stop_events[i]))
+                                         rec.thin_columns + list(extra), batch_size, workers, i, self._ctrl[i],
+                                         self._out[i], self._stop_events[i], list(extra)))
                        for i in range(workers)]
         for p in self._procs:
             p.start()

@@ -37,6 +37,7 @@ class _Chunk:
     seq: object
     per_example: dict  # u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min
     events_read: int
+    extras: dict  # pass-through columns carried into the batches
 
 
 class Reconstructor:
@@ -93,16 +94,23 @@ class Reconstructor:
         return f"Reconstructor({self.store!r}, {self.projection!r}, device={self.device!r})"
 
     # ---- public -----------------------------------------------------------------------------------
-    def reconstruct(self, thin) -> Batch:
-        """One batch holding every row of ``thin`` (a thin-row table), in its order."""
-        chunk = self._prepare(self._as_thin(thin))
+    def reconstruct(self, thin, extra_columns=()) -> Batch:
+        """One batch holding every row of ``thin`` (a thin-row table), in its order.
+
+        ``extra_columns``: pass-through columns of the thin rows (labels, ids...) to carry along, ``[B]``.
+        """
+        extra = list(extra_columns)
+        chunk = self._prepare(self._as_thin(thin, extra), extra)
         return self._assemble(chunk, 0, chunk.n)
 
-    def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True):
+    def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True,
+                     extra_columns=()):
         """Batches of ``batch_size`` rows (the last may be smaller) over Parquet path(s) or a Table.
 
         The next chunk is read and laid out in a background thread while the current one is assembled.
+        ``extra_columns`` carries pass-through columns (labels, ids...) into each batch as ``[B]`` arrays.
         """
+        extra = list(extra_columns)
         if int(batch_size) < 1:
             raise SchemaError(f"batch_size must be >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
@@ -110,21 +118,34 @@ class Reconstructor:
         rows = batch_size * (self.chunk_batches if affinity else 1)
 
         def produce():
-            for table in rechunk(thin_batches(thin_source, self.thin_columns), rows):
-                yield self._prepare(table)
+            for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
+                yield self._prepare(table, extra)
 
         for chunk in background(produce, depth):
             for a in range(0, chunk.n, batch_size):
                 yield self._assemble(chunk, a, min(a + batch_size, chunk.n))
 
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
-    def _as_thin(self, thin) -> pa.Table:
+    def _as_thin(self, thin, extra=()) -> pa.Table:
         t = thin if isinstance(thin, pa.Table) else pa.table(thin)
-        missing = [c for c in self.thin_columns if c not in t.column_names]
+        missing = [c for c in [*self.thin_columns, *extra] if c not in t.column_names]
         if missing:
             raise SchemaError(f"thin rows lack column(s) {missing} needed by {self.projection}; "
                               "make them with UIHStore.snapshot()")
-        return t.select(self.thin_columns)
+        return t.select([*self.thin_columns, *extra])
+
+    def _extras(self, t: pa.Table, extra) -> dict:
+        out = {}
+        for c in extra:
+            if c in self.projection.columns or c == "lengths":
+                raise SchemaError(f"extra column {c!r} clashes with a projected output; rename it")
+            col = t.column(c)
+            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or
+                    pa.types.is_boolean(col.type)) or col.null_count:
+                raise SchemaError(f"extra column {c!r} must be a non-null numeric or boolean scalar column, "
+                                  f"got {col.type}")
+            out[c] = self.backend.to_device(col.to_numpy(zero_copy_only=False))
+        return out
 
     def _validate(self, t: pa.Table):
         meta = {c: t.column(c).to_numpy() for c in THIN_META}
@@ -159,7 +180,7 @@ class Reconstructor:
     def _schema_dtype(self, c):
         return self.store.schema.dtype(c)
 
-    def _prepare(self, t: pa.Table) -> _Chunk:
+    def _prepare(self, t: pa.Table, extra=()) -> _Chunk:
         p, be, xp = self.projection, self.backend, self.backend.xp
         meta = self._validate(t)
         tails, t_off = self._tails(t)
@@ -200,7 +221,7 @@ class Reconstructor:
             etype=column(self._etype) if self._use_types else self._empty4,
             seq=buf.columns["seq"], per_example={k: be.to_device(np.ascontiguousarray(v, np.int64))
                                                  for k, v in per.items()},
-            events_read=n_imm)
+            events_read=n_imm, extras=self._extras(t, extra))
         be.synchronize()
         self.stats["chunks"] += 1
         self.stats["examples"] += chunk.n
@@ -227,4 +248,6 @@ class Reconstructor:
             out, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
             arrays[c] = out[i].view(self._dtypes[c])
         arrays["lengths"] = lengths
+        for c, v in ch.extras.items():
+            arrays[c] = v[a:b]
         return Batch(arrays, self.device)

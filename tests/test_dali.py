@@ -84,11 +84,11 @@ def test_failure_surfaces_in_the_training_loop(setup, monkeypatch):
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=1)
     real, calls = rec._prepare, []
 
-    def broken(t):
+    def broken(t, extra=()):
         calls.append(1)
         if len(calls) >= 3:
             raise RuntimeError("segment unreadable")
-        return real(t)
+        return real(t, extra)
 
     monkeypatch.setattr(rec, "_prepare", broken)
     with pytest.raises(Exception, match="segment unreadable"):
@@ -112,3 +112,17 @@ def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
     with pytest.raises(engine.UIHError, match="device='cuda'"):
         uih_pipeline(rec, thin, batch_size=8, device_id=0)
+
+
+def test_extra_columns_travel_with_their_rows(setup):
+    store, thin = setup
+    thin = thin.append_column("label", engine._snapshot.pa.array(np.arange(len(thin)) % 2 == 0))
+    thin = thin.append_column("example_id", engine._snapshot.pa.array(np.arange(len(thin)) * 10))
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    got = [as_numpy(b) for b in UIHIterator(uih_pipeline(rec, thin, batch_size=30,
+                                                         extra_columns=["label", "example_id"]))]
+    assert np.array_equal(np.concatenate([g["example_id"] for g in got]), np.arange(len(thin)) * 10)
+    assert np.concatenate([g["label"] for g in got]).sum() == 51
+    with pytest.raises(engine.SchemaError, match="extra column"):
+        rec.reconstruct(thin.append_column("name", engine._snapshot.pa.array(["x"] * len(thin))),
+                        extra_columns=["name"])

@@ -198,11 +198,11 @@ def test_background_error_surfaces_with_traceback(history, monkeypatch):
     real = rec._prepare
     calls = []
 
-    def flaky(t):
+    def flaky(t, extra=()):
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("disk on fire")
-        return real(t)
+        return real(t, extra)
 
     monkeypatch.setattr(rec, "_prepare", flaky)
     got = []
