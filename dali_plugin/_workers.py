@@ -21,8 +21,13 @@ from ._source import EpochSource, output_names
 
 def _worker(root, version, proj, thin_source, columns, batch_size, num, index, ctrl, out, abort, extra):
     try:
+        import os
+
+        import numba
         import pyarrow as pa
 
+        # the workers share the host's cores: split them instead of oversubscribing
+        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // num)))
         store = engine.UIHStore.open(root, version=version)
         rec = engine.Reconstructor(store, proj, device="cpu", prefetch=1)
         table = pa.Table.from_batches(list(thin_batches(thin_source, columns)))
