@@ -108,7 +108,7 @@ def bench_pushdown(store, batch, users, history):
             rec.pushdown = frozenset(dims)
             rec.__init__(store, p, device="cpu", prefetch=0, pushdown=dims)
             drop_cache(store.root)
-            store.view._pf.clear()
+            store.view.clear_cache()
             with measure() as io:
                 rec.reconstruct(thin)
             row[label] = io["read_bytes"]

@@ -40,7 +40,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
     source = (WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns) if workers
               else InProcessSource(rec, thin_source, batch_size, extra=extra_columns))
     pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                         prefetch_queue_depth=prefetch_queue_depth, exec_async=False, exec_pipelined=False)
+                         prefetch_queue_depth=prefetch_queue_depth)
     with pipe:
         kwargs = {"device": "gpu"} if gpu else {}
         if gpu:

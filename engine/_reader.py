@@ -7,6 +7,7 @@ segments whose index holds a user, only the row groups that hold the needed rows
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +34,42 @@ def _host(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
+class GroupCache:
+    """Decoded row-group columns, least recently used evicted beyond ``budget`` bytes.
+
+    This is what makes data affinity hold across chunks: a user's rows are decoded once per job (per
+    shard) while they fit the budget, however often the user comes back in the thin rows.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.used = 0
+        self._d = OrderedDict()
+
+    def get(self, key):
+        v = self._d.get(key)
+        if v is not None:
+            self._d.move_to_end(key)
+        return v
+
+    def put(self, key, value):
+        if key in self._d or self.budget <= 0:
+            return
+        self._d[key] = value
+        self.used += value.nbytes
+        while self.used > self.budget and self._d:
+            _, old = self._d.popitem(last=False)
+            self.used -= old.nbytes
+
+    def clear(self):
+        self._d.clear()
+        self.used = 0
+
+
 class ImmutableView:
     """The immutable tier as of one manifest. Indexes load lazily and are kept."""
 
-    def __init__(self, root: Path, manifest: dict, schema):
+    def __init__(self, root: Path, manifest: dict, schema, cache_bytes: int = 1 << 30):
         self.root = Path(root)
         self.manifest = manifest
         self.schema = schema
@@ -44,6 +77,29 @@ class ImmutableView:
         self._idx = {}
         self._pf = {}
         self._counts = None
+        self.cache = GroupCache(cache_bytes)
+
+    def clear_cache(self):
+        """Forget decoded data and open files (a cold start, for measurements)."""
+        self.cache.clear()
+        self._pf.clear()
+
+    def _cached_reader(self, s, part, read_groups, xp):
+        """``read_groups`` that serves decoded row groups from the cache and reads only the rest."""
+        def read(pf, path, groups, columns, name):
+            key = lambda g, c: (s, part, g, c)
+            missing = [g for g in groups if any(self.cache.get(key(g, c)) is None for c in columns)]
+            if missing:
+                got = read_groups(pf, path, missing, columns, name)
+                md = pf.metadata
+                bounds = np.r_[0, np.cumsum([md.row_group(g).num_rows for g in missing])]
+                for i, g in enumerate(missing):
+                    for c in columns:
+                        self.cache.put(key(g, c), got[c][bounds[i]:bounds[i + 1]])
+                if len(missing) == len(groups) or self.cache.budget <= 0:
+                    return got
+            return {c: xp.concatenate([self.cache.get(key(g, c)) for g in groups]) for c in columns}
+        return read
 
     def index(self, s: int, part: str) -> dict:
         key = (s, part)
@@ -114,7 +170,7 @@ class ImmutableView:
                 continue
             name = str(self.root / seg[part]["file"])
             got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part == "rare" else []),
-                                      rows, name, read_groups, xp, all_groups)
+                                      rows, name, self._cached_reader(s, part, read_groups, xp), xp, all_groups)
             rank = np.repeat(ranks, cnt)
             if part == "main":
                 got["seq"] = xp.asarray(range_indices(q0, cnt))
