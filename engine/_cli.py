@@ -49,8 +49,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from ._benchrun import run_bench
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    if not (bench / "report.py").exists():
+        print("uih: error: `uih bench` runs from a source checkout (it needs the bench/ folder)", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(bench))
+    from report import run_bench
     return run_bench(args)
 
 

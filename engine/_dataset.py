@@ -48,8 +48,25 @@ class _DayWriter:
             self.w = None
 
 
-def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int = 2, progress=True) -> dict:
-    """Run ``cfg`` through a fresh store under ``out``; returns paths and per-day byte counts."""
+def _floor_bytes(tmp: Path, events: list, seqs: list) -> int:
+    """Bytes of the day's new events written once, compressed like a segment: the write floor."""
+    from ._segments import _write_parquet
+    cols = {k: np.concatenate([e[k] for e in events]) for k in events[0]}
+    cols["seq"] = np.concatenate(seqs)
+    order = np.lexsort((cols["seq"], cols["user_id"]))
+    table = pa.table({c: cols[c][order] for c in ["user_id", "seq", "ts", *COLUMNS]})
+    _write_parquet(tmp, table)
+    size = tmp.stat().st_size
+    tmp.unlink()
+    return size
+
+
+def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int = 2, progress=True,
+          fat_lengths=()) -> dict:
+    """Run ``cfg`` through a fresh store under ``out``; returns paths and per-day byte counts.
+
+    Fat rows keep the union max length in ``out/fat``; each of ``fat_lengths`` gets ``out/fat_<L>`` too.
+    """
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -65,8 +82,10 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
     bar = tqdm(total=cfg.days * cfg.slices_per_day, desc="serving days", unit="slice", disable=not progress)
     for d in range(cfg.days):
         row = {"day": d, "events": 0, "requests": 0, "log_bytes": 0, "seal_bytes": 0, "compact_bytes": 0,
-               "thin_bytes": 0, "fat_bytes": 0, "fat_events": 0}
+               "thin_bytes": 0, "fat_bytes": 0, "fat_events": 0, "fat_bytes_by_len": dict.fromkeys(fat_lengths, 0)}
         thin_w, fat_w = _DayWriter(out / "thin"), _DayWriter(out / "fat")
+        extra_w = {L: _DayWriter(out / f"fat_{L}") for L in fat_lengths}
+        day_events, day_seqs = [], []
         for events, reqs, _ in wl.day(d):
             with measure() as io:
                 seqs = store.append(events)
@@ -77,6 +96,8 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
                                   "dwell_ms": rng.integers(0, 60_000, k).astype(np.int32)})
             row["log_bytes"] += io["write_bytes"]
             row["events"] += len(seqs)
+            day_events.append(events)
+            day_seqs.append(seqs)
             req = _requests_table(reqs)
             row["requests"] += req.num_rows
             thin = store.snapshot(req)
@@ -89,7 +110,16 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
                 with measure() as io:
                     fat_w.write(d, f)
                 row["fat_bytes"] += io["write_bytes"]
+            for L, w in extra_w.items():
+                f = store.snapshot(req, materialize=True, max_len=L)
+                with measure() as io:
+                    w.write(d, f)
+                row["fat_bytes_by_len"][L] += io["write_bytes"]
             bar.update()
+        for L, w in extra_w.items():
+            with measure() as io:
+                w.close()
+            row["fat_bytes_by_len"][L] += io["write_bytes"]
         with measure() as io:
             thin_w.close()
         row["thin_bytes"] += io["write_bytes"]
@@ -104,6 +134,7 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
                 store.compact()
             row["compact_bytes"] = io["write_bytes"]
         row["store_bytes"] = row["log_bytes"] + row["seal_bytes"] + row["compact_bytes"]
+        row["floor_bytes"] = _floor_bytes(out / ".floor.parquet", day_events, day_seqs) + row["thin_bytes"]
         days.append(row)
     bar.close()
     stats = store.stats()

@@ -22,7 +22,7 @@ _HEADER = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(k
 APPEND, UPDATE = 1, 2
 
 
-_IPC = pa.ipc.IpcWriteOptions(compression="lz4")  # cheap enough to keep append fast, halves log bytes
+_IPC = pa.ipc.IpcWriteOptions(compression="zstd")  # fast at its default level; ~4x fewer log bytes
 
 
 def _encode(table: pa.Table) -> pa.Buffer:

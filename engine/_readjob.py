@@ -36,6 +36,8 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
         t = time.perf_counter()
         store = _open_pinned(store_path)
         rec = Reconstructor(store, proj, device=device, prefetch=prefetch, pushdown=pushdown)
+        if not affinity:  # no reuse across batches at all: no chunking and no decoded-group cache
+            store.view.cache.budget = 0
         if via_dali:
             from dali_plugin import UIHIterator, uih_pipeline
             it = UIHIterator(uih_pipeline(rec, thin_source, batch_size=batch_size, workers=workers))

@@ -28,10 +28,9 @@ INDEX_COLUMNS = ("user_id", "row_start", "row_count", "seq_start", "ts_max")
 def _write_parquet(path: Path, table: pa.Table) -> None:
     # Delta encoding makes the sorted user_id/seq columns nearly free; page checksums let a reader
     # detect damaged bytes (CorruptionError) instead of returning wrong events.
+    delta = {c: "DELTA_BINARY_PACKED" for c in ("user_id", "seq", "ts") if c in table.column_names}
     pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd",
-                   use_dictionary=False, column_encoding={"user_id": "DELTA_BINARY_PACKED",
-                                                          "seq": "DELTA_BINARY_PACKED",
-                                                          "ts": "DELTA_BINARY_PACKED"},
+                   use_dictionary=False, column_encoding=delta,
                    write_statistics=["user_id"], write_page_checksum=True,
                    sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)])
     with open(path, "rb+") as f:

@@ -44,7 +44,7 @@ DEFAULT_TENANTS = (
     Tenant("ranking", ("item_id", "action", "ts"), 4096),
     Tenant("retrieval", ("item_id",), 512, actions=(1, 2, 3, 4), window_days=14),
     Tenant("purchase", ("item_id", "surface", "dwell_ms"), 1024, actions=(3, 4)),
-    Tenant("longseq", ("item_id", "action"), 16384),
+    Tenant("longseq", ("item_id", "action"), 65536),
 )
 
 
