@@ -1,0 +1,52 @@
+"""`uih bench --quick` runs end to end in CI: complete JSON, positive measured reductions, a report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "engine._cli", "bench", "--quick", "--out", str(out),
+                           "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads((out / "bench_quick.json").read_text())
+
+
+def test_json_is_complete(quick):
+    out, R = quick
+    for section in ("writes", "reads", "pushdown", "peers", "pipeline", "scaling"):
+        assert section in R and (out / f"{section}_quick.json").exists()
+    assert R["machine"]["cores"] >= 1 and R["config"]["users"] > 0
+    tenants = {t["name"] for t in R["tenants"]}
+    assert {r["tenant"] for r in R["reads"]["tenants"]} == tenants and len(tenants) >= 3
+    for r in R["reads"]["tenants"]:
+        for k in ("late", "late_dali", "fat"):
+            assert r[k]["examples"] > 0 and r[k]["seconds"] > 0
+        assert r["floor"]["bytes"] > 0
+    assert len(R["scaling"]["rows"]) >= 2 and all(r["assembly_gbps"] > 0 for r in R["scaling"]["rows"])
+    assert R["peers"]["duckdb_equal"] is True
+    assert (out / "REPORT.md").read_text().startswith("# UIH late materialization")
+    assert all((out / f).exists() for f in ("write_per_day.png", "read_per_tenant.png", "scaling.png", "peers.png"))
+
+
+def test_measured_reductions_are_positive(quick):
+    _, R = quick
+    w = R["writes"]
+    assert all(v > 0 for v in w["reduction_vs_fat"].values())
+    for r in R["reads"]["tenants"]:
+        assert r["reduction_vs_fat"] > 0, r["tenant"]
+        assert r["late"]["read_bytes"] > 0 and r["fat"]["read_bytes"] > r["late"]["read_bytes"]
+
+
+def test_pushdown_never_reads_more_than_without_it(quick):
+    _, R = quick
+    for r in R["pushdown"]["tenants"]:
+        on = r["all on"]["read_bytes"]
+        assert all(r[k]["read_bytes"] >= on * 0.95 for k in r if k.endswith(" off")), r
