@@ -161,6 +161,11 @@ class ImmutableView:
                 continue
             j = kc[ranks]
             r0, cnt, q0 = idx["row_start"][j], idx["row_count"][j], idx["seq_start"][j]
+            if ts_min is not None:  # skip leading strides that hold only events older than the window
+                skip = _segments.window_skip(idx, j, ts_min[ranks])
+                r0, cnt = r0 + skip, cnt - skip
+                if part == "main":
+                    q0 = q0 + skip
             if part == "main":  # seqs are dense inside a user's run: cut by arithmetic before reading
                 lo = np.clip(seq_lo[ranks] - q0, 0, cnt)
                 hi = np.clip(seq_hi[ranks] - q0, 0, cnt)

@@ -20,16 +20,25 @@ from ._schema import StoreSchema, coerce_events, coerce_requests, coerce_updates
 from ._snapshot import fat_rows, thin_rows
 
 LOG_DIR = "log"
-TIER_RATIO = 4
+TIER_RATIO = 2  # segments within 2x of each other are one size tier
+TIER_MIN = 4  # merge a tier once it holds this many segments (size-tiered compaction, as in Cassandra)
 
 
 def _run_start(rows: list) -> int:
-    """Index of the oldest segment in the newest run worth merging (see ``UIHStore.compact``)."""
-    first, tail = len(rows) - 1, rows[-1] if rows else 0
-    while first > 0 and rows[first - 1] <= TIER_RATIO * tail:
+    """Index of the oldest segment of the newest size tier to merge, or ``len(rows)`` if none is due.
+
+    Only a contiguous run of the newest segments can merge (a user's seqs must stay in segment order);
+    the run grows backwards while each older segment is within ``TIER_RATIO`` of the run's largest,
+    and merges once it has ``TIER_MIN`` members. Each event is so rewritten about log4(N) times, and a
+    large base segment is left alone until the tiers above it grow comparable.
+    """
+    if not rows:
+        return 0
+    first, biggest = len(rows) - 1, rows[-1]
+    while first > 0 and rows[first - 1] <= TIER_RATIO * max(biggest, 1) and biggest <= TIER_RATIO * rows[first - 1]:
         first -= 1
-        tail += rows[first]
-    return first
+        biggest = max(biggest, rows[first])
+    return first if len(rows) - first >= TIER_MIN else len(rows)
 LOCK = "LOCK"
 
 
@@ -217,10 +226,10 @@ class UIHStore:
     def compact(self, full: bool = False) -> int:
         """Merge segments into fewer, larger ones (size-tiered, LSM-style); returns the new version.
 
-        By default only the newest run of small segments is merged: each segment joins the run while it
-        is at most ``4x`` the rows of the newer segments already in it, so a large base segment is not
-        rewritten every day. ``full=True`` merges everything. Seqs never change, so every thin row ever
-        logged reconstructs identically.
+        By default size-tiered: the newest run of at least four segments of similar size (within 2x) is
+        merged, so a large base segment is not rewritten every day; nothing due, nothing written.
+        ``full=True`` merges everything. Seqs never change, so every thin row ever logged reconstructs
+        identically.
         """
         with self._mu:
             self._check_writable("compact")

@@ -223,13 +223,14 @@ def test_rare_event_types_get_a_sidecar(store, rng):
 
 def test_tiered_compaction_leaves_a_large_base_alone(store, rng):
     from engine._store import _run_start
-    assert _run_start([1000, 10, 10, 10]) == 1 and _run_start([10, 10]) == 0 and _run_start([5]) == 0
+    assert _run_start([1000, 10, 10, 10, 10]) == 1 and _run_start([10, 10]) == 2 and _run_start([5]) == 1
+    assert _run_start([10, 12, 9, 11, 40]) == 5 and _run_start([10, 12, 9, 11, 15]) == 0
     store.append(make_events(rng, range(5), 3000, t0=0, span=1000))
     store.seal(2000)
-    for d in range(3):
+    for d in range(4):
         store.append(make_events(rng, range(5), 30, t0=3000 + d * 1000, span=1000))
         store.seal(4000 + d * 1000)
     base = store._manifest["segments"][0]["id"]
     store.compact()
     segs = store._manifest["segments"]
-    assert len(segs) == 2 and segs[0]["id"] == base and segs[1]["main"]["rows"] == 90
+    assert len(segs) == 2 and segs[0]["id"] == base and segs[1]["main"]["rows"] == 120
