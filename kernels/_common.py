@@ -33,3 +33,49 @@ def type_table(actions):
     ok = np.zeros(int(codes[-1]) - base + 1, np.bool_)
     ok[codes - base] = True
     return ok, base
+
+
+# ---- CUDA side: compiled on first use, so importing kernels never touches CUDA ------------------
+cuda = None  # numba.cuda once bound; a module global because the simulator patches kernel globals
+_DEVICE = {}
+
+
+def _scan_inclusive(buf, tid, threads):
+    """In-place inclusive block scan of ``buf[:threads]`` (Hillis-Steele); every thread must call it."""
+    step = 1
+    while step < threads:
+        v = buf[tid - step] if tid >= step else 0
+        cuda.syncthreads()
+        buf[tid] += v
+        cuda.syncthreads()
+        step *= 2
+
+
+def device(name):
+    """A shared CUDA device function (``keep_event`` or ``scan``), compiled once."""
+    if name not in _DEVICE:
+        _DEVICE[name] = cuda.jit(device=True)({"keep": keep_event.py_func, "scan": _scan_inclusive}[name])
+    return _DEVICE[name]
+
+
+class CudaKernel:
+    """Launches the kernel that ``build(threads)`` returns, compiled once per block size.
+
+    ``build``'s module refers to ``cuda`` as a global; it is bound here, on first launch.
+    """
+
+    def __init__(self, build):
+        self.build = build
+        self._compiled = {}
+
+    def __call__(self, blocks, *args):
+        if blocks == 0:  # nothing to do: no launch (a zero-size grid is an error in CUDA)
+            return
+        threads = CUDA_THREADS
+        kernel = self._compiled.get(threads)
+        if kernel is None:
+            global cuda
+            from numba import cuda as numba_cuda
+            cuda = self.build.__globals__["cuda"] = numba_cuda
+            kernel = self._compiled[threads] = self.build(threads)
+        kernel[blocks, threads](*args)

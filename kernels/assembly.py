@@ -74,17 +74,12 @@ def assemble_cpu(src8, src4, ts, etype, type_ok, type_base, ts_min, sel, t_hi, m
                       use_types, use_window, pad8, pad4, out8, out4, lengths)
 
 
-_CUDA = {}
-cuda = None  # numba.cuda, bound on first CUDA use; a module global so the simulator can patch it
+cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 
 def _build_cuda(threads):
-    global cuda
-    from numba import cuda as _cuda  # lazy: importing this module must not touch CUDA
-
-    cuda = _cuda
-
-    keep = cuda.jit(device=True)(keep_event.py_func)
+    keep = _common.device("keep")
+    scan_inclusive = _common.device("scan")
 
     @cuda.jit
     def kernel(src8, src4, ts, etype, type_ok, type_base, ts_min, sel, t_hi, max_len, right,
@@ -131,13 +126,7 @@ def _build_cuda(threads):
                                           use_window)) else 0
                 scan[tid] = k
                 cuda.syncthreads()
-                step = 1
-                while step < threads:
-                    v = scan[tid - step] if tid >= step else 0
-                    cuda.syncthreads()
-                    scan[tid] += v
-                    cuda.syncthreads()
-                    step *= 2
+                scan_inclusive(scan, tid, threads)
                 if k == 1:
                     j = base[0] + scan[tid] - 1
                     for c in range(out8.shape[0]):
@@ -156,11 +145,8 @@ def _build_cuda(threads):
 def assemble_cuda(src8, src4, ts, etype, type_ok, type_base, ts_min, sel, t_hi, max_len, right,
                   use_types, use_window, pad8, pad4, out8, out4, lengths):
     """CUDA twin (one block per example, ``CUDA_THREADS`` threads); see the module contract."""
-    if sel.shape[0] == 0:
-        return
-    threads = _common.CUDA_THREADS
-    if threads not in _CUDA:
-        _CUDA[threads] = _build_cuda(threads)
-    _CUDA[threads][sel.shape[0], threads](src8, src4, ts, etype, type_ok, type_base, ts_min, sel, t_hi,
-                                          max_len, right, use_types, use_window, pad8, pad4, out8, out4,
-                                          lengths)
+    _kernel(sel.shape[0], src8, src4, ts, etype, type_ok, type_base, ts_min, sel, t_hi, max_len, right,
+            use_types, use_window, pad8, pad4, out8, out4, lengths)
+
+
+_kernel = _common.CudaKernel(_build_cuda)

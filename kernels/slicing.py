@@ -79,17 +79,12 @@ def slice_cpu(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi
                    use_types, use_window, sel)
 
 
-_CUDA = {}
-cuda = None  # numba.cuda, bound on first CUDA use; a module global so the simulator can patch it
+cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 
 def _build_cuda(threads):
-    global cuda
-    from numba import cuda as _cuda  # lazy: importing this module must not touch CUDA
-
-    cuda = _cuda
-
-    keep = cuda.jit(device=True)(keep_event.py_func)
+    keep = _common.device("keep")
+    scan_inclusive = _common.device("scan")
 
     @cuda.jit
     def kernel(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
@@ -136,14 +131,7 @@ def _build_cuda(threads):
                                               use_window)) else 0
                 scan[tid] = k
                 cuda.syncthreads()
-                # inclusive Hillis-Steele scan in thread order (= newest to oldest)
-                step = 1
-                while step < threads:
-                    v = scan[tid - step] if tid >= step else 0
-                    cuda.syncthreads()
-                    scan[tid] += v
-                    cuda.syncthreads()
-                    step *= 2
+                scan_inclusive(scan, tid, threads)  # thread order = newest to oldest
                 total = scan[threads - 1]
                 # the oldest event this tile contributes: the kept one whose running count hits the target
                 if k == 1 and scan[tid] == min(total, need - got):
@@ -178,10 +166,8 @@ def _build_cuda(threads):
 def slice_cuda(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
                use_types, use_window, sel):
     """CUDA twin (one block per example, ``CUDA_THREADS`` threads); see the module contract."""
-    if u_lo.shape[0] == 0:
-        return
-    threads = _common.CUDA_THREADS
-    if threads not in _CUDA:
-        _CUDA[threads] = _build_cuda(threads)
-    _CUDA[threads][u_lo.shape[0], threads](seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo,
-                                           t_hi, ts_min, max_len, use_types, use_window, sel)
+    _kernel(u_lo.shape[0], seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
+            use_types, use_window, sel)
+
+
+_kernel = _common.CudaKernel(_build_cuda)
