@@ -44,7 +44,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
     with pipe:
         kwargs = {"device": "gpu"} if gpu else {}
         if gpu:
-            kwargs["cuda_stream"] = rec.backend.xp.cuda.get_current_stream().ptr
+            kwargs["cuda_stream"] = rec.backend.stream_ptr()
         outs = fn.external_source(source=source, num_outputs=len(source.names), batch=True, cycle="raise",
                                   **kwargs)
         pipe.set_outputs(*outs)

@@ -2,8 +2,11 @@
 
 Each worker opens the store read-only, pinned at the caller's version, and reconstructs the thin rows
 of its shard (``engine.shard``: users never overlap, so each user's rows are read by one worker only).
-Batches come back through bounded queues, interleaved round-robin; a worker's exception is re-raised
-in the consumer with the worker's traceback, and a worker that dies is reported, never waited on forever.
+Batches travel through shared memory: each worker owns a small ring of blocks, writes a batch into a free
+one and sends only its name and layout; the consumer maps it without a copy and hands the block back once
+DALI has copied the batch in. The ring bounds memory and gives back-pressure. Batches interleave
+round-robin; a worker's exception is re-raised in the consumer with the worker's traceback, and a worker
+that dies is reported, never waited on forever.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue
 import traceback
+from multiprocessing import resource_tracker, shared_memory
+
+import numpy as np
 
 import engine
 from engine._errors import UIHError
@@ -19,7 +25,37 @@ from engine._thin import thin_batches
 from ._source import EpochSource, output_names
 
 
-def _worker(root, version, proj, thin_source, columns, batch_size, num, index, ctrl, out, abort, extra):
+class _Ring:
+    """The worker's shared-memory blocks; a block is reused only after the consumer hands it back."""
+
+    def __init__(self, slots, freed):
+        self.slots, self.freed, self.blocks, self.idle = slots, freed, [], []
+
+    def send(self, out, arrays):
+        nbytes = sum(a.nbytes for a in arrays)
+        if not self.blocks:  # sized by the first (largest) batch
+            self.blocks = [shared_memory.SharedMemory(create=True, size=max(nbytes, 1)) for _ in range(self.slots)]
+            self.idle = list(range(self.slots))
+        if nbytes > self.blocks[0].size:  # cannot happen for fixed batch sizes; stay correct anyway
+            out.put(("batch", tuple(arrays)))
+            return
+        slot = self.idle.pop() if self.idle else self.freed.get()
+        buf, layout, off = self.blocks[slot].buf, [], 0
+        for a in arrays:
+            np.ndarray(a.shape, a.dtype, buffer=buf, offset=off)[...] = a
+            layout.append((a.dtype.str, a.shape, off))
+            off += a.nbytes
+        out.put(("shm", (slot, self.blocks[slot].name, layout)))
+
+    def close(self):
+        for b in self.blocks:
+            b.close()
+            b.unlink()
+
+
+def _worker(root, version, proj, thin_source, columns, batch_size, num, index, ctrl, out, abort, extra,
+            freed, slots):
+    ring = _Ring(slots, freed)
     try:
         import os
 
@@ -37,10 +73,12 @@ def _worker(root, version, proj, thin_source, columns, batch_size, num, index, c
             for b in rec.iter_batches(mine, batch_size, extra_columns=extra):
                 if abort.is_set():
                     break
-                out.put(("batch", tuple(b[n] for n in names)))
+                ring.send(out, [b[n] for n in names])
             out.put(("done", None))
     except BaseException as e:  # noqa: BLE001 - shipped to the consumer
         out.put(("error", f"{type(e).__name__}: {e}\n--- worker {index} traceback ---\n{traceback.format_exc()}"))
+    finally:
+        ring.close()
 
 
 class WorkerPoolSource(EpochSource):
@@ -56,10 +94,13 @@ class WorkerPoolSource(EpochSource):
         self._ctrl = [ctx.Queue() for _ in range(workers)]
         self._out = [ctx.Queue(maxsize=queue_depth) for _ in range(workers)]
         self._stop_events = [ctx.Event() for _ in range(workers)]
+        self._freed = [ctx.Queue() for _ in range(workers)]
+        self._maps = {}  # block name -> SharedMemory attached here
         self._procs = [ctx.Process(target=_worker, daemon=True, name=f"uih-worker-{i}",
                                    args=(str(rec.store.root), rec.store.version, rec.projection, thin_source,
                                          rec.thin_columns + list(extra), batch_size, workers, i, self._ctrl[i],
-                                         self._out[i], self._stop_events[i], list(extra)))
+                                         self._out[i], self._stop_events[i], list(extra), self._freed[i],
+                                         queue_depth + 2))
                        for i in range(workers)]
         for p in self._procs:
             p.start()
@@ -78,11 +119,18 @@ class WorkerPoolSource(EpochSource):
         for c in self._ctrl:
             c.put("epoch")
         active = list(range(len(self._procs)))
+        pending = None
         try:
             while active:
                 for i in list(active):
                     kind, payload = self._get(i)
-                    if kind == "batch":
+                    if kind == "shm":
+                        slot, name, layout = payload
+                        pending = (i, slot)
+                        yield self._view(name, layout)
+                        self._freed[i].put(slot)  # DALI copied the batch in when it took it
+                        pending = None
+                    elif kind == "batch":
                         yield payload
                     elif kind == "done":
                         active.remove(i)
@@ -90,14 +138,35 @@ class WorkerPoolSource(EpochSource):
                         self.close()
                         raise UIHError(f"reconstruction failed in a preprocessing worker: {payload}")
         finally:
+            if pending is not None:
+                self._freed[pending[0]].put(pending[1])
             if active:  # interrupted mid-epoch: stop the workers' epoch and drain it
                 for e in self._stop_events:
                     e.set()
                 for i in active:
-                    while self._procs[i].is_alive() and self._get(i)[0] == "batch":
-                        pass
+                    while self._procs[i].is_alive():
+                        kind, payload = self._get(i)
+                        if kind == "shm":
+                            self._freed[i].put(payload[0])
+                        elif kind != "batch":
+                            break
+
+    def _view(self, name, layout):
+        shm = self._maps.get(name)
+        if shm is None:
+            shm = self._maps[name] = shared_memory.SharedMemory(name=name)
+            # attaching registers the block with this process's resource tracker too (Python < 3.13),
+            # which would report it leaked at exit; the worker owns it and unlinks it
+            resource_tracker.unregister(shm._name, "shared_memory")
+        return tuple(np.ndarray(shape, np.dtype(dt), buffer=shm.buf, offset=off) for dt, shape, off in layout)
 
     def close(self):
+        for shm in self._maps.values():
+            try:
+                shm.close()
+            except BufferError:  # a view is still alive somewhere; the OS frees the mapping at exit
+                pass
+        self._maps.clear()
         for c, p in zip(self._ctrl, self._procs):
             if p.is_alive():
                 c.put("stop")

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from ._errors import UIHError
+from ._errors import MissingDependency
 
 GPU_FIX = "install the GPU environment: conda env create -f environment.yml (or pip install 'uih-latemat[gpu]')"
-
-
-class MissingDependency(UIHError, ImportError):
-    """Raised when an optional package needed for the requested feature is not installed."""
 
 
 def _load(name: str, why: str, fix: str):

@@ -8,6 +8,8 @@ import time, so importing the engine never initialises CUDA.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -41,6 +43,10 @@ class CpuBackend:
     def synchronize(self):
         pass
 
+    def producer_stream(self):
+        """Context in which the prefetch thread prepares a chunk (a CUDA stream on GPU)."""
+        return nullcontext()
+
 
 class SimulatedCudaBackend(CpuBackend):
     """The CUDA kernels in Numba's simulator on NumPy arrays (``NUMBA_ENABLE_CUDASIM=1``): for tests."""
@@ -66,6 +72,18 @@ class CudaBackend:
     def __init__(self):
         self.xp = _deps.cupy()
         self.cudf = _deps.cudf_or_none()
+        self._local = threading.local()
+
+    def producer_stream(self):
+        """A non-blocking stream per thread: the prefetch thread's copies and reads overlap the
+        kernels that the training thread launches on its own stream."""
+        if not hasattr(self._local, "stream"):
+            self._local.stream = self.xp.cuda.Stream(non_blocking=True)
+        return self._local.stream
+
+    def stream_ptr(self) -> int:
+        """The consumer's current CUDA stream (DALI copies its inputs on it)."""
+        return self.xp.cuda.get_current_stream().ptr
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype)  # CuPy's memory pool already recycles device memory

@@ -1,6 +1,6 @@
 """The error hierarchy of SPEC §4: one module, every public error derives from UIHError."""
 
-__all__ = ["UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError"]
+__all__ = ["UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError", "MissingDependency"]
 
 
 class UIHError(Exception):
@@ -21,3 +21,7 @@ class VersionError(UIHError):
 
 class CorruptionError(UIHError):
     """Raised when a segment, log or manifest fails its checksum or cannot be parsed."""
+
+
+class MissingDependency(UIHError, ImportError):
+    """Raised when an optional package needed for the requested feature is not installed."""

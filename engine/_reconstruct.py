@@ -181,6 +181,10 @@ class Reconstructor:
         return self.store.schema.dtype(c)
 
     def _prepare(self, t: pa.Table, extra=()) -> _Chunk:
+        with self.backend.producer_stream():
+            return self._prepare_on_stream(t, extra)
+
+    def _prepare_on_stream(self, t: pa.Table, extra) -> _Chunk:
         p, be, xp = self.projection, self.backend, self.backend.xp
         meta = self._validate(t)
         tails, t_off = self._tails(t)
