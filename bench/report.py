@@ -350,7 +350,7 @@ def render(R, figs) -> str:
               ["day", "log", "seal", "compaction", "thin rows", "total", "floor", "total/floor"]),
         "", f"The floor is each day's new events written once as a zstd Parquet segment plus the thin rows. The "
         f"durable log is the price of acknowledging appends before they are sealed; compaction is size-tiered "
-        f"(a run merges when its members are within 4x). The backfill before day 0 wrote {mb(w['backfill_bytes'])} "
+        f"(the newest run of at least 4 segments within 2x of each other merges). The backfill before day 0 wrote {mb(w['backfill_bytes'])} "
         "(not in the daily figures).",
         "", "## Per-job reads per tenant", "", f"![reads]({figs['reads']})", "",
         table([[r["tenant"], r["max_len"], mb(r["late"]["read_bytes"]), mb(r["fat"]["read_bytes"]), mb(r["floor"]["bytes"]),
