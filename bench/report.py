@@ -38,9 +38,9 @@ from engine._segments import _write_parquet  # noqa: E402
 from engine._workload import WorkloadConfig  # noqa: E402
 
 SIZES = {
-    "quick": dict(users=150, days=2, median_history=400, fat_lengths=(1024, 4096), repeats=1,
+    "quick": dict(users=150, days=2, median_history=400, requests=6.0, fat_lengths=(1024, 4096), repeats=1,
                   scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32),
-    "full": dict(users=3000, days=4, median_history=2000, fat_lengths=(1024, 4096, 16384), repeats=3,
+    "full": dict(users=3000, days=4, median_history=2000, requests=2.0, fat_lengths=(1024, 4096, 16384), repeats=3,
                  scaling=(1024, 4096, 16384, 65536, 262144), scaling_users=16, scaling_batch=128),
 }
 
@@ -396,7 +396,8 @@ def run_bench(args) -> int:
     size = SIZES[mode]
     out = Path(args.out) if args.out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    cfg = WorkloadConfig(users=size["users"], days=size["days"], median_history=size["median_history"])
+    cfg = WorkloadConfig(users=size["users"], days=size["days"], median_history=size["median_history"],
+                         requests_per_user_day=size["requests"])
     print(f"uih bench ({mode}) on {machine_line()}")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=HERE) as d:
