@@ -104,9 +104,7 @@ def bench_pushdown(store, batch, users, history):
     for name, p in TENANTS.items():
         row = {"tenant": name}
         for label, dims in [("all on", PUSHDOWN)] + [(f"{d} off", PUSHDOWN - {d}) for d in sorted(PUSHDOWN)]:
-            rec = engine.Reconstructor(store, p, device="cpu", prefetch=0)
-            rec.pushdown = frozenset(dims)
-            rec.__init__(store, p, device="cpu", prefetch=0, pushdown=dims)
+            rec = engine.Reconstructor(store, p, device="cpu", prefetch=0, pushdown=dims)
             drop_cache(store.root)
             store.view.clear_cache()
             with measure() as io:

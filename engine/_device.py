@@ -37,9 +37,6 @@ class CpuBackend:
         """Output buffer: recycled once no batch uses it (see ``_pool``)."""
         return self._pool.empty(shape, dtype)
 
-    def to_host(self, a) -> np.ndarray:
-        return np.asarray(a)
-
     def synchronize(self):
         pass
 
@@ -99,9 +96,6 @@ class CudaBackend:
         out = self.xp.empty(a.shape, a.dtype)
         out.set(staged)
         return out
-
-    def to_host(self, a) -> np.ndarray:
-        return self.xp.asnumpy(a)
 
     def read_groups(self, pf, path, groups, columns, name):
         if self.cudf is None:

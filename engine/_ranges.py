@@ -31,18 +31,6 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
 
 
-def rank_in_group(keys: np.ndarray) -> np.ndarray:
-    """For each element, how many earlier elements (in input order) share its key."""
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    starts = group_starts(sk)
-    lengths = np.diff(np.r_[starts, len(keys)])
-    rank_sorted = np.arange(len(keys)) - np.repeat(starts, lengths)
-    out = np.empty(len(keys), np.int64)
-    out[order] = rank_sorted
-    return out
-
-
 def lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, default=0) -> np.ndarray:
     """``values[k]`` where ``sorted_keys[k] == q`` for each query, else ``default``."""
     pos = np.searchsorted(sorted_keys, queries)

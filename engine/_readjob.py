@@ -8,7 +8,6 @@ applies the tenant's projection, and torch receives the padded tensors.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -119,4 +118,4 @@ def thin_column_bytes(thin_source, columns) -> int:
 
 
 def file_list(folder) -> list:
-    return [str(p) for p in sorted(Path(folder).glob("*.parquet"))]
+    return [str(p) for p in _paths(folder)]

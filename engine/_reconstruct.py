@@ -19,7 +19,7 @@ from . import _device
 from ._batch import Batch
 from ._errors import SchemaError, VersionError
 from ._prefetch import prefetch as background
-from ._ranges import lookup
+from ._ranges import lookup, offsets_of
 from ._thin import THIN_META, rechunk, thin_batches
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
@@ -173,9 +173,7 @@ class Reconstructor:
             flat = pc.list_flatten(col)
             out[c] = np.asarray(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat,
                                 dtype=self._schema_dtype(c))
-        offsets = np.zeros(len(lengths) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        return out, offsets
+        return out, offsets_of(lengths)
 
     def _schema_dtype(self, c):
         return self.store.schema.dtype(c)

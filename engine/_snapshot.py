@@ -6,12 +6,11 @@ import numpy as np
 import pyarrow as pa
 
 from ._errors import SchemaError
-from ._ranges import lookup, range_indices
+from ._ranges import lookup, offsets_of, range_indices
 
 
 def _list(values: np.ndarray, lengths: np.ndarray, large=False) -> pa.Array:
-    offsets = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = offsets_of(lengths)
     if large:
         return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
@@ -70,8 +69,7 @@ def fat_rows(requests, uid, rts, view, mutable, schema, max_len: int) -> pa.Tabl
     n = take_i + take_t
     src_imm = range_indices(i_from, take_i)
     src_tail = range_indices(t_from, take_t)
-    row_off = np.zeros(len(uid) + 1, np.int64)
-    np.cumsum(n, out=row_off[1:])
+    row_off = offsets_of(n)
     is_imm = np.zeros(int(n.sum()), bool)
     is_imm[range_indices(row_off[:-1], take_i)] = True
     out_names = ["user_id", "request_ts", *cols_all]
