@@ -17,7 +17,6 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,7 @@ sys.path.insert(0, str(HERE))
 from _common import RESULTS, machine, machine_line, table, write_json  # noqa: E402
 
 import engine  # noqa: E402
-from engine import _manifest  # noqa: E402
 from engine._dataset import build  # noqa: E402
-from engine._iostats import tree_bytes  # noqa: E402
 from engine._readjob import _open_pinned, fat_job, file_list, late_job, project_lists, thin_column_bytes  # noqa: E402
 from engine._reconstruct import PUSHDOWN  # noqa: E402
 from engine._segments import _write_parquet  # noqa: E402
@@ -91,7 +88,8 @@ def read_floor(store_path, thin_files, proj, tmp: Path) -> dict:
     _write_parquet(path, pa.table(cols))
     ev_bytes = path.stat().st_size
     store.close()
-    thin_bytes = thin_column_bytes(thin_files, rec.thin_columns[:-1] if "seq" not in proj.columns else rec.thin_columns)
+    # the probe's extra "seq" adds no thin column (tail_seq is always read), so these are the tenant's
+    thin_bytes = thin_column_bytes(thin_files, rec.thin_columns)
     return {"events": int(len(keys)), "event_bytes": int(ev_bytes), "thin_bytes": int(thin_bytes),
             "bytes": int(ev_bytes + thin_bytes)}
 
@@ -184,8 +182,7 @@ def duckdb_job(store_path, thin_file, p) -> tuple:
     con.execute("SET threads TO 2")
     t0 = time.perf_counter()
     res = con.sql(sql).to_arrow_table()
-    n = pq.ParquetFile(thin_file).metadata.num_rows
-    B = n
+    B = pq.ParquetFile(thin_file).metadata.num_rows
     # rows with nothing kept do not come back from GROUP BY: place the others by rid
     full = {}
     rid = res.column("rid").to_numpy()
