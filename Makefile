@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test lint test-slow bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/uih demo
 
-test: $(STAMP)
+# lint first: a wrong import arrow or a lint error fails fast, before the long suite
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

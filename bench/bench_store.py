@@ -10,7 +10,6 @@ snapshot: thin and fat rows/s for 100K requests over users with 4K-event sealed 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,12 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, median_time, table, write_json  # noqa: E402
+import engine
+from uih.fmt import machine_line, median_time, table, write_json
+from uih.workload import COLUMNS as COLS
 
-import engine  # noqa: E402
-
-COLS = {"item_id": "int64", "action": "int32", "surface": "int32", "dwell_ms": "int32"}
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def batch(rng, n, users, t0):
@@ -98,7 +96,8 @@ def main(argv=None):
     print(f"bench_store on {machine_line()}; append: {a.batches} x {a.rows:,}-row batches, 6 columns; "
           f"snapshot: {a.requests:,} requests over {a.users:,} users x {a.history:,} sealed events")
     print(table(rows, ["what", "ours", "baseline", "ratio"]))
-    path = write_json("bench_store", {"append_events_per_s": ours, "parquet_write_events_per_s": base,
+    path = write_json(Path(a.out or RESULTS) / "bench_store.json",
+                      {"append_events_per_s": ours, "parquet_write_events_per_s": base,
                                       "append_ratio": ours / base, "thin_requests_per_s": thin,
                                       "fat_requests_per_s": fat, "params": vars(a)})
     print(f"wrote {path}")

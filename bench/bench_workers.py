@@ -7,19 +7,18 @@ in the training process (0 workers) or in 1 and 2 worker processes each owning a
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, table, write_json  # noqa: E402
-from bench_reconstruct import build_store  # noqa: E402
+import engine
+from dali_plugin import UIHIterator, uih_pipeline
+from uih.fmt import machine_line, table, write_json
+from uih.workload import synthetic_store
 
-import engine  # noqa: E402
-from dali_plugin import UIHIterator, uih_pipeline  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def epoch(it):
@@ -41,7 +40,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as d:
-        store = build_store(Path(d) / "store", a.users, a.history)
+        store = synthetic_store(Path(d) / "store", a.users, a.history)
         rng = np.random.default_rng(0)
         thin = store.snapshot({"user_id": rng.integers(0, a.users, a.requests),
                                "request_ts": np.full(a.requests, 10**17)})
@@ -68,7 +67,7 @@ def main(argv=None):
     print(table([["in process" if r["workers"] == 0 else f"{r['workers']} worker process(es)",
                   f"{r['examples_per_s']:,.0f}", f"{r['gb_per_s']:.2f}", f"{r['examples_per_s'] / base:.2f}x"]
                  for r in rows], ["reconstruction", "examples/s", "output GB/s", "vs in process"]))
-    path = write_json("bench_workers", {"rows": rows, "params": vars(a)}, a.out and Path(a.out))
+    path = write_json(Path(a.out or RESULTS) / "bench_workers.json", {"rows": rows, "params": vars(a)})
     print(f"wrote {path}")
 
 

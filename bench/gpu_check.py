@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+from uih.fmt import table, write_json
 
-from _common import table, write_json  # noqa: E402
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _device_time(fn, cp, repeat=10):
@@ -31,30 +30,17 @@ def _device_time(fn, cp, repeat=10):
 
 def check_kernels(cp, rows):
     import kernels
-    from test_kernels import make_case, reference
+    from kernels.reference import random_case, reference, run
 
     worst = 0
     for seed in range(40):
-        case = make_case(seed, n_users=16, n_ex=64, max_hist=3000, max_tail=40, sparse=seed % 2 == 1)
+        case = random_case(seed, n_users=16, n_ex=64, max_hist=3000, max_tail=40, sparse=seed % 2 == 1)
         for max_len, right, actions, window in [(1, False, None, None), (64, True, (1, 3), None),
                                                 (512, False, None, 300), (5000, True, (0, 2), 500)]:
             want = reference(case, max_len, right, actions, window, (0, -1), (5,))
-            B = len(case["u_lo"])
-            type_ok, base = kernels.type_table(actions)
-            ts_min = case["request_ts"] - window if window is not None else np.full(B, kernels.NO_WINDOW)
-            d = {k: cp.asarray(v) for k, v in case.items()}
-            sel = cp.zeros((B, 5), np.int64)
-            kernels.slice_cuda(d["seq"], d["ts"], d["etype"], cp.asarray(type_ok), base, d["u_lo"], d["u_hi"],
-                               d["imm_hw"], d["t_lo"], d["t_hi"], cp.asarray(ts_min), max_len,
-                               actions is not None, window is not None, sel)
-            out8 = cp.full((2, B, max_len), 77, np.int64)
-            out4 = cp.full((1, B, max_len), 77, np.int32)
-            lengths = cp.full(B, -1, np.int32)
-            kernels.assemble_cuda(d["src8"], d["src4"], d["ts"], d["etype"], cp.asarray(type_ok), base,
-                                  cp.asarray(ts_min), sel, d["t_hi"], max_len, right, actions is not None,
-                                  window is not None, cp.asarray(np.array([0, -1], np.int64)),
-                                  cp.asarray(np.array([5], np.int32)), out8, out4, lengths)
-            for g, w in zip((out8, out4, lengths), want):
+            got = run(kernels.slice_cuda, kernels.assemble_cuda, case, max_len, right, actions, window, (0, -1),
+                      (5,), xp=cp)
+            for g, w in zip(got, want):
                 worst = max(worst, int((cp.asnumpy(g) != w).sum()))
     rows.append(["CUDA kernels vs NumPy reference (160 random cases)", "0 mismatches" if worst == 0
                  else f"{worst} MISMATCHES", "pass" if worst == 0 else "FAIL"])
@@ -62,8 +48,9 @@ def check_kernels(cp, rows):
 
 
 def check_reconstructor(cp, torch, rows):
-    import engine
     from conftest import COLUMNS, make_events
+
+    import engine
 
     with tempfile.TemporaryDirectory() as d:
         store = engine.UIHStore.create(Path(d) / "s", columns=COLUMNS)
@@ -86,7 +73,7 @@ def check_reconstructor(cp, torch, rows):
             ok &= np.array_equal(np.concatenate([cp.asnumpy(b["item_id"]) for b in batches]), cpu["item_id"])
             if p.actions is None:
                 ok &= check_dali_gpu(cp, rec, thin, cpu["item_id"], rows)
-        reader = "cuDF" if engine._deps.cudf_or_none() is not None else "PyArrow + pinned copy (no cuDF)"
+        reader = "cuDF" if rec.backend.cudf is not None else "PyArrow + pinned copy (no cuDF)"
         rows.append([f"Reconstructor cuda == cpu, to_torch zero-copy, iter_batches ({reader})",
                      "equal" if ok else "DIFFERENT", "pass" if ok else "FAIL"])
         store.close()
@@ -106,19 +93,19 @@ def time_assembly(cp, rows, result):
     imm_hw = cp.asarray(np.full(B, hist, np.int64))
     t = cp.asarray(np.full(B, n, np.int64))
     ts_min = cp.asarray(np.full(B, kernels.NO_WINDOW, np.int64))
-    type_ok, base = kernels.type_table(None)
-    type_ok = cp.asarray(type_ok)
-    e8, e4 = cp.zeros(0, np.int64), cp.zeros(0, np.int32)
+    flt = kernels.make_filter(None, False)
+    flt = flt._replace(type_ok=cp.asarray(flt.type_ok))
+    ev = kernels.Events(seq, cp.zeros(0, np.int64), cp.zeros(0, np.int32))
+    ex = kernels.Examples(u_lo, u_hi, imm_hw, t, t, ts_min)
     sel = cp.empty((B, 5), np.int64)
-    out8, out4 = cp.empty((2, B, L), np.int64), cp.empty((1, B, L), np.int32)
-    lengths = cp.empty(B, np.int32)
-    pad8, pad4 = cp.zeros(2, np.int64), cp.zeros(1, np.int32)
+    out = kernels.Padded(cp.empty((2, B, L), np.int64), cp.empty((1, B, L), np.int32), cp.empty(B, np.int32))
+    pad = kernels.Words(cp.zeros(2, np.int64), cp.zeros(1, np.int32))
+    src = kernels.Words(src8, src4)
 
     def run():
-        kernels.slice_cuda(seq, e8, e4, type_ok, base, u_lo, u_hi, imm_hw, t, t, ts_min, L, False, False, sel)
-        kernels.assemble_cuda(src8, src4, e8, e4, type_ok, base, ts_min, sel, t, L, False, False, False,
-                              pad8, pad4, out8, out4, lengths)
-    nbytes = out8.nbytes + out4.nbytes
+        kernels.slice_cuda(ev, flt, ex, L, sel)
+        kernels.assemble_cuda(src, ev, flt, ex, sel, L, False, pad, out)
+    nbytes = out.w8.nbytes + out.w4.nbytes
     t_k = _device_time(run, cp)
     a = cp.empty(nbytes, np.uint8)
     b = cp.empty_like(a)
@@ -169,7 +156,7 @@ def main():
     ok &= check_reconstructor(cp, torch, rows)
     time_assembly(cp, rows, result)
     ok &= check_handoff(cp, torch, rows)
-    write_json("gpu_check", {"device": dev, "rows": rows, **result})
+    write_json(RESULTS / "gpu_check.json", {"device": dev, "rows": rows, **result})
     print(f"\ngpu_check on {dev} ({time.time() - t0:.0f} s)")
     print(table(rows, ["check", "result", "verdict"]))
     sys.exit(0 if ok else 1)

@@ -14,23 +14,23 @@ each ``max_len``.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, table, write_json  # noqa: E402
+import engine
+from dali_plugin import UIHIterator, uih_pipeline
+from uih.fmt import machine_line, table, write_json
+from uih.workload import COLUMNS
 
-import engine  # noqa: E402
-from dali_plugin import UIHIterator, uih_pipeline  # noqa: E402
-
-COLUMNS = {"item_id": "int64", "action": "int32", "surface": "int32", "dwell_ms": "int32"}
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -45,7 +45,8 @@ def build(root: Path, users: int, history: int, items: int, fav_rate: float, req
     ts = np.tile(np.arange(history, dtype=np.int64) * 1_000_000, users)
     store = engine.UIHStore.create(root, columns=COLUMNS)
     store.append({"user_id": uid, "ts": ts, "item_id": item, "action": (rng.random(n) < 0.1).astype(np.int32),
-                  "surface": rng.integers(0, 4, n).astype(np.int32), "dwell_ms": rng.integers(0, 9999, n).astype(np.int32)})
+                  "surface": rng.integers(0, 4, n).astype(np.int32),
+                  "dwell_ms": rng.integers(0, 9999, n).astype(np.int32)})
     store.seal((history - 16) * 1_000_000)  # the newest 16 events per user stay mutable: logged as tails
     r_uid = np.repeat(np.arange(users), requests)
     pick_fav = rng.random(len(r_uid)) < 0.5
@@ -171,15 +172,15 @@ def main(argv=None):
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as d:
         store, thin = build(Path(d) / "store", a.users, a.history, a.items, a.fav_rate, a.requests)
-        test_users = engine._thin.user_hash(thin["user_id"].to_numpy()) % np.uint64(5) == np.uint64(0)
-        train, test = thin.filter(~test_users), thin.filter(test_users)
+        test = engine.shard(thin, num_shards=5, index=0)  # held-out users: every user in one shard only
+        train = thin.filter(pa.compute.invert(pa.compute.is_in(thin["user_id"], test["user_id"])))
         rows = [run_length(store, train, test, int(L), a.items, a.epochs, a.batch) for L in a.lengths.split(",")]
         store.close()
     print(f"train_hstu on {machine_line()}: {a.users} users x {a.history} events, {len(train)} train / "
           f"{len(test)} held-out examples (held-out users), {a.epochs} epochs, batch {a.batch}, via UIHIterator")
     print(table([[r["max_len"], f"{r['ne']:.3f}", r["steps"], f"{r['train_s']:.0f} s", f"{r['examples_per_s']:.0f}"]
                  for r in rows], ["max_len", "held-out NE", "steps", "train time", "train examples/s"]))
-    path = write_json("train_hstu", {"rows": rows, "params": vars(a)}, a.out and Path(a.out))
+    path = write_json(Path(a.out or RESULTS) / "train_hstu.json", {"rows": rows, "params": vars(a)})
     print(f"wrote {path}")
 
 

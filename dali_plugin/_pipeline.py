@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from engine import _deps
-from engine._errors import UIHError
+from engine import UIHError, _deps
 
 from ._source import InProcessSource
 from ._workers import WorkerPoolSource

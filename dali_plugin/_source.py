@@ -6,7 +6,7 @@ yields one tuple per batch: the projected columns ``[B, max_len]`` then ``length
 
 from __future__ import annotations
 
-from engine._reconstruct import Reconstructor
+from engine import Reconstructor
 
 
 def output_names(rec: Reconstructor, extra=()) -> list:

@@ -12,15 +12,16 @@ that dies is reported, never waited on forever.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import traceback
+from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
 import engine
-from engine._errors import UIHError
-from engine._thin import thin_batches
+from engine import UIHError
 
 from ._source import EpochSource, output_names
 
@@ -53,30 +54,51 @@ class _Ring:
             b.unlink()
 
 
-def _worker(root, version, proj, thin_source, columns, batch_size, num, index, ctrl, out, abort, extra,
-            freed, slots):
-    ring = _Ring(slots, freed)
-    try:
-        import os
+@dataclass(frozen=True)
+class _Job:
+    """What one worker process reconstructs: its user shard of the thin rows, at the caller's version."""
 
+    root: str
+    version: int
+    projection: engine.Projection
+    thin_source: object  # path(s) or a Table
+    extra: tuple
+    batch_size: int
+    num: int
+    index: int
+    slots: int
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """The worker's queues and events: epochs in, batches out, freed ring slots back, abort."""
+
+    ctrl: object
+    out: object
+    abort: object
+    freed: object
+
+
+def _worker(job: _Job, ch: _Channels):
+    ring = _Ring(job.slots, ch.freed)
+    try:
         import numba
-        import pyarrow as pa
 
         # the workers share the host's cores: split them instead of oversubscribing
-        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // num)))
-        store = engine.UIHStore.open(root, version=version)
-        rec = engine.Reconstructor(store, proj, device="cpu", prefetch=1)
-        table = pa.Table.from_batches(list(thin_batches(thin_source, columns)))
-        mine = engine.shard(table, num, index)
-        names = output_names(rec, extra)
-        while ctrl.get() == "epoch":
-            for b in rec.iter_batches(mine, batch_size, extra_columns=extra):
-                if abort.is_set():
+        numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // job.num)))
+        store = engine.UIHStore.open(job.root, version=job.version)
+        rec = engine.Reconstructor(store, job.projection, device="cpu", prefetch=1)
+        mine = engine.shard(rec.read_thin(job.thin_source, job.extra), job.num, job.index)
+        names = output_names(rec, job.extra)
+        while ch.ctrl.get() == "epoch":
+            for b in rec.iter_batches(mine, job.batch_size, extra_columns=job.extra):
+                if ch.abort.is_set():
                     break
-                ring.send(out, [b[n] for n in names])
-            out.put(("done", None))
+                ring.send(ch.out, [b[n] for n in names])
+            ch.out.put(("done", None))
     except BaseException as e:  # noqa: BLE001 - shipped to the consumer
-        out.put(("error", f"{type(e).__name__}: {e}\n--- worker {index} traceback ---\n{traceback.format_exc()}"))
+        ch.out.put(("error", f"{type(e).__name__}: {e}\n--- worker {job.index} traceback ---\n"
+                             f"{traceback.format_exc()}"))
     finally:
         ring.close()
 
@@ -96,11 +118,11 @@ class WorkerPoolSource(EpochSource):
         self._stop_events = [ctx.Event() for _ in range(workers)]
         self._freed = [ctx.Queue() for _ in range(workers)]
         self._maps = {}  # block name -> SharedMemory attached here
-        self._procs = [ctx.Process(target=_worker, daemon=True, name=f"uih-worker-{i}",
-                                   args=(str(rec.store.root), rec.store.version, rec.projection, thin_source,
-                                         rec.thin_columns + list(extra), batch_size, workers, i, self._ctrl[i],
-                                         self._out[i], self._stop_events[i], list(extra), self._freed[i],
-                                         queue_depth + 2))
+        jobs = [_Job(str(rec.store.root), rec.store.version, rec.projection, thin_source, tuple(extra),
+                     batch_size, workers, i, queue_depth + 2) for i in range(workers)]
+        chans = [_Channels(self._ctrl[i], self._out[i], self._stop_events[i], self._freed[i])
+                 for i in range(workers)]
+        self._procs = [ctx.Process(target=_worker, args=(jobs[i], chans[i]), daemon=True, name=f"uih-worker-{i}")
                        for i in range(workers)]
         for p in self._procs:
             p.start()

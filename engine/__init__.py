@@ -1,15 +1,19 @@
 """uih-latemat: versioned late materialization of user interaction histories for recommendation training.
 
-The front door: every public name is listed in ``__all__``; everything else lives in underscored modules.
+The front door: every public name is listed in ``__all__``. Behind it, two sides of one store:
+
+- ``engine.serving``: the store (schema, durable log, mutable tier, segments and their index, manifests,
+  snapshots, compaction policy, the immutable-tier reader);
+- ``engine.training``: reconstruction (projection, reconstructor, batch, thin-row sources, prefetch,
+  the CPU/GPU backends).
+
+Their modules are private (underscored); import the names below from ``engine``.
 """
 
-from ._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
-from ._batch import Batch
-from ._projection import Projection
-from ._reconstruct import Reconstructor
-from ._store import UIHStore
-from ._thin import shard
+from ._errors import CorruptionError, ImmutableError, MissingDependency, SchemaError, UIHError, VersionError
+from .serving import UIHStore
+from .training import Batch, Projection, Reconstructor, shard
 
 __all__ = ["UIHStore", "Projection", "Reconstructor", "Batch", "shard",
-           "UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError"]
+           "UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError", "MissingDependency"]
 __version__ = "0.1.0"

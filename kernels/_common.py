@@ -1,6 +1,13 @@
-"""What both kernel families share: the event predicate and the CUDA compilation switch."""
+"""What both kernel families share: the argument groups, the event predicate, the binary search and
+the CUDA compilation switch.
+
+Arguments travel in a few named groups instead of a wall of positionals; Numba passes NamedTuples of
+arrays and scalars to ``njit`` functions and CUDA kernels alike, so both twins take the same groups.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -12,27 +19,83 @@ CUDA_THREADS = 256
 NO_WINDOW = np.iinfo(np.int64).min
 
 
+class Events(NamedTuple):
+    """Per event of the source (immutable rows, then logged tails): what slicing and filtering read."""
+
+    seq: np.ndarray  # int64, immutable rows only (tails need no search)
+    ts: np.ndarray  # int64; may be empty when the filter has no window
+    etype: np.ndarray  # int32; may be empty when the filter has no type set
+
+
+class Filter(NamedTuple):
+    """A projection's event predicate: ``type_ok[code - type_base]`` says a type is kept."""
+
+    type_ok: np.ndarray  # bool
+    type_base: int
+    use_types: bool
+    use_window: bool
+
+
+class Examples(NamedTuple):
+    """Per example ``b`` (all int64 ``[B]``): its immutable rows ``[u_lo, u_hi)`` of the source, the
+    versioned cut ``seq < imm_hw``, its tail ``[t_lo, t_hi)`` and the window start ``ts_min``."""
+
+    u_lo: np.ndarray
+    u_hi: np.ndarray
+    imm_hw: np.ndarray
+    t_lo: np.ndarray
+    t_hi: np.ndarray
+    ts_min: np.ndarray
+
+
+class Words(NamedTuple):
+    """Columns as raw words, ``[C, n]``: 8-byte ones (int64, float64) and 4-byte ones (int32, float32)."""
+
+    w8: np.ndarray
+    w4: np.ndarray
+
+
+class Padded(NamedTuple):
+    """The assembly's output: ``[C8, B, max_len]`` and ``[C4, B, max_len]`` words plus ``lengths [B]``."""
+
+    w8: np.ndarray
+    w4: np.ndarray
+    lengths: np.ndarray
+
+
 @njit(inline="always")
-def keep_event(i, etype, type_ok, type_base, ts, ts_min, use_types, use_window):
+def keep_event(i, ev, flt, ts_min):
     """True when event ``i`` passes the projection's event-type set and time window."""
-    if use_types:
-        k = etype[i] - type_base
-        if k < 0 or k >= type_ok.shape[0] or not type_ok[k]:
+    if flt.use_types:
+        k = ev.etype[i] - flt.type_base
+        if k < 0 or k >= flt.type_ok.shape[0] or not flt.type_ok[k]:
             return False
-    if use_window and ts[i] < ts_min:
+    if flt.use_window and ev.ts[i] < ts_min:
         return False
     return True
 
 
-def type_table(actions):
-    """(lookup table, base code) for an event-type set: ``type_ok[code - base]`` says kept."""
+@njit(inline="always")
+def lower_bound(seq, lo, hi, value):
+    """First position in ``seq[lo:hi]`` (sorted) whose value is ``>= value``."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if seq[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def make_filter(actions, use_window: bool) -> Filter:
+    """The ``Filter`` of an event-type set (None: every type) and whether a time window applies."""
     if actions is None or len(actions) == 0:
-        return np.zeros(1, np.bool_), 0
+        return Filter(np.zeros(1, np.bool_), 0, actions is not None, bool(use_window))
     codes = np.asarray(sorted(actions), np.int64)
     base = int(codes[0])
     ok = np.zeros(int(codes[-1]) - base + 1, np.bool_)
     ok[codes - base] = True
-    return ok, base
+    return Filter(ok, base, True, bool(use_window))
 
 
 # ---- CUDA side: compiled on first use, so importing kernels never touches CUDA ------------------
@@ -52,9 +115,10 @@ def _scan_inclusive(buf, tid, threads):
 
 
 def device(name):
-    """A shared CUDA device function (``keep_event`` or ``scan``), compiled once."""
+    """A shared CUDA device function (``keep``, ``lower_bound`` or ``scan``), compiled once."""
     if name not in _DEVICE:
-        _DEVICE[name] = cuda.jit(device=True)({"keep": keep_event.py_func, "scan": _scan_inclusive}[name])
+        fn = {"keep": keep_event.py_func, "lower_bound": lower_bound.py_func, "scan": _scan_inclusive}[name]
+        _DEVICE[name] = cuda.jit(device=True)(fn)
     return _DEVICE[name]
 
 

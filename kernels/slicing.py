@@ -1,12 +1,13 @@
 """Versioned slicing: per example, which stored and logged events its sequence holds.
 
-Contract (both twins). For example ``b``:
+Contract (both twins): ``slice(ev: Events, flt: Filter, ex: Examples, max_len, sel)``. For example ``b``:
 
-* the user's immutable rows are ``[u_lo[b], u_hi[b])`` of the source, sorted by ``seq``; only rows with
-  ``seq < imm_hw[b]`` are visible (found by binary search: the source may start after seq 0 or skip seqs);
-* its logged tail is ``[t_lo[b], t_hi[b])`` of the source;
-* scanning backwards from the newest visible event, keep events that pass the event-type set and the
-  window (``ts >= ts_min[b]``) until ``max_len`` are kept, touching no older event than needed.
+* the user's immutable rows are ``[ex.u_lo[b], ex.u_hi[b])`` of the source, sorted by ``ev.seq``; only
+  rows with ``seq < ex.imm_hw[b]`` are visible (found by binary search: the source may start after seq 0
+  or skip seqs);
+* its logged tail is ``[ex.t_lo[b], ex.t_hi[b])`` of the source;
+* scanning backwards from the newest visible event, keep events that pass ``flt`` (event-type set and
+  window ``ts >= ex.ts_min[b]``) until ``max_len`` are kept, touching no older event than needed.
 
 Output ``sel[b] = (imm_lo, imm_hi, n_imm, tail_lo, n_tail)``: the kept events are exactly those passing
 the filter in ``[imm_lo, imm_hi)`` (``n_imm`` of them) and in ``[tail_lo, t_hi[b])`` (``n_tail``).
@@ -18,52 +19,33 @@ import numpy as np
 from numba import njit, prange
 
 from . import _common
-from ._common import keep_event
+from ._common import keep_event, lower_bound
 
 
 @njit(inline="always")
-def _lower_bound(seq, lo, hi, value):
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if seq[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _scan_back(ev, flt, ts_min, lo, hi, need):
+    """(first kept position, kept count) scanning ``[lo, hi)`` from the newest end for ``need`` events."""
+    if not (flt.use_types or flt.use_window):
+        n = min(hi - lo, need)
+        return hi - n, n
+    n = 0
+    first = hi
+    i = hi - 1
+    while i >= lo and n < need:
+        if keep_event(i, ev, flt, ts_min):
+            n += 1
+            first = i
+        i -= 1
+    return first, n
 
 
 @njit(parallel=True, cache=True)
-def _slice_cpu(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
-               use_types, use_window, sel):
-    for b in prange(u_lo.shape[0]):
-        imm_hi = _lower_bound(seq, u_lo[b], u_hi[b], imm_hw[b])
-        filtered = use_types or use_window
+def _slice_cpu(ev, flt, ex, max_len, sel):
+    for b in prange(ex.u_lo.shape[0]):
+        imm_hi = lower_bound(ev.seq, ex.u_lo[b], ex.u_hi[b], ex.imm_hw[b])
         # tail first: it holds the newest events
-        n_tail = 0
-        tail_lo = t_hi[b]
-        if not filtered:
-            n_tail = min(t_hi[b] - t_lo[b], max_len)
-            tail_lo = t_hi[b] - n_tail
-        else:
-            i = t_hi[b] - 1
-            while i >= t_lo[b] and n_tail < max_len:
-                if keep_event(i, etype, type_ok, type_base, ts, ts_min[b], use_types, use_window):
-                    n_tail += 1
-                    tail_lo = i
-                i -= 1
-        need = max_len - n_tail
-        n_imm = 0
-        imm_lo = imm_hi
-        if not filtered:
-            n_imm = min(imm_hi - u_lo[b], need)
-            imm_lo = imm_hi - n_imm
-        else:
-            i = imm_hi - 1
-            while i >= u_lo[b] and n_imm < need:
-                if keep_event(i, etype, type_ok, type_base, ts, ts_min[b], use_types, use_window):
-                    n_imm += 1
-                    imm_lo = i
-                i -= 1
+        tail_lo, n_tail = _scan_back(ev, flt, ex.ts_min[b], ex.t_lo[b], ex.t_hi[b], max_len)
+        imm_lo, n_imm = _scan_back(ev, flt, ex.ts_min[b], ex.u_lo[b], imm_hi, max_len - n_tail)
         sel[b, 0] = imm_lo
         sel[b, 1] = imm_hi
         sel[b, 2] = n_imm
@@ -71,12 +53,10 @@ def _slice_cpu(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_h
         sel[b, 4] = n_tail
 
 
-def slice_cpu(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
-              use_types, use_window, sel):
+def slice_cpu(ev, flt, ex, max_len, sel):
     """CPU twin (``numba.njit(parallel=True)``, one example per iteration); see the module contract."""
-    if u_lo.shape[0]:
-        _slice_cpu(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
-                   use_types, use_window, sel)
+    if ex.u_lo.shape[0]:
+        _slice_cpu(ev, flt, ex, max_len, sel)
 
 
 cuda = None  # bound to numba.cuda by CudaKernel on first launch
@@ -84,38 +64,31 @@ cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 def _build_cuda(threads):
     keep = _common.device("keep")
+    search = _common.device("lower_bound")
     scan_inclusive = _common.device("scan")
 
     @cuda.jit
-    def kernel(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
-               use_types, use_window, sel):
+    def kernel(ev, flt, ex, max_len, sel):
         """One block per example; threads scan a tile of events backwards, a block scan counts kept."""
         b = cuda.blockIdx.x
-        if b >= u_lo.shape[0]:
+        if b >= ex.u_lo.shape[0]:
             return
         tid = cuda.threadIdx.x
         scan = cuda.shared.array(threads, np.int32)
         bcast = cuda.shared.array(4, np.int64)
         if tid == 0:
-            lo, hi = u_lo[b], u_hi[b]
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if seq[mid] < imm_hw[b]:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            bcast[0] = lo
+            bcast[0] = search(ev.seq, ex.u_lo[b], ex.u_hi[b], ex.imm_hw[b])
         cuda.syncthreads()
         imm_hi = bcast[0]
         cuda.syncthreads()
-        filtered = use_types or use_window
+        filtered = flt.use_types or flt.use_window
         for part in range(2):  # 0: tail (newest), 1: immutable rows
             if part == 0:
-                start, stop = t_lo[b], t_hi[b]
+                start, stop = ex.t_lo[b], ex.t_hi[b]
                 need = max_len
             else:
-                start, stop = u_lo[b], imm_hi
-                need = max_len - sel_tail_n(sel, b)
+                start, stop = ex.u_lo[b], imm_hi
+                need = max_len - sel[b, 4]
             if not filtered:
                 n = min(stop - start, need)
                 if tid == 0:
@@ -127,8 +100,7 @@ def _build_cuda(threads):
             top = stop  # exclusive upper end of the current tile
             while top > start and got < need:
                 i = top - 1 - tid
-                k = 1 if (i >= start and keep(i, etype, type_ok, type_base, ts, ts_min[b], use_types,
-                                              use_window)) else 0
+                k = 1 if (i >= start and keep(i, ev, flt, ex.ts_min[b])) else 0
                 scan[tid] = k
                 cuda.syncthreads()
                 scan_inclusive(scan, tid, threads)  # thread order = newest to oldest
@@ -147,10 +119,6 @@ def _build_cuda(threads):
             cuda.syncthreads()
 
     @cuda.jit(device=True)
-    def sel_tail_n(sel, b):
-        return sel[b, 4]
-
-    @cuda.jit(device=True)
     def store_sel(sel, b, part, lo, hi, n):
         if part == 0:
             sel[b, 3] = lo
@@ -163,11 +131,9 @@ def _build_cuda(threads):
     return kernel
 
 
-def slice_cuda(seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
-               use_types, use_window, sel):
+def slice_cuda(ev, flt, ex, max_len, sel):
     """CUDA twin (one block per example, ``CUDA_THREADS`` threads); see the module contract."""
-    _kernel(u_lo.shape[0], seq, ts, etype, type_ok, type_base, u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min, max_len,
-            use_types, use_window, sel)
+    _kernel(ex.u_lo.shape[0], ev, flt, ex, max_len, sel)
 
 
 _kernel = _common.CudaKernel(_build_cuda)

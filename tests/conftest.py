@@ -9,19 +9,8 @@ import pyarrow.compute  # noqa: F401
 import pytest
 
 import engine
-
-COLUMNS = {"item_id": "int64", "action": "int32", "surface": "int32", "dwell_ms": "int32"}
-
-
-def make_events(rng, users, n, t0=0, span=1_000_000, n_actions=4):
-    """``n`` random events over ``users``, ts roughly increasing with late arrivals mixed in."""
-    uid = rng.choice(np.asarray(users, np.int64), n)
-    ts = t0 + np.sort(rng.integers(0, span, n))
-    late = rng.random(n) < 0.1
-    ts[late] -= rng.integers(0, span // 2 + 1, late.sum())
-    return {"user_id": uid, "ts": np.maximum(ts, 0),
-            "item_id": rng.integers(0, 1 << 40, n), "action": rng.integers(0, n_actions, n).astype(np.int32),
-            "surface": rng.integers(0, 8, n).astype(np.int32), "dwell_ms": rng.integers(0, 60_000, n).astype(np.int32)}
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, "-m", "engine._cli", "bench", "--quick", "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "uih", "bench", "--quick", "--out", str(out),
                            "--no-progress"], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "bench_quick.json").read_text())

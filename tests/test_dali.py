@@ -1,11 +1,13 @@
 """The DALI plugin in CPU-only mode: same batches as iter_batches, epochs, workers, failures."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import engine
-from conftest import COLUMNS, make_events
 from dali_plugin import UIHIterator, uih_pipeline
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
 
 TENANTS = {
     "right": engine.Projection(["item_id", "action", "ts"], max_len=40, align="right", pad_value=-1),
@@ -100,7 +102,7 @@ def test_worker_failure_surfaces(setup, tmp_path):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
     bad = thin.set_column(thin.column_names.index("imm_hw"), "imm_hw",
-                          engine._snapshot.pa.array(np.full(len(thin), 10**6)))
+                          pa.array(np.full(len(thin), 10**6)))
     it = UIHIterator(uih_pipeline(rec, bad, batch_size=8, workers=1))
     with pytest.raises(Exception, match="VersionError"):
         list(it)
@@ -116,13 +118,13 @@ def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
 
 def test_extra_columns_travel_with_their_rows(setup):
     store, thin = setup
-    thin = thin.append_column("label", engine._snapshot.pa.array(np.arange(len(thin)) % 2 == 0))
-    thin = thin.append_column("example_id", engine._snapshot.pa.array(np.arange(len(thin)) * 10))
+    thin = thin.append_column("label", pa.array(np.arange(len(thin)) % 2 == 0))
+    thin = thin.append_column("example_id", pa.array(np.arange(len(thin)) * 10))
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
     got = [as_numpy(b) for b in UIHIterator(uih_pipeline(rec, thin, batch_size=30,
                                                          extra_columns=["label", "example_id"]))]
     assert np.array_equal(np.concatenate([g["example_id"] for g in got]), np.arange(len(thin)) * 10)
     assert np.concatenate([g["label"] for g in got]).sum() == 51
     with pytest.raises(engine.SchemaError, match="extra column"):
-        rec.reconstruct(thin.append_column("name", engine._snapshot.pa.array(["x"] * len(thin))),
+        rec.reconstruct(thin.append_column("name", pa.array(["x"] * len(thin))),
                         extra_columns=["name"])

@@ -2,9 +2,9 @@
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,6 @@ def test_import_does_not_pull_gpu_libraries():
 
 def test_cli_help_for_every_command():
     for cmd in ([], ["demo"], ["bench"], ["inspect"]):
-        out = subprocess.run([sys.executable, "-m", "engine._cli", *cmd, "--help"], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "uih", *cmd, "--help"], capture_output=True,
                              text=True)
         assert out.returncode == 0 and "usage: uih" in out.stdout

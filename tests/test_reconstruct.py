@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import engine
-from conftest import COLUMNS, make_events
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
 
 DAY = 86_400_000_000
 DEVICES = ["cpu", "cuda-sim"]
@@ -101,7 +102,7 @@ def test_pushdown_never_changes_the_result(history, name):
     p = PROJECTIONS[name]
     full = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
     for off in ["columns", "users", "rows", "types"]:
-        rec = engine.Reconstructor(store, p, device="cpu", pushdown=engine._reconstruct.PUSHDOWN - {off})
+        rec = engine.Reconstructor(store, p, device="cpu", pushdown=engine.Reconstructor.PUSHDOWN - {off})
         got = rec.reconstruct(thin)
         for c in full:
             np.testing.assert_array_equal(got[c], full[c])
@@ -228,9 +229,9 @@ def test_float_columns_and_pads_are_bit_exact(tmp_path):
 
 
 def test_device_auto_is_cpu_here_and_cuda_refused():
-    assert engine._device.resolve("auto").name == "cpu"
+    assert engine.training._backends.resolve("auto").name == "cpu"
     with pytest.raises(engine.UIHError, match="cuda"):
-        engine._device.resolve("cuda")
+        engine.training._backends.resolve("cuda")
 
 
 def test_recycled_buffers_never_overwrite_held_batches(history):
@@ -266,7 +267,7 @@ def test_window_checkpoints_skip_old_rows_exactly(tmp_path):
     thin = s.snapshot({"user_id": [1, 2, 1], "request_ts": [100 * DAY, 100 * DAY, 60 * DAY]})
     p = engine.Projection(["item_id", "ts"], max_len=50_000, window_us=5 * DAY)
     on = engine.Reconstructor(s, p, device="cpu")
-    off = engine.Reconstructor(s, p, device="cpu", pushdown=engine._reconstruct.PUSHDOWN - {"rows"})
+    off = engine.Reconstructor(s, p, device="cpu", pushdown=engine.Reconstructor.PUSHDOWN - {"rows"})
     a, b = on.reconstruct(thin), off.reconstruct(thin)
     for c in a:
         np.testing.assert_array_equal(a[c], b[c])

@@ -5,7 +5,8 @@ import pyarrow as pa
 import pytest
 
 import engine
-from conftest import COLUMNS, make_events
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
 
 
 def snapshot_all(store):
@@ -181,12 +182,13 @@ def test_corrupt_manifest_and_segment_are_detected(filled_store, tmp_path):
 
 
 def test_newer_format_is_refused(filled_store, tmp_path):
-    from engine import _manifest
+    from engine.serving import _manifest
     filled_store.close()
     body = _manifest.load(tmp_path / "store")
     body["format"] = 99
     body["version"] += 1
-    import json, zlib
+    import json
+    import zlib
     text = json.dumps(body, sort_keys=True)
     (tmp_path / "store" / "_manifests" / f"v{body['version']:010d}.json").write_text(
         json.dumps({"crc32": zlib.crc32(text.encode()), "body": body}, sort_keys=True))
@@ -222,7 +224,7 @@ def test_rare_event_types_get_a_sidecar(store, rng):
 
 
 def test_tiered_compaction_leaves_a_large_base_alone(store, rng):
-    from engine._store import _run_start
+    from engine.serving._compaction import run_start as _run_start
     assert _run_start([1000, 10, 10, 10, 10]) == 1 and _run_start([10, 10]) == 2 and _run_start([5]) == 1
     assert _run_start([10, 12, 9, 11, 40]) == 5 and _run_start([10, 12, 9, 11, 15]) == 0
     store.append(make_events(rng, range(5), 3000, t0=0, span=1000))

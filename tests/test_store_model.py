@@ -87,7 +87,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(full=st.booleans())
     def compact(self, full):
-        from engine._store import _run_start
+        from engine.serving._compaction import run_start as _run_start
         rows = [e["main"]["rows"] for e in self.store._manifest["segments"]]
         v = self.store.compact(full=full)
         self.version += len(rows) - (0 if full else _run_start(rows)) > 1

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._errors import SchemaError
+from .._errors import SchemaError
 
 # Fixed-width dtypes only: the kernels copy columns as raw 4- or 8-byte words, so any other width would
 # need its own kernel path for no gain in this domain (ids, codes, times, dwell, scores).
@@ -65,7 +65,7 @@ class StoreSchema:
         return {"columns": [[c, d] for c, d in self.columns.items()], "event_type_column": self.event_type_column}
 
     @classmethod
-    def from_json(cls, d) -> "StoreSchema":
+    def from_json(cls, d) -> StoreSchema:
         return cls({c: t for c, t in d["columns"]}, d["event_type_column"])
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ._errors import CorruptionError
-from ._fsutil import fsync_dir
+from .._errors import CorruptionError
+from ._durable import fsync_dir
 
 MAGIC = b"UIHL"
 _HEADER = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(kind|length|payload)
@@ -47,7 +47,7 @@ class AppendLog:
         self.size = self._f.tell()
 
     @staticmethod
-    def create(path: Path, records=()) -> "AppendLog":
+    def create(path: Path, records=()) -> AppendLog:
         """Write a fresh log holding ``records`` (kind, table) durably, then open it for appending."""
         path = Path(path)
         with open(path, "wb") as f:

@@ -1,8 +1,8 @@
 """Builds the serving-side logs of a workload: the store, thin rows and (for comparison) Fat Rows.
 
-This is the write half of ``uih demo`` and ``uih bench``: every byte written is counted from the
-kernel's I/O counters, attributed to the store's log, its seals, its compactions, the thin rows and
-the fat rows, day by day.
+This is the write half of ``uih demo`` and ``uih bench`` (the workload replayed against a store):
+every byte written is counted from the kernel's I/O counters, attributed to the store's log, its seals,
+its compactions, the thin rows and the fat rows, day by day.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from ._iostats import measure, tree_bytes
-from ._store import UIHStore
-from ._workload import COLUMNS, DAY_US, T0, Workload, WorkloadConfig
+from engine import UIHStore
+from engine.serving._segments import write_parquet
+
+from .iostats import measure, tree_bytes
+from .workload import COLUMNS, DAY_US, T0, Workload, WorkloadConfig
 
 
 def _requests_table(reqs: dict) -> pa.Table:
@@ -50,12 +52,11 @@ class _DayWriter:
 
 def _floor_bytes(tmp: Path, events: list, seqs: list) -> int:
     """Bytes of the day's new events written once, compressed like a segment: the write floor."""
-    from ._segments import _write_parquet
     cols = {k: np.concatenate([e[k] for e in events]) for k in events[0]}
     cols["seq"] = np.concatenate(seqs)
     order = np.lexsort((cols["seq"], cols["user_id"]))
     table = pa.table({c: cols[c][order] for c in ["user_id", "seq", "ts", *COLUMNS]})
-    _write_parquet(tmp, table)
+    write_parquet(tmp, table)
     size = tmp.stat().st_size
     tmp.unlink()
     return size

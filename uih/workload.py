@@ -1,4 +1,5 @@
-"""A realistic synthetic multi-tenant workload, shared by ``uih demo``, ``uih bench`` and the tests.
+"""Synthetic workloads: a realistic multi-tenant one for ``uih demo``/``uih bench``, and small ones for
+tests and focused benchmarks (``random_events``, ``synthetic_store``).
 
 Parameters (all in ``WorkloadConfig``) and what they mimic:
 
@@ -17,8 +18,11 @@ Parameters (all in ``WorkloadConfig``) and what they mimic:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from engine import Projection, UIHStore
 
 DAY_US = 86_400_000_000
 T0 = 1_767_225_600_000_000  # 2026-01-01 UTC, in microseconds
@@ -35,7 +39,6 @@ class Tenant:
     window_days: float | None = None
 
     def projection(self, max_len=None):
-        from ._projection import Projection
         return Projection(columns=list(self.columns), max_len=max_len or self.max_len, actions=self.actions,
                           window_us=None if self.window_days is None else int(self.window_days * DAY_US))
 
@@ -133,3 +136,35 @@ class Workload:
             reqs["label"] = rng.random(n).astype(np.float32) < 0.1
             reqs["dense"] = rng.standard_normal((n, cfg.dense_features)).astype(np.float32)
             yield events, reqs, hi
+
+
+def random_events(rng, users, n, t0=0, span=1_000_000, n_actions=4) -> dict:
+    """``n`` random events over ``users`` (columns ``COLUMNS``), ts roughly increasing with late arrivals."""
+    uid = rng.choice(np.asarray(users, np.int64), n)
+    ts = t0 + np.sort(rng.integers(0, span, n))
+    late = rng.random(n) < 0.1
+    ts[late] -= rng.integers(0, span // 2 + 1, late.sum())
+    return {"user_id": uid, "ts": np.maximum(ts, 0),
+            "item_id": rng.integers(0, 1 << 40, n), "action": rng.integers(0, n_actions, n).astype(np.int32),
+            "surface": rng.integers(0, 8, n).astype(np.int32), "dwell_ms": rng.integers(0, 60_000, n).astype(np.int32)}
+
+
+def synthetic_store(root: Path, users: int, history: int, seed: int = 0) -> UIHStore:
+    """A store of ``users`` x ``history`` sealed events over 30 days (users 0..users-1), for speed tests.
+
+    Requests at ``31 * DAY_US`` see every event; event types follow the default skew.
+    """
+    rng = np.random.default_rng(seed)
+    store = UIHStore.create(root, columns=COLUMNS)
+    n = users * history
+    step = 2_000_000
+    uid = np.tile(np.arange(users), history)
+    ts = np.repeat(np.arange(history, dtype=np.int64) * (30 * DAY_US // history), users)
+    for i in range(0, n, step):
+        k = min(step, n - i)
+        store.append({"user_id": uid[i:i + k], "ts": ts[i:i + k], "item_id": rng.integers(0, 1 << 40, k),
+                      "action": rng.choice(5, k, p=[0.8, 0.12, 0.05, 0.02, 0.01]).astype(np.int32),
+                      "surface": rng.integers(0, 8, k).astype(np.int32),
+                      "dwell_ms": rng.integers(0, 60000, k).astype(np.int32)})
+    store.seal(31 * DAY_US)
+    return store

@@ -15,9 +15,10 @@ import numpy as np
 
 import kernels
 
-from . import _deps, _segments
-from ._errors import UIHError
-from ._pool import BufferPool
+from .. import _deps
+from .._errors import MissingDependency, UIHError
+from ..serving import _segments
+from ._buffer_pool import BufferPool
 
 
 class CpuBackend:
@@ -104,7 +105,7 @@ class CudaBackend:
         try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
             df = self.cudf.read_parquet(path, columns=columns, row_groups=[groups])
         except Exception as e:
-            raise _deps.MissingDependency(f"cuDF could not read {name}: {e}") from e
+            raise MissingDependency(f"cuDF could not read {name}: {e}") from e
         return {c: self.xp.asarray(df[c].values) for c in columns}
 
     def synchronize(self):
@@ -116,12 +117,10 @@ def cuda_usable() -> bool:
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return False
     try:
-        from numba import cuda
-        if not cuda.is_available():
+        if not _deps.numba_cuda().is_available():
             return False
-        import cupy
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:
+        return _deps.cupy().cuda.runtime.getDeviceCount() > 0
+    except Exception:  # a broken driver or toolkit raises many kinds of errors: then there is no GPU
         return False
 
 

@@ -10,8 +10,8 @@ import json
 import zlib
 from pathlib import Path
 
-from ._errors import CorruptionError, VersionError
-from ._fsutil import atomic_write
+from .._errors import CorruptionError, VersionError
+from ._durable import atomic_write
 
 FORMAT = 1
 DIR = "_manifests"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ._errors import SchemaError
-from ._ranges import lookup, offsets_of, range_indices
+from .._errors import SchemaError
+from .._ragged import lookup, offsets_of, range_indices
 
 
 def _list(values: np.ndarray, lengths: np.ndarray, large=False) -> pa.Array:

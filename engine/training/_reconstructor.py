@@ -15,12 +15,12 @@ import pyarrow.compute as pc
 
 import kernels
 
-from . import _device
+from .._errors import SchemaError, VersionError
+from .._ragged import lookup, offsets_of
+from . import _backends
 from ._batch import Batch
-from ._errors import SchemaError, VersionError
 from ._prefetch import prefetch as background
-from ._ranges import lookup, offsets_of
-from ._thin import THIN_META, rechunk, thin_batches
+from ._thin_source import THIN_META, rechunk, thin_batches
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
 
@@ -30,12 +30,9 @@ class _Chunk:
     """A chunk of thin rows, laid out on the device, ready for the kernels."""
 
     n: int
-    src8: object
-    src4: object
-    ts: object
-    etype: object
-    seq: object
-    per_example: dict  # u_lo, u_hi, imm_hw, t_lo, t_hi, ts_min
+    words: kernels.Words  # projected columns as raw words: immutable rows, then tails
+    events: kernels.Events  # seq of the immutable rows; ts and event type when the filter needs them
+    examples: kernels.Examples  # per example: its rows, cut, tail and window
     events_read: int
     extras: dict  # pass-through columns carried into the batches
 
@@ -58,10 +55,12 @@ class Reconstructor:
         (all by default; switch some off only to measure what they buy).
     """
 
+    PUSHDOWN = PUSHDOWN
+
     def __init__(self, store, projection, device="auto", prefetch=2, chunk_batches=8, pushdown=PUSHDOWN):
         self.store = store
         self.projection = p = projection
-        self.backend = _device.resolve(device)
+        self.backend = _backends.resolve(device)
         self.device = "cuda" if self.backend.name == "cuda" else "cpu"
         self.prefetch = int(prefetch)
         self.chunk_batches = max(1, int(chunk_batches))
@@ -83,9 +82,9 @@ class Reconstructor:
         xp = self.backend.xp
         pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
         pad4 = np.array([p.pad_for(self._dtypes[c]).view(np.int32) for c in self._cols4], np.int32)
-        self._pad8, self._pad4 = self.backend.to_device(pad8), self.backend.to_device(pad4)
-        type_ok, self._type_base = kernels.type_table(p.actions)
-        self._type_ok = self.backend.to_device(type_ok)
+        flt = kernels.make_filter(p.actions, self._use_window)
+        self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
+        self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
         self._empty8 = xp.zeros(0, np.int64)
         self._empty4 = xp.zeros(0, np.int32)
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
@@ -124,6 +123,12 @@ class Reconstructor:
         for chunk in background(produce, depth):
             for a in range(0, chunk.n, batch_size):
                 yield self._assemble(chunk, a, min(a + batch_size, chunk.n))
+
+    def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
+        """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
+        projection reads plus ``extra_columns``: what a worker or shard needs to hold."""
+        cols = [*self.thin_columns, *extra_columns]
+        return pa.Table.from_batches(list(thin_batches(thin_source, cols)))
 
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
     def _as_thin(self, thin, extra=()) -> pa.Table:
@@ -215,14 +220,12 @@ class Reconstructor:
                 src[i] = column(c).view(src.dtype)
             return src
 
-        per = {"u_lo": buf.offsets[:-1][inv], "u_hi": buf.offsets[1:][inv], "imm_hw": imm_hw,
-               "t_lo": n_imm + t_off[:-1], "t_hi": n_imm + t_off[1:], "ts_min": ts_min}
+        per = (buf.offsets[:-1][inv], buf.offsets[1:][inv], imm_hw, n_imm + t_off[:-1], n_imm + t_off[1:], ts_min)
         chunk = _Chunk(
-            n=len(uid), src8=words(self._cols8, 8), src4=words(self._cols4, 4),
-            ts=column("ts") if self._use_window else self._empty8,
-            etype=column(self._etype) if self._use_types else self._empty4,
-            seq=buf.columns["seq"], per_example={k: be.to_device(np.ascontiguousarray(v, np.int64))
-                                                 for k, v in per.items()},
+            n=len(uid), words=kernels.Words(words(self._cols8, 8), words(self._cols4, 4)),
+            events=kernels.Events(buf.columns["seq"], column("ts") if self._use_window else self._empty8,
+                                  column(self._etype) if self._use_types else self._empty4),
+            examples=kernels.Examples(*(be.to_device(np.ascontiguousarray(v, np.int64)) for v in per)),
             events_read=n_imm, extras=self._extras(t, extra))
         be.synchronize()
         self.stats["chunks"] += 1
@@ -235,16 +238,14 @@ class Reconstructor:
     def _assemble(self, ch: _Chunk, a: int, b: int) -> Batch:
         p, be, xp = self.projection, self.backend, self.backend.xp
         n, L = b - a, p.max_len
-        e = {k: v[a:b] for k, v in ch.per_example.items()}
+        ex = kernels.Examples(*(v[a:b] for v in ch.examples))
         sel = xp.empty((n, 5), np.int64)
-        be.slice(ch.seq, ch.ts, ch.etype, self._type_ok, self._type_base, e["u_lo"], e["u_hi"], e["imm_hw"],
-                 e["t_lo"], e["t_hi"], e["ts_min"], L, self._use_types, self._use_window, sel)
+        be.slice(ch.events, self._filter, ex, L, sel)
         out8 = be.empty((len(self._cols8), n, L), np.int64)
         out4 = be.empty((len(self._cols4), n, L), np.int32)
         lengths = xp.empty(n, np.int32)
-        be.assemble(ch.src8, ch.src4, ch.ts, ch.etype, self._type_ok, self._type_base, e["ts_min"], sel,
-                    e["t_hi"], L, p.align == "right", self._use_types, self._use_window, self._pad8, self._pad4,
-                    out8, out4, lengths)
+        be.assemble(ch.words, ch.events, self._filter, ex, sel, L, p.align == "right", self._pad,
+                    kernels.Padded(out8, out4, lengths))
         arrays = {}
         for c in p.columns:
             out, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numba import njit
 
-from ._ranges import group_starts, lookup
+from .._ragged import find, group_starts, lookup
 
 
 @njit(cache=True)
@@ -89,12 +89,12 @@ class MutableTier:
     def positions(self, user_id: np.ndarray, seq: np.ndarray) -> np.ndarray:
         """Row of each (user, seq) in the sorted data, or -1 where it is not a mutable event."""
         users, starts, counts, first = self.runs()
-        k = np.searchsorted(users, user_id)
-        kc = np.minimum(k, max(len(users) - 1, 0))
-        found = (k < len(users)) & (users[kc] == user_id) if len(users) else np.zeros(len(user_id), bool)
-        off = seq - first[kc] if len(users) else np.zeros(len(user_id), np.int64)
-        ok = found & (off >= 0) & (off < counts[kc] if len(users) else False)
-        return np.where(ok, starts[kc] + off if len(users) else 0, -1)
+        if not len(users):
+            return np.full(len(user_id), -1, np.int64)
+        k, found = find(users, user_id)
+        off = seq - first[k]
+        ok = found & (off >= 0) & (off < counts[k])
+        return np.where(ok, starts[k] + off, -1)
 
     def set(self, pos: np.ndarray, values: dict) -> None:
         d = self.sorted()

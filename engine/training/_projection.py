@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._errors import SchemaError
+from .._errors import SchemaError
 
 
 class Projection:

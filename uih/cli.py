@@ -1,30 +1,17 @@
-"""The ``uih`` command line: ``demo``, ``bench`` and ``inspect``."""
+"""The ``uih`` command line: ``demo``, ``bench`` and ``inspect`` (``--help`` on each)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from engine import UIHError, UIHStore
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return str(n)
-
-
-def _table(rows: list, headers: list) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    w = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "  ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r))
-    return "\n".join([line(cells[0]), "  ".join("-" * x for x in w), *map(line, cells[1:])])
+from .fmt import fmt_bytes, table
 
 
 def cmd_inspect(args) -> int:
-    from ._store import UIHStore
     store = UIHStore.open(args.path)
     st = store.stats()
     store.close()
@@ -32,29 +19,24 @@ def cmd_inspect(args) -> int:
         print(json.dumps(st, indent=2))
         return 0
     print(f"UIH store {args.path}")
-    print(_table([[k, st[k]] for k in ("version", "segments", "users", "sealed_events", "mutable_events")] +
+    print(table([[k, st[k]] for k in ("version", "segments", "users", "sealed_events", "mutable_events")] +
                  [["versions", f"{st['versions'][0]}..{st['versions'][-1]} ({len(st['versions'])})"],
                   ["columns", ", ".join(f"{c}:{t}" for c, t in st["columns"].items())],
                   ["event type column", st["event_type_column"]],
                   ["rare types (sidecar)", st["rare_types"] or "-"],
-                  ["immutable tier bytes", _fmt_bytes(st["segment_bytes"])],
-                  ["rare sidecar bytes", _fmt_bytes(st["sidecar_bytes"])],
-                  ["mutable tier (log) bytes", _fmt_bytes(st["log_bytes"])]], ["", "value"]))
+                  ["immutable tier bytes", fmt_bytes(st["segment_bytes"])],
+                  ["rare sidecar bytes", fmt_bytes(st["sidecar_bytes"])],
+                  ["mutable tier (log) bytes", fmt_bytes(st["log_bytes"])]], ["", "value"]))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from ._demo import run_demo
+    from .demo import run_demo
     return run_demo(args)
 
 
 def cmd_bench(args) -> int:
-    bench = Path(__file__).resolve().parent.parent / "bench"
-    if not (bench / "report.py").exists():
-        print("uih: error: `uih bench` runs from a source checkout (it needs the bench/ folder)", file=sys.stderr)
-        return 2
-    sys.path.insert(0, str(bench))
-    from report import run_bench
+    from .report import run_bench
     return run_bench(args)
 
 
@@ -80,7 +62,6 @@ def main(argv=None) -> int:
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_inspect)
     args = p.parse_args(argv)
-    from ._errors import UIHError
     try:
         return args.func(args) or 0
     except UIHError as e:

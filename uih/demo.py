@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import platform
 import time
 
-from ._cli import _fmt_bytes, _table
-from ._dataset import build
-from ._workload import WorkloadConfig
+from tqdm.auto import tqdm
 
-
-def machine() -> str:
-    import os
-    return f"{platform.machine()} {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+from .fmt import fmt_bytes, machine_line, table
+from .jobs import fat_job, file_list, late_job
+from .replay import build
+from .workload import WorkloadConfig
 
 
 def write_report(res: dict) -> str:
     rows = []
     for d in res["days"]:
-        rows.append([d["day"], f"{d['events']:,}", f"{d['requests']:,}", _fmt_bytes(d["store_bytes"]),
-                     _fmt_bytes(d["thin_bytes"]), _fmt_bytes(d["store_bytes"] + d["thin_bytes"]),
-                     _fmt_bytes(d["fat_bytes"]),
+        rows.append([d["day"], f"{d['events']:,}", f"{d['requests']:,}", fmt_bytes(d["store_bytes"]),
+                     fmt_bytes(d["thin_bytes"]), fmt_bytes(d["store_bytes"] + d["thin_bytes"]),
+                     fmt_bytes(d["fat_bytes"]),
                      f"{1 - (d['store_bytes'] + d['thin_bytes']) / max(d['fat_bytes'], 1):+.1%}".replace("+", "-", 1)
                      if d["fat_bytes"] else "-"])
-    return _table(rows, ["day", "new events", "requests", "store (log+seal+compact)", "thin rows",
+    return table(rows, ["day", "new events", "requests", "store (log+seal+compact)", "thin rows",
                          "late-mat total", "fat rows", "saved vs fat"])
 
 
 def read_report(store_path, thin_dir, fat_dir, tenants, batch_size, progress=True):
     """Per tenant: one training job over all thin rows through DALI vs the Fat Row loader."""
-    from tqdm.auto import tqdm
-
-    from ._readjob import fat_job, file_list, late_job
     rows = []
     for t in tqdm(tenants, desc="training jobs", unit="tenant", disable=not progress):
         p = t.projection()
@@ -45,17 +39,17 @@ def format_read(rows) -> str:
     out = []
     for r in rows:
         late, fat = r["late"], r["fat"]
-        out.append([r["tenant"], r["max_len"], f"{late['examples']:,}", _fmt_bytes(late["read_bytes"]),
-                    _fmt_bytes(fat["read_bytes"]), f"{late['read_bytes'] / max(fat['read_bytes'], 1) - 1:+.1%}",
+        out.append([r["tenant"], r["max_len"], f"{late['examples']:,}", fmt_bytes(late["read_bytes"]),
+                    fmt_bytes(fat["read_bytes"]), f"{late['read_bytes'] / max(fat['read_bytes'], 1) - 1:+.1%}",
                     f"{late['examples'] / late['seconds']:,.0f}", f"{fat['examples'] / fat['seconds']:,.0f}"])
-    return _table(out, ["tenant", "max_len", "examples", "late-mat read", "fat read", "read vs fat",
+    return table(out, ["tenant", "max_len", "examples", "late-mat read", "fat read", "read vs fat",
                         "late ex/s (DALI)", "fat ex/s"])
 
 
 def run_demo(args) -> int:
     cfg = WorkloadConfig(users=args.users, days=args.days, median_history=args.median_history)
     t = time.perf_counter()
-    print(f"uih demo on {machine()}: {cfg.users} users, median history {cfg.median_history}, {cfg.days} days, "
+    print(f"uih demo on {machine_line()}: {cfg.users} users, median history {cfg.median_history}, {cfg.days} days, "
           f"tenants {', '.join(f'{x.name}(L={x.max_len})' for x in cfg.tenants)}")
     res = build(args.out, cfg, progress=not args.no_progress)
     print(f"\nBytes written per day (OS write counters; fat rows keep the last {cfg.union_max_len} events "
@@ -68,10 +62,10 @@ def run_demo(args) -> int:
     print(format_read(reads))
     tot_late = sum(d["store_bytes"] + d["thin_bytes"] for d in res["days"])
     tot_fat = sum(d["fat_bytes"] for d in res["days"])
-    print(f"\nwrites over {cfg.days} days: late materialization {_fmt_bytes(tot_late)} vs fat rows "
-          f"{_fmt_bytes(tot_fat)} ({tot_late / max(tot_fat, 1) - 1:+.1%})")
+    print(f"\nwrites over {cfg.days} days: late materialization {fmt_bytes(tot_late)} vs fat rows "
+          f"{fmt_bytes(tot_fat)} ({tot_late / max(tot_fat, 1) - 1:+.1%})")
     st = res["store"]
     print(f"\nstore: version {st['version']}, {st['segments']} segment(s), {st['sealed_events']:,} sealed + "
-          f"{st['mutable_events']:,} mutable events; backfill wrote {_fmt_bytes(res['backfill']['store_bytes'])}")
+          f"{st['mutable_events']:,} mutable events; backfill wrote {fmt_bytes(res['backfill']['store_bytes'])}")
     print(f"done in {time.perf_counter() - t:.1f} s; inspect with: uih inspect {args.out}/store")
     return 0

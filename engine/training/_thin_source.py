@@ -8,16 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._errors import SchemaError
+from .._errors import SchemaError
 
 THIN_META = ("user_id", "request_ts", "version", "imm_hw")
 
 
-def _paths(source) -> list:
+def parquet_files(source) -> list:
     if isinstance(source, (str, Path)):
         p = Path(source)
         return sorted(p.glob("*.parquet")) if p.is_dir() else [p]
-    return [q for s in source for q in _paths(s)]
+    return [q for s in source for q in parquet_files(s)]
 
 
 def thin_batches(source, columns: list):
@@ -29,7 +29,7 @@ def thin_batches(source, columns: list):
             raise SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
         yield from t.select(columns).to_batches()
         return
-    paths = _paths(source)
+    paths = parquet_files(source)
     if not paths:
         raise SchemaError(f"no Parquet thin-row files found in {source!r}")
     for path in paths:

@@ -7,14 +7,14 @@ segments whose index holds a user, only the row groups that hold the needed rows
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import _segments
-from ._ranges import offsets_of, range_indices
+from .._ragged import find, offsets_of, range_indices
+from . import _segment_index, _segments
+from ._group_cache import GroupCache
 
 
 @dataclass
@@ -32,38 +32,6 @@ class UserBuffer:
 
 def _host(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
-class GroupCache:
-    """Decoded row-group columns, least recently used evicted beyond ``budget`` bytes.
-
-    This is what makes data affinity hold across chunks: a user's rows are decoded once per job (per
-    shard) while they fit the budget, however often the user comes back in the thin rows.
-    """
-
-    def __init__(self, budget: int):
-        self.budget = budget
-        self.used = 0
-        self._d = OrderedDict()
-
-    def get(self, key):
-        v = self._d.get(key)
-        if v is not None:
-            self._d.move_to_end(key)
-        return v
-
-    def put(self, key, value):
-        if key in self._d or self.budget <= 0:
-            return
-        self._d[key] = value
-        self.used += value.nbytes
-        while self.used > self.budget and self._d:
-            _, old = self._d.popitem(last=False)
-            self.used -= old.nbytes
-
-    def clear(self):
-        self._d.clear()
-        self.used = 0
 
 
 class ImmutableView:
@@ -104,7 +72,7 @@ class ImmutableView:
     def index(self, s: int, part: str) -> dict:
         key = (s, part)
         if key not in self._idx:
-            self._idx[key] = _segments.load_index(self.root, self.segments[s][part])
+            self._idx[key] = _segment_index.load(self.root, self.segments[s][part])
         return self._idx[key]
 
     def parquet(self, s: int, part: str):
@@ -134,7 +102,7 @@ class ImmutableView:
 
         ``ts_min[u]``: segments whose newest event of ``u`` is older are skipped (time-window pushdown).
         ``rare_types``: when every wanted event type is in a segment's sidecar, read the sidecar instead.
-        ``backend``: where the columns land (``engine._device``); default numpy via PyArrow.
+        ``backend``: where the columns land (``engine.training._backends``); default numpy via PyArrow.
         """
         xp = np if backend is None else backend.xp
         read_groups = _segments.read_groups_arrow if backend is None else backend.read_groups
@@ -149,11 +117,9 @@ class ImmutableView:
             if rare_types is not None and seg["rare"] is not None and set(rare_types) <= set(seg["rare_types"]):
                 part = "rare"
             idx = self.index(s, part)
-            k = np.searchsorted(idx["user_id"], users)
-            kc = np.minimum(k, max(len(idx["user_id"]) - 1, 0))
             if not len(idx["user_id"]):
                 continue
-            has = (k < len(idx["user_id"])) & (idx["user_id"][kc] == users)
+            kc, has = find(idx["user_id"], users)
             if ts_min is not None:
                 has &= idx["ts_max"][kc] >= ts_min
             ranks = np.flatnonzero(has)
@@ -162,7 +128,7 @@ class ImmutableView:
             j = kc[ranks]
             r0, cnt, q0 = idx["row_start"][j], idx["row_count"][j], idx["seq_start"][j]
             if ts_min is not None:  # skip leading strides that hold only events older than the window
-                skip = _segments.window_skip(idx, j, ts_min[ranks])
+                skip = _segment_index.window_skip(idx, j, ts_min[ranks])
                 r0, cnt = r0 + skip, cnt - skip
                 if part == "main":
                     q0 = q0 + skip

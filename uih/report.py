@@ -1,4 +1,5 @@
-"""``uih bench``: the paper's tables on this machine, written to bench/results/*.json and bench/REPORT.md.
+"""``uih bench``: the paper's tables on this machine, written to bench/results/*.json and bench/REPORT.md
+(``--out DIR``: all of it into DIR).
 
 Sections (each a JSON file and a plot):
   writes     bytes written per day, late materialization vs Fat Row at union max length 1K..64K, vs floor
@@ -14,7 +15,6 @@ Bytes come from /proc/self/io with the page cache dropped first; times are media
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,16 +23,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _common import RESULTS, machine, machine_line, table, write_json  # noqa: E402
+import engine
+from engine.serving._segments import write_parquet
 
-import engine  # noqa: E402
-from engine._dataset import build  # noqa: E402
-from engine._readjob import _open_pinned, fat_job, file_list, late_job, project_lists, thin_column_bytes  # noqa: E402
-from engine._reconstruct import PUSHDOWN  # noqa: E402
-from engine._segments import _write_parquet  # noqa: E402
-from engine._workload import WorkloadConfig  # noqa: E402
+from .fatrows import project_lists
+from .fmt import fmt_bytes, machine, machine_line, table, write_json
+from .jobs import fat_job, file_list, late_job, open_pinned, thin_column_bytes
+from .replay import build
+from .speed import assembly_speed
+from .workload import WorkloadConfig, synthetic_store
+
+PUSHDOWN = engine.Reconstructor.PUSHDOWN
 
 SIZES = {
     "quick": dict(users=150, days=2, median_history=400, requests=6.0, fat_lengths=(1024, 4096), repeats=1,
@@ -43,7 +44,7 @@ SIZES = {
 
 
 def mb(n):
-    return f"{n / 1e6:,.1f} MB"
+    return fmt_bytes(n, "MB")
 
 
 def median_job(fn, repeats):
@@ -58,7 +59,7 @@ def median_job(fn, repeats):
 def read_floor(store_path, thin_files, proj, tmp: Path) -> dict:
     """Bytes of exactly the needed events' needed columns (compressed like a segment, each event once)
     plus the needed thin-row columns."""
-    store = _open_pinned(store_path)
+    store = open_pinned(store_path)
     probe = engine.Projection([*proj.columns, "seq"] if "seq" not in proj.columns else proj.columns,
                               max_len=proj.max_len, actions=proj.actions, window_us=proj.window_us)
     rec = engine.Reconstructor(store, probe, device="cpu")
@@ -85,7 +86,7 @@ def read_floor(store_path, thin_files, proj, tmp: Path) -> dict:
     cols = {"user_id": users[rank_all[pick]], "seq": buf.columns["seq"][pick]}
     cols.update({c: buf.columns[c][pick] for c in need_cols})
     path = tmp / "floor.parquet"
-    _write_parquet(path, pa.table(cols))
+    write_parquet(path, pa.table(cols))
     ev_bytes = path.stat().st_size
     store.close()
     # the probe's extra "seq" adds no thin column (tail_seq is always read), so these are the tenant's
@@ -144,18 +145,17 @@ def section_pushdown(out: Path, cfg) -> dict:
 
 
 def section_scaling(size, tmp) -> dict:
-    from bench_reconstruct import bench_lengths, build_store
     lengths = list(size["scaling"])
     history = max(lengths) + max(lengths) // 8
-    store = build_store(tmp / "scaling", size["scaling_users"], history)
-    rows = bench_lengths(store, lengths, size["scaling_batch"], size["scaling_users"], history)
+    store = synthetic_store(tmp / "scaling", size["scaling_users"], history)
+    rows = assembly_speed(store, lengths, size["scaling_batch"], size["scaling_users"])
     store.close()
     return {"rows": rows, "users": size["scaling_users"], "history": history, "batch": size["scaling_batch"]}
 
 
 def duckdb_job(store_path, thin_file, p) -> tuple:
     import duckdb
-    store = _open_pinned(store_path)
+    store = open_pinned(store_path)
     segs = [str(Path(store_path) / e["main"]["file"]) for e in store._manifest["segments"]]
     store.close()
     cols = p.columns
@@ -205,7 +205,7 @@ def section_peers(out: Path, cfg, repeats) -> dict:
     ours = median_job(lambda: late_job(out / "store", [thin], p, via_dali=False), repeats)
     ours_dali = median_job(lambda: late_job(out / "store", [thin], p, via_dali=True), repeats)
     f = median_job(lambda: fat_job([fat], p), repeats)
-    store = _open_pinned(out / "store")
+    store = open_pinned(out / "store")
     mine = engine.Reconstructor(store, p, device="cpu").reconstruct(pq.read_table(thin))
     store.close()
     duck, duck_s = duckdb_job(out / "store", thin, p)
@@ -227,7 +227,8 @@ def section_peers(out: Path, cfg, repeats) -> dict:
     n = ours["examples"]
     rows = [
         {"loader": "uih (this engine), iter_batches", "seconds": ours["seconds"], "read_bytes": ours["read_bytes"]},
-        {"loader": "uih through DALI (CPU-only)", "seconds": ours_dali["seconds"], "read_bytes": ours_dali["read_bytes"]},
+        {"loader": "uih through DALI (CPU-only)", "seconds": ours_dali["seconds"],
+         "read_bytes": ours_dali["read_bytes"]},
         {"loader": "fat rows: PyArrow lists -> padded (NumPy)", "seconds": f["seconds"], "read_bytes": f["read_bytes"]},
         {"loader": "DuckDB SQL over the same Parquet (window fn)", "seconds": duck_s, "read_bytes": None,
          "equal_to_ours": duck_equal},
@@ -322,7 +323,8 @@ def render(R, figs) -> str:
         "# UIH late materialization: benchmark report", "",
         f"Generated by `uih bench{' --quick' if R['mode'] == 'quick' else ''}` on {R['date']}. "
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['mem_gib']} GiB, Python {m['python']}, {m['os']}; no GPU.",
-        f"Workload: {cfg['users']:,} users, median history {cfg['median_history']:,} (log-normal, sigma {cfg['sigma']}, "
+        f"Workload: {cfg['users']:,} users, median history {cfg['median_history']:,} "
+        f"(log-normal, sigma {cfg['sigma']}, "
         f"max {cfg['max_history']:,}), {cfg['days']} days, {cfg['requests_per_user_day']} requests/user/day with "
         f"{cfg['dense_features']} dense float features each, {cfg['late_share']:.0%} late arrivals, "
         f"{cfg['update_share']:.0%} updates. Bytes from `/proc/self/io` (page cache dropped first), cross-checked "
@@ -347,10 +349,12 @@ def render(R, figs) -> str:
               ["day", "log", "seal", "compaction", "thin rows", "total", "floor", "total/floor"]),
         "", f"The floor is each day's new events written once as a zstd Parquet segment plus the thin rows. The "
         f"durable log is the price of acknowledging appends before they are sealed; compaction is size-tiered "
-        f"(the newest run of at least 4 segments within 2x of each other merges). The backfill before day 0 wrote {mb(w['backfill_bytes'])} "
+        "(the newest run of at least 4 segments within 2x of each other merges). "
+        f"The backfill before day 0 wrote {mb(w['backfill_bytes'])} "
         "(not in the daily figures).",
         "", "## Per-job reads per tenant", "", f"![reads]({figs['reads']})", "",
-        table([[r["tenant"], r["max_len"], mb(r["late"]["read_bytes"]), mb(r["fat"]["read_bytes"]), mb(r["floor"]["bytes"]),
+        table([[r["tenant"], r["max_len"], mb(r["late"]["read_bytes"]), mb(r["fat"]["read_bytes"]),
+                mb(r["floor"]["bytes"]),
                 f"{r['late']['seconds']:.2f} s", f"{r['late_dali']['seconds']:.2f} s", f"{r['fat']['seconds']:.2f} s",
                 f"{r['late']['examples']:,}"] for r in reads],
               ["tenant", "max_len", "late read", "fat read", "floor", "late time", "late via DALI", "fat time",
@@ -391,13 +395,14 @@ def render(R, figs) -> str:
 def run_bench(args) -> int:
     mode = "quick" if args.quick else "full"
     size = SIZES[mode]
-    out = Path(args.out) if args.out else RESULTS
+    report_dir = Path(args.out or "bench")
+    out = Path(args.out) if args.out else report_dir / "results"
     out.mkdir(parents=True, exist_ok=True)
     cfg = WorkloadConfig(users=size["users"], days=size["days"], median_history=size["median_history"],
                          requests_per_user_day=size["requests"])
     print(f"uih bench ({mode}) on {machine_line()}")
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=HERE) as d:
+    with tempfile.TemporaryDirectory(dir=report_dir, prefix="tmp") as d:
         tmp = Path(d)
         res = build(tmp / "data", cfg, progress=not args.no_progress, fat_lengths=size["fat_lengths"])
         R = {"mode": mode, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "repeats": size["repeats"],
@@ -412,11 +417,11 @@ def run_bench(args) -> int:
         for name, fn in steps:
             t = time.perf_counter()
             R[name] = fn()
-            write_json(f"{name}{'_quick' if mode == 'quick' else ''}", {"mode": mode, name: R[name]}, out)
+            write_json(out / f"{name}{'_quick' if mode == 'quick' else ''}.json", {"mode": mode, name: R[name]})
             print(f"  {name}: {time.perf_counter() - t:.0f} s")
-    figs = plots(R, out if args.out else HERE)
+    figs = plots(R, report_dir)
     report = render(R, figs)
-    target = (out / "REPORT.md") if args.out else (HERE / "REPORT.md")
+    target = report_dir / "REPORT.md"
     target.write_text(report)
     (out / f"bench{'_quick' if mode == 'quick' else ''}.json").write_text(json.dumps(R, indent=1, default=float))
     print(report.split("## Write bandwidth")[0])

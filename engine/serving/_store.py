@@ -11,34 +11,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import _log, _manifest, _segments
-from ._errors import ImmutableError, SchemaError, UIHError
+from .._errors import ImmutableError, SchemaError, UIHError
+from .._ragged import group_starts, lookup
+from . import _compaction, _log, _manifest, _segments
+from ._immutable import ImmutableView
 from ._mutable import MutableTier, SeqCounter
-from ._ranges import group_starts, lookup
-from ._reader import ImmutableView
 from ._schema import StoreSchema, coerce_events, coerce_requests, coerce_updates
 from ._snapshot import fat_rows, thin_rows
 
 LOG_DIR = "log"
-TIER_RATIO = 2  # segments within 2x of each other are one size tier
-TIER_MIN = 4  # merge a tier once it holds this many segments (size-tiered compaction, as in Cassandra)
-
-
-def _run_start(rows: list) -> int:
-    """Index of the oldest segment of the newest size tier to merge, or ``len(rows)`` if none is due.
-
-    Only a contiguous run of the newest segments can merge (a user's seqs must stay in segment order);
-    the run grows backwards while each older segment is within ``TIER_RATIO`` of the run's largest,
-    and merges once it has ``TIER_MIN`` members. Each event is so rewritten about log4(N) times, and a
-    large base segment is left alone until the tiers above it grow comparable.
-    """
-    if not rows:
-        return 0
-    first, biggest = len(rows) - 1, rows[-1]
-    while first > 0 and rows[first - 1] <= TIER_RATIO * max(biggest, 1) and biggest <= TIER_RATIO * rows[first - 1]:
-        first -= 1
-        biggest = max(biggest, rows[first])
-    return first if len(rows) - first >= TIER_MIN else len(rows)
 LOCK = "LOCK"
 
 
@@ -64,7 +45,7 @@ class UIHStore:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def create(cls, path, columns, event_type_column="action") -> "UIHStore":
+    def create(cls, path, columns, event_type_column="action") -> UIHStore:
         """Create an empty store at ``path`` (which must not hold one) with the declared columns."""
         schema = StoreSchema.declare(columns, event_type_column)
         root = Path(path)
@@ -82,7 +63,7 @@ class UIHStore:
         return cls(root, _manifest.load(root), fd, pinned=False)
 
     @classmethod
-    def open(cls, path, version=None) -> "UIHStore":
+    def open(cls, path, version=None) -> UIHStore:
         """Open an existing store, recovering from any crash; ``version`` pins a read-only view."""
         root = Path(path)
         fd = None if version is not None else cls._try_lock(root)
@@ -214,8 +195,7 @@ class UIHStore:
             old_log, new_log = self._manifest["log"], f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
             log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table)] if len(table) else [])
             self._commit({"segments": [*self._manifest["segments"], entry], "log": new_log},
-                         cleanup=[e for part in ("main", "rare") if entry[part] for e in
-                                  (entry[part]["file"], entry[part]["index"])] + [new_log])
+                         cleanup=[*_segments.entry_files(entry), new_log])
             old = self._log
             self._log = log
             old.close()
@@ -234,7 +214,7 @@ class UIHStore:
         with self._mu:
             self._check_writable("compact")
             segs = self._manifest["segments"]
-            first = 0 if full else _run_start([e["main"]["rows"] for e in segs])
+            first = 0 if full else _compaction.run_start([e["main"]["rows"] for e in segs])
             if len(segs) - first <= 1:
                 return self.version
             cols = self.schema.event_columns()
@@ -242,8 +222,7 @@ class UIHStore:
             merged = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("seq", "ascending")])
             entry = _segments.write_segment(self.root, merged, self.schema.event_type_column)
             self._commit({"segments": [*segs[:first], entry], "log": self._manifest["log"]},
-                         cleanup=[e for part in ("main", "rare") if entry[part] for e in
-                                  (entry[part]["file"], entry[part]["index"])])
+                         cleanup=_segments.entry_files(entry))
             return self.version
 
     def _commit(self, changes: dict, cleanup: list) -> None:
@@ -268,9 +247,7 @@ class UIHStore:
             except UIHError:
                 continue
             for e in m["segments"]:
-                for part in ("main", "rare"):
-                    if e[part]:
-                        live |= {e[part]["file"], e[part]["index"]}
+                live.update(_segments.entry_files(e))
         for p in (self.root / _manifest.DIR).glob(".tmp-*"):
             p.unlink(missing_ok=True)
         for p in (self.root / LOG_DIR).glob("*.log"):

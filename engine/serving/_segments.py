@@ -1,4 +1,4 @@
-"""Immutable segments: Parquet files sorted by ``(user_id, seq)`` plus a compact per-user index.
+"""Immutable segments: Parquet files sorted by ``(user_id, seq)``, each with its user index.
 
 Each segment has a main file with every event and, when some event types are rare, a sidecar file
 holding only the rare types' events. A tenant that asks only for rare types reads the sidecar and so
@@ -7,7 +7,6 @@ reads bytes in proportion to what it uses; the duplication costs only the rare s
 
 from __future__ import annotations
 
-import os
 import uuid
 import zlib
 from pathlib import Path
@@ -15,58 +14,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from numba import njit
 
-from ._errors import CorruptionError
-from ._fsutil import fsync_dir
-from ._ranges import range_indices
+from .._errors import CorruptionError
+from . import _segment_index
+from ._durable import fsync_dir, fsync_file, write_file
 
 DIR = "segments"
 ROW_GROUP_ROWS = 4096
 RARE_SHARE = 0.10  # types that together hold at most this share of a segment's events go to the sidecar
-INDEX_COLUMNS = ("user_id", "row_start", "row_count", "seq_start", "ts_max")
-TS_STRIDE = 512  # rows between time checkpoints in the user index
+PARTS = ("main", "rare")
 
 
-@njit(cache=True)
-def _ts_checkpoints(ts, starts, counts, stride):
-    """Per user, the running max of ts at the end of every ``stride`` rows (flat, with offsets).
-
-    Rows before checkpoint k can be skipped for a window starting at W when checkpoint k-1 < W: no
-    event there is new enough, even with late arrivals (ts need not grow with seq).
-    """
-    n_ck = (counts + stride - 1) // stride
-    offsets = np.zeros(len(starts) + 1, np.int64)
-    for u in range(len(starts)):
-        offsets[u + 1] = offsets[u] + n_ck[u]
-    out = np.empty(offsets[-1], np.int64)
-    for u in range(len(starts)):
-        m = np.iinfo(np.int64).min
-        for k in range(n_ck[u]):
-            lo = starts[u] + k * stride
-            hi = min(lo + stride, starts[u] + counts[u])
-            for i in range(lo, hi):
-                if ts[i] > m:
-                    m = ts[i]
-            out[offsets[u] + k] = m
-    return out, offsets
+def entry_files(entry: dict) -> list:
+    """Every file of a manifest's segment entry (data files and their indexes), store-relative."""
+    return [f for part in PARTS if entry[part] for f in (entry[part]["file"], entry[part]["index"])]
 
 
-def window_skip(idx: dict, j: np.ndarray, ts_min: np.ndarray) -> np.ndarray:
-    """Rows at the start of each selected user run (index rows ``j``) whose events are all older than
-    ``ts_min``: whole checkpoint strides only, so it is exact under late arrivals."""
-    if "ts_ckpt" not in idx or not len(j):
-        return np.zeros(len(j), np.int64)
-    off, ck = idx["ts_ckpt_offsets"], idx["ts_ckpt"]
-    lens = off[j + 1] - off[j]
-    flat = ck[range_indices(off[j], lens)]
-    old = flat < np.repeat(ts_min, lens)  # monotone per user: a prefix of True
-    n_old = np.add.reduceat(old, np.r_[0, np.cumsum(lens)[:-1]]) if len(flat) else np.zeros(len(j), np.int64)
-    n_old = np.where(lens > 0, n_old, 0)
-    return np.minimum(n_old * TS_STRIDE, idx["row_count"][j])
-
-
-def _write_parquet(path: Path, table: pa.Table) -> None:
+def write_parquet(path: Path, table: pa.Table) -> None:
     # Delta encoding makes the sorted user_id/seq columns nearly free; page checksums let a reader
     # detect damaged bytes (CorruptionError) instead of returning wrong events.
     delta = {c: "DELTA_BINARY_PACKED" for c in ("user_id", "seq", "ts") if c in table.column_names}
@@ -74,39 +38,16 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
                    use_dictionary=False, column_encoding=delta,
                    write_statistics=["user_id"], write_page_checksum=True,
                    sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)])
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def build_index(user_id: np.ndarray, seq: np.ndarray, ts: np.ndarray) -> pa.Table:
-    """Per user: first row, row count, first seq and newest ts, for rows sorted by (user_id, seq)."""
-    n = len(user_id)
-    if n == 0:
-        starts = np.zeros(0, np.int64)
-    else:
-        starts = np.flatnonzero(np.r_[True, user_id[1:] != user_id[:-1]])
-    counts = np.diff(np.r_[starts, n]).astype(np.int64)
-    ts_max = np.maximum.reduceat(ts, starts) if n else np.zeros(0, np.int64)
-    ck, ck_off = _ts_checkpoints(np.ascontiguousarray(ts, np.int64), starts.astype(np.int64), counts, TS_STRIDE)
-    return pa.table({"user_id": user_id[starts], "row_start": starts.astype(np.int64), "row_count": counts,
-                     "seq_start": seq[starts], "ts_max": ts_max,
-                     "ts_ckpt": pa.ListArray.from_arrays(pa.array(ck_off.astype(np.int32)), pa.array(ck))})
+    fsync_file(path)
 
 
 def _write_part(root: Path, name: str, table: pa.Table) -> dict:
     seg = Path(root) / DIR
     data_path, idx_path = seg / f"{name}.parquet", seg / f"{name}.idx.arrow"
-    _write_parquet(data_path, table)
+    write_parquet(data_path, table)
     cols = {c: table.column(c).to_numpy() for c in ("user_id", "seq", "ts")}
-    idx = build_index(cols["user_id"], cols["seq"], cols["ts"])
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, idx.schema) as w:
-        w.write_table(idx)
-    raw = sink.getvalue().to_pybytes()
-    with open(idx_path, "wb") as f:
-        f.write(raw)
-        f.flush()
-        os.fsync(f.fileno())
+    raw = _segment_index.to_bytes(_segment_index.build(cols["user_id"], cols["seq"], cols["ts"]))
+    write_file(idx_path, raw)
     return {"file": f"{DIR}/{data_path.name}", "index": f"{DIR}/{idx_path.name}", "rows": table.num_rows,
             "bytes": data_path.stat().st_size, "index_bytes": len(raw), "index_crc": zlib.crc32(raw)}
 
@@ -134,24 +75,6 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
         entry["rare"] = _write_part(root, f"seg-{sid}-rare", table.filter(pa.array(mask)))
     fsync_dir(Path(root) / DIR)
     return entry
-
-
-def load_index(root: Path, part: dict) -> dict:
-    """A part's user index as numpy arrays, checked against the manifest's checksum."""
-    path = Path(root) / part["index"]
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CorruptionError(f"segment index {path} is missing; the store is damaged") from None
-    if zlib.crc32(raw) != part["index_crc"]:
-        raise CorruptionError(f"segment index {path} fails its checksum; the store is damaged")
-    t = pa.ipc.open_file(pa.py_buffer(raw)).read_all()
-    out = {c: t.column(c).to_numpy() for c in INDEX_COLUMNS}
-    if "ts_ckpt" in t.column_names:
-        ck = t.column("ts_ckpt").combine_chunks()
-        out["ts_ckpt"] = np.asarray(ck.values)
-        out["ts_ckpt_offsets"] = np.asarray(ck.offsets).astype(np.int64)
-    return out
 
 
 def open_parquet(root: Path, part: dict) -> pq.ParquetFile:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import _deps
+from .. import _deps
 
 
 class Batch(Mapping):

@@ -1,4 +1,4 @@
-"""Vectorized helpers for ragged ranges, the one vocabulary for variable-length rows everywhere."""
+"""Ragged-array helpers (``values``/``lengths``/``offsets``) and sorted-key lookups, vectorized."""
 
 from __future__ import annotations
 
@@ -31,12 +31,17 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
 
 
+def find(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple:
+    """(position, found) of each query in ``sorted_keys``; a position is only meaningful where found."""
+    if len(sorted_keys) == 0:
+        return np.zeros(len(queries), np.int64), np.zeros(len(queries), bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+    return pos, sorted_keys[pos] == queries
+
+
 def lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, default=0) -> np.ndarray:
     """``values[k]`` where ``sorted_keys[k] == q`` for each query, else ``default``."""
-    pos = np.searchsorted(sorted_keys, queries)
-    pos_c = np.minimum(pos, max(len(sorted_keys) - 1, 0))
-    hit = (pos < len(sorted_keys)) & (sorted_keys[pos_c] == queries) if len(sorted_keys) else \
-        np.zeros(len(queries), bool)
+    pos, hit = find(sorted_keys, queries)
     out = np.full(len(queries), default, dtype=values.dtype if len(values) else np.int64)
-    out[hit] = values[pos_c[hit]]
+    out[hit] = values[pos[hit]]
     return out

@@ -1,0 +1,13 @@
+"""The serving side: the UIH store, written by one process and read by many.
+
+``_store`` (the ``UIHStore`` facade) over: ``_schema`` (declared columns, input validation), ``_log``
+(the durable append log), ``_mutable`` (the in-memory mutable tier), ``_segments`` and
+``_segment_index`` (immutable Parquet segments and their per-user index), ``_manifest`` (one per
+version, the commit point), ``_snapshot`` (thin and fat rows), ``_compaction`` (which segments merge),
+``_immutable`` and ``_group_cache`` (reads of the immutable tier at one version), ``_durable`` (fsync'd
+writes).
+"""
+
+from ._store import UIHStore
+
+__all__ = ["UIHStore"]

@@ -1,0 +1,96 @@
+"""The per-user index of a segment part: where each user's rows lie, their seqs and their times.
+
+One row per user of the part: first row, row count, first seq, newest ts, and a time checkpoint every
+``TS_STRIDE`` rows. Readers use it to open only the segments that hold a user, cut seq ranges by
+arithmetic and skip strides older than a time window, before touching the Parquet file.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from numba import njit
+
+from .._errors import CorruptionError
+from .._ragged import group_starts, range_indices
+
+COLUMNS = ("user_id", "row_start", "row_count", "seq_start", "ts_max")
+TS_STRIDE = 512  # rows between time checkpoints in the user index
+
+
+@njit(cache=True)
+def _ts_checkpoints(ts, starts, counts, stride):
+    """Per user, the running max of ts at the end of every ``stride`` rows (flat, with offsets).
+
+    Rows before checkpoint k can be skipped for a window starting at W when checkpoint k-1 < W: no
+    event there is new enough, even with late arrivals (ts need not grow with seq).
+    """
+    n_ck = (counts + stride - 1) // stride
+    offsets = np.zeros(len(starts) + 1, np.int64)
+    for u in range(len(starts)):
+        offsets[u + 1] = offsets[u] + n_ck[u]
+    out = np.empty(offsets[-1], np.int64)
+    for u in range(len(starts)):
+        m = np.iinfo(np.int64).min
+        for k in range(n_ck[u]):
+            lo = starts[u] + k * stride
+            hi = min(lo + stride, starts[u] + counts[u])
+            for i in range(lo, hi):
+                if ts[i] > m:
+                    m = ts[i]
+            out[offsets[u] + k] = m
+    return out, offsets
+
+
+def build(user_id: np.ndarray, seq: np.ndarray, ts: np.ndarray) -> pa.Table:
+    """The index of rows sorted by (user_id, seq)."""
+    n = len(user_id)
+    starts = group_starts(user_id)
+    counts = np.diff(np.r_[starts, n]).astype(np.int64)
+    ts_max = np.maximum.reduceat(ts, starts) if n else np.zeros(0, np.int64)
+    ck, ck_off = _ts_checkpoints(np.ascontiguousarray(ts, np.int64), starts.astype(np.int64), counts, TS_STRIDE)
+    return pa.table({"user_id": user_id[starts], "row_start": starts.astype(np.int64), "row_count": counts,
+                     "seq_start": seq[starts], "ts_max": ts_max,
+                     "ts_ckpt": pa.ListArray.from_arrays(pa.array(ck_off.astype(np.int32)), pa.array(ck))})
+
+
+def to_bytes(index: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, index.schema) as w:
+        w.write_table(index)
+    return sink.getvalue().to_pybytes()
+
+
+def load(root: Path, part: dict) -> dict:
+    """A part's user index as numpy arrays, checked against the manifest's checksum."""
+    path = Path(root) / part["index"]
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptionError(f"segment index {path} is missing; the store is damaged") from None
+    if zlib.crc32(raw) != part["index_crc"]:
+        raise CorruptionError(f"segment index {path} fails its checksum; the store is damaged")
+    t = pa.ipc.open_file(pa.py_buffer(raw)).read_all()
+    out = {c: t.column(c).to_numpy() for c in COLUMNS}
+    if "ts_ckpt" in t.column_names:
+        ck = t.column("ts_ckpt").combine_chunks()
+        out["ts_ckpt"] = np.asarray(ck.values)
+        out["ts_ckpt_offsets"] = np.asarray(ck.offsets).astype(np.int64)
+    return out
+
+
+def window_skip(idx: dict, j: np.ndarray, ts_min: np.ndarray) -> np.ndarray:
+    """Rows at the start of each selected user run (index rows ``j``) whose events are all older than
+    ``ts_min``: whole checkpoint strides only, so it is exact under late arrivals."""
+    if "ts_ckpt" not in idx or not len(j):
+        return np.zeros(len(j), np.int64)
+    off, ck = idx["ts_ckpt_offsets"], idx["ts_ckpt"]
+    lens = off[j + 1] - off[j]
+    flat = ck[range_indices(off[j], lens)]
+    old = flat < np.repeat(ts_min, lens)  # monotone per user: a prefix of True
+    n_old = np.add.reduceat(old, np.r_[0, np.cumsum(lens)[:-1]]) if len(flat) else np.zeros(len(j), np.int64)
+    n_old = np.where(lens > 0, n_old, 0)
+    return np.minimum(n_old * TS_STRIDE, idx["row_count"][j])

@@ -1,0 +1,14 @@
+"""The training side: rebuilds each thin row's sequence just in time, bit-exact with serving.
+
+``_projection`` (what a tenant reads), ``_reconstructor`` (the ``Reconstructor``), ``_batch`` (its
+output), ``_thin_source`` (thin rows from Parquet or tables, sharding), ``_prefetch`` (the background
+stage), ``_backends`` (the one place that chooses CPU or GPU) and ``_buffer_pool`` (recycled host
+output buffers).
+"""
+
+from ._batch import Batch
+from ._projection import Projection
+from ._reconstructor import Reconstructor
+from ._thin_source import shard
+
+__all__ = ["Projection", "Reconstructor", "Batch", "shard"]

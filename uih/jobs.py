@@ -1,0 +1,82 @@
+"""One training job's read side, measured: late materialization (DALI or direct) vs the Fat Row loader.
+
+Both start cold (page cache of their files dropped) and count the bytes the OS really read.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow.parquet as pq
+
+from engine import Projection, Reconstructor, UIHStore
+from engine.serving._manifest import versions
+from engine.training._thin_source import parquet_files
+
+from .fatrows import fat_batches
+from .iostats import drop_cache, measure
+
+
+def open_pinned(store_path):
+    """A read-only view at the newest version: no log replay, no lock, only what reconstruction reads."""
+    return UIHStore.open(store_path, version=versions(store_path)[-1])
+
+
+def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali=True, pushdown=Reconstructor.PUSHDOWN,
+             prefetch=2, affinity=True, device="auto", workers=0) -> dict:
+    drop_cache(store_path, *parquet_files(thin_source))
+    n = 0
+    with measure() as io:
+        t = time.perf_counter()
+        store = open_pinned(store_path)
+        rec = Reconstructor(store, proj, device=device, prefetch=prefetch, pushdown=pushdown)
+        if not affinity:  # no reuse across batches at all: no chunking and no decoded-group cache
+            store.view.cache.budget = 0
+        if via_dali:
+            from dali_plugin import UIHIterator, uih_pipeline
+            it = UIHIterator(uih_pipeline(rec, thin_source, batch_size=batch_size, workers=workers))
+            try:
+                for b in it:
+                    n += int(b["lengths"].shape[0])
+            finally:
+                it.close()
+        else:
+            for b in rec.iter_batches(thin_source, batch_size, affinity=affinity):
+                n += b.size
+        seconds = time.perf_counter() - t
+        store.close()
+    return {"examples": n, "seconds": seconds, "read_bytes": io["read_bytes"], "rchar": io["rchar"],
+            "events_read": rec.stats["events_read"]}
+
+
+def fat_job(fat_source, proj: Projection, batch_size=256) -> dict:
+    """The same job through the Fat Row loader, tensors handed to torch like the late path's."""
+    import torch
+    paths = parquet_files(fat_source)
+    drop_cache(*paths)
+    n = 0
+    with measure() as io:
+        t = time.perf_counter()
+        for out in fat_batches(paths, proj, batch_size):
+            tensors = {k: torch.from_numpy(v) for k, v in out.items()}
+            n += int(tensors["lengths"].shape[0])
+        seconds = time.perf_counter() - t
+    return {"examples": n, "seconds": seconds, "read_bytes": io["read_bytes"], "rchar": io["rchar"]}
+
+
+def thin_column_bytes(thin_source, columns) -> int:
+    """Compressed bytes of the named columns in thin-row Parquet files (the thin-row part of a floor)."""
+    total = 0
+    for path in parquet_files(thin_source):
+        md = pq.ParquetFile(path).metadata
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            for i in range(rg.num_columns):
+                col = rg.column(i)
+                if col.path_in_schema.split(".")[0] in columns:
+                    total += col.total_compressed_size
+    return total
+
+
+def file_list(folder) -> list:
+    return [str(p) for p in parquet_files(folder)]
