@@ -28,6 +28,7 @@ from torch import nn
 import engine
 from dali_plugin import UIHIterator, uih_pipeline
 from uih.fmt import machine_line, table, write_json
+from uih.jobs import ran_on
 from uih.workload import COLUMNS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -101,9 +102,10 @@ class HSTUish(nn.Module):
     def forward(self, item, action, lengths, target):
         B, L = item.shape
         d = self.item.embedding_dim
-        pad = torch.arange(L)[None, :] < lengths[:, None]
+        pos = torch.arange(L, device=item.device)  # the batch's device: CUDA when DALI runs on the GPU
+        pad = pos[None, :] < lengths[:, None]
         raw = self.item(item)
-        x = raw + self.action(action) + self.pos(torch.arange(L))[None]
+        x = raw + self.action(action) + self.pos(pos)[None]
         for blk in self.blocks:
             x = blk(x)
         t = self.item(target)
@@ -126,14 +128,16 @@ def normalized_entropy(p, y):
     return ll / -(base * np.log(base) + (1 - base) * np.log(1 - base))
 
 
-def run_length(store, train, test, max_len, items, epochs, batch, seed=0):
+def run_length(store, train, test, max_len, items, epochs, batch, seed=0, device="auto"):
     torch.manual_seed(seed)
     proj = engine.Projection(["item_id", "action"], max_len=max_len, align="left")
-    rec = engine.Reconstructor(store, proj, device="auto")
-    model = HSTUish(items, max_len)
+    rec = engine.Reconstructor(store, proj, device=device)
+    # the model lives where the reconstructor's batches land: the DALI pipeline follows the reconstructor
+    model = HSTUish(items, max_len).to(rec.device)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     extra = ["target_item", "label"]
-    it = UIHIterator(uih_pipeline(rec, train, batch_size=batch, extra_columns=extra))
+    pipe = uih_pipeline(rec, train, batch_size=batch, extra_columns=extra)
+    it = UIHIterator(pipe)
     t0 = time.perf_counter()
     steps = 0
     for _ in range(epochs):
@@ -151,10 +155,11 @@ def run_length(store, train, test, max_len, items, epochs, batch, seed=0):
     with torch.no_grad():
         for b in UIHIterator(uih_pipeline(rec, test, batch_size=256, extra_columns=extra)):
             preds.append(torch.sigmoid(model(b["item_id"], b["action"].long(), b["lengths"].long(),
-                                             b["target_item"])).numpy())
-            ys.append(b["label"].numpy())
+                                             b["target_item"])).cpu().numpy())
+            ys.append(b["label"].cpu().numpy())
     return {"max_len": max_len, "ne": float(normalized_entropy(np.concatenate(preds), np.concatenate(ys))),
-            "steps": steps, "train_s": train_s, "examples_per_s": steps * batch / train_s}
+            "steps": steps, "train_s": train_s, "examples_per_s": steps * batch / train_s,
+            "device": rec.device, "dali_device": pipe.uih_device}
 
 
 def main(argv=None):
@@ -168,16 +173,19 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as d:
         store, thin = build(Path(d) / "store", a.users, a.history, a.items, a.fav_rate, a.requests)
         test = engine.shard(thin, num_shards=5, index=0)  # held-out users: every user in one shard only
         train = thin.filter(pa.compute.invert(pa.compute.is_in(thin["user_id"], test["user_id"])))
-        rows = [run_length(store, train, test, int(L), a.items, a.epochs, a.batch) for L in a.lengths.split(",")]
+        rows = [run_length(store, train, test, int(L), a.items, a.epochs, a.batch, device=a.device)
+                for L in a.lengths.split(",")]
         store.close()
     print(f"train_hstu on {machine_line()}: {a.users} users x {a.history} events, {len(train)} train / "
-          f"{len(test)} held-out examples (held-out users), {a.epochs} epochs, batch {a.batch}, via UIHIterator")
+          f"{len(test)} held-out examples (held-out users), {a.epochs} epochs, batch {a.batch}, via UIHIterator; "
+          f"{ran_on(rows)}")
     print(table([[r["max_len"], f"{r['ne']:.3f}", r["steps"], f"{r['train_s']:.0f} s", f"{r['examples_per_s']:.0f}"]
                  for r in rows], ["max_len", "held-out NE", "steps", "train time", "train examples/s"]))
     path = write_json(Path(a.out or RESULTS) / "train_hstu.json", {"rows": rows, "params": vars(a)})

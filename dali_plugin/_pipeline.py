@@ -8,7 +8,32 @@ from ._source import InProcessSource
 from ._workers import WorkerPoolSource
 
 
-def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=2, workers=0,
+def placement(rec, device_id="auto"):
+    """The DALI ``device_id`` for ``rec``: None (CPU-only pipeline) or the GPU its batches live on.
+
+    One rule: a CUDA reconstructor feeds a GPU pipeline on its own device, a CPU one a CPU pipeline.
+    ``"auto"`` follows the reconstructor; an explicit value that breaks the rule is a ``UIHError``
+    (a CPU pipeline would copy every CUDA batch back to the host; a GPU one cannot take host batches
+    without a copy up).
+    """
+    if device_id == "auto":
+        return rec.backend.device_id if rec.device == "cuda" else None
+    if device_id is not None and not isinstance(device_id, int):
+        raise UIHError(f"device_id must be 'auto', None (CPU-only) or a GPU index, got {device_id!r}")
+    if device_id is not None and rec.device != "cuda":
+        raise UIHError(f"device_id={device_id} asks for a GPU pipeline, but the Reconstructor runs on "
+                       f"{rec.device!r}: build it with device='cuda', or leave device_id='auto'")
+    if device_id is None and rec.device == "cuda":
+        raise UIHError("device_id=None asks for a CPU-only pipeline, but the Reconstructor runs on 'cuda' and "
+                       "every batch would be copied back to the host: leave device_id='auto' (a GPU "
+                       "pipeline), or build the Reconstructor with device='cpu'")
+    if device_id is not None and device_id != rec.backend.device_id:
+        raise UIHError(f"device_id={device_id} but the Reconstructor's arrays live on GPU "
+                       f"{rec.backend.device_id}: leave device_id='auto'")
+    return device_id
+
+
+def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_threads=2, workers=0,
                  prefetch_queue_depth=2, extra_columns=()):
     """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``.
 
@@ -18,9 +43,10 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
     thin_source : Parquet path(s) or pyarrow.Table of thin rows
     batch_size : int
         Rows per batch; the last batch of an epoch may be smaller (no padding rows, none dropped).
-    device_id : int or None
-        None: a CPU-only pipeline. An int: a GPU pipeline on that device, fed CuPy arrays straight
-        from a CUDA reconstructor (no host round trip).
+    device_id : "auto", int or None
+        "auto" (default): follow ``rec`` (see ``placement``). None: a CPU-only pipeline, for a CPU
+        reconstructor. An int: a GPU pipeline on that device, fed CuPy arrays straight from a CUDA
+        reconstructor on the same device (no host round trip). A mismatch is a ``UIHError``.
     workers : int
         0: reconstruct in this process (batches in ``iter_batches`` order). N > 0 (CPU only): N worker
         processes, each owning a user shard; batches interleave round-robin (same rows, other order).
@@ -30,10 +56,8 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
     dali = _deps.dali()
     from nvidia.dali import fn
 
+    device_id = placement(rec, device_id)
     gpu = device_id is not None
-    if gpu and rec.device != "cuda":
-        raise UIHError("device_id is set, so the pipeline runs on the GPU: build the Reconstructor with "
-                       "device='cuda' (or use device_id=None for a CPU-only pipeline)")
     if gpu and workers:
         raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
     source = (WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns) if workers
@@ -50,4 +74,5 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id=None, num_threads=
     pipe.build()
     pipe.uih_names = source.names
     pipe.uih_source = source
+    pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
     return pipe

@@ -7,7 +7,7 @@ import time
 from tqdm.auto import tqdm
 
 from .fmt import fmt_bytes, machine_line, table
-from .jobs import fat_job, file_list, late_job
+from .jobs import fat_job, file_list, late_job, ran_on
 from .replay import build
 from .workload import WorkloadConfig
 
@@ -55,10 +55,10 @@ def run_demo(args) -> int:
     print(f"\nBytes written per day (OS write counters; fat rows keep the last {cfg.union_max_len} events "
           "of every request, late materialization stores each event once):")
     print(write_report(res))
-    print("\nOne training job per tenant, cold page cache (OS read counters); late materialization "
-          "reconstructs through the DALI pipeline (CPU-only here):")
     reads = read_report(f"{args.out}/store", f"{args.out}/thin", f"{args.out}/fat", cfg.tenants, args.batch_size,
                         progress=not args.no_progress)
+    print("\nOne training job per tenant, cold page cache (OS read counters); late materialization "
+          f"reconstructs through the DALI pipeline ({ran_on([r['late'] for r in reads])}):")
     print(format_read(reads))
     tot_late = sum(d["store_bytes"] + d["thin_bytes"] for d in res["days"])
     tot_fat = sum(d["fat_bytes"] for d in res["days"])

@@ -26,6 +26,7 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
              prefetch=2, affinity=True, device="auto", workers=0) -> dict:
     drop_cache(store_path, *parquet_files(thin_source))
     n = 0
+    dali_device = None
     with measure() as io:
         t = time.perf_counter()
         store = open_pinned(store_path)
@@ -35,6 +36,7 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
         if via_dali:
             from dali_plugin import UIHIterator, uih_pipeline
             it = UIHIterator(uih_pipeline(rec, thin_source, batch_size=batch_size, workers=workers))
+            dali_device = it.pipe.uih_device
             try:
                 for b in it:
                     n += int(b["lengths"].shape[0])
@@ -46,7 +48,14 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
         seconds = time.perf_counter() - t
         store.close()
     return {"examples": n, "seconds": seconds, "read_bytes": io["read_bytes"], "rchar": io["rchar"],
-            "events_read": rec.stats["events_read"]}
+            "events_read": rec.stats["events_read"], "device": rec.device, "dali_device": dali_device}
+
+
+def ran_on(jobs) -> str:
+    """What the late-materialization jobs really ran on, read from the objects they built."""
+    seen = sorted({(j.get("device", "unknown"), j.get("dali_device")) for j in jobs})
+    return "; ".join(f"reconstructor on {dev}" + (f", DALI pipeline on {dali}" if dali else "")
+                     for dev, dali in seen) or "no job ran"
 
 
 def fat_job(fat_source, proj: Projection, batch_size=256) -> dict:

@@ -47,17 +47,29 @@ class CpuBackend:
 
 
 class SimulatedCudaBackend(CpuBackend):
-    """The CUDA kernels in Numba's simulator on NumPy arrays (``NUMBA_ENABLE_CUDASIM=1``): for tests."""
+    """The CUDA kernels in Numba's simulator on NumPy arrays (``NUMBA_ENABLE_CUDASIM=1``): for tests.
+
+    It reads segments the way ``CudaBackend`` does (cuDF when importable, checksums verified), so the
+    CUDA read path's error handling is tested without a GPU.
+    """
 
     name = "cuda-sim"
     slice = staticmethod(kernels.slice_cuda)
     assemble = staticmethod(kernels.assemble_cuda)
+
+    def __init__(self):
+        super().__init__()
+        _deps.numba_cuda()  # MissingDependency naming the fix, not an ImportError at the first launch
+        self.cudf = _deps.cudf_or_none()
 
     def to_device(self, a):
         return np.array(a, copy=True)  # the simulator copies every argument back: it must be writable
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype)
+
+    def read_groups(self, pf, path, groups, columns, name):
+        return read_groups_device(self, pf, path, groups, columns, name)
 
 
 class CudaBackend:
@@ -99,17 +111,36 @@ class CudaBackend:
         return out
 
     def read_groups(self, pf, path, groups, columns, name):
-        if self.cudf is None:
-            host = _segments.read_groups_arrow(pf, path, groups, columns, name)
-            return {c: self.to_device(v) for c, v in host.items()}
-        try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
-            df = self.cudf.read_parquet(path, columns=columns, row_groups=[groups])
-        except Exception as e:
-            raise MissingDependency(f"cuDF could not read {name}: {e}") from e
-        return {c: self.xp.asarray(df[c].values) for c in columns}
+        return read_groups_device(self, pf, path, groups, columns, name)
+
+    @property
+    def device_id(self) -> int:
+        """The CUDA device this backend's arrays live on (what a GPU DALI pipeline must run on)."""
+        return int(self.xp.cuda.Device().id)
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
+
+
+def read_groups_device(backend, pf, path, groups, columns, name) -> dict:
+    """Row groups into ``backend``'s memory: cuDF straight to the device when present, else PyArrow.
+
+    cuDF's reader checks no Parquet page checksum, so PyArrow verifies the same row groups first (a
+    host-side decode of the pages cuDF then decodes on the device): a damaged segment is a
+    ``CorruptionError`` on every path. A cuDF failure on pages that verify is cuDF being unusable here,
+    hence ``MissingDependency``, never corruption.
+    """
+    host = _segments.read_groups_arrow(pf, path, groups, columns, name)  # CorruptionError if damaged
+    if backend.cudf is None:
+        return {c: backend.to_device(v) for c, v in host.items()}
+    del host
+    try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
+        df = backend.cudf.read_parquet(path, columns=columns, row_groups=[groups])
+    except Exception as e:  # cuDF raises RuntimeError, MemoryError, ... depending on what is broken
+        raise MissingDependency(f"cuDF could not read {name}, whose page checksums verify, so cuDF is not "
+                                f"usable here ({type(e).__name__}: {e}); uninstall cudf to read with "
+                                f"PyArrow, or {_deps.GPU_FIX}") from e
+    return {c: backend.xp.asarray(df[c].values) for c in columns}
 
 
 def cuda_usable() -> bool:
@@ -131,6 +162,8 @@ def resolve(device: str = "auto"):
     if device == "cpu":
         return CpuBackend()
     if device == "cuda":
+        _deps.numba_cuda()  # a missing package is named (MissingDependency), not hidden in "no GPU"
+        _deps.cupy()
         if not cuda_usable():
             raise UIHError("device='cuda' but no usable CUDA GPU was found (numba.cuda.is_available() is "
                            "False or CuPy is missing); use device='cpu' or 'auto', or " + _deps.GPU_FIX)
