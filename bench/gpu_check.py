@@ -34,8 +34,8 @@ FAIL = "FAIL"
 FULL = dict(seeds=40, n_users=16, n_ex=64, max_hist=3000, max_tail=40, lengths=(1, 64, 512, 5000),
             users=200, events=200_000, requests=2048, batch=300, max_len=4096,
             time_b=512, time_l=4096, time_users=64, time_hist=8192, repeat=10)
-TINY = dict(seeds=2, n_users=3, n_ex=5, max_hist=20, max_tail=3, lengths=(1, 7),
-            users=5, events=400, requests=6, batch=4, max_len=40,
+TINY = dict(seeds=2, n_users=3, n_ex=4, max_hist=20, max_tail=3, lengths=(1, 7),
+            users=4, events=300, requests=4, batch=3, max_len=24,
             time_b=3, time_l=16, time_users=2, time_hist=24, repeat=1)
 
 # (actions, window) of the kernel cases: every filter shape the slicing kernel branches on

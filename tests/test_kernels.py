@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels
+from kernels._common import CUDA_THREADS
 from kernels.reference import random_case as make_case
 from kernels.reference import reference
 from kernels.reference import run as run_twins
@@ -24,6 +25,7 @@ def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, 
 
 
 TWINS = ["cpu", "cuda-sim"]
+_PRODUCTION_THREADS = CUDA_THREADS  # as shipped (read at import); the conftest lowers it per test
 
 
 FILTERS = st.sampled_from([(None, None), ((1, 3), None), (None, 300), ((0, 2), 500), ((7,), None)])
@@ -64,11 +66,41 @@ def test_empty_history_empty_tail_imm_hw_zero(twin):
     check(twin, case, 4)
 
 
-@pytest.mark.parametrize("twin", TWINS)
-def test_no_examples_launches_nothing(twin):
-    case = make_case(0, n_ex=0)
-    out = run(twin, case, 3, False, None, None, (0, 0), (0,))
-    assert out[0].shape == (2, 0, 3) and out[2].shape == (0,)
+@pytest.fixture
+def launches(monkeypatch):
+    """Every simulated kernel launch's grid, and a zero-size grid refused the way real CUDA refuses it."""
+    from numba.cuda.simulator.kernel import FakeCUDAKernel
+    grids = []
+    real = FakeCUDAKernel.__getitem__
+
+    def getitem(self, config):
+        blocks = int(np.prod(config[0]))
+        if blocks == 0:
+            raise RuntimeError("CUDA_ERROR_INVALID_VALUE: zero-size grid")
+        grids.append(blocks)
+        return real(self, config)
+    monkeypatch.setattr(FakeCUDAKernel, "__getitem__", getitem)
+    return grids
+
+
+@pytest.mark.parametrize("n_ex", [0, 3])
+def test_no_examples_launches_nothing(launches, n_ex):
+    """B = 0 must not launch (CUDA rejects an empty grid); B > 0 launches one block per example."""
+    check("cuda-sim", make_case(0, n_ex=n_ex), 3)
+    assert launches == [] if n_ex == 0 else launches and set(launches) == {n_ex}
+
+
+@pytest.mark.parametrize("max_len, right, actions, window", [(1000, False, None, None), (400, True, (0, 1, 2), 900)],
+                         ids=["unfiltered-left", "types-window-right"])
+def test_production_block_size(monkeypatch, max_len, right, actions, window):
+    """The block size the kernels launch with on a GPU (the autouse fixture shrinks it to 8): histories
+    and a tail longer than one 256-thread tile, a versioned cut inside the history."""
+    from kernels import _common
+    monkeypatch.setattr(_common, "CUDA_THREADS", _PRODUCTION_THREADS)
+    case = make_case(7, n_users=2, n_ex=3, max_hist=1200, max_tail=400)
+    assert (case["u_hi"] - case["u_lo"]).min() > 2 * _PRODUCTION_THREADS
+    assert (case["t_hi"] - case["t_lo"]).max() > _PRODUCTION_THREADS
+    check("cuda-sim", case, max_len, right, actions, window)
 
 
 def test_backward_scan_is_bounded():

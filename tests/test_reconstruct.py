@@ -228,12 +228,6 @@ def test_float_columns_and_pads_are_bit_exact(tmp_path):
     s.close()
 
 
-def test_device_auto_is_cpu_here_and_cuda_refused():
-    assert engine.training._backends.resolve("auto").name == "cpu"
-    with pytest.raises(engine.UIHError, match="cuda"):
-        engine.training._backends.resolve("cuda")
-
-
 def test_recycled_buffers_never_overwrite_held_batches(history):
     store, thin, _ = history
     rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")

@@ -55,7 +55,7 @@ class ImmutableView:
     def _cached_reader(self, s, part, read_groups, xp):
         """``read_groups`` that serves decoded row groups from the cache and reads only the rest."""
         def read(pf, path, groups, columns, name):
-            key = lambda g, c: (s, part, g, c)
+            key = lambda g, c: (s, part, g, c, xp.__name__)  # a CPU and a CUDA reader may share a view
             missing = [g for g in groups if any(self.cache.get(key(g, c)) is None for c in columns)]
             if missing:
                 got = read_groups(pf, path, missing, columns, name)

@@ -1,0 +1,63 @@
+"""``bench/gpu_check.py``'s logic in Numba's CUDA simulator on tiny sizes, so the GPU check cannot rot:
+the same ``run_checks`` the GPU runs, with NumPy for CuPy and the simulated CUDA kernels."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import kernels
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_check_passes_in_the_simulator(gpu_check):
+    rows, result = gpu_check.run_checks(np, "cuda-sim", gpu_check.TINY)
+    assert gpu_check.failed(rows) == [], rows
+    names = " | ".join(r[0] for r in rows)
+    for part in ("CUDA kernels == CPU twins", "edge cases", "Reconstructor cuda-sim == cpu", "to_torch",
+                 "CorruptionError", "DALI", "assembly", "iter_batches", "DLPack"):
+        assert part in names
+    assert {r[2] for r in rows} <= {"pass", "not installed", "simulator: not a timing"}
+    assert result["assembly"]["bytes"] > 0 and result["iter_batches"]["bytes"] > 0
+
+
+def test_a_wrong_kernel_is_a_failure(gpu_check, monkeypatch):
+    real = kernels.assemble_cuda
+
+    def off_by_one(src, ev, flt, ex, sel, max_len, right, pad, out):
+        real(src, ev, flt, ex, sel, max_len, right, pad, out)
+        if out.lengths.shape[0]:
+            out.lengths[0] += 1
+    monkeypatch.setattr(kernels, "assemble_cuda", off_by_one)
+    rows = []
+    gpu_check.check_kernels(np, gpu_check.TINY, rows)
+    assert [r[2] for r in rows] == ["FAIL", "FAIL"]
+
+
+def test_a_copying_hand_off_is_a_failure(gpu_check, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch, "from_dlpack", lambda x: torch.tensor(np.array(x)))
+    rows = []
+    gpu_check.check_handoff(np, rows)
+    assert rows[0][2] == "FAIL"
+
+
+def test_script_refuses_to_run_without_a_gpu_stack():
+    """Without CuPy the script says what is missing and exits non-zero (never a silent pass)."""
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here: the script would run the real check")
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py"], cwd=ROOT, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert proc.returncode == 2 and "CuPy" in proc.stderr  # and nothing imported the tests: PYTHONPATH is the root
