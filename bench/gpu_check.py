@@ -178,19 +178,30 @@ def check_reconstructor(xp, device, store, thin, s, rows) -> dict:
     return recs
 
 
-def check_reader(rec, store, thin, device, rows) -> None:
+def damage(path: Path, column: str) -> None:
+    """Flip one byte inside ``column``'s chunk of row group 0 (a page header or its data): a page whose
+    checksum no longer matches."""
+    import pyarrow.parquet as pq
+    md = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(md.column(i) for i in range(md.num_columns) if md.column(i).path_in_schema == column)
+    raw = bytearray(path.read_bytes())
+    raw[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def check_reader(rec, store, s, device, rows) -> None:
     """Which reader ran, and that a damaged segment is a CorruptionError on the device path too."""
     reader = "cuDF (page checksums verified by PyArrow)" if rec.backend.cudf is not None else \
         "cuDF not installed: PyArrow + copy to the device"
     rows.append(["segment reader", reader, "pass" if rec.backend.cudf is not None else "not installed"])
+    # every user, at the end: the newest segment's first row group (its lowest users) is always read
+    thin = store.snapshot({"user_id": np.arange(s["users"]), "request_ts": np.full(s["users"], 10**10)})
+    newest = store.view.segments[-1]["main"]["file"]
     with tempfile.TemporaryDirectory() as d:
-        shutil.copytree(store.root, Path(d) / "s", ignore=shutil.ignore_patterns("LOCK"))
-        seg = max((Path(d) / "s").rglob("*.parquet"), key=lambda f: f.stat().st_size)  # a main segment
-        raw = bytearray(seg.read_bytes())
-        raw[len(raw) // 2] ^= 0xFF  # the middle of the largest segment: data pages
-        seg.write_bytes(bytes(raw))
+        shutil.copytree(store.root, Path(d) / "s")
+        damage(Path(d) / "s" / newest, "item_id")
         damaged = engine.UIHStore.open(Path(d) / "s", version=store.version)  # a read-only view
-        p = engine.Projection(["item_id", "score"], max_len=10**6)
+        p = engine.Projection(["item_id", "score"], max_len=s["max_len"])
         outcome = {}
         for dev in ("cpu", device):
             try:
@@ -202,7 +213,7 @@ def check_reader(rec, store, thin, device, rows) -> None:
                 outcome[dev] = type(e).__name__
         damaged.close()
     ok = set(outcome.values()) == {"CorruptionError"}
-    rows.append(["flipped byte in a segment -> CorruptionError (cpu, device)",
+    rows.append(["flipped byte in a segment page -> CorruptionError (cpu, device)",
                  ", ".join(f"{k}: {v}" for k, v in outcome.items()), _verdict(ok)])
 
 
@@ -325,7 +336,7 @@ def run_checks(xp, device, sizes) -> tuple:
         try:
             recs = check_reconstructor(xp, device, store, thin, sizes, rows)
             first = next(iter(recs.values()))
-            check_reader(first, store, thin, device, rows)
+            check_reader(first, store, sizes, device, rows)
             want = engine.Reconstructor(store, first.projection, device="cpu").reconstruct(thin).to_numpy()
             check_dali(xp, first, thin, want, sizes, rows)
             time_assembly(xp, device, sizes, rows, result)

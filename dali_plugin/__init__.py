@@ -1,6 +1,6 @@
 """NVIDIA DALI adapter: reconstructed UIH batches fed to PyTorch through a DALI pipeline.
 
-    pipe = uih_pipeline(rec, thin_source, batch_size=1024, device_id=None)   # CPU-only DALI
+    pipe = uih_pipeline(rec, thin_source, batch_size=1024)   # runs where rec runs (device_id="auto")
     for batch in UIHIterator(pipe):                                          # dict of torch tensors
         ...
 """

@@ -91,10 +91,13 @@ def sealed(filled_store):
     view.close()
 
 
-def corrupt_largest_segment(store) -> Path:
-    seg = max(Path(store.root).rglob("*.parquet"), key=lambda f: f.stat().st_size)
+def corrupt_newest_segment(store) -> Path:
+    """Flip a byte inside the item_id pages of the newest segment (which every request here reads)."""
+    seg = Path(store.root) / store.view.segments[-1]["main"]["file"]
+    md = pq.ParquetFile(seg).metadata.row_group(0)
+    chunk = next(md.column(i) for i in range(md.num_columns) if md.column(i).path_in_schema == "item_id")
     raw = bytearray(seg.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
+    raw[chunk.data_page_offset + chunk.total_compressed_size // 2] ^= 0xFF
     seg.write_bytes(bytes(raw))
     return seg
 
@@ -119,7 +122,7 @@ def test_cudf_failure_on_a_sound_file_is_missing_dependency(monkeypatch, sealed)
 @pytest.mark.parametrize("cudf", ["raises", "reads garbage"])
 def test_corrupt_segment_is_corruption_on_the_cudf_path(monkeypatch, sealed, cudf):
     store, thin, p = sealed
-    seg = corrupt_largest_segment(store)
+    seg = corrupt_newest_segment(store)
     fake = fake_cudf(monkeypatch, fail=RuntimeError("parquet decode error") if cudf == "raises" else None,
                      garbage=cudf == "reads garbage", only=seg)
     with pytest.raises(engine.CorruptionError, match=seg.name):
