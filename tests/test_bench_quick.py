@@ -33,6 +33,10 @@ def test_json_is_complete(quick):
     assert len(R["scaling"]["rows"]) >= 2 and all(r["assembly_gbps"] > 0 for r in R["scaling"]["rows"])
     assert R["peers"]["duckdb_equal"] is True
     assert (out / "REPORT.md").read_text().startswith("# UIH late materialization")
+    # labels are measured: here (no GPU, or the simulator switch) both the reconstructor and DALI ran on CPU
+    ran = {(r["late_dali"]["device"], r["late_dali"]["dali_device"]) for r in R["reads"]["tenants"]}
+    assert ran == {("cpu", "cpu")}
+    assert "reconstructor on cpu, DALI pipeline on cpu" in (out / "REPORT.md").read_text()
     assert all((out / f).exists() for f in ("write_per_day.png", "read_per_tenant.png", "scaling.png", "peers.png"))
 
 

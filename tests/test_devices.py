@@ -119,6 +119,14 @@ def test_cudf_failure_on_a_sound_file_is_missing_dependency(monkeypatch, sealed)
         engine.Reconstructor(store, p, device="cuda-sim").reconstruct(thin)
 
 
+def test_device_out_of_memory_is_not_called_a_missing_library(monkeypatch, sealed):
+    store, thin, p = sealed
+    fake_cudf(monkeypatch, fail=MemoryError("std::bad_alloc: out of device memory"))
+    with pytest.raises(MemoryError, match="device memory") as ei:
+        engine.Reconstructor(store, p, device="cuda-sim").reconstruct(thin)
+    assert not isinstance(ei.value, engine.UIHError)
+
+
 @pytest.mark.parametrize("cudf", ["raises", "reads garbage"])
 def test_corrupt_segment_is_corruption_on_the_cudf_path(monkeypatch, sealed, cudf):
     store, thin, p = sealed

@@ -53,9 +53,10 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
 
 def ran_on(jobs) -> str:
     """What the late-materialization jobs really ran on, read from the objects they built."""
-    seen = sorted({(j.get("device", "unknown"), j.get("dali_device")) for j in jobs})
-    return "; ".join(f"reconstructor on {dev}" + (f", DALI pipeline on {dali}" if dali else "")
-                     for dev, dali in seen) or "no job ran"
+    devices = sorted({str(j.get("device", "unknown")) for j in jobs})
+    dali = sorted({j["dali_device"] for j in jobs if j.get("dali_device")})
+    return (f"reconstructor on {' and '.join(devices)}" + (f", DALI pipeline on {' and '.join(dali)}" if dali else "")
+            if jobs else "no job ran")
 
 
 def fat_job(fat_source, proj: Projection, batch_size=256) -> dict:

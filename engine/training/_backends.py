@@ -136,6 +136,8 @@ def read_groups_device(backend, pf, path, groups, columns, name) -> dict:
     del host
     try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
         df = backend.cudf.read_parquet(path, columns=columns, row_groups=[groups])
+    except MemoryError:  # device memory ran out: neither a broken library nor a damaged file
+        raise
     except Exception as e:  # cuDF raises RuntimeError, MemoryError, ... depending on what is broken
         raise MissingDependency(f"cuDF could not read {name}, whose page checksums verify, so cuDF is not "
                                 f"usable here ({type(e).__name__}: {e}); uninstall cudf to read with "
@@ -166,7 +168,7 @@ def resolve(device: str = "auto"):
         _deps.cupy()
         if not cuda_usable():
             raise UIHError("device='cuda' but no usable CUDA GPU was found (numba.cuda.is_available() is "
-                           "False or CuPy is missing); use device='cpu' or 'auto', or " + _deps.GPU_FIX)
+                           "False or CuPy sees no device); use device='cpu' or 'auto', or " + _deps.GPU_FIX)
         return CudaBackend()
     if device == "cuda-sim":
         return SimulatedCudaBackend()
