@@ -134,3 +134,24 @@ def test_demo_out_refuses_a_foreign_folder_and_deletes_only_its_outputs(tmp_path
     (tmp_path / "f").write_text("x")
     with pytest.raises(engine.UIHError, match="is a file"):
         prepare_out(tmp_path / "f")
+
+
+def test_reader_that_loads_an_expired_version_retries_with_the_newest(store, rng, tmp_path, monkeypatch):
+    root = tmp_path / "store"
+    store.append(make_events(rng, range(5), 50, t0=0, span=DAY))
+    stale = _manifest.load(root)
+    store.seal(DAY // 2)
+    store.append(make_events(rng, range(5), 5, t0=DAY, span=DAY))
+    store.expire(keep_versions=1, grace_s=0)  # the stale version's log is gone
+    real, served = _manifest.load, []
+
+    def load(r, version=None):  # the writer sealed and expired between this reader's listing and reading
+        if not served and version is None:
+            served.append(stale["version"])
+            return stale
+        return real(r, version)
+    monkeypatch.setattr(_manifest, "load", load)
+    with engine.UIHStore.open(root, read_only=True) as r:
+        assert served and r.version == store.version and r.to_table().equals(store.to_table())
+    with pytest.raises(engine.VersionError, match="retention"):  # without the retry: a typed error, no crash
+        engine.UIHStore(root, stale, None, pinned=False, read_only_why="test")

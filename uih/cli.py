@@ -49,7 +49,8 @@ def main(argv=None) -> int:
                                 "interaction histories: store once, log thin rows, reconstruct at training.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the main job on a generated multi-tenant workload and print the report")
-    d.add_argument("--out", default="uih_demo", help="working folder: new, empty, or one an earlier demo made (its outputs are replaced) [uih_demo]")
+    d.add_argument("--out", default="uih_demo", help="working folder: new, empty, or made by an earlier "
+                   "demo (its outputs are replaced; nothing else is deleted) [uih_demo]")
     d.add_argument("--users", type=int, default=2000, help="users in the workload [2000]")
     d.add_argument("--days", type=int, default=4, help="simulated serving days [4]")
     d.add_argument("--median-history", type=int, default=2000, help="median events per user [2000]")
