@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -34,8 +35,10 @@ class WriterLock:
         key = os.path.realpath(root)
         try:
             fd = os.open(Path(root) / NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        except PermissionError:
-            return None, f"this process may not write {Path(root) / NAME}"
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            return None, f"this process may not write {Path(root) / NAME} ({e.strerror})"
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -120,12 +120,14 @@ class UIHStore:
     def _reader(cls, root: Path, version, why: str) -> UIHStore:
         """A reader; when retention removes the newest version's files under it, re-load and retry."""
         for _ in range(READ_RETRIES):
+            tried = (_manifest.versions(root) or [None])[-1]
             try:
                 manifest = _manifest.load(root, version)
+                tried = manifest["version"]
                 return cls(root, manifest, None, pinned=version is not None, read_only_why=why)
             except VersionError:
-                if version is not None:
-                    raise
+                if version is not None or tried in _manifest.versions(root):
+                    raise  # not a race with retention (e.g. a store newer than this code)
                 # the version we loaded was expired while we read it: a newer one exists, take it
         raise VersionError(f"store {root} expired {READ_RETRIES} versions in a row while this reader opened "
                            "them; retry, or give expire a longer grace_s")
