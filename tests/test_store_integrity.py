@@ -256,3 +256,31 @@ def test_open_of_what_is_not_a_store_is_typed_and_creates_nothing(tmp_path):
             with pytest.raises(engine.CorruptionError, match="UIH store"):
                 engine.UIHStore.open(p, **kw)
     assert not (tmp_path / "missing").exists() and list((tmp_path / "empty").iterdir()) == []
+
+
+def test_format_1_store_is_still_read_and_written(filled_store, tmp_path, rng):
+    import json
+    import zlib
+
+    from engine.serving import _manifest
+    root = tmp_path / "store"
+    want = filled_store.to_table()
+    filled_store.close()
+    for v in _manifest.versions(root):  # strip what format 2 added
+        body = _manifest.load(root, v)
+        for k in ("store_id", "committed_at"):
+            body.pop(k)
+        body["format"] = 1
+        for e in body["segments"]:
+            for part in (e["main"], e["rare"]):
+                if part:
+                    part.pop("footer_bytes")
+                    part.pop("footer_crc")
+        text = json.dumps(body, sort_keys=True)
+        _manifest.path_of(root, v).write_text(json.dumps({"crc32": zlib.crc32(text.encode()), "body": body}))
+    with engine.UIHStore.open(root) as s:
+        assert s.to_table().equals(want) and s.store_id.startswith("legacy-")
+        thin = s.snapshot({"user_id": [1], "request_ts": [10**15]})
+        s.seal(10**15)
+        rec = engine.Reconstructor(s, engine.Projection(["item_id"], max_len=10**4), device="cpu")
+        assert int(rec.reconstruct(thin)["lengths"][0]) == len(want.filter(pa.compute.equal(want["user_id"], 1)))
