@@ -82,7 +82,7 @@ def _reader(path, seconds, late_version_error_ok, q):
 def run(tmp_path, seconds, readers, grace_s, late_ok):
     path = tmp_path / "s"
     engine.UIHStore.create(path, columns=COLUMNS).close()
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # readers run OpenMP kernels: unsafe in a child forked after the parent did
     q = ctx.Queue()
     w = ctx.Process(target=_writer, args=(path, seconds, grace_s))
     rs = [ctx.Process(target=_reader, args=(path, seconds, late_ok, q)) for _ in range(readers)]
