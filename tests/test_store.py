@@ -192,8 +192,9 @@ def test_newer_format_is_refused(filled_store, tmp_path):
     text = json.dumps(body, sort_keys=True)
     (tmp_path / "store" / "_manifests" / f"v{body['version']:010d}.json").write_text(
         json.dumps({"crc32": zlib.crc32(text.encode()), "body": body}, sort_keys=True))
-    with pytest.raises(engine.VersionError, match="newer than this code"):
-        engine.UIHStore.open(tmp_path / "store")
+    for kw in ({}, {"read_only": True}):
+        with pytest.raises(engine.VersionError, match="newer than this code"):
+            engine.UIHStore.open(tmp_path / "store", **kw)
 
 
 def test_torn_log_tail_is_dropped_and_bad_middle_is_corruption(store, tmp_path, rng):

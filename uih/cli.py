@@ -12,7 +12,7 @@ from .fmt import fmt_bytes, table
 
 
 def cmd_inspect(args) -> int:
-    store = UIHStore.open(args.path)
+    store = UIHStore.open(args.path, read_only=True)  # never locks, writes, repairs or deletes
     st = store.stats()
     store.close()
     if args.json:
@@ -26,7 +26,11 @@ def cmd_inspect(args) -> int:
                   ["rare types (sidecar)", st["rare_types"] or "-"],
                   ["immutable tier bytes", fmt_bytes(st["segment_bytes"])],
                   ["rare sidecar bytes", fmt_bytes(st["sidecar_bytes"])],
-                  ["mutable tier (log) bytes", fmt_bytes(st["log_bytes"])]], ["", "value"]))
+                  ["mutable tier (log) bytes", fmt_bytes(st["log_bytes"])],
+                  ["store id", st["store_id"]],
+                  ["disk bytes (all files)", fmt_bytes(st["disk_bytes"])],
+                  ["live bytes (this version)", fmt_bytes(st["live_bytes"])],
+                  ["reclaimable bytes (expire)", fmt_bytes(st["reclaimable_bytes"])]], ["", "value"]))
     return 0
 
 
@@ -45,7 +49,8 @@ def main(argv=None) -> int:
                                 "interaction histories: store once, log thin rows, reconstruct at training.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the main job on a generated multi-tenant workload and print the report")
-    d.add_argument("--out", default="uih_demo", help="working folder (replaced) [uih_demo]")
+    d.add_argument("--out", default="uih_demo", help="working folder: new, empty, or made by an earlier "
+                   "demo (its outputs are replaced; nothing else is deleted) [uih_demo]")
     d.add_argument("--users", type=int, default=2000, help="users in the workload [2000]")
     d.add_argument("--days", type=int, default=4, help="simulated serving days [4]")
     d.add_argument("--median-history", type=int, default=2000, help="median events per user [2000]")

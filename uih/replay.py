@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from engine import UIHStore
+from engine import UIHError, UIHStore
 from engine.serving._segments import write_parquet
 
 from .iostats import measure, tree_bytes
@@ -62,6 +62,34 @@ def _floor_bytes(tmp: Path, events: list, seqs: list) -> int:
     return size
 
 
+MARKER = ".uih-demo"  # marks a folder this module created, so a rerun may replace what it wrote there
+
+
+def _products(out: Path) -> list:
+    """What ``build`` writes under ``out``: the only paths a rerun deletes."""
+    return [out / "store", out / "thin", out / "fat", out / ".floor.parquet", *out.glob("fat_*")]
+
+
+def prepare_out(out: Path) -> None:
+    """Make ``out`` ready for a fresh run: create it, or clear what an earlier run wrote there.
+
+    A non-empty folder without the marker was not made by us: refuse it rather than delete anything.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UIHError(f"--out {out} is a file; pass a new or empty folder")
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise UIHError(f"--out {out} is not empty and was not created by uih (no {MARKER} marker); pass a new "
+                       "or empty folder, nothing was deleted")
+    for p in _products(out) if out.exists() else []:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
+
+
 def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int = 2, progress=True,
           fat_lengths=()) -> dict:
     """Run ``cfg`` through a fresh store under ``out``; returns paths and per-day byte counts.
@@ -69,9 +97,7 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
     Fat rows keep the union max length in ``out/fat``; each of ``fat_lengths`` gets ``out/fat_<L>`` too.
     """
     out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    prepare_out(out)
     wl = Workload(cfg)
     store = UIHStore.create(out / "store", columns=COLUMNS, event_type_column="action")
     rng = np.random.default_rng(cfg.seed + 7)

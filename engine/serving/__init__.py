@@ -5,7 +5,7 @@
 ``_segment_index`` (immutable Parquet segments and their per-user index), ``_manifest`` (one per
 version, the commit point), ``_snapshot`` (thin and fat rows), ``_compaction`` (which segments merge),
 ``_immutable`` and ``_group_cache`` (reads of the immutable tier at one version), ``_durable`` (fsync'd
-writes).
+writes), ``_lock`` (the writer lock), ``_retention`` (what ``expire`` may delete, live vs reclaimable bytes).
 """
 
 from ._store import UIHStore

@@ -32,6 +32,10 @@ def write_file(path: Path, data: bytes) -> None:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the whole new one."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    write_file(tmp, data)
-    os.replace(tmp, path)
+    try:
+        write_file(tmp, data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .._ragged import find, offsets_of, range_indices
-from . import _segment_index, _segments
+from . import _manifest, _segment_index, _segments
 from ._group_cache import GroupCache
 
 
@@ -72,13 +72,19 @@ class ImmutableView:
     def index(self, s: int, part: str) -> dict:
         key = (s, part)
         if key not in self._idx:
-            self._idx[key] = _segment_index.load(self.root, self.segments[s][part])
+            try:
+                self._idx[key] = _segment_index.load(self.root, self.segments[s][part])
+            except FileNotFoundError as e:
+                raise _manifest.gone(self.root, self.manifest["version"], e.filename, "segment index") from None
         return self._idx[key]
 
     def parquet(self, s: int, part: str):
         key = (s, part)
         if key not in self._pf:
-            self._pf[key] = _segments.open_parquet(self.root, self.segments[s][part])
+            try:
+                self._pf[key] = _segments.open_parquet(self.root, self.segments[s][part])
+            except FileNotFoundError as e:
+                raise _manifest.gone(self.root, self.manifest["version"], e.filename, "segment") from None
         return self._pf[key]
 
     def user_counts(self):

@@ -1,8 +1,16 @@
-"""The mutable tier's durable append log: length- and checksum-framed Arrow IPC records.
+"""The mutable tier's durable append log: checksum-framed Arrow IPC records.
 
-A record is acknowledged only after ``fsync``. On replay, a record cut short at the end of the file
-(a crash mid-write) is a torn tail: it is dropped and the file truncated. A checksum failure anywhere
-else cannot come from a crash and is reported as corruption, never silently skipped.
+A record is acknowledged only after ``fsync``. Each record has a header checksum (over magic, kind
+and payload length) and a payload checksum, so replay can tell a torn tail from damage:
+
+- a header cut short at the end of the file, or a payload shorter than its (checksummed) length says,
+  is a *torn tail*: a crash mid-write. Replay drops it; only a writer open cuts it off the file.
+- anything else (a header or payload failing its checksum, even in the last record, an unknown kind,
+  an unparsable payload) cannot come from a crash: it is a ``CorruptionError`` naming file and byte
+  offset, and nothing is truncated.
+
+Records of the first log format (magic ``UIHL``, one checksum over kind, length and payload) are still
+read, with that format's weaker rule: a checksum failure on the last record counts as torn.
 """
 
 from __future__ import annotations
@@ -14,13 +22,16 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .._errors import CorruptionError
+from .._errors import CorruptionError, UIHError
 from ._durable import fsync_dir
 
-MAGIC = b"UIHL"
-_HEADER = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(kind|length|payload)
+MAGIC = b"\x93ULG"  # differs from the legacy magic in every byte, so no single flip turns one into the other
+_HEADER = struct.Struct("<4sB3xQII")  # magic, kind, pad, payload length, crc32(payload), crc32(header so far)
+_HEAD_BODY = _HEADER.size - 4
+LEGACY_MAGIC = b"UIHL"
+_LEGACY = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(kind|length|payload)
 APPEND, UPDATE = 1, 2
-
+KINDS = (APPEND, UPDATE)
 
 _IPC = pa.ipc.IpcWriteOptions(compression="zstd")  # fast at its default level; ~4x fewer log bytes
 
@@ -34,8 +45,8 @@ def _encode(table: pa.Table) -> pa.Buffer:
 
 def _frame(kind: int, payload: pa.Buffer) -> tuple:
     """(header, payload): written back to back, never concatenated (the payload may be large)."""
-    crc = zlib.crc32(payload, zlib.crc32(struct.pack("<BQ", kind, payload.size)))
-    return _HEADER.pack(MAGIC, kind, payload.size, crc), payload
+    body = struct.pack("<4sB3xQI", MAGIC, kind, payload.size, zlib.crc32(payload))
+    return body + struct.pack("<I", zlib.crc32(body)), payload
 
 
 class AppendLog:
@@ -45,6 +56,7 @@ class AppendLog:
         self.path = Path(path)
         self._f = open(self.path, "ab")
         self.size = self._f.tell()
+        self._broken = None
 
     @staticmethod
     def create(path: Path, records=()) -> AppendLog:
@@ -61,6 +73,9 @@ class AppendLog:
 
     def append(self, kind: int, table: pa.Table) -> None:
         """Durably add one record; on any failure the file is cut back so nothing partial remains."""
+        if self._broken:
+            raise UIHError(f"log {self.path} could not be cut back after a failed write ({self._broken}); "
+                           "close the store and reopen it (the open repairs the log)")
         header, payload = _frame(kind, _encode(table))
         try:
             self._f.write(header)
@@ -68,47 +83,101 @@ class AppendLog:
             self._f.flush()
             os.fsync(self._f.fileno())
         except BaseException:
-            self._f.truncate(self.size)
-            self._f.seek(self.size)
+            self._cut_back()
             raise
         self.size += len(header) + payload.size
 
+    def _cut_back(self) -> None:
+        try:
+            self._f = _reopen_at(self._f, self.path, self.size)
+        except OSError as e:  # the tail may hold a partial record: refuse to append after it
+            self._broken = e
+
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:
+            pass  # buffered bytes of a failed append: cut back already, nothing acknowledged is lost
 
     @staticmethod
-    def replay(path: Path, truncate: bool = True) -> list:
-        """Records of ``path`` as (kind, table); a torn tail is dropped (and cut off if ``truncate``).
+    def replay(path: Path, repair: bool = False) -> list:
+        """Records of ``path`` as (kind, table); a torn tail is dropped, and cut off only if ``repair``.
 
-        Only the writer may truncate: for a reader, the "torn" tail may be a record still being written.
+        Only the writer may repair: for a reader, the "torn" tail may be a record still being written.
         """
         path = Path(path)
         buf = memoryview(path.read_bytes())
-        out, pos, n = [], 0, len(buf)
-        while pos < n:
-            if n - pos < _HEADER.size:
-                break  # torn header
-            magic, kind, length, crc = _HEADER.unpack_from(buf, pos)
-            end = pos + _HEADER.size + length
-            if magic != MAGIC:
-                raise CorruptionError(f"log {path} has a bad record marker at byte {pos}; the file is damaged")
-            if end > n:
-                break  # torn payload
-            payload = buf[pos + _HEADER.size:end]
-            if zlib.crc32(payload, zlib.crc32(struct.pack("<BQ", kind, length))) != crc:
-                if end == n:
-                    break  # last record half-flushed
-                raise CorruptionError(f"log {path} record at byte {pos} fails its checksum")
-            try:
-                table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
-            except pa.ArrowException as e:
-                raise CorruptionError(f"log {path} record at byte {pos} cannot be parsed: {e}") from e
-            if kind not in (APPEND, UPDATE):
-                raise CorruptionError(f"log {path} record at byte {pos} has unknown kind {kind}")
+        out, pos = [], 0
+        while pos < len(buf):
+            rec = _read_record(path, buf, pos)
+            if rec is None:
+                break
+            kind, table, pos = rec
             out.append((kind, table))
-            pos = end
-        if pos < n and truncate:
+        if pos < len(buf) and repair:
             with open(path, "r+b") as f:
                 f.truncate(pos)
                 os.fsync(f.fileno())
         return out
+
+
+def _reopen_at(f, path: Path, size: int):
+    """Drop whatever a failed append left in the buffer and on disk past ``size``."""
+    try:
+        f.close()
+    except OSError:
+        pass  # the buffered bytes are exactly what we are discarding
+    with open(path, "r+b") as g:
+        g.truncate(size)
+        os.fsync(g.fileno())
+    return open(path, "ab")
+
+
+def _read_record(path: Path, buf: memoryview, pos: int):
+    """(kind, table, next position) of the record at ``pos``, None for a torn tail, or CorruptionError."""
+    n = len(buf)
+    magic = bytes(buf[pos:pos + 4])
+    if magic == LEGACY_MAGIC:
+        return _read_legacy(path, buf, pos)
+    if n - pos < _HEADER.size:
+        if MAGIC.startswith(magic):
+            return None  # a header cut short by a crash
+        raise CorruptionError(f"log {path} has a damaged record header at byte {pos}; restore the store "
+                              "from a backup (nothing was truncated)")
+    magic, kind, length, pcrc, hcrc = _HEADER.unpack_from(buf, pos)
+    if magic != MAGIC or zlib.crc32(buf[pos:pos + _HEAD_BODY]) != hcrc:
+        raise CorruptionError(f"log {path} record at byte {pos} has a damaged header (marker or checksum); "
+                              "restore the store from a backup (nothing was truncated)")
+    end = pos + _HEADER.size + length
+    if end > n:
+        return None  # the payload was cut short by a crash (its length is checksummed, so this is real)
+    payload = buf[pos + _HEADER.size:end]
+    if zlib.crc32(payload) != pcrc:
+        raise CorruptionError(f"log {path} record at byte {pos} fails its payload checksum; restore the store "
+                              "from a backup (nothing was truncated)")
+    return kind, _decode(path, payload, kind, pos), end
+
+
+def _read_legacy(path: Path, buf: memoryview, pos: int):
+    n = len(buf)
+    if n - pos < _LEGACY.size:
+        return None
+    _, kind, length, crc = _LEGACY.unpack_from(buf, pos)
+    end = pos + _LEGACY.size + length
+    if end > n:
+        return None
+    payload = buf[pos + _LEGACY.size:end]
+    if zlib.crc32(payload, zlib.crc32(struct.pack("<BQ", kind, length))) != crc:
+        if end == n:
+            return None  # the legacy format cannot tell a half-flushed last record from damage
+        raise CorruptionError(f"log {path} record at byte {pos} fails its checksum; restore the store from a backup")
+    return kind, _decode(path, payload, kind, pos), end
+
+
+def _decode(path: Path, payload, kind: int, pos: int) -> pa.Table:
+    if kind not in KINDS:
+        raise CorruptionError(f"log {path} record at byte {pos} has unknown kind {kind}; the file is damaged")
+    try:
+        return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+    except pa.ArrowException as e:
+        raise CorruptionError(f"log {path} record at byte {pos} cannot be parsed: {e}") from e

@@ -1,19 +1,24 @@
 """One manifest per store version: the commit point of every seal and compaction.
 
-A manifest names the schema, the live segments and the log of the mutable tier. It is written
-atomically (temp file, fsync, rename, fsync dir), so a store version either fully exists or not at all.
+A manifest names the store id, the schema, the live segments and the log of the mutable tier, and when
+it was committed (``committed_at``: retention measures grace periods from it). It is written atomically
+(temp file, fsync, rename, fsync dir), so a store version either fully exists or not at all.
+
+Format 2 (this code) adds ``store_id``, ``committed_at`` and the checksummed log header (see ``_log``);
+format 1 stores are still read.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import zlib
 from pathlib import Path
 
 from .._errors import CorruptionError, VersionError
 from ._durable import atomic_write
 
-FORMAT = 1
+FORMAT = 2
 DIR = "_manifests"
 
 
@@ -28,8 +33,12 @@ def versions(root: Path) -> list:
     return sorted(int(p.name[1:11]) for p in d.glob("v*.json") if p.name[1:11].isdigit())
 
 
+def path_of(root: Path, version: int) -> Path:
+    return Path(root) / DIR / _name(version)
+
+
 def write(root: Path, body: dict) -> None:
-    body = {**body, "format": FORMAT}
+    body = {**body, "format": FORMAT, "committed_at": time.time()}
     text = json.dumps(body, sort_keys=True)
     doc = {"crc32": zlib.crc32(text.encode()), "body": body}
     atomic_write(Path(root) / DIR / _name(body["version"]), json.dumps(doc, sort_keys=True).encode())
@@ -44,16 +53,32 @@ def load(root: Path, version: int | None = None) -> dict:
         version = vs[-1]
     if version not in vs:
         raise VersionError(f"store {root} has no version {version}; it holds versions {vs[0]}..{vs[-1]}")
-    path = Path(root) / DIR / _name(version)
+    path = path_of(root, version)
     try:
-        doc = json.loads(path.read_bytes())
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VersionError(f"store {root} version {version} was removed by retention (expire) while being "
+                           "opened; open a newer version") from None
+    try:
+        doc = json.loads(raw)
         body = doc["body"]
         ok = zlib.crc32(json.dumps(body, sort_keys=True).encode()) == doc["crc32"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CorruptionError(f"manifest {path} cannot be parsed: {e}") from e
     if not ok:
         raise CorruptionError(f"manifest {path} fails its checksum; restore it from a backup")
-    if body.get("format", 0) > FORMAT:
+    if not isinstance(body, dict) or body.get("version") != version:
+        raise CorruptionError(f"manifest {path} does not describe version {version}; restore it from a backup")
+    if not isinstance(body.get("format", 0), int) or body.get("format", 0) > FORMAT:
         raise VersionError(f"store {root} has format {body['format']}, newer than this code ({FORMAT}); "
                            "upgrade uih-latemat")
     return body
+
+
+def gone(root: Path, version: int, path: Path, what: str):
+    """The error for a file of ``version`` that is not there: expired by retention, or damage."""
+    if version not in versions(root):
+        return VersionError(f"{what} {path} belonged to store version {version}, which retention (expire) has "
+                            "removed after its grace period; reopen the store, or expire with a longer grace_s")
+    return CorruptionError(f"{what} {path} of store version {version} is missing; the store is damaged, restore "
+                           "it from a backup")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,14 +27,18 @@ class StoreSchema:
 
     @classmethod
     def declare(cls, columns, event_type_column):
-        if not columns:
-            raise SchemaError("declare at least one feature column, e.g. columns={'item_id': 'int64'}")
+        if not isinstance(columns, Mapping) or not columns:
+            raise SchemaError("declare at least one feature column as a dict, e.g. columns={'item_id': 'int64'}")
         cols = {}
-        for name, dtype in dict(columns).items():
+        for name, dtype in columns.items():
             name = str(name)
             if name in RESERVED or name.startswith("tail_"):
                 raise SchemaError(f"column name {name!r} is reserved; rename it")
-            dt = np.dtype(dtype).name
+            try:
+                dt = np.dtype(dtype).name
+            except TypeError:
+                raise SchemaError(f"column {name!r} has dtype {dtype!r}, which is not a numpy dtype; use one of "
+                                  f"{', '.join(SUPPORTED_DTYPES)}") from None
             if dt not in SUPPORTED_DTYPES:
                 raise SchemaError(f"column {name!r} has dtype {dt}; use one of {', '.join(SUPPORTED_DTYPES)}")
             cols[name] = dt
@@ -67,6 +73,16 @@ class StoreSchema:
     @classmethod
     def from_json(cls, d) -> StoreSchema:
         return cls({c: t for c, t in d["columns"]}, d["event_type_column"])
+
+
+def as_int64(value, name: str) -> int:
+    """``value`` as a Python int that fits int64; SchemaError for bools, strings, floats, None, overflow."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise SchemaError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    v = int(value)
+    if not -(1 << 63) <= v < (1 << 63):
+        raise SchemaError(f"{name} {v} does not fit int64")
+    return v
 
 
 def as_table(data, what: str) -> pa.Table:

@@ -67,10 +67,7 @@ def to_bytes(index: pa.Table) -> bytes:
 def load(root: Path, part: dict) -> dict:
     """A part's user index as numpy arrays, checked against the manifest's checksum."""
     path = Path(root) / part["index"]
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CorruptionError(f"segment index {path} is missing; the store is damaged") from None
+    raw = path.read_bytes()  # FileNotFoundError: the caller knows whether retention or damage removed it
     if zlib.crc32(raw) != part["index_crc"]:
         raise CorruptionError(f"segment index {path} fails its checksum; the store is damaged")
     t = pa.ipc.open_file(pa.py_buffer(raw)).read_all()

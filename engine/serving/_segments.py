@@ -48,8 +48,20 @@ def _write_part(root: Path, name: str, table: pa.Table) -> dict:
     cols = {c: table.column(c).to_numpy() for c in ("user_id", "seq", "ts")}
     raw = _segment_index.to_bytes(_segment_index.build(cols["user_id"], cols["seq"], cols["ts"]))
     write_file(idx_path, raw)
+    footer = _footer(data_path)
     return {"file": f"{DIR}/{data_path.name}", "index": f"{DIR}/{idx_path.name}", "rows": table.num_rows,
-            "bytes": data_path.stat().st_size, "index_bytes": len(raw), "index_crc": zlib.crc32(raw)}
+            "bytes": data_path.stat().st_size, "index_bytes": len(raw), "index_crc": zlib.crc32(raw),
+            "footer_bytes": len(footer), "footer_crc": zlib.crc32(footer)}
+
+
+def _footer(path: Path) -> bytes:
+    """The Parquet footer: metadata, its 4-byte length and the closing magic (checksummed in the manifest,
+    since Parquet's page checksums do not cover it)."""
+    with open(path, "rb") as f:
+        f.seek(-8, 2)
+        n = int.from_bytes(f.read(4), "little")
+        f.seek(-(n + 8), 2)
+        return f.read()
 
 
 def rare_types(types: np.ndarray) -> list:
@@ -67,36 +79,55 @@ def rare_types(types: np.ndarray) -> list:
 def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
     """Write one segment (``table`` already sorted by user_id, seq) and return its manifest entry."""
     sid = uuid.uuid4().hex[:16]
-    entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table), "rare_types": [], "rare": None}
-    rare = rare_types(table.column(event_type_column).to_numpy())
-    if rare:
-        mask = np.isin(table.column(event_type_column).to_numpy(), rare)
-        entry["rare_types"] = rare
-        entry["rare"] = _write_part(root, f"seg-{sid}-rare", table.filter(pa.array(mask)))
-    fsync_dir(Path(root) / DIR)
+    try:
+        entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table), "rare_types": [], "rare": None}
+        rare = rare_types(table.column(event_type_column).to_numpy())
+        if rare:
+            mask = np.isin(table.column(event_type_column).to_numpy(), rare)
+            entry["rare_types"] = rare
+            entry["rare"] = _write_part(root, f"seg-{sid}-rare", table.filter(pa.array(mask)))
+        fsync_dir(Path(root) / DIR)
+    except BaseException:
+        for p in (Path(root) / DIR).glob(f"seg-{sid}*"):
+            p.unlink(missing_ok=True)
+        raise
     return entry
 
 
+# What PyArrow raises on damaged Parquet bytes: besides its own errors, a damaged footer can surface as a
+# KeyError or UnicodeDecodeError (a ValueError) while it decodes the schema's metadata.
+PARSE_ERRORS = (pa.ArrowException, OSError, KeyError, ValueError, IndexError, TypeError)
+
+
 def open_parquet(root: Path, part: dict) -> pq.ParquetFile:
+    """The part's Parquet file, checked against the manifest; FileNotFoundError when it is not there."""
     path = Path(root) / part["file"]
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise CorruptionError(f"segment {path} is missing; the store is damaged") from None
+    size = path.stat().st_size
     if size != part["bytes"]:
-        raise CorruptionError(f"segment {path} has {size} bytes, the manifest says {part['bytes']}")
+        raise CorruptionError(f"segment {path} has {size} bytes, the manifest says {part['bytes']}; the store "
+                              "is damaged, restore it from a backup")
     try:
-        return pq.ParquetFile(path, page_checksum_verification=True)
-    except (pa.ArrowException, OSError) as e:
-        raise CorruptionError(f"segment {path} cannot be parsed: {e}") from e
+        with open(path, "rb") as f:  # the footer (schema, row groups, statistics) is checked end to end
+            f.seek(max(size - part.get("footer_bytes", 0), 0))
+            tail = f.read()
+        if "footer_crc" in part and zlib.crc32(tail) != part["footer_crc"]:
+            raise CorruptionError(f"segment {path} footer fails its checksum; the store is damaged, restore it "
+                                  "from a backup")
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        pf.schema_arrow  # noqa: B018 - decode the schema now, so damage shows here, typed
+        return pf
+    except FileNotFoundError:
+        raise
+    except PARSE_ERRORS as e:
+        raise CorruptionError(f"segment {path} cannot be parsed: {e}; restore the store from a backup") from e
 
 
 def read_groups_arrow(pf: pq.ParquetFile, path: str, groups: list, columns: list, name: str) -> dict:
     """The named columns of the given row groups, concatenated, as numpy arrays (the CPU reader)."""
     try:
         t = pf.read_row_groups(groups, columns=columns, use_threads=False)
-    except (pa.ArrowException, OSError) as e:
-        raise CorruptionError(f"{name} cannot be read: {e}") from e
+    except PARSE_ERRORS as e:
+        raise CorruptionError(f"{name} cannot be read: {e}; restore the store from a backup") from e
     return {c: np.asarray(t.column(c).combine_chunks() if t.column(c).num_chunks != 1 else t.column(c).chunk(0))
             for c in columns}
 

@@ -33,15 +33,16 @@ def _tails(mutable, uid: np.ndarray):
     return lookup(users, starts, uid), lookup(users, counts, uid)
 
 
-def thin_rows(requests, uid, rts, version, counts, mutable, schema) -> pa.Table:
+def thin_rows(requests, uid, rts, store_id, version, counts, mutable, schema) -> pa.Table:
     data = mutable.sorted()
     t_start, t_len = _tails(mutable, uid)
     idx = range_indices(t_start, t_len)
     imm_hw = lookup(counts[0], counts[1], uid)
-    out_names = ["user_id", "request_ts", "version", "imm_hw", "tail_seq", "tail_ts",
+    out_names = ["user_id", "request_ts", "store_id", "version", "imm_hw", "tail_seq", "tail_ts",
                  *(f"tail_{c}" for c in schema.columns)]
     cols = _passthrough(requests, out_names)
     cols.update({"user_id": pa.array(uid), "request_ts": pa.array(rts),
+                 "store_id": pa.DictionaryArray.from_arrays(np.zeros(len(uid), np.int32), [store_id]),
                  "version": pa.array(np.full(len(uid), version, np.int64)), "imm_hw": pa.array(imm_hw)})
     for c in ["seq", "ts", *schema.columns]:
         cols[f"tail_{c}"] = _list(data[c][idx], t_len)

@@ -2,39 +2,56 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 import uuid
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .._errors import ImmutableError, SchemaError, UIHError
+from .._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
 from .._ragged import group_starts, lookup
-from . import _compaction, _log, _manifest, _segments
+from . import _compaction, _log, _manifest, _retention, _segments
 from ._immutable import ImmutableView
+from ._lock import WriterLock
 from ._mutable import MutableTier, SeqCounter
-from ._schema import StoreSchema, coerce_events, coerce_requests, coerce_updates
+from ._schema import StoreSchema, as_int64, coerce_events, coerce_requests, coerce_updates
 from ._snapshot import fat_rows, thin_rows
 
-LOG_DIR = "log"
-LOCK = "LOCK"
+LOG_DIR = _retention.LOG_DIR
+READ_RETRIES = 8  # a reader re-loads the newest manifest this often when retention removes files under it
+
+
+def _store_root(path) -> Path:
+    """``path`` as a store root, or CorruptionError saying why it is not one (nothing is created)."""
+    root = Path(path)
+    if not root.exists():
+        raise CorruptionError(f"no UIH store at {root}: the path does not exist; create one with UIHStore.create")
+    if not root.is_dir():
+        raise CorruptionError(f"no UIH store at {root}: it is not a directory; pass the store's folder")
+    if not _manifest.versions(root):
+        raise CorruptionError(f"{root} has no manifest; it is not a UIH store (create one with UIHStore.create)")
+    return root
 
 
 class UIHStore:
     """An append-only, versioned store of user interaction histories (SPEC §2).
 
-    One process writes (it holds ``LOCK``); any number may read. A store opened with ``version=V``
-    is pinned to V: a read-only view of V's immutable tier that never sees later seals or compactions.
+    One process writes (it holds ``LOCK``); any number may read. A reader never locks, writes, truncates
+    or deletes: ``read_only=True`` reads the newest version (the immutable tier plus the mutable tier
+    replayed from the log); ``version=V`` pins a read-only view of V's immutable tier that never sees
+    later seals or compactions. Old versions stay readable until ``expire`` removes them.
     """
 
-    def __init__(self, root, manifest, writer_fd, pinned):
+    def __init__(self, root, manifest, lock, pinned, read_only_why=None, retention=None):
         self.root = Path(root)
         self.schema = StoreSchema.from_json(manifest["schema"])
-        self._lock_fd = writer_fd
+        self._lock = lock
         self._pinned = pinned
+        self._read_only_why = read_only_why
+        self._retention = retention
         self._mu = threading.RLock()
         self._install(manifest)
         cols = self.schema.event_columns()
@@ -45,52 +62,84 @@ class UIHStore:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def create(cls, path, columns, event_type_column="action") -> UIHStore:
-        """Create an empty store at ``path`` (which must not hold one) with the declared columns."""
+    def create(cls, path, columns, event_type_column="action", retention=None) -> UIHStore:
+        """Create an empty store at ``path`` (which must not hold one) with the declared columns.
+
+        ``retention``: None keeps every version; ``{"keep_versions": N, "grace_s": S}`` makes every seal
+        and compaction of this handle call ``expire(N, S)``.
+        """
         schema = StoreSchema.declare(columns, event_type_column)
+        retention = _retention.check_retention(retention)
         root = Path(path)
+        if root.exists() and not root.is_dir():
+            raise SchemaError(f"{root} exists and is not a directory; choose another path for the store")
         if _manifest.versions(root):
             raise UIHError(f"{root} already holds a UIH store; use UIHStore.open({str(root)!r})")
         (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
         (root / _segments.DIR).mkdir(exist_ok=True)
         (root / _manifest.DIR).mkdir(exist_ok=True)
-        fd = cls._try_lock(root)
-        if fd is None:
-            raise UIHError(f"{root} is being created by another process")
-        log_name = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
-        _log.AppendLog.create(root / log_name).close()
-        _manifest.write(root, {"version": 0, "schema": schema.to_json(), "segments": [], "log": log_name})
-        return cls(root, _manifest.load(root), fd, pinned=False)
+        lock, why = WriterLock.try_take(root)
+        if lock is None:
+            raise UIHError(f"{root} cannot be created: {why}")
+        try:
+            log_name = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
+            _log.AppendLog.create(root / log_name).close()
+            _manifest.write(root, {"version": 0, "schema": schema.to_json(), "segments": [], "log": log_name,
+                                   "store_id": uuid.uuid4().hex})
+            return cls(root, _manifest.load(root), lock, pinned=False, retention=retention)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
-    def open(cls, path, version=None) -> UIHStore:
-        """Open an existing store, recovering from any crash; ``version`` pins a read-only view."""
-        root = Path(path)
-        fd = None if version is not None else cls._try_lock(root)
-        manifest = _manifest.load(root, version)
-        store = cls(root, manifest, fd, pinned=version is not None)
-        if fd is not None:
-            store._remove_orphans()
-        return store
+    def open(cls, path, version=None, read_only=False, retention=None) -> UIHStore:
+        """Open an existing store, recovering from any crash; ``version`` pins a read-only view.
 
-    @staticmethod
-    def _try_lock(root: Path):
-        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        ``read_only=True`` (or a store whose lock another holder has) opens a reader at the newest
+        version that never locks, writes, truncates or deletes. ``retention``: as in ``create``.
+        """
+        root = _store_root(path)
+        retention = _retention.check_retention(retention)
+        if version is not None:
+            version = as_int64(version, "version")
+            return cls._reader(root, version, "it is pinned to a version")
+        if read_only:
+            return cls._reader(root, None, "it was opened with read_only=True")
+        lock, why = WriterLock.try_take(root)
+        if lock is None:
+            return cls._reader(root, None, why)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        return fd
+            store = cls(root, _manifest.load(root), lock, pinned=False, retention=retention)
+            store._remove_orphans()
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _reader(cls, root: Path, version, why: str) -> UIHStore:
+        """A reader; when retention removes the newest version's files under it, re-load and retry."""
+        for _ in range(READ_RETRIES):
+            tried = (_manifest.versions(root) or [None])[-1]
+            try:
+                manifest = _manifest.load(root, version)
+                tried = manifest["version"]
+                return cls(root, manifest, None, pinned=version is not None, read_only_why=why)
+            except VersionError:
+                if version is not None or tried in _manifest.versions(root):
+                    raise  # not a race with retention (e.g. a store newer than this code)
+                # the version we loaded was expired while we read it: a newer one exists, take it
+        raise VersionError(f"store {root} expired {READ_RETRIES} versions in a row while this reader opened "
+                           "them; retry, or give expire a longer grace_s")
 
     def close(self) -> None:
         """Release the log and the writer lock; the object must not be used afterwards."""
         if self._log is not None:
             self._log.close()
             self._log = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self):
         return self
@@ -112,14 +161,27 @@ class UIHStore:
         return int(self._manifest["version"])
 
     @property
+    def store_id(self) -> str:
+        """The id fixed at creation; thin rows carry it. Format-1 stores derive one from their schema."""
+        sid = self._manifest.get("store_id")
+        if sid is None:
+            schema = repr(self._manifest["schema"]).encode()
+            return f"legacy-{zlib.crc32(schema):08x}"
+        return str(sid)
+
+    @property
     def writable(self) -> bool:
-        return self._lock_fd is not None
+        return self._lock is not None
 
     def _replay(self):
         if self._pinned:
             return  # a pinned view serves time travel over the immutable tier; its log may be long gone
         path = self.root / self._manifest["log"]
-        for kind, table in _log.AppendLog.replay(path, truncate=self.writable):
+        try:
+            records = _log.AppendLog.replay(path, repair=self.writable)
+        except FileNotFoundError:
+            raise _manifest.gone(self.root, self.version, path, "log") from None
+        for kind, table in records:
             self._apply(kind, {c: table.column(c).to_numpy() for c in table.column_names})
         if self.writable:
             self._log = _log.AppendLog(path)
@@ -136,7 +198,8 @@ class UIHStore:
             raise UIHError(f"this store is pinned to version {self.version} (read-only); open it without "
                            f"version= to {what}")
         if not self.writable:
-            raise UIHError(f"another process holds the writer lock of {self.root}; only it can {what}")
+            raise UIHError(f"this handle of {self.root} is read-only ({self._read_only_why}); only the holder "
+                           f"of the writer lock can {what}: open it with UIHStore.open(path) in that process")
 
     def _make_counter(self) -> SeqCounter:
         s_users, s_counts = self.view.user_counts()
@@ -175,12 +238,16 @@ class UIHStore:
             self._mutable.set(pos, {c: v for c, v in rows.items() if c not in ("user_id", "seq")})
 
     def seal(self, cutoff_ts: int) -> int:
-        """Move, per user, the longest prefix of mutable events with ``ts < cutoff_ts`` into a segment."""
+        """Move, per user, the longest prefix of mutable events with ``ts < cutoff_ts`` into a segment.
+
+        The previous log stays on disk for readers of the previous version until ``expire`` removes it.
+        """
+        cutoff = as_int64(cutoff_ts, "cutoff_ts")
         with self._mu:
             self._check_writable("seal")
             d = self._mutable.sorted()
             n = len(d["user_id"])
-            ok = d["ts"] < int(cutoff_ts)
+            ok = d["ts"] < cutoff
             # per user, position of the first event that may not seal; everything before it seals
             starts = group_starts(d["user_id"])
             pos = np.arange(n, dtype=np.int64)
@@ -192,15 +259,23 @@ class UIHStore:
             remaining, sealed = self._mutable.split(~seal_mask)
             entry = _segments.write_segment(self.root, pa.table(sealed), self.schema.event_type_column)
             table = pa.table({c: remaining[c] for c in self.schema.event_columns()})
-            old_log, new_log = self._manifest["log"], f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
-            log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table)] if len(table) else [])
-            self._commit({"segments": [*self._manifest["segments"], entry], "log": new_log},
-                         cleanup=[*_segments.entry_files(entry), new_log])
+            new_log = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
+            written = [*_segments.entry_files(entry), new_log]
+            try:
+                log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table)] if len(table) else [])
+            except BaseException:
+                self._discard(written)
+                raise
+            try:
+                self._commit({"segments": [*self._manifest["segments"], entry], "log": new_log}, cleanup=written)
+            except BaseException:
+                log.close()
+                raise
             old = self._log
             self._log = log
             old.close()
-            (self.root / old_log).unlink(missing_ok=True)
             self._mutable.replace(remaining)
+            self._auto_expire()
             return self.version
 
     def compact(self, full: bool = False) -> int:
@@ -223,39 +298,64 @@ class UIHStore:
             entry = _segments.write_segment(self.root, merged, self.schema.event_type_column)
             self._commit({"segments": [*segs[:first], entry], "log": self._manifest["log"]},
                          cleanup=_segments.entry_files(entry))
+            self._auto_expire()
             return self.version
 
+    def expire(self, keep_versions: int = _retention.DEFAULT_KEEP_VERSIONS,
+               grace_s: float = _retention.DEFAULT_GRACE_S) -> dict:
+        """Remove manifests and files that none of the newest ``keep_versions`` versions needs, once
+        they have been superseded for ``grace_s`` seconds (0: at once). Returns what was removed.
+
+        A reader that opened a removed version within its grace period keeps working; one that reads it
+        later gets a VersionError. Thin rows stay reconstructible by every retained version.
+        """
+        keep_versions, grace_s = _retention.check_policy(keep_versions, grace_s)
+        with self._mu:
+            self._check_writable("expire")
+            return _retention.expire(self.root, keep_versions, grace_s)
+
+    def _auto_expire(self) -> None:
+        """Apply the handle's retention policy after a commit; the commit stands even if this fails."""
+        if self._retention is None:
+            return
+        try:
+            _retention.expire(self.root, **self._retention)
+        except (OSError, UIHError) as e:
+            warnings.warn(f"retention after version {self.version} failed ({e}); the next seal, compact or "
+                          "expire() retries it", RuntimeWarning, stacklevel=3)
+
     def _commit(self, changes: dict, cleanup: list) -> None:
-        """Write manifest V+1; if that fails, remove the files written for it and keep V."""
+        """Write manifest V+1; if that fails, remove it and the files written for it, and keep V."""
         body = {**self._manifest, **changes, "version": self.version + 1}
-        body.pop("format", None)
+        for k in ("format", "committed_at"):
+            body.pop(k, None)
         try:
             _manifest.write(self.root, body)
+            manifest = _manifest.load(self.root, body["version"])
         except BaseException:
-            for rel in cleanup:
-                (self.root / rel).unlink(missing_ok=True)
+            # the rename may have happened before a failing directory sync: V+1 must not survive
+            self._discard([f"{_manifest.DIR}/{_manifest.path_of(self.root, body['version']).name}", *cleanup])
             raise
-        self._install(_manifest.load(self.root, body["version"]))
+        self._install(manifest)
+
+    def _discard(self, rels: list) -> None:
+        """Best-effort removal of files written for a call that failed (the next writer open retries)."""
+        for rel in rels:
+            try:
+                (self.root / rel).unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def _remove_orphans(self) -> None:
-        """Delete what a crash left behind: temp files, logs and segments no manifest references."""
-        live_logs = {self._manifest["log"]}
-        live = set()
-        for v in _manifest.versions(self.root):
-            try:
-                m = _manifest.load(self.root, v)
-            except UIHError:
-                continue
-            for e in m["segments"]:
-                live.update(_segments.entry_files(e))
+        """Delete what a crash left behind: temp manifests, and logs and segments no manifest names."""
         for p in (self.root / _manifest.DIR).glob(".tmp-*"):
             p.unlink(missing_ok=True)
-        for p in (self.root / LOG_DIR).glob("*.log"):
-            if f"{LOG_DIR}/{p.name}" not in live_logs:
-                p.unlink(missing_ok=True)
-        for p in (self.root / _segments.DIR).iterdir():
-            if f"{_segments.DIR}/{p.name}" not in live:
-                p.unlink(missing_ok=True)
+        live = _retention.referenced(self.root)
+        if live is None:
+            return  # an unreadable manifest might name any file: delete nothing
+        for rel in _retention.data_files(self.root):
+            if rel not in live:
+                (self.root / rel).unlink(missing_ok=True)
 
     # ---- reads ----------------------------------------------------------------------------------
     def snapshot(self, requests, materialize: bool = False, max_len: int | None = None) -> pa.Table:
@@ -263,7 +363,7 @@ class UIHStore:
         with self._mu:
             table, uid, rts = coerce_requests(requests)
             if not materialize:
-                return thin_rows(table, uid, rts, self.version, self.view.user_counts(), self._mutable,
+                return thin_rows(table, uid, rts, self.store_id, self.version, self.view.user_counts(), self._mutable,
                                  self.schema)
             if max_len is None or int(max_len) < 1:
                 raise SchemaError(f"materialize=True needs max_len >= 1, got {max_len!r}")
@@ -282,16 +382,21 @@ class UIHStore:
             return pa.table({**{c: merged[c][order] for c in cols}, "sealed": sealed[order]})
 
     def stats(self) -> dict:
-        """Counts and bytes per tier, for ``uih inspect`` and reports."""
+        """Counts and bytes per tier, and live vs reclaimable bytes on disk, for ``uih inspect``."""
         segs = self._manifest["segments"]
+        try:
+            log_bytes = (self.root / self._manifest["log"]).stat().st_size
+        except FileNotFoundError:
+            log_bytes = 0  # a pinned old version whose log retention has removed
         users, counts = self.view.user_counts()
         m_users = self._mutable.runs()[0]
-        return {"version": self.version, "versions": _manifest.versions(self.root),
+        return {"version": self.version, "versions": _manifest.versions(self.root), "store_id": self.store_id,
                 "columns": dict(self.schema.columns), "event_type_column": self.schema.event_type_column,
                 "segments": len(segs), "sealed_events": int(counts.sum()),
                 "mutable_events": len(self._mutable),
                 "users": int(len(np.union1d(users, m_users))),
                 "segment_bytes": sum(e["main"]["bytes"] + e["main"]["index_bytes"] for e in segs),
                 "sidecar_bytes": sum(e["rare"]["bytes"] + e["rare"]["index_bytes"] for e in segs if e["rare"]),
-                "log_bytes": (self.root / self._manifest["log"]).stat().st_size,
-                "rare_types": sorted({t for e in segs for t in e["rare_types"]})}
+                "log_bytes": log_bytes,
+                "rare_types": sorted({t for e in segs for t in e["rare_types"]}),
+                **_retention.disk_usage(self.root, self._manifest)}

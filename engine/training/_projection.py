@@ -8,6 +8,19 @@ import numpy as np
 
 from .._errors import SchemaError
 
+MAX_LEN = 1 << 24  # 16M events per example: far beyond any model, and a [B, max_len] batch must fit memory
+INT64_MAX = np.iinfo(np.int64).max
+NOT_EVENT_COLUMNS = frozenset({"user_id", "request_ts", "store_id", "version", "imm_hw", "lengths", "sealed"})
+
+
+def window_start(request_ts: np.ndarray, window_us: int) -> np.ndarray:
+    """``request_ts - window_us``, saturating at the smallest int64 instead of wrapping around."""
+    rts = np.asarray(request_ts, np.int64)
+    lo = np.iinfo(np.int64).min
+    w = np.int64(window_us)  # <= INT64_MAX (the constructor saturates), so ``lo + w`` cannot overflow
+    with np.errstate(over="ignore"):  # the wrapped differences are the ones np.where discards
+        return np.where(rts < lo + w, lo, rts - w)
+
 
 class Projection:
     """A tenant's view of the shared thin rows (SPEC §2).
@@ -36,8 +49,12 @@ class Projection:
             raise SchemaError(f"projection columns must be non-empty and distinct, got {self.columns}")
         if "lengths" in self.columns:
             raise SchemaError("'lengths' is produced by every batch; do not project it")
-        if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or max_len < 1:
-            raise SchemaError(f"max_len must be an integer >= 1, got {max_len!r}")
+        bad = sorted(NOT_EVENT_COLUMNS & set(self.columns))
+        if bad:
+            raise SchemaError(f"projection column(s) {bad} are not event columns; project declared columns, "
+                              "'ts' or 'seq' (pass thin-row columns with extra_columns=)")
+        if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or not 1 <= max_len <= MAX_LEN:
+            raise SchemaError(f"max_len must be an integer in [1, {MAX_LEN}], got {max_len!r}")
         self.max_len = int(max_len)
         if actions is not None:
             try:
@@ -49,7 +66,7 @@ class Projection:
         if window_us is not None:
             if isinstance(window_us, bool) or not isinstance(window_us, numbers.Integral) or window_us < 0:
                 raise SchemaError(f"window_us must be None or an integer >= 0 (microseconds), got {window_us!r}")
-            window_us = int(window_us)
+            window_us = min(int(window_us), INT64_MAX)  # a longer window keeps everything, like INT64_MAX
         self.window_us = window_us
         if align not in ("left", "right"):
             raise SchemaError(f"align must be 'left' or 'right', got {align!r}")

@@ -20,6 +20,7 @@ from .._ragged import lookup, offsets_of
 from . import _backends
 from ._batch import Batch
 from ._prefetch import prefetch as background
+from ._projection import window_start
 from ._thin_source import THIN_META, rechunk, thin_batches
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
@@ -153,7 +154,12 @@ class Reconstructor:
         return out
 
     def _validate(self, t: pa.Table):
-        meta = {c: t.column(c).to_numpy() for c in THIN_META}
+        ids = pc.unique(t.column("store_id").cast(pa.string())).to_pylist()
+        other = [i for i in ids if i != self.store.store_id]
+        if other:
+            raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
+                               f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
+        meta = {c: t.column(c).to_numpy() for c in THIN_META if c != "store_id"}
         if len(t) and meta["version"].max() > self.store.version:
             raise VersionError(f"thin row logged at store version {int(meta['version'].max())}, but the store "
                                f"is at version {self.store.version}; reopen the store (UIHStore.open) to see it")
@@ -199,7 +205,7 @@ class Reconstructor:
         if "rows" in self.pushdown and not (self._use_types or self._use_window):
             seq_lo = np.full(len(users), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(seq_lo, inv, imm_hw - p.max_len)
-        ts_min = rts - p.window_us if self._use_window else np.full(len(uid), kernels.NO_WINDOW, np.int64)
+        ts_min = window_start(rts, p.window_us) if self._use_window else np.full(len(uid), kernels.NO_WINDOW, np.int64)
         if "rows" in self.pushdown and self._use_window:
             ts_min_u = np.full(len(users), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(ts_min_u, inv, ts_min)

@@ -10,12 +10,14 @@ import pyarrow.parquet as pq
 
 from .._errors import SchemaError
 
-THIN_META = ("user_id", "request_ts", "version", "imm_hw")
+THIN_META = ("user_id", "request_ts", "store_id", "version", "imm_hw")
 
 
 def parquet_files(source) -> list:
     if isinstance(source, (str, Path)):
         p = Path(source)
+        if not p.exists():
+            raise SchemaError(f"thin-row source {p} does not exist; pass a Parquet file, a folder of them or a Table")
         return sorted(p.glob("*.parquet")) if p.is_dir() else [p]
     return [q for s in source for q in parquet_files(s)]
 
