@@ -88,23 +88,26 @@ def time_assembly(cp, rows, result):
     src8 = cp.asarray(rng.integers(0, 1 << 40, (2, n)))
     src4 = cp.asarray(rng.integers(0, 100, (1, n)).astype(np.int32))
     u = rng.integers(0, users, B)
-    u_lo, u_hi = cp.asarray(u * hist), cp.asarray((u + 1) * hist)
-    seq = cp.asarray(np.tile(np.arange(hist), users))
+    r_lo, r_hi = cp.asarray(u), cp.asarray(u + 1)  # one run per user
+    runs = kernels.Runs(cp.asarray(np.arange(users + 1) * hist), cp.asarray(np.arange(users) * hist),
+                        cp.zeros(users, np.int64))
     imm_hw = cp.asarray(np.full(B, hist, np.int64))
-    t = cp.asarray(np.full(B, n, np.int64))
+    t = cp.zeros(B, np.int64)
     ts_min = cp.asarray(np.full(B, kernels.NO_WINDOW, np.int64))
     flt = kernels.make_filter(None, False)
     flt = flt._replace(type_ok=cp.asarray(flt.type_ok))
-    ev = kernels.Events(seq, cp.zeros(0, np.int64), cp.zeros(0, np.int32))
-    ex = kernels.Examples(u_lo, u_hi, imm_hw, t, t, ts_min)
+    none8, none4 = cp.zeros(0, np.int64), cp.zeros(0, np.int32)
+    src = kernels.Source(src8, src4, none8, none8, none4)
+    tail = kernels.Source(cp.zeros((2, 0), np.int64), cp.zeros((1, 0), np.int32), none8, none8, none4)
+    ex = kernels.Examples(r_lo, r_hi, imm_hw, t, t, ts_min)
     sel = cp.empty((B, 5), np.int64)
-    out = kernels.Padded(cp.empty((2, B, L), np.int64), cp.empty((1, B, L), np.int32), cp.empty(B, np.int32))
+    out = kernels.Output(cp.empty((2, B * L), np.int64), cp.empty((1, B * L), np.int32), cp.empty(B, np.int32),
+                         cp.arange(B, dtype=np.int64) * L, L)
     pad = kernels.Words(cp.zeros(2, np.int64), cp.zeros(1, np.int32))
-    src = kernels.Words(src8, src4)
 
     def run():
-        kernels.slice_cuda(ev, flt, ex, L, sel)
-        kernels.assemble_cuda(src, ev, flt, ex, sel, L, False, pad, out)
+        kernels.slice_cuda(src, runs, tail, flt, ex, L, sel)
+        kernels.assemble_cuda(src, runs, tail, flt, ex, sel, L, False, pad, out)
     nbytes = out.w8.nbytes + out.w4.nbytes
     t_k = _device_time(run, cp)
     a = cp.empty(nbytes, np.uint8)
