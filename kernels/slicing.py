@@ -62,8 +62,7 @@ def _scan_back_runs(src, runs, flt, ts_min, r_lo, r_hi, hi, need):
     return first, n
 
 
-@njit(parallel=True, nogil=True, cache=True)
-def _slice_cpu(src, runs, tail, flt, ex, max_len, sel):
+def _slice_all(src, runs, tail, flt, ex, max_len, sel):
     for b in prange(ex.r_lo.shape[0]):
         r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
         imm_hi = visible_end(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
@@ -77,11 +76,18 @@ def _slice_cpu(src, runs, tail, flt, ex, max_len, sel):
         sel[b, 4] = n_tail
 
 
+_slice_parallel = njit(parallel=True, nogil=True, cache=True)(_slice_all)
+# Unfiltered slicing is a few binary searches per example: waking the worker threads costs more than
+# that, and on a busy machine a parallel loop waits for its slowest thread's next time slice.
+_slice_serial = njit(nogil=True, cache=True)(_slice_all)
+
+
 def slice_cpu(src, runs, tail, flt, ex, max_len, sel):
-    """CPU twin (``numba.njit(parallel=True, nogil=True)``, one example per iteration); see the module
-    contract."""
+    """CPU twin (``numba.njit(parallel=True, nogil=True)``, one example per iteration; serial when
+    nothing is filtered); see the module contract."""
     if ex.r_lo.shape[0]:
-        _slice_cpu(src, runs, tail, flt, ex, max_len, sel)
+        fn = _slice_parallel if (flt.use_types or flt.use_window) else _slice_serial
+        fn(src, runs, tail, flt, ex, max_len, sel)
 
 
 cuda = None  # bound to numba.cuda by CudaKernel on first launch

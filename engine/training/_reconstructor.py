@@ -98,14 +98,20 @@ class Reconstructor:
                        [*self._cols4, *(c for c in extra if width[c] == 4)])
         self._read = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]])) if "columns" in self.pushdown \
             else ["seq", "ts", *schema.columns]
+        self._cache_bytes = int(cache_bytes)
         self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
-                                 cache_bytes)
+                                 self._cache_bytes)
         pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
         pad4 = np.array([p.pad_for(self._dtypes[c]).view(np.int32) for c in self._cols4], np.int32)
         flt = kernels.make_filter(p.actions, self._use_window)
         self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
         self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
+
+    def clear_cache(self):
+        """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
+        a = self._arena
+        self._arena = GroupArena(a.xp, a.w8.shape[0], a.w4.shape[0], a.slot_rows, self._cache_bytes)
 
     def __repr__(self):
         return f"Reconstructor({self.store!r}, {self.projection!r}, device={self.device!r})"
@@ -222,7 +228,8 @@ class Reconstructor:
             ts_min_u = np.full(len(users), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(ts_min_u, inv, ts_min)
         rare = p.actions if (self._use_types and "types" in self.pushdown) else None
-        rs = self.store.view.runs(users, self._arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
+        arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
+        rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
                                   ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups,
                                   all_groups="users" not in self.pushdown)
         try:
@@ -232,10 +239,10 @@ class Reconstructor:
                 rs.start, rs.pos, rs.seq0))), tail=self._tail_source(tails, int(t_off[-1])),
                 examples=kernels.Examples(*map(dev, per)), events_read=rs.num_events, extras=self._extras(t, extra))
         except BaseException:
-            self._arena.release(rs.slots)
+            arena.release(rs.slots)
             raise
         # the arena slots stay pinned while anything can still read them: until the chunk is collected
-        weakref.finalize(chunk, self._arena.release, rs.slots)
+        weakref.finalize(chunk, arena.release, rs.slots)
         be.synchronize()
         self.stats["chunks"] += 1
         self.stats["examples"] += chunk.n
