@@ -25,37 +25,23 @@ from ._common import keep_event, run_of, visible_end
 
 
 @njit(inline="always")
-def _scan_back_tail(tail, flt, ts_min, lo, hi, need):
-    """(first kept position, kept count) scanning ``[lo, hi)`` of the tail from its newest end."""
-    if not (flt.use_types or flt.use_window):
-        n = min(hi - lo, need)
-        return hi - n, n
-    n = 0
-    first = hi
-    i = hi - 1
-    while i >= lo and n < need:
-        if keep_event(i, tail, flt, ts_min):
-            n += 1
-            first = i
-        i -= 1
-    return first, n
-
-
-@njit(inline="always")
-def _scan_back_runs(src, runs, flt, ts_min, r_lo, r_hi, hi, need):
-    """(first kept virtual position, kept count) scanning the runs backwards from virtual ``hi``."""
-    lo = runs.start[r_lo]
+def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
+    """(first kept position, kept count) scanning ``[lo, hi)`` backwards until ``need`` are kept: virtual
+    positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself."""
     if not (flt.use_types or flt.use_window):
         n = min(hi - lo, need)
         return hi - n, n
     n = 0
     first = hi
     v = hi - 1
-    j = run_of(runs, r_lo, r_hi, v) if v >= lo else r_lo
+    j = run_of(runs, r_lo, r_hi, v) if (in_runs and v >= lo) else r_lo
     while v >= lo and n < need:
-        while v < runs.start[j]:
-            j -= 1
-        if keep_event(runs.pos[j] + v - runs.start[j], src, flt, ts_min):
+        i = v
+        if in_runs:
+            while v < runs.start[j]:
+                j -= 1
+            i = runs.pos[j] + v - runs.start[j]
+        if keep_event(i, src, flt, ts_min):
             n += 1
             first = v
         v -= 1
@@ -67,8 +53,9 @@ def _slice_all(src, runs, tail, flt, ex, max_len, sel):
         r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
         imm_hi = visible_end(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
         # tail first: it holds the newest events
-        tail_lo, n_tail = _scan_back_tail(tail, flt, ex.ts_min[b], ex.t_lo[b], ex.t_hi[b], max_len)
-        imm_lo, n_imm = _scan_back_runs(src, runs, flt, ex.ts_min[b], r_lo, r_hi, imm_hi, max_len - n_tail)
+        tail_lo, n_tail = _scan_back(tail, runs, flt, ex.ts_min[b], 0, 0, ex.t_lo[b], ex.t_hi[b], max_len, False)
+        imm_lo, n_imm = _scan_back(src, runs, flt, ex.ts_min[b], r_lo, r_hi, runs.start[r_lo], imm_hi,
+                                   max_len - n_tail, True)
         sel[b, 0] = imm_lo
         sel[b, 1] = imm_hi
         sel[b, 2] = n_imm
