@@ -44,6 +44,11 @@ class _Chunk:
     extras: dict  # pass-through columns carried into the batches
 
 
+def _release(backend, arena, slots):
+    backend.fence()
+    arena.release(slots)
+
+
 class Reconstructor:
     """Rebuilds batches of a projection from thin rows (SPEC §2).
 
@@ -242,7 +247,8 @@ class Reconstructor:
             arena.release(rs.slots)
             raise
         # the arena slots stay pinned while anything can still read them: until the chunk is collected
-        weakref.finalize(chunk, arena.release, rs.slots)
+        # and, on a GPU, its last kernels have finished
+        weakref.finalize(chunk, _release, be, arena, rs.slots)
         be.synchronize()
         self.stats["chunks"] += 1
         self.stats["examples"] += chunk.n
