@@ -127,6 +127,7 @@ PROJECTIONS = {
                                             window_us=3 * DAY, align="right", pad_value=7),
     "window": engine.Projection(["ts", "item_id"], max_len=20_000, window_us=2 * DAY),
     "len-1": engine.Projection(["dwell_ms"], max_len=1),
+    "rare-seq-right": engine.Projection(["seq", "item_id"], max_len=50, actions=[3], align="right"),
 }
 
 
@@ -148,6 +149,17 @@ def test_reconstruction_equals_the_model(world, name):
     assert sorted(got) == sorted(want)
     for c in want:
         assert got[c].dtype == want[c].dtype, c
+        np.testing.assert_array_equal(got[c], want[c], err_msg=f"column {c}")
+
+
+@pytest.mark.parametrize("off", sorted(engine.Reconstructor.PUSHDOWN))
+def test_each_pushdown_switched_off_still_equals_the_model(world, off):
+    store, thins, expected = world
+    p = PROJECTIONS["types-window-right"] if off != "types" else PROJECTIONS["rare-seq-right"]
+    rec = engine.Reconstructor(store, p, device="cpu", pushdown=engine.Reconstructor.PUSHDOWN - {off})
+    got = rec.reconstruct(pa.concat_tables(thins))
+    want = expected_batch(expected, p, {c: store.schema.dtype(c) for c in p.columns})
+    for c in want:
         np.testing.assert_array_equal(got[c], want[c], err_msg=f"column {c}")
 
 
