@@ -75,6 +75,9 @@ class GroupArena:
         out = np.empty(len(keys), np.int64)
         missing = []
         with self._lock:
+            new = sum(k not in self._slot for k in keys) - len(self._free)
+            if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
+                self._grow(min(self.slots + new, self.max_slots))
             for i, k in enumerate(keys):
                 s = self._slot.get(k)
                 if s is None:
@@ -119,11 +122,11 @@ class GroupArena:
         self._grow()
         return self._free.pop()
 
-    def _grow(self):
+    def _grow(self, at_least: int = 0):
         # geometric growth, so copying on growth costs O(1) per slot over the arena's life; past the
         # budget only when every slot is pinned by chunks still in use
         old = self.slots
-        new = min(max(16, 2 * old), self.max_slots) if old < self.max_slots else old + max(old // 4, 1)
+        new = min(max(16, 2 * old, at_least), self.max_slots) if old < self.max_slots else old + max(old // 4, 1)
         n = new * self.slot_rows
         w8 = self.xp.empty((self.w8.shape[0], n), self.xp.int64)
         w4 = self.xp.empty((self.w4.shape[0], n), self.xp.int32)
