@@ -100,7 +100,7 @@ def where_time_goes(store, lengths, batch: int, users: int, repeat: int = 5) -> 
     return rows
 
 
-def loader_speed(store, folder, max_len: int, batch: int, users: int, batches: int = 4, repeat: int = 3) -> dict:
+def loader_speed(store, folder, max_len: int, batch: int, users: int, batches: int = 4, repeat: int = 5) -> dict:
     """Examples/s of one pass over the same requests: ``iter_batches`` on thin-row Parquet (decoded
     cache cold at the start of each pass; prefetch off and on) against the Fat Row loader on fat-row
     Parquet (``uih.fatrows``), page cache warm for both; ``identical`` checks every array."""
@@ -113,7 +113,8 @@ def loader_speed(store, folder, max_len: int, batch: int, users: int, batches: i
     pq.write_table(store.snapshot(req), thin_path)
     pq.write_table(store.snapshot(req, materialize=True, max_len=max_len), fat_path)
     p = engine.Projection(COLUMNS, max_len=max_len)
-    rec = engine.Reconstructor(store, p, device="cpu")
+    # one batch per chunk: with several chunks per pass, prefetch has a next chunk to prepare
+    rec = engine.Reconstructor(store, p, device="cpu", chunk_batches=1)
 
     def late(prefetch, keep=False):
         _cold(rec)
