@@ -128,6 +128,7 @@ PROJECTIONS = {
     "window": engine.Projection(["ts", "item_id"], max_len=20_000, window_us=2 * DAY),
     "len-1": engine.Projection(["dwell_ms"], max_len=1),
     "rare-seq-right": engine.Projection(["seq", "item_id"], max_len=50, actions=[3], align="right"),
+    "filter-only-lanes": engine.Projection(["dwell_ms"], max_len=700, actions=[1, 2], window_us=2 * DAY),
 }
 
 

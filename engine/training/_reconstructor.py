@@ -260,11 +260,11 @@ class Reconstructor:
         """The kernels' view of lanes ``w8``/``w4``: the filter's ts and event type, the seq lane."""
         xp, (l8, l4) = self.backend.xp, self._lanes
 
-        def lane(c, dtype):
+        def lane(c, dtype):  # a column sits in the lanes of its width, so the view is exact
             if c in l8:
-                return w8[l8.index(c)].view(dtype if np.dtype(dtype).itemsize == 8 else np.int64)
+                return w8[l8.index(c)].view(dtype)
             if c in l4:
-                return w4[l4.index(c)].view(dtype if np.dtype(dtype).itemsize == 4 else np.int32)
+                return w4[l4.index(c)].view(dtype)
             return xp.zeros(0, dtype)
         return kernels.Source(w8, w4, lane("seq", np.int64), lane("ts", np.int64),
                               lane(self._etype, self._schema_dtype(self._etype)))
