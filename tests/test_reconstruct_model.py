@@ -240,3 +240,31 @@ def test_a_tiny_arena_never_evicts_what_a_chunk_in_use_reads(world, prefetch):
     for c in want:
         np.testing.assert_array_equal(np.concatenate([b[c] for b in batches]), want[c])
     assert rec._arena.slots < 200  # slots of released chunks are reused, not leaked
+
+
+def test_concurrent_preparations_share_the_arena_safely(world):
+    """Two threads reconstructing with one reconstructor (a prefetch thread and a direct call): the
+    second must not read slots the first has claimed but not yet filled (the first's decode is slowed)."""
+    import threading
+    import time
+    store, thins, expected = world
+    p = PROJECTIONS["window"]
+    want = expected_batch(expected, p, {c: store.schema.dtype(c) for c in p.columns})
+    rec = engine.Reconstructor(store, p, device="cpu")
+    read = rec.backend.read_groups
+
+    def slow_read(*args):
+        time.sleep(0.3)
+        return read(*args)
+
+    rec.backend.read_groups = slow_read
+    thin = pa.concat_tables(thins)
+    got = []
+    first = threading.Thread(target=lambda: got.append(rec.reconstruct(thin)))
+    first.start()
+    time.sleep(0.1)  # the first is now decoding into slots it has claimed
+    got.append(rec.reconstruct(thin))
+    first.join()
+    for g in got:
+        for c in want:
+            np.testing.assert_array_equal(g[c], want[c])

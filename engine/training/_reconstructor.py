@@ -10,6 +10,7 @@ example, user, segment and row group, never per event.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -104,6 +105,7 @@ class Reconstructor:
         self._read = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]])) if "columns" in self.pushdown \
             else ["seq", "ts", *schema.columns]
         self._cache_bytes = int(cache_bytes)
+        self._fill_lock = threading.Lock()
         self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
                                  self._cache_bytes)
         pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
@@ -234,9 +236,11 @@ class Reconstructor:
             np.minimum.at(ts_min_u, inv, ts_min)
         rare = p.actions if (self._use_types and "types" in self.pushdown) else None
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
-        rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
-                                  ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups,
-                                  all_groups="users" not in self.pushdown)
+        # one filler at a time: a slot another preparation is still filling must not be read as filled
+        with self._fill_lock:
+            rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
+                                      ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups,
+                                      all_groups="users" not in self.pushdown)
         try:
             dev = lambda v: be.to_device(np.ascontiguousarray(v, np.int64))  # noqa: E731
             per = (rs.user_runs[:-1][inv], rs.user_runs[1:][inv], imm_hw, t_off[:-1], t_off[1:], ts_min)
