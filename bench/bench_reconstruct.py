@@ -10,7 +10,9 @@ For B examples and 3 projected columns (item_id int64, action int32, ts int64 = 
   one call per column (a peer that does less work: no versioned cut, no tail merge).
 
 Also the bytes each tenant reads (OS counters, page cache dropped) with every pushdown dimension on,
-and with each one switched off in turn.
+and with each one switched off in turn; where one chunk's time goes (read, decode, staging, kernels) as
+the events per chunk grow; and a whole pass of ``iter_batches`` (prefetch off and on) against the Fat Row
+loader on the same requests, with a check that every array is identical.
 
     python bench/bench_reconstruct.py [--lengths 1024,4096,16384,65536] [--batch 512]
 """
@@ -26,7 +28,7 @@ import numpy as np
 import engine
 from uih.fmt import machine_line, table, write_json
 from uih.iostats import drop_cache, measure
-from uih.speed import assembly_speed, requests
+from uih.speed import assembly_speed, loader_speed, requests, where_time_goes
 from uih.workload import DAY_US, synthetic_store
 
 PUSHDOWN = engine.Reconstructor.PUSHDOWN
@@ -66,6 +68,8 @@ def main(argv=None):
     ap.add_argument("--lengths", default="1024,4096,16384,65536")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--users", type=int, default=64)
+    ap.add_argument("--stage-lengths", default="1024,10240", help="max_len values of the time table")
+    ap.add_argument("--loader-lengths", default="1024,4096", help="max_len values of the loader race")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     lengths = [int(x) for x in a.lengths.split(",")]
@@ -74,6 +78,8 @@ def main(argv=None):
         store = synthetic_store(Path(d) / "store", a.users, history)
         speed = assembly_speed(store, lengths, a.batch, a.users)
         push = bench_pushdown(store, a.batch, a.users)
+        stages = where_time_goes(store, [int(x) for x in a.stage_lengths.split(",")], a.batch, a.users)
+        loaders = [loader_speed(store, d, int(L), a.batch, a.users) for L in a.loader_lengths.split(",")]
         store.close()
     print(f"bench_reconstruct on {machine_line()}; B={a.batch}, 3 columns (20 B/event), {a.users} users x "
           f"{history:,} sealed events; medians; ratios are time(peer)/time(ours)")
@@ -86,8 +92,22 @@ def main(argv=None):
     labels = [k for k in push[0] if k != "tenant"]
     print("\nbytes read per tenant (OS read_bytes, page cache dropped), each pushdown dimension switched off:")
     print(table([[r["tenant"], *(f"{r[k] / 1e6:.1f} MB" for k in labels)] for r in push], ["tenant", *labels]))
+    print("\nwhere one chunk's time goes (ms per chunk of B requests, medians; read = page cache dropped "
+          "minus warm, decode = fresh decoded cache minus warm, staging = the rest of the preparation):")
+    print(table([[r["max_len"], f"{r['events']:,}", f"{r['read_ms']:.1f}", f"{r['decode_ms']:.1f}",
+                  f"{r['staging_ms']:.2f}", f"{r.get('slicing_ms', float('nan')):.2f}", f"{r['kernels_ms']:.1f}"]
+                 for r in stages],
+                ["max_len", "events/chunk", "read", "decode", "staging", "slicing", "slicing+assembly"]))
+    print(f"\none pass over {loaders[0]['examples']} requests, examples/s (page cache warm; late path starts "
+          "each pass with no decoded row group):")
+    print(table([[r["max_len"], f"{r['fat_eps']:,.0f}", f"{r['late_prefetch_off_eps']:,.0f}",
+                  f"{r['late_prefetch_on_eps']:,.0f}", f"{r['late_prefetch_on_eps'] / r['fat_eps']:.2f}x",
+                  "yes" if r["identical"] else "NO"] for r in loaders],
+                ["max_len", "fat-row loader", "iter_batches prefetch off", "prefetch on", "on/fat",
+                 "identical arrays"]))
     path = write_json(Path(a.out or RESULTS) / "bench_reconstruct.json",
-                      {"speed": speed, "pushdown_read_bytes": push, "params": vars(a)})
+                      {"speed": speed, "pushdown_read_bytes": push, "where_time_goes": stages,
+                       "loader": loaders, "params": vars(a)})
     print(f"wrote {path}")
 
 

@@ -273,21 +273,28 @@ def time_assembly(xp, device, s, rows, result) -> None:
     rng = np.random.default_rng(1)
     n = users * hist
     u = rng.integers(0, users, B)
-    full = lambda v: xp.asarray(np.full(B, v, np.int64))
-    ev = kernels.Events(xp.asarray(np.tile(np.arange(hist), users)), xp.zeros(0, np.int64), xp.zeros(0, np.int32))
-    ex = kernels.Examples(xp.asarray(u * hist), xp.asarray((u + 1) * hist), full(hist), full(n), full(n),
-                          full(kernels.NO_WINDOW))
+    src8 = xp.asarray(rng.integers(0, 1 << 40, (2, n)))
+    src4 = xp.asarray(rng.integers(0, 100, (1, n)).astype(np.int32))
+    r_lo, r_hi = xp.asarray(u), xp.asarray(u + 1)  # one run per user
+    runs = kernels.Runs(xp.asarray(np.arange(users + 1) * hist), xp.asarray(np.arange(users) * hist),
+                        xp.zeros(users, np.int64))
+    imm_hw = xp.asarray(np.full(B, hist, np.int64))
+    t = xp.zeros(B, np.int64)
+    ts_min = xp.asarray(np.full(B, kernels.NO_WINDOW, np.int64))
     flt = kernels.make_filter(None, False)
     flt = flt._replace(type_ok=xp.asarray(flt.type_ok))
-    src = kernels.Words(xp.asarray(rng.integers(0, 1 << 40, (2, n))),
-                        xp.asarray(rng.integers(0, 100, (1, n)).astype(np.int32)))
-    pad = kernels.Words(xp.zeros(2, np.int64), xp.zeros(1, np.int32))
+    none8, none4 = xp.zeros(0, np.int64), xp.zeros(0, np.int32)
+    src = kernels.Source(src8, src4, none8, none8, none4)
+    tail = kernels.Source(xp.zeros((2, 0), np.int64), xp.zeros((1, 0), np.int32), none8, none8, none4)
+    ex = kernels.Examples(r_lo, r_hi, imm_hw, t, t, ts_min)
     sel = xp.empty((B, 5), np.int64)
-    out = kernels.Padded(xp.empty((2, B, L), np.int64), xp.empty((1, B, L), np.int32), xp.empty(B, np.int32))
+    out = kernels.Output(xp.empty((2, B * L), np.int64), xp.empty((1, B * L), np.int32), xp.empty(B, np.int32),
+                         xp.arange(B, dtype=np.int64) * L, L)
+    pad = kernels.Words(xp.zeros(2, np.int64), xp.zeros(1, np.int32))
 
     def kernel_pair():
-        kernels.slice_cuda(ev, flt, ex, L, sel)
-        kernels.assemble_cuda(src, ev, flt, ex, sel, L, False, pad, out)
+        kernels.slice_cuda(src, runs, tail, flt, ex, L, sel)
+        kernels.assemble_cuda(src, runs, tail, flt, ex, sel, L, False, pad, out)
     nbytes = out.w8.nbytes + out.w4.nbytes
     t_k, t_c = _timer(xp, kernel_pair, s["repeat"]), _copy_seconds(xp, nbytes, s["repeat"])
     result["assembly"] = {"bytes": nbytes, "kernel_s": t_k, "copy_s": t_c, "ratio": t_c / t_k}

@@ -6,10 +6,13 @@ yields one tuple per batch: the projected columns ``[B, max_len]`` then ``length
 
 from __future__ import annotations
 
-from engine import Reconstructor
+from engine import Reconstructor, SchemaError
 
 
 def output_names(rec: Reconstructor, extra=()) -> list:
+    if rec.projection.layout != "padded":  # DALI batches are dense [B, max_len] tensors
+        raise SchemaError("DALI pipelines take Projection(layout='padded'); use Reconstructor.iter_batches "
+                          "for layout='jagged'")
     return [*rec.projection.columns, "lengths", *extra]
 
 

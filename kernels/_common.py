@@ -1,5 +1,5 @@
-"""What both kernel families share: the argument groups, the event predicate, the binary search and
-the CUDA compilation switch.
+"""What both kernel families share: the argument groups, the event predicate, the run lookups (which
+run holds a virtual position, where the versioned cut falls) and the CUDA compilation switch.
 
 Arguments travel in a few named groups instead of a wall of positionals; Numba passes NamedTuples of
 arrays and scalars to ``njit`` functions and CUDA kernels alike, so both twins take the same groups.
@@ -19,12 +19,27 @@ CUDA_THREADS = 256
 NO_WINDOW = np.iinfo(np.int64).min
 
 
-class Events(NamedTuple):
-    """Per event of the source (immutable rows, then logged tails): what slicing and filtering read."""
+class Source(NamedTuple):
+    """Where events are read from: columns as raw words (``[C8, n]`` 8-byte and ``[C4, n]`` 4-byte lanes,
+    the output columns first) and the lanes slicing and filtering read, each 1-D over the same ``n``
+    positions (views of lanes, or empty where nothing reads them)."""
 
-    seq: np.ndarray  # int64, immutable rows only (tails need no search)
-    ts: np.ndarray  # int64; may be empty when the filter has no window
-    etype: np.ndarray  # int32; may be empty when the filter has no type set
+    w8: np.ndarray
+    w4: np.ndarray
+    seq: np.ndarray  # int64; read only by runs with sparse seqs (``Runs.seq0 < 0``)
+    ts: np.ndarray  # int64; read only when the filter has a window
+    etype: np.ndarray  # integer; read only when the filter has a type set
+
+
+class Runs(NamedTuple):
+    """The immutable events as runs of consecutive positions of a ``Source``, in a virtual order:
+    user-major, ``seq`` order inside a user. Run ``j`` holds virtual positions ``[start[j], start[j+1])``
+    at source positions ``pos[j] + k``, with seqs ``seq0[j] + k`` (dense) or, where ``seq0[j] < 0``,
+    ``src.seq[pos[j] + k]`` (sparse, increasing). Runs are never empty."""
+
+    start: np.ndarray  # int64 [R + 1]
+    pos: np.ndarray  # int64 [R]
+    seq0: np.ndarray  # int64 [R]
 
 
 class Filter(NamedTuple):
@@ -37,11 +52,11 @@ class Filter(NamedTuple):
 
 
 class Examples(NamedTuple):
-    """Per example ``b`` (all int64 ``[B]``): its immutable rows ``[u_lo, u_hi)`` of the source, the
-    versioned cut ``seq < imm_hw``, its tail ``[t_lo, t_hi)`` and the window start ``ts_min``."""
+    """Per example ``b`` (all int64 ``[B]``): its user's runs ``[r_lo, r_hi)``, the versioned cut
+    ``seq < imm_hw``, its tail ``[t_lo, t_hi)`` of the tail source and the window start ``ts_min``."""
 
-    u_lo: np.ndarray
-    u_hi: np.ndarray
+    r_lo: np.ndarray
+    r_hi: np.ndarray
     imm_hw: np.ndarray
     t_lo: np.ndarray
     t_hi: np.ndarray
@@ -49,42 +64,75 @@ class Examples(NamedTuple):
 
 
 class Words(NamedTuple):
-    """Columns as raw words, ``[C, n]``: 8-byte ones (int64, float64) and 4-byte ones (int32, float32)."""
+    """One word per column: 8-byte ones (int64, float64) and 4-byte ones (int32, float32)."""
 
     w8: np.ndarray
     w4: np.ndarray
 
 
-class Padded(NamedTuple):
-    """The assembly's output: ``[C8, B, max_len]`` and ``[C4, B, max_len]`` words plus ``lengths [B]``."""
+class Output(NamedTuple):
+    """The assembly's output: rows of ``[C8, N]`` and ``[C4, N]`` words plus ``lengths [B]``. Row ``b``
+    starts at ``starts[b]`` and is ``width`` words wide (padded), or exactly its length when
+    ``width == 0`` (jagged: ``starts`` are then the offsets of the values)."""
 
     w8: np.ndarray
     w4: np.ndarray
     lengths: np.ndarray
+    starts: np.ndarray  # int64 [B]
+    width: int
 
 
 @njit(inline="always")
-def keep_event(i, ev, flt, ts_min):
-    """True when event ``i`` passes the projection's event-type set and time window."""
+def keep_event(i, src, flt, ts_min):
+    """True when event ``i`` of ``src`` passes the projection's event-type set and time window."""
     if flt.use_types:
-        k = ev.etype[i] - flt.type_base
+        k = src.etype[i] - flt.type_base
         if k < 0 or k >= flt.type_ok.shape[0] or not flt.type_ok[k]:
             return False
-    if flt.use_window and ev.ts[i] < ts_min:
+    if flt.use_window and src.ts[i] < ts_min:
         return False
     return True
 
 
 @njit(inline="always")
-def lower_bound(seq, lo, hi, value):
-    """First position in ``seq[lo:hi]`` (sorted) whose value is ``>= value``."""
-    while lo < hi:
+def run_of(runs, r_lo, r_hi, v):
+    """The run in ``[r_lo, r_hi)`` that holds virtual position ``v``."""
+    lo, hi = r_lo, r_hi
+    while hi - lo > 1:
         mid = (lo + hi) >> 1
-        if seq[mid] < value:
-            lo = mid + 1
+        if runs.start[mid] <= v:
+            lo = mid
         else:
             hi = mid
     return lo
+
+
+@njit(inline="always")
+def visible_end(runs, seq, r_lo, r_hi, imm_hw):
+    """Virtual position of the first event of runs ``[r_lo, r_hi)`` with ``seq >= imm_hw`` (the cut)."""
+    lo, hi = r_lo, r_hi
+    while lo < hi:  # first run whose first seq is >= imm_hw
+        mid = (lo + hi) >> 1
+        first = runs.seq0[mid] if runs.seq0[mid] >= 0 else seq[runs.pos[mid]]
+        if first < imm_hw:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo == r_lo:
+        return runs.start[r_lo]
+    j = lo - 1  # the cut lies inside run j or at its end
+    n = runs.start[j + 1] - runs.start[j]
+    if runs.seq0[j] >= 0:
+        return runs.start[j] + min(n, imm_hw - runs.seq0[j])
+    # sparse seqs: binary search inside the run (written out: a device function cannot call a dispatcher)
+    a, z = runs.pos[j], runs.pos[j] + n
+    while a < z:
+        mid = (a + z) >> 1
+        if seq[mid] < imm_hw:
+            a = mid + 1
+        else:
+            z = mid
+    return runs.start[j] + a - runs.pos[j]
 
 
 def make_filter(actions, use_window: bool) -> Filter:
@@ -115,9 +163,10 @@ def _scan_inclusive(buf, tid, threads):
 
 
 def device(name):
-    """A shared CUDA device function (``keep``, ``lower_bound`` or ``scan``), compiled once."""
+    """A shared CUDA device function (``keep``, ``scan``, ``run_of`` or ``visible_end``), compiled once."""
     if name not in _DEVICE:
-        fn = {"keep": keep_event.py_func, "lower_bound": lower_bound.py_func, "scan": _scan_inclusive}[name]
+        fn = {"keep": keep_event.py_func, "scan": _scan_inclusive, "run_of": run_of.py_func,
+              "visible_end": visible_end.py_func}[name]
         _DEVICE[name] = cuda.jit(device=True)(fn)
     return _DEVICE[name]
 

@@ -1,16 +1,18 @@
 """Versioned slicing: per example, which stored and logged events its sequence holds.
 
-Contract (both twins): ``slice(ev: Events, flt: Filter, ex: Examples, max_len, sel)``. For example ``b``:
+Contract (both twins): ``slice(src: Source, runs: Runs, tail: Source, flt: Filter, ex: Examples, max_len,
+sel)``. For example ``b``:
 
-* the user's immutable rows are ``[ex.u_lo[b], ex.u_hi[b])`` of the source, sorted by ``ev.seq``; only
-  rows with ``seq < ex.imm_hw[b]`` are visible (found by binary search: the source may start after seq 0
-  or skip seqs);
-* its logged tail is ``[ex.t_lo[b], ex.t_hi[b])`` of the source;
+* the user's immutable events are the runs ``[ex.r_lo[b], ex.r_hi[b])`` of ``src`` (virtual positions
+  ``[runs.start[r_lo], runs.start[r_hi])``, in seq order); only events with ``seq < ex.imm_hw[b]`` are
+  visible (found by binary search over the runs, then by arithmetic or inside one sparse run);
+* its logged tail is ``[ex.t_lo[b], ex.t_hi[b])`` of ``tail``;
 * scanning backwards from the newest visible event, keep events that pass ``flt`` (event-type set and
   window ``ts >= ex.ts_min[b]``) until ``max_len`` are kept, touching no older event than needed.
 
 Output ``sel[b] = (imm_lo, imm_hi, n_imm, tail_lo, n_tail)``: the kept events are exactly those passing
-the filter in ``[imm_lo, imm_hi)`` (``n_imm`` of them) and in ``[tail_lo, t_hi[b])`` (``n_tail``).
+the filter in virtual positions ``[imm_lo, imm_hi)`` (``n_imm`` of them) and in ``[tail_lo, t_hi[b])`` of
+the tail (``n_tail``).
 """
 
 from __future__ import annotations
@@ -19,33 +21,41 @@ import numpy as np
 from numba import njit, prange
 
 from . import _common
-from ._common import keep_event, lower_bound
+from ._common import keep_event, run_of, visible_end
 
 
 @njit(inline="always")
-def _scan_back(ev, flt, ts_min, lo, hi, need):
-    """(first kept position, kept count) scanning ``[lo, hi)`` from the newest end for ``need`` events."""
+def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
+    """(first kept position, kept count) scanning ``[lo, hi)`` backwards until ``need`` are kept: virtual
+    positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself."""
     if not (flt.use_types or flt.use_window):
         n = min(hi - lo, need)
         return hi - n, n
     n = 0
     first = hi
-    i = hi - 1
-    while i >= lo and n < need:
-        if keep_event(i, ev, flt, ts_min):
+    v = hi - 1
+    j = run_of(runs, r_lo, r_hi, v) if (in_runs and v >= lo) else r_lo
+    while v >= lo and n < need:
+        i = v
+        if in_runs:
+            while v < runs.start[j]:
+                j -= 1
+            i = runs.pos[j] + v - runs.start[j]
+        if keep_event(i, src, flt, ts_min):
             n += 1
-            first = i
-        i -= 1
+            first = v
+        v -= 1
     return first, n
 
 
-@njit(parallel=True, cache=True)
-def _slice_cpu(ev, flt, ex, max_len, sel):
-    for b in prange(ex.u_lo.shape[0]):
-        imm_hi = lower_bound(ev.seq, ex.u_lo[b], ex.u_hi[b], ex.imm_hw[b])
+def _slice_all(src, runs, tail, flt, ex, max_len, sel):
+    for b in prange(ex.r_lo.shape[0]):
+        r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
+        imm_hi = visible_end(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
         # tail first: it holds the newest events
-        tail_lo, n_tail = _scan_back(ev, flt, ex.ts_min[b], ex.t_lo[b], ex.t_hi[b], max_len)
-        imm_lo, n_imm = _scan_back(ev, flt, ex.ts_min[b], ex.u_lo[b], imm_hi, max_len - n_tail)
+        tail_lo, n_tail = _scan_back(tail, runs, flt, ex.ts_min[b], 0, 0, ex.t_lo[b], ex.t_hi[b], max_len, False)
+        imm_lo, n_imm = _scan_back(src, runs, flt, ex.ts_min[b], r_lo, r_hi, runs.start[r_lo], imm_hi,
+                                   max_len - n_tail, True)
         sel[b, 0] = imm_lo
         sel[b, 1] = imm_hi
         sel[b, 2] = n_imm
@@ -53,10 +63,18 @@ def _slice_cpu(ev, flt, ex, max_len, sel):
         sel[b, 4] = n_tail
 
 
-def slice_cpu(ev, flt, ex, max_len, sel):
-    """CPU twin (``numba.njit(parallel=True)``, one example per iteration); see the module contract."""
-    if ex.u_lo.shape[0]:
-        _slice_cpu(ev, flt, ex, max_len, sel)
+_slice_parallel = njit(parallel=True, nogil=True, cache=True)(_slice_all)
+# Unfiltered slicing is a few binary searches per example: waking the worker threads costs more than
+# that, and on a busy machine a parallel loop waits for its slowest thread's next time slice.
+_slice_serial = njit(nogil=True, cache=True)(_slice_all)
+
+
+def slice_cpu(src, runs, tail, flt, ex, max_len, sel):
+    """CPU twin (``numba.njit(parallel=True, nogil=True)``, one example per iteration; serial when
+    nothing is filtered); see the module contract."""
+    if ex.r_lo.shape[0]:
+        fn = _slice_parallel if (flt.use_types or flt.use_window) else _slice_serial
+        fn(src, runs, tail, flt, ex, max_len, sel)
 
 
 cuda = None  # bound to numba.cuda by CudaKernel on first launch
@@ -64,30 +82,32 @@ cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 def _build_cuda(threads):
     keep = _common.device("keep")
-    search = _common.device("lower_bound")
+    locate = _common.device("run_of")
+    cut = _common.device("visible_end")
     scan_inclusive = _common.device("scan")
 
     @cuda.jit
-    def kernel(ev, flt, ex, max_len, sel):
+    def kernel(src, runs, tail, flt, ex, max_len, sel):
         """One block per example; threads scan a tile of events backwards, a block scan counts kept."""
         b = cuda.blockIdx.x
-        if b >= ex.u_lo.shape[0]:
+        if b >= ex.r_lo.shape[0]:
             return
         tid = cuda.threadIdx.x
+        r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
         scan = cuda.shared.array(threads, np.int32)
         bcast = cuda.shared.array(4, np.int64)
         if tid == 0:
-            bcast[0] = search(ev.seq, ex.u_lo[b], ex.u_hi[b], ex.imm_hw[b])
+            bcast[0] = cut(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
         cuda.syncthreads()
         imm_hi = bcast[0]
         cuda.syncthreads()
         filtered = flt.use_types or flt.use_window
-        for part in range(2):  # 0: tail (newest), 1: immutable rows
+        for part in range(2):  # 0: tail (newest), 1: immutable runs (virtual positions)
             if part == 0:
                 start, stop = ex.t_lo[b], ex.t_hi[b]
                 need = max_len
             else:
-                start, stop = ex.u_lo[b], imm_hi
+                start, stop = runs.start[r_lo], imm_hi
                 need = max_len - sel[b, 4]
             if not filtered:
                 n = min(stop - start, need)
@@ -100,7 +120,13 @@ def _build_cuda(threads):
             top = stop  # exclusive upper end of the current tile
             while top > start and got < need:
                 i = top - 1 - tid
-                k = 1 if (i >= start and keep(i, ev, flt, ex.ts_min[b])) else 0
+                k = 0
+                if i >= start:
+                    if part == 0:
+                        k = 1 if keep(i, tail, flt, ex.ts_min[b]) else 0
+                    else:
+                        j = locate(runs, r_lo, r_hi, i)
+                        k = 1 if keep(runs.pos[j] + i - runs.start[j], src, flt, ex.ts_min[b]) else 0
                 scan[tid] = k
                 cuda.syncthreads()
                 scan_inclusive(scan, tid, threads)  # thread order = newest to oldest
@@ -131,9 +157,9 @@ def _build_cuda(threads):
     return kernel
 
 
-def slice_cuda(ev, flt, ex, max_len, sel):
+def slice_cuda(src, runs, tail, flt, ex, max_len, sel):
     """CUDA twin (one block per example, ``CUDA_THREADS`` threads); see the module contract."""
-    _kernel(ex.u_lo.shape[0], ev, flt, ex, max_len, sel)
+    _kernel(ex.r_lo.shape[0], src, runs, tail, flt, ex, max_len, sel)
 
 
 _kernel = _common.CudaKernel(_build_cuda)

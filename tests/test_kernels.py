@@ -12,13 +12,13 @@ from kernels.reference import reference
 from kernels.reference import run as run_twins
 
 
-def run(twin, case, max_len, right, actions, window, pad8, pad4):
+def run(twin, case, max_len, right, actions, window, pad8, pad4, jagged=False):
     fns = (kernels.slice_cpu, kernels.assemble_cpu) if twin == "cpu" else (kernels.slice_cuda, kernels.assemble_cuda)
-    return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4)
+    return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4, jagged=jagged)
 
 
-def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, -1), pad4=(5,)):
-    got = run(twin, case, max_len, right, actions, window, pad8, pad4)
+def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, -1), pad4=(5,), jagged=False):
+    got = run(twin, case, max_len, right, actions, window, pad8, pad4, jagged)
     want = reference(case, max_len, right, actions, window, pad8, pad4)
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
@@ -34,10 +34,10 @@ FILTERS = st.sampled_from([(None, None), ((1, 3), None), (None, 300), ((0, 2), 5
 @pytest.mark.parametrize("twin", TWINS)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), max_len=st.integers(1, 40), right=st.booleans(), filt=FILTERS,
-       sparse=st.booleans())
-def test_random_cases_match_reference(twin, seed, max_len, right, filt, sparse):
+       sparse=st.booleans(), jagged=st.booleans())
+def test_random_cases_match_reference(twin, seed, max_len, right, filt, sparse, jagged):
     case = make_case(seed, sparse=sparse)
-    check(twin, case, max_len, right, actions=filt[0], window=filt[1])
+    check(twin, case, max_len, right, actions=filt[0], window=filt[1], jagged=jagged)
 
 
 EDGE = {
@@ -47,6 +47,8 @@ EDGE = {
     "everything-filtered": dict(max_len=10, actions=(99,)),
     "window-drops-all": dict(max_len=10, window=-5000),
     "types-and-window-right": dict(max_len=6, actions=(0, 1), window=400, right=True),
+    "jagged": dict(max_len=12, jagged=True),
+    "jagged-filtered": dict(max_len=7, actions=(0, 2), window=500, jagged=True),
 }
 
 
@@ -103,13 +105,53 @@ def test_production_block_size(monkeypatch, max_len, right, actions, window):
     check("cuda-sim", case, max_len, right, actions, window)
 
 
+@pytest.mark.parametrize("twin", TWINS)
+def test_runs_split_anywhere_give_the_same_rows(twin):
+    """A user's events cut into more runs, placed elsewhere, must not change any example."""
+    case = make_case(11, n_users=3, n_ex=8, max_hist=60, max_tail=4)
+    want = reference(case, 20, False, (0, 1), 600, (0, -1), (5,))
+    # split every run in two and move the second halves to the end of the arena
+    start, pos = case["start"], case["pos"]
+    new_start, new_pos, new_seq0 = [0], [], []
+    n_src = case["seq"].shape[0]
+    extra = {k: [] for k in ("seq", "ts", "etype", "src8", "src4")}
+    remap = np.zeros(len(pos) + 1, np.int64)
+    for j in range(len(pos)):
+        remap[j] = len(new_pos)
+        n = start[j + 1] - start[j]
+        h = n // 2
+        for lo, cnt in ((0, h), (h, n - h)):
+            if cnt == 0:
+                continue
+            if lo == 0:
+                new_pos.append(pos[j])
+            else:
+                new_pos.append(n_src + sum(len(v) for v in extra["seq"]))
+                for k in extra:
+                    a = case[k]
+                    extra[k].append(a[..., pos[j] + lo:pos[j] + lo + cnt])
+            new_seq0.append(case["seq0"][j] + lo if case["seq0"][j] >= 0 else -1)
+            new_start.append(new_start[-1] + cnt)
+    remap[len(pos)] = len(new_pos)
+    case2 = dict(case)
+    for k in extra:
+        case2[k] = np.concatenate([case[k], *extra[k]], axis=-1)
+    case2.update(start=np.array(new_start, np.int64), pos=np.array(new_pos, np.int64),
+                 seq0=np.array(new_seq0, np.int64), r_lo=remap[case["r_lo"]], r_hi=remap[case["r_hi"]])
+    got = run(twin, case2, 20, False, (0, 1), 600, (0, -1), (5,))
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_backward_scan_is_bounded():
     """Unfiltered slicing is O(1) per example: the result is independent of data older than needed."""
     case = make_case(1, max_hist=1000, max_tail=3)
-    sel = np.zeros((len(case["u_lo"]), 5), np.int64)
-    ev = kernels.Events(case["seq"], case["ts"], case["etype"])
-    ex = kernels.Examples(case["u_lo"], case["u_hi"], case["imm_hw"], case["t_lo"], case["t_hi"],
+    sel = np.zeros((len(case["r_lo"]), 5), np.int64)
+    src = kernels.Source(case["src8"], case["src4"], case["seq"], case["ts"], case["etype"])
+    tail = kernels.Source(case["tail8"], case["tail4"], np.zeros(0, np.int64), case["tail_ts"], case["tail_etype"])
+    ex = kernels.Examples(case["r_lo"], case["r_hi"], case["imm_hw"], case["t_lo"], case["t_hi"],
                           np.zeros(len(sel), np.int64))
-    kernels.slice_cpu(ev, kernels.make_filter(None, False), ex, 4, sel)
+    runs = kernels.Runs(case["start"], case["pos"], case["seq0"])
+    kernels.slice_cpu(src, runs, tail, kernels.make_filter(None, False), ex, 4, sel)
     n = sel[:, 2] + sel[:, 4]
     assert (n <= 4).all() and (sel[:, 1] - sel[:, 0] == sel[:, 2]).all()

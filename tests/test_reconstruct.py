@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_reconstruct_model import project
 
 import engine
 from uih.workload import COLUMNS
@@ -23,22 +24,12 @@ PROJECTIONS = {
 
 
 def project_fat(fat: pa.Table, p: engine.Projection, dtypes: dict) -> dict:
-    """The simplest proof: apply the projection to fat rows (whole visible histories) in plain Python."""
+    """The simplest proof: apply the projection to fat rows (whole visible histories), row by row."""
     d = fat.to_pydict()
-    B = len(d["user_id"])
-    out = {c: np.full((B, p.max_len), p.pad_value, dtypes[c]) for c in p.columns}
-    lengths = np.zeros(B, np.int32)
-    for b in range(B):
-        idx = [i for i in range(len(d["seq"][b]))
-               if (p.actions is None or d["action"][b][i] in p.actions)
-               and (p.window_us is None or d["ts"][b][i] >= d["request_ts"][b] - p.window_us)]
-        idx = idx[max(0, len(idx) - p.max_len):]
-        n = len(idx)
-        off = p.max_len - n if p.align == "right" else 0
-        for c in p.columns:
-            out[c][b, off:off + n] = [d[c][b][i] for i in idx]
-        lengths[b] = n
-    out["lengths"] = lengths
+    rows = [project({c: np.array(d[c][b]) for c in ["seq", "ts", *COLUMNS]}, d["request_ts"][b], p, dtypes)
+            for b in range(len(d["user_id"]))]
+    out = {c: np.stack([r[c] for r in rows]).reshape(len(rows), p.max_len) for c in p.columns}
+    out["lengths"] = np.array([r["lengths"] for r in rows], np.int32)
     return out
 
 

@@ -30,7 +30,8 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
     with measure() as io:
         t = time.perf_counter()
         store = open_pinned(store_path)
-        rec = Reconstructor(store, proj, device=device, prefetch=prefetch, pushdown=pushdown)
+        rec = Reconstructor(store, proj, device=device, prefetch=prefetch, pushdown=pushdown,
+                            cache_bytes=(1 << 30) if affinity else 0)
         if not affinity:  # no reuse across batches at all: no chunking and no decoded-group cache
             store.view.cache.budget = 0
         if via_dali:

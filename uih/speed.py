@@ -54,3 +54,90 @@ def assembly_speed(store, lengths, batch: int, users: int) -> list:
                      "end_to_end_gbps": gb / t_e2e, "copy_gbps": gb / t_copy, "aten_gbps": gb / t_aten,
                      "vs_copy": t_copy / t_asm, "vs_aten": t_aten / t_asm})
     return rows
+
+
+def _cold(rec) -> None:
+    """Forget every decoded row group (the store's cache, and the reconstructor's arena where it has one)."""
+    rec.store.view.clear_cache()
+    getattr(rec, "clear_cache", lambda: None)()
+
+
+def where_time_goes(store, lengths, batch: int, users: int, repeat: int = 5) -> list:
+    """Milliseconds per chunk of ``batch`` requests, by stage: ``read`` (page cache dropped vs warm),
+    ``decode`` (Parquet to arrays: fresh decoded cache vs warm), ``staging`` (everything else a chunk's
+    preparation does with every row group already decoded), ``kernels`` (slicing + assembly, of which
+    ``slicing`` alone where the kernels expose it). Medians; ``events`` is what one chunk reads."""
+    from .iostats import drop_cache
+    rng = np.random.default_rng(1)
+    thin = store.snapshot(requests(rng, users, batch))
+    rows = []
+    for L in lengths:
+        rec = engine.Reconstructor(store, engine.Projection(COLUMNS, max_len=L), device="cpu", prefetch=0)
+        t = rec._as_thin(thin)  # private steps, on purpose: each stage timed alone
+
+        def from_disk():
+            drop_cache(store.root)
+            _cold(rec)
+            rec._prepare(t)
+
+        def decoded():
+            _cold(rec)
+            rec._prepare(t)
+
+        t_disk = median_time(from_disk, repeat=repeat)
+        t_decode = median_time(decoded, repeat=repeat)
+        chunk = rec._prepare(t)
+        t_stage = median_time(lambda: rec._prepare(t), repeat=2 * repeat)  # noqa: B023
+        t_kernels = median_time(lambda: rec._assemble(chunk, 0, chunk.n), repeat=2 * repeat)  # noqa: B023
+        row = {"max_len": L, "events": int(chunk.events_read), "read_ms": 1e3 * max(t_disk - t_decode, 0.0),
+               "decode_ms": 1e3 * max(t_decode - t_stage, 0.0), "staging_ms": 1e3 * t_stage,
+               "kernels_ms": 1e3 * t_kernels}
+        if hasattr(chunk, "runs"):  # the run-based kernels: time the slicing alone too
+            sel = np.empty((chunk.n, 5), np.int64)
+            row["slicing_ms"] = 1e3 * median_time(lambda: rec.backend.slice(  # noqa: B023
+                chunk.src, chunk.runs, chunk.tail, rec._filter, chunk.examples, L, sel), repeat=2 * repeat)  # noqa: B023
+        rows.append(row)
+    return rows
+
+
+def loader_speed(store, folder, max_len: int, batch: int, users: int, batches: int = 4, repeat: int = 5) -> dict:
+    """Examples/s of one pass over the same requests: ``iter_batches`` on thin-row Parquet (decoded
+    cache cold at the start of each pass; prefetch off and on) against the Fat Row loader on fat-row
+    Parquet (``uih.fatrows``), page cache warm for both; ``identical`` checks every array."""
+    import pyarrow.parquet as pq
+
+    from .fatrows import fat_batches
+    rng = np.random.default_rng(3)
+    req = requests(rng, users, batch * batches)
+    thin_path, fat_path = f"{folder}/thin-{max_len}.parquet", f"{folder}/fat-{max_len}.parquet"
+    pq.write_table(store.snapshot(req), thin_path)
+    pq.write_table(store.snapshot(req, materialize=True, max_len=max_len), fat_path)
+    p = engine.Projection(COLUMNS, max_len=max_len)
+    # one batch per chunk: with several chunks per pass, prefetch has a next chunk to prepare
+    rec = engine.Reconstructor(store, p, device="cpu", chunk_batches=1)
+
+    def late(prefetch, keep=False):
+        _cold(rec)
+        out = []
+        for b in rec.iter_batches(thin_path, batch, prefetch=prefetch):
+            if keep:
+                out.append(dict(b))
+        return out
+
+    def fat(keep=False):
+        out = []
+        for b in fat_batches([fat_path], p, batch):
+            if keep:
+                out.append(b)
+        return out
+
+    a, b = late(2, keep=True), fat(keep=True)
+    identical = len(a) == len(b) and all(np.array_equal(x[c], y[c]) for x, y in zip(a, b)
+                                         for c in [*COLUMNS, "lengths"])
+    del a, b
+    n = batch * batches
+    t_fat = median_time(fat, repeat=repeat)
+    t_off = median_time(lambda: late(0), repeat=repeat)
+    t_on = median_time(lambda: late(2), repeat=repeat)
+    return {"max_len": max_len, "examples": n, "fat_eps": n / t_fat, "late_prefetch_off_eps": n / t_off,
+            "late_prefetch_on_eps": n / t_on, "identical": bool(identical)}

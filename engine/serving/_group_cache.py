@@ -1,8 +1,12 @@
-"""A bounded LRU of decoded row-group columns, shared by every read of one immutable view."""
+"""Decoded row groups kept for reuse: ``GroupCache`` (an LRU of column arrays, for ``gather``) and
+``GroupArena`` (fixed-size slots of word arenas that reconstruction kernels read in place)."""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
+
+import numpy as np
 
 
 class GroupCache:
@@ -35,3 +39,99 @@ class GroupCache:
     def clear(self):
         self._d.clear()
         self.used = 0
+
+
+class GroupArena:
+    """Decoded row groups of a fixed list of columns, kept where they were decoded: every block of up to
+    ``slot_rows`` rows of a row group lives in one slot of per-width word arenas, ``w8 [C8, slots *
+    slot_rows]`` and ``w4 [C4, ...]``, so kernels read runs of events straight from them.
+
+    Slots a prepared chunk uses are *pinned* (``acquire``) until the chunk is released; only unpinned
+    slots are evicted (least recently used first) once ``budget`` bytes are used. Growing the arenas
+    allocates new arrays: chunks keep reading the arrays they were prepared with, which are never
+    written again, so a background thread may prepare the next chunk while the current one is read.
+    """
+
+    def __init__(self, xp, n8: int, n4: int, slot_rows: int, budget: int):
+        self.xp = xp
+        self.slot_rows = slot_rows
+        self.row_bytes = 8 * n8 + 4 * n4
+        self.max_slots = max(0, budget // max(self.row_bytes * slot_rows, 1))
+        self.w8 = xp.empty((n8, 0), xp.int64)
+        self.w4 = xp.empty((n4, 0), xp.int32)
+        self._slot = OrderedDict()  # key -> slot, least recently used first
+        self._key = {}  # slot -> key
+        self._pins = []  # pin count per slot
+        self._free = []
+        self._lock = threading.Lock()
+
+    @property
+    def slots(self) -> int:
+        return len(self._pins)
+
+    def acquire(self, keys: list) -> tuple:
+        """Pin a slot for each key: ``(slots, missing)``, ``missing`` the indexes of ``keys`` whose slot is
+        new (the caller fills it with ``write`` before any reader uses it)."""
+        out = np.empty(len(keys), np.int64)
+        missing = []
+        with self._lock:
+            new = sum(k not in self._slot for k in keys) - len(self._free)
+            if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
+                self._grow(min(self.slots + new, self.max_slots))
+            for i, k in enumerate(keys):
+                s = self._slot.get(k)
+                if s is None:
+                    s = self._take()
+                    self._slot[k] = s
+                    self._key[s] = k
+                    missing.append(i)
+                else:
+                    self._slot.move_to_end(k)
+                self._pins[s] += 1
+                out[i] = s
+        return out, missing
+
+    def release(self, slots) -> None:
+        """Unpin; slots beyond the budget are freed as soon as nothing uses them (budget 0: no reuse)."""
+        with self._lock:
+            for s in np.asarray(slots).tolist():
+                self._pins[s] -= 1
+                if self._pins[s] == 0 and (s not in self._key or len(self._slot) > self.max_slots):
+                    k = self._key.pop(s, None)
+                    if k is not None:
+                        del self._slot[k]
+                    self._free.append(s)
+
+    def forget(self, slots) -> None:
+        """Drop the keys of slots whose fill failed, so no chunk trusts them (``release`` still unpins)."""
+        with self._lock:
+            for s in np.asarray(slots).tolist():
+                k = self._key.pop(s, None)
+                if k is not None:
+                    del self._slot[k]
+
+    def _take(self) -> int:
+        if self._free:
+            return self._free.pop()
+        if self.slots >= self.max_slots:
+            for k, s in self._slot.items():  # least recently used unpinned slot
+                if self._pins[s] == 0:
+                    del self._slot[k]
+                    del self._key[s]
+                    return s
+        self._grow()
+        return self._free.pop()
+
+    def _grow(self, at_least: int = 0):
+        # geometric growth, so copying on growth costs O(1) per slot over the arena's life; past the
+        # budget only when every slot is pinned by chunks still in use
+        old = self.slots
+        new = min(max(16, 2 * old, at_least), self.max_slots) if old < self.max_slots else old + max(old // 4, 1)
+        n = new * self.slot_rows
+        w8 = self.xp.empty((self.w8.shape[0], n), self.xp.int64)
+        w4 = self.xp.empty((self.w4.shape[0], n), self.xp.int32)
+        w8[:, :self.w8.shape[1]] = self.w8
+        w4[:, :self.w4.shape[1]] = self.w4
+        self.w8, self.w4 = w8, w4
+        self._pins += [0] * (new - old)
+        self._free += list(range(new - 1, old - 1, -1))

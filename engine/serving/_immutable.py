@@ -1,8 +1,12 @@
 """Reads of the immutable tier at one pinned store version, with pushdown of users, rows and columns.
 
-``gather`` returns a *user-major buffer*: for a sorted set of users, the requested columns of their
-events in ``seq`` order (segments concatenated in seal order), plus per-user offsets. It reads only the
-segments whose index holds a user, only the row groups that hold the needed rows, only the named columns.
+Two reads share the index arithmetic (``_user_runs``) and read only the segments whose index holds a
+user, only the row groups that hold the needed rows, only the named columns:
+
+* ``runs`` (reconstruction): each user's events as runs of a ``GroupArena``, decoded row groups left
+  where they were decoded; per call, work is per user, segment and block, never per event;
+* ``gather`` (fat rows, ``to_table``): a *user-major buffer*, the requested columns of the users' events
+  copied together in ``seq`` order (segments concatenated in seal order), plus per-user offsets.
 """
 
 from __future__ import annotations
@@ -30,6 +34,34 @@ class UserBuffer:
         return int(self.offsets[-1])
 
 
+@dataclass
+class RunSet:
+    """Events of ``users`` as runs of a ``GroupArena`` (see ``kernels.Runs``): run ``j`` holds arena
+    positions ``pos[j] + k`` for ``k < start[j+1] - start[j]`` with seqs ``seq0[j] + k`` (or, where
+    ``seq0[j] < 0``, read from the arena's seq lane); user ``u`` owns runs ``user_runs[u]:user_runs[u+1]``,
+    in seq order. ``w8``/``w4`` are the arena arrays the runs point into; ``slots`` stay pinned until
+    the arena releases them."""
+
+    start: np.ndarray
+    pos: np.ndarray
+    seq0: np.ndarray
+    user_runs: np.ndarray
+    w8: object
+    w4: object
+    slots: np.ndarray
+
+    @property
+    def num_events(self) -> int:
+        return int(self.start[-1])
+
+
+def _bounds(users, seq_lo, seq_hi) -> tuple:
+    users = np.asarray(users, np.int64)
+    seq_lo = np.zeros(len(users), np.int64) if seq_lo is None else np.asarray(seq_lo, np.int64)
+    seq_hi = np.full(len(users), np.iinfo(np.int64).max, np.int64) if seq_hi is None else np.asarray(seq_hi)
+    return users, seq_lo, seq_hi
+
+
 def _host(a) -> np.ndarray:
     return a.get() if hasattr(a, "get") else np.asarray(a)
 
@@ -44,6 +76,7 @@ class ImmutableView:
         self.segments = manifest["segments"]
         self._idx = {}
         self._pf = {}
+        self._blocks = {}
         self._counts = None
         self.cache = GroupCache(cache_bytes)
 
@@ -102,22 +135,10 @@ class ImmutableView:
                 self._counts = (u[last], end[last])
         return self._counts
 
-    def gather(self, users: np.ndarray, columns: list, seq_lo=None, seq_hi=None, ts_min=None,
-               rare_types=None, backend=None, all_groups=False) -> UserBuffer:
-        """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]``.
-
-        ``ts_min[u]``: segments whose newest event of ``u`` is older are skipped (time-window pushdown).
-        ``rare_types``: when every wanted event type is in a segment's sidecar, read the sidecar instead.
-        ``backend``: where the columns land (``engine.training._backends``); default numpy via PyArrow.
-        """
-        xp = np if backend is None else backend.xp
-        read_groups = _segments.read_groups_arrow if backend is None else backend.read_groups
-        users = np.asarray(users, np.int64)
-        n_u = len(users)
-        seq_lo = np.zeros(n_u, np.int64) if seq_lo is None else np.asarray(seq_lo, np.int64)
-        seq_hi = np.full(n_u, np.iinfo(np.int64).max, np.int64) if seq_hi is None else np.asarray(seq_hi)
-        want = [c for c in columns if c != "seq"]
-        pieces = []  # (user rank per row, columns) per segment, in seal order
+    def _user_runs(self, users, seq_lo, seq_hi, ts_min, rare_types):
+        """Per segment (seal order) holding some of ``users``: ``(s, part, ranks, r0, cnt, q0)``, the rows
+        ``[r0, r0 + cnt)`` of each user ``users[ranks]`` to read, their first seqs ``q0`` (dense in the
+        main part), cut to the seq range and the time window by the index alone, before any I/O."""
         for s, seg in enumerate(self.segments):
             part = "main"
             if rare_types is not None and seg["rare"] is not None and set(rare_types) <= set(seg["rare_types"]):
@@ -142,6 +163,107 @@ class ImmutableView:
                 lo = np.clip(seq_lo[ranks] - q0, 0, cnt)
                 hi = np.clip(seq_hi[ranks] - q0, 0, cnt)
                 r0, q0, cnt = r0 + lo, q0 + lo, np.maximum(hi - lo, 0)
+            yield s, part, ranks, r0, cnt, q0
+
+    def blocks(self, s: int, part: str, slot_rows: int) -> tuple:
+        """``(start, group)``: the file rows where each arena block of a part begins (plus the row count
+        at the end) and the row group holding it; a block is at most ``slot_rows`` rows of one group."""
+        key = (s, part, slot_rows)
+        if key not in self._blocks:
+            md = self.parquet(s, part).metadata
+            rg = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], np.int64)
+            per = np.maximum(-(-rg // slot_rows), 1)
+            group = np.repeat(np.arange(len(rg)), per)
+            start = np.r_[0, np.cumsum(rg)][group] + range_indices(np.zeros(len(rg), np.int64), per) * slot_rows
+            self._blocks[key] = (np.r_[start, rg.sum()].astype(np.int64), group, np.r_[0, np.cumsum(rg)])
+        return self._blocks[key]
+
+    def runs(self, users, arena, lanes: tuple, read_columns: list, seq_lo=None, seq_hi=None, ts_min=None,
+             rare_types=None, read_groups=None, all_groups=False) -> RunSet:
+        """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]`` (the upper cut is exact
+        in main parts; sidecar runs may hold newer seqs, which the slicing kernel cuts), as runs of
+        ``arena`` (a ``GroupArena`` whose lanes hold the columns ``lanes = (names8, names4)``).
+
+        Work here is per user, segment and arena block, never per event: runs come from the segment
+        index by arithmetic, blocks already in the arena are not read again, missing ones are decoded
+        (``read_columns`` of their row groups, ``read_groups`` as in ``gather``) into their slots.
+        """
+        read_groups = read_groups or _segments.read_groups_arrow
+        users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
+        R = arena.slot_rows
+        pieces, pinned = [], []
+        try:
+            for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
+                ok = cnt > 0
+                ranks, r0, cnt, q0 = ranks[ok], r0[ok], cnt[ok], q0[ok]
+                if not len(r0):
+                    continue
+                bstart, bgroup, rg_start = self.blocks(s, part, R)
+                b0 = np.searchsorted(bstart, r0, side="right") - 1
+                nb = np.searchsorted(bstart, r0 + cnt - 1, side="right") - b0
+                blk = range_indices(b0, nb)  # one piece per (run, block it touches)
+                run = np.repeat(np.arange(len(r0)), nb)
+                lo = np.maximum(r0[run], bstart[blk])
+                hi = np.minimum(r0[run] + cnt[run], bstart[blk + 1])
+                need = np.arange(len(bgroup)) if all_groups else np.unique(blk)
+                file = self.segments[s][part]["file"]
+                slots, missing = arena.acquire([(file, b) for b in need.tolist()])
+                pinned.append(slots)
+                if missing:
+                    self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups)
+                pos = slots[np.searchsorted(need, blk)] * R + (lo - bstart[blk])
+                seq0 = q0[run] + (lo - r0[run]) if part == "main" else np.full(len(run), -1, np.int64)
+                pieces.append((ranks[run], pos, hi - lo, seq0))
+        except BaseException:
+            for p in pinned:
+                arena.release(p)
+            raise
+        slots = np.concatenate(pinned) if pinned else np.zeros(0, np.int64)
+        if not pieces:
+            z = np.zeros(0, np.int64)
+            return RunSet(np.zeros(1, np.int64), z, z, np.zeros(len(users) + 1, np.int64), arena.w8, arena.w4, slots)
+        rank, pos, count, seq0 = (np.concatenate(c) for c in zip(*pieces))
+        if len(pieces) > 1:  # stable: keeps seal order (= seq order) within each user
+            order = np.argsort(rank, kind="stable")
+            rank, pos, count, seq0 = rank[order], pos[order], count[order], seq0[order]
+        return RunSet(offsets_of(count), pos, seq0, offsets_of(np.bincount(rank, minlength=len(users))),
+                      arena.w8, arena.w4, slots)
+
+    def _fill(self, arena, s, part, blocks, slots, lanes, read_columns, read_groups):
+        """Decode the row groups holding ``blocks`` and copy each block into its arena slot."""
+        bstart, bgroup, rg_start = self.blocks(s, part, arena.slot_rows)
+        groups = np.unique(bgroup[blocks])
+        name = str(self.root / self.segments[s][part]["file"])
+        try:
+            got = read_groups(self.parquet(s, part), name, groups.tolist(), read_columns, name)
+            local = np.r_[0, np.cumsum(rg_start[groups + 1] - rg_start[groups])]  # group starts in ``got``
+            at = local[np.searchsorted(groups, bgroup[blocks])] + bstart[blocks] - rg_start[bgroup[blocks]]
+            n = bstart[blocks + 1] - bstart[blocks]
+            for words, names in ((arena.w8, lanes[0]), (arena.w4, lanes[1])):
+                for lane, c in enumerate(names):
+                    col = got[c].view(words.dtype)
+                    for slot, a, k in zip(slots.tolist(), at.tolist(), n.tolist()):
+                        words[lane, slot * arena.slot_rows:slot * arena.slot_rows + k] = col[a:a + k]
+        except BaseException:
+            arena.forget(slots)
+            raise
+
+    def gather(self, users: np.ndarray, columns: list, seq_lo=None, seq_hi=None, ts_min=None,
+               rare_types=None, backend=None, all_groups=False) -> UserBuffer:
+        """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]``.
+
+        ``ts_min[u]``: segments whose newest event of ``u`` is older are skipped (time-window pushdown).
+        ``rare_types``: when every wanted event type is in a segment's sidecar, read the sidecar instead.
+        ``backend``: where the columns land (``engine.training._backends``); default numpy via PyArrow.
+        """
+        xp = np if backend is None else backend.xp
+        read_groups = _segments.read_groups_arrow if backend is None else backend.read_groups
+        users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
+        n_u = len(users)
+        want = [c for c in columns if c != "seq"]
+        pieces = []  # (user rank per row, columns) per segment, in seal order
+        for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
+            seg = self.segments[s]
             rows = range_indices(r0, cnt)
             if not len(rows):
                 continue

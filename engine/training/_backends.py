@@ -41,6 +41,10 @@ class CpuBackend:
     def synchronize(self):
         pass
 
+    def fence(self):
+        """Wait until no launched kernel can still read memory about to be reused (no-op: CPU kernels
+        return when done)."""
+
     def producer_stream(self):
         """Context in which the prefetch thread prepares a chunk (a CUDA stream on GPU)."""
         return nullcontext()
@@ -120,6 +124,11 @@ class CudaBackend:
 
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
+
+    def fence(self):
+        """Kernels run asynchronously on the consumer's stream: wait for every stream before arena
+        slots they read are handed to the next chunk."""
+        self.xp.cuda.Device().synchronize()
 
 
 def read_groups_device(backend, pf, path, groups, columns, name) -> dict:

@@ -39,16 +39,20 @@ class Projection:
         Where the ``n`` events sit in the row; the rest is ``pad_value``.
     pad_value : number
         Fill value, cast exactly to each column's dtype.
+    layout : {"padded", "jagged"}
+        ``"padded"``: ``[B, max_len]`` per column. ``"jagged"``: the 1-D values of all rows end to end,
+        with ``batch["offsets"]`` (``[B + 1]`` int64) and ``batch["lengths"]``; no padding.
     """
 
-    def __init__(self, columns, max_len=4096, actions=None, window_us=None, align="left", pad_value=0):
+    def __init__(self, columns, max_len=4096, actions=None, window_us=None, align="left", pad_value=0,
+                 layout="padded"):
         if isinstance(columns, str):
             columns = [columns]
         self.columns = [str(c) for c in columns]
         if not self.columns or len(set(self.columns)) != len(self.columns):
             raise SchemaError(f"projection columns must be non-empty and distinct, got {self.columns}")
-        if "lengths" in self.columns:
-            raise SchemaError("'lengths' is produced by every batch; do not project it")
+        if "lengths" in self.columns or "offsets" in self.columns:
+            raise SchemaError("'lengths' and 'offsets' are produced by the batches; do not project them")
         bad = sorted(NOT_EVENT_COLUMNS & set(self.columns))
         if bad:
             raise SchemaError(f"projection column(s) {bad} are not event columns; project declared columns, "
@@ -74,6 +78,9 @@ class Projection:
         if not isinstance(pad_value, numbers.Number) or isinstance(pad_value, bool):
             raise SchemaError(f"pad_value must be a number, got {pad_value!r}")
         self.pad_value = pad_value
+        if layout not in ("padded", "jagged"):
+            raise SchemaError(f"layout must be 'padded' or 'jagged', got {layout!r}")
+        self.layout = layout
 
     def pad_for(self, dtype) -> np.ndarray:
         """The pad value as a 0-d array of ``dtype``; refuses values the dtype cannot hold exactly."""
@@ -88,7 +95,8 @@ class Projection:
 
     def __repr__(self):
         return (f"Projection(columns={self.columns}, max_len={self.max_len}, actions={self.actions}, "
-                f"window_us={self.window_us}, align={self.align!r}, pad_value={self.pad_value!r})")
+                f"window_us={self.window_us}, align={self.align!r}, pad_value={self.pad_value!r}, "
+                f"layout={self.layout!r})")
 
     def __eq__(self, other):
         return isinstance(other, Projection) and repr(self) == repr(other)

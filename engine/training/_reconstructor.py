@@ -1,12 +1,17 @@
 """``Reconstructor``: rebuilds each thin row's sequence just in time, bit-exact with serving (SPEC §3).
 
-Per chunk of thin rows: validate them against the store, read each needed user's immutable rows once
-(pushing columns, users/row groups, row ranges and event types down to storage), lay the columns out
-as raw 8- and 4-byte words beside the logged tails, then run the two kernels per batch.
+Per chunk of thin rows: validate them against the store, find each needed user's immutable events as
+runs of decoded row groups (pushing columns, users/row groups, row ranges and event types down to
+storage; the row groups stay in this reconstructor's arena, decoded once), lay the logged tails out as
+raw 8- and 4-byte words, then run the two kernels per batch: slicing on the runs, and assembly copying
+straight from the arena and the tails into the padded or jagged output. Host work per chunk is per
+example, user, segment and row group, never per event.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +22,8 @@ import kernels
 
 from .._errors import SchemaError, VersionError
 from .._ragged import lookup, offsets_of
+from ..serving._group_cache import GroupArena
+from ..serving._segments import ROW_GROUP_ROWS
 from . import _backends
 from ._batch import Batch
 from ._prefetch import prefetch as background
@@ -31,11 +38,17 @@ class _Chunk:
     """A chunk of thin rows, laid out on the device, ready for the kernels."""
 
     n: int
-    words: kernels.Words  # projected columns as raw words: immutable rows, then tails
-    events: kernels.Events  # seq of the immutable rows; ts and event type when the filter needs them
-    examples: kernels.Examples  # per example: its rows, cut, tail and window
+    src: kernels.Source  # the arena's lanes: decoded row groups, read in place
+    runs: kernels.Runs  # the users' immutable events as runs of the arena
+    tail: kernels.Source  # the logged tails as raw words, same lanes
+    examples: kernels.Examples  # per example: its user's runs, cut, tail and window
     events_read: int
     extras: dict  # pass-through columns carried into the batches
+
+
+def _release(backend, arena, slots):
+    backend.fence()
+    arena.release(slots)
 
 
 class Reconstructor:
@@ -54,11 +67,15 @@ class Reconstructor:
     pushdown : iterable of str
         Storage pushdown dimensions to use, a subset of ``{"columns", "users", "rows", "types"}``
         (all by default; switch some off only to measure what they buy).
+    cache_bytes : int
+        Budget of the arena that keeps decoded row groups for reuse across chunks (soft: chunks in use
+        are never evicted).
     """
 
     PUSHDOWN = PUSHDOWN
 
-    def __init__(self, store, projection, device="auto", prefetch=2, chunk_batches=8, pushdown=PUSHDOWN):
+    def __init__(self, store, projection, device="auto", prefetch=2, chunk_batches=8, pushdown=PUSHDOWN,
+                 cache_bytes=1 << 30):
         self.store = store
         self.projection = p = projection
         self.backend = _backends.resolve(device)
@@ -77,18 +94,32 @@ class Reconstructor:
         self._etype = schema.event_type_column
         need = set(p.columns) | ({"ts"} if self._use_window else set()) | ({self._etype} if self._use_types else set())
         self._need = [c for c in ["seq", "ts", *schema.columns] if c in need]
-        self._read = [c for c in self._need if c != "seq"] if "columns" in self.pushdown else \
-            ["ts", *schema.columns]
         self.thin_columns = [*THIN_META, "tail_seq", *(f"tail_{c}" for c in self._need if c != "seq")]
-        xp = self.backend.xp
+        # arena lanes: the output columns first, then what only the filter (or a sidecar's sparse seqs) reads
+        rare = self._use_types and "types" in self.pushdown
+        extra = [c for c in dict.fromkeys([*(["ts"] if self._use_window else []),
+                                           *([self._etype] if self._use_types else []),
+                                           *(["seq"] if rare else [])]) if c not in p.columns]
+        width = {c: self._schema_dtype(c).itemsize for c in extra}
+        self._lanes = ([*self._cols8, *(c for c in extra if width[c] == 8)],
+                       [*self._cols4, *(c for c in extra if width[c] == 4)])
+        self._read = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]])) if "columns" in self.pushdown \
+            else ["seq", "ts", *schema.columns]
+        self._cache_bytes = int(cache_bytes)
+        self._fill_lock = threading.Lock()
+        self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
+                                 self._cache_bytes)
         pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
         pad4 = np.array([p.pad_for(self._dtypes[c]).view(np.int32) for c in self._cols4], np.int32)
         flt = kernels.make_filter(p.actions, self._use_window)
         self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
         self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
-        self._empty8 = xp.zeros(0, np.int64)
-        self._empty4 = xp.zeros(0, np.int32)
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
+
+    def clear_cache(self):
+        """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
+        a = self._arena
+        self._arena = GroupArena(a.xp, a.w8.shape[0], a.w4.shape[0], a.slot_rows, self._cache_bytes)
 
     def __repr__(self):
         return f"Reconstructor({self.store!r}, {self.projection!r}, device={self.device!r})"
@@ -143,7 +174,7 @@ class Reconstructor:
     def _extras(self, t: pa.Table, extra) -> dict:
         out = {}
         for c in extra:
-            if c in self.projection.columns or c == "lengths":
+            if c in self.projection.columns or c in ("lengths", "offsets"):
                 raise SchemaError(f"extra column {c!r} clashes with a projected output; rename it")
             col = t.column(c)
             if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or
@@ -177,7 +208,7 @@ class Reconstructor:
     def _tails(self, t: pa.Table):
         lengths = pc.list_value_length(t.column("tail_seq")).to_numpy(zero_copy_only=False)
         out = {}
-        for c in self._need:
+        for c in dict.fromkeys([*self._lanes[0], *self._lanes[1]]):
             col = t.column(f"tail_{c}")
             if len(col) and not np.array_equal(pc.list_value_length(col).to_numpy(zero_copy_only=False), lengths):
                 raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
@@ -194,7 +225,7 @@ class Reconstructor:
             return self._prepare_on_stream(t, extra)
 
     def _prepare_on_stream(self, t: pa.Table, extra) -> _Chunk:
-        p, be, xp = self.projection, self.backend, self.backend.xp
+        p, be = self.projection, self.backend
         meta = self._validate(t)
         tails, t_off = self._tails(t)
         uid, imm_hw, rts = meta["user_id"], meta["imm_hw"], meta["request_ts"]
@@ -210,35 +241,53 @@ class Reconstructor:
             ts_min_u = np.full(len(users), np.iinfo(np.int64).max, np.int64)
             np.minimum.at(ts_min_u, inv, ts_min)
         rare = p.actions if (self._use_types and "types" in self.pushdown) else None
-        buf = self.store.view.gather(users, self._read, seq_lo=seq_lo, seq_hi=seq_hi, ts_min=ts_min_u,
-                                     rare_types=rare, backend=be, all_groups="users" not in self.pushdown)
-        n_imm, n_tail = buf.num_events, int(t_off[-1])
-
-        def column(c):  # immutable part then tail part, one device array
-            out = xp.empty(n_imm + n_tail, self._dtypes.get(c, self._schema_dtype(c)))
-            out[:n_imm] = buf.columns[c]
-            out[n_imm:] = be.to_device(tails[c])
-            return out
-
-        def words(cols, width):
-            src = xp.empty((len(cols), n_imm + n_tail), np.int64 if width == 8 else np.int32)
-            for i, c in enumerate(cols):
-                src[i] = column(c).view(src.dtype)
-            return src
-
-        per = (buf.offsets[:-1][inv], buf.offsets[1:][inv], imm_hw, n_imm + t_off[:-1], n_imm + t_off[1:], ts_min)
-        chunk = _Chunk(
-            n=len(uid), words=kernels.Words(words(self._cols8, 8), words(self._cols4, 4)),
-            events=kernels.Events(buf.columns["seq"], column("ts") if self._use_window else self._empty8,
-                                  column(self._etype) if self._use_types else self._empty4),
-            examples=kernels.Examples(*(be.to_device(np.ascontiguousarray(v, np.int64)) for v in per)),
-            events_read=n_imm, extras=self._extras(t, extra))
+        arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
+        # one filler at a time: a slot another preparation is still filling must not be read as filled
+        with self._fill_lock:
+            rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
+                                      ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups,
+                                      all_groups="users" not in self.pushdown)
+        try:
+            dev = lambda v: be.to_device(np.ascontiguousarray(v, np.int64))  # noqa: E731
+            per = (rs.user_runs[:-1][inv], rs.user_runs[1:][inv], imm_hw, t_off[:-1], t_off[1:], ts_min)
+            chunk = _Chunk(n=len(uid), src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*map(dev, (
+                rs.start, rs.pos, rs.seq0))), tail=self._tail_source(tails, int(t_off[-1])),
+                examples=kernels.Examples(*map(dev, per)), events_read=rs.num_events, extras=self._extras(t, extra))
+        except BaseException:
+            arena.release(rs.slots)
+            raise
+        # the arena slots stay pinned while anything can still read them: until the chunk is collected
+        # and, on a GPU, its last kernels have finished
+        weakref.finalize(chunk, _release, be, arena, rs.slots)
         be.synchronize()
         self.stats["chunks"] += 1
         self.stats["examples"] += chunk.n
         self.stats["users_read"] += len(users)
-        self.stats["events_read"] += n_imm
+        self.stats["events_read"] += chunk.events_read
         return chunk
+
+    def _source(self, w8, w4) -> kernels.Source:
+        """The kernels' view of lanes ``w8``/``w4``: the filter's ts and event type, the seq lane."""
+        xp, (l8, l4) = self.backend.xp, self._lanes
+
+        def lane(c, dtype):  # a column sits in the lanes of its width, so the view is exact
+            if c in l8:
+                return w8[l8.index(c)].view(dtype)
+            if c in l4:
+                return w4[l4.index(c)].view(dtype)
+            return xp.zeros(0, dtype)
+        return kernels.Source(w8, w4, lane("seq", np.int64), lane("ts", np.int64),
+                              lane(self._etype, self._schema_dtype(self._etype)))
+
+    def _tail_source(self, tails: dict, n: int) -> kernels.Source:
+        """The logged tails laid out as the arena's lanes (one copy of the tail events, which are few)."""
+        be, (l8, l4) = self.backend, self._lanes
+        w8 = be.xp.empty((len(l8), n), np.int64)
+        w4 = be.xp.empty((len(l4), n), np.int32)
+        for words, names in ((w8, l8), (w4, l4)):
+            for i, c in enumerate(names):
+                words[i] = be.to_device(tails[c].view(words.dtype))
+        return self._source(w8, w4)
 
     # ---- assembly (device side) -------------------------------------------------------------------
     def _assemble(self, ch: _Chunk, a: int, b: int) -> Batch:
@@ -246,17 +295,27 @@ class Reconstructor:
         n, L = b - a, p.max_len
         ex = kernels.Examples(*(v[a:b] for v in ch.examples))
         sel = xp.empty((n, 5), np.int64)
-        be.slice(ch.events, self._filter, ex, L, sel)
-        out8 = be.empty((len(self._cols8), n, L), np.int64)
-        out4 = be.empty((len(self._cols4), n, L), np.int32)
+        be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel)
+        c8, c4 = len(self._cols8), len(self._cols4)
         lengths = xp.empty(n, np.int32)
-        be.assemble(ch.words, ch.events, self._filter, ex, sel, L, p.align == "right", self._pad,
-                    kernels.Padded(out8, out4, lengths))
         arrays = {}
+        if p.layout == "jagged":  # rows packed end to end: offsets from the slicing's counts
+            offsets = xp.zeros(n + 1, np.int64)
+            offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
+            total = int(offsets[-1])
+            out8, out4 = be.empty((c8, total), np.int64), be.empty((c4, total), np.int32)
+            out = kernels.Output(out8, out4, lengths, offsets[:-1], 0)
+        else:
+            out8, out4 = be.empty((c8, n, L), np.int64), be.empty((c4, n, L), np.int32)
+            out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
+                                 xp.arange(n, dtype=np.int64) * L, L)
+        be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out)
         for c in p.columns:
-            out, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
-            arrays[c] = out[i].view(self._dtypes[c])
+            words, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
+            arrays[c] = words[i].view(self._dtypes[c])
         arrays["lengths"] = lengths
+        if p.layout == "jagged":
+            arrays["offsets"] = offsets
         for c, v in ch.extras.items():
             arrays[c] = v[a:b]
         return Batch(arrays, self.device)

@@ -1,0 +1,63 @@
+"""The arena that keeps decoded row groups for the kernels: pinning, eviction, budget, growth."""
+
+import numpy as np
+
+from engine.serving._group_cache import GroupArena
+
+R = 4
+
+
+def arena(slots_budget):
+    return GroupArena(np, 1, 1, R, budget=slots_budget * 12 * R)  # 12 bytes per row: one 8- and one 4-byte lane
+
+
+def test_hits_need_no_fill_and_pinned_slots_are_never_evicted():
+    a = arena(2)
+    s1, miss = a.acquire(["a", "b"])
+    assert miss == [0, 1]
+    s2, miss = a.acquire(["c"])  # over budget, but a and b are pinned: grow instead of evicting
+    assert miss == [0] and s2[0] not in s1 and a.slots >= 3
+    a.release(s1)
+    a.release(s2)
+    _, miss = a.acquire(["b", "c"])
+    assert miss == []  # both kept (within budget after a was freed)
+    _, miss = a.acquire(["a"])
+    assert miss == [0]
+
+
+def test_least_recently_used_unpinned_slot_is_evicted():
+    a = arena(16)
+    a.max_slots = 2
+    s, _ = a.acquire(["a", "b"])
+    a.release(s)
+    a.release(a.acquire(["a"])[0])  # a is now more recent than b
+    s, miss = a.acquire(["c"])
+    assert miss == [0]
+    assert a.acquire(["a"])[1] == [] and a.acquire(["b"])[1] == [0]
+
+
+def test_budget_zero_reuses_nothing():
+    a = arena(0)
+    s, miss = a.acquire(["a"])
+    a.release(s)
+    assert a.acquire(["a"])[1] == [0]
+
+
+def test_growth_keeps_written_words_and_old_arrays():
+    a = arena(1000)
+    s, _ = a.acquire(list(range(16)))
+    old = a.w8
+    for k, slot in enumerate(s.tolist()):
+        a.w8[0, slot * R:(slot + 1) * R] = k
+    s2, _ = a.acquire(list(range(16, 40)))  # forces a new, larger array
+    assert a.w8 is not old
+    for k, slot in enumerate(s.tolist()):
+        assert (a.w8[0, slot * R:(slot + 1) * R] == k).all() and (old[0, slot * R:(slot + 1) * R] == k).all()
+
+
+def test_forgotten_slots_are_filled_again():
+    a = arena(8)
+    s, _ = a.acquire(["a"])
+    a.forget(s)
+    a.release(s)
+    assert a.acquire(["a"])[1] == [0]
