@@ -99,8 +99,9 @@ def test_production_block_size(monkeypatch, max_len, right, actions, window):
     and a tail longer than one 256-thread tile, a versioned cut inside the history."""
     from kernels import _common
     monkeypatch.setattr(_common, "CUDA_THREADS", _PRODUCTION_THREADS)
-    case = make_case(7, n_users=2, n_ex=3, max_hist=1200, max_tail=400)
-    assert (case["u_hi"] - case["u_lo"]).min() > 2 * _PRODUCTION_THREADS
+    case = make_case(13, n_users=2, n_ex=3, max_hist=1200, max_tail=400)
+    hist = case["start"][case["r_hi"]] - case["start"][case["r_lo"]]  # each example's stored events
+    assert hist.min() > 2 * _PRODUCTION_THREADS
     assert (case["t_hi"] - case["t_lo"]).max() > _PRODUCTION_THREADS
     check("cuda-sim", case, max_len, right, actions, window)
 
