@@ -17,7 +17,8 @@ from ._shards import ShardPlan, StoreRef, pass_through_columns, portable, thin_s
 
 
 def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_actors=None, num_shards=None,
-                extra_columns=None, device="auto", affinity: bool = True, stats_column=None, **ray_remote_args):
+                extra_columns=None, device="auto", affinity: bool = True, stats_column=None, actor_cls=Reconstruct,
+                **ray_remote_args):
     """A ``ray.data.Dataset`` of examples reconstructed from thin rows, each row exactly once per epoch.
 
     Parameters
@@ -43,6 +44,8 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
         ranges (each user read once per range it appears in); only to measure what affinity buys.
     stats_column : str, optional
         Add this column: events read from storage, on the first row of each shard (see ``Reconstruct``).
+    actor_cls : type
+        ``Reconstruct`` or a subclass of it (extra metrics, fault injection in tests).
     **ray_remote_args
         Passed to the actors (``max_restarts``, ``max_task_retries``, ``runtime_env``...). Ray Data's
         defaults restart a dead actor and retry its call; examples of a failed call are never kept.
@@ -81,7 +84,7 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
     shards = ray.data.from_items([{"shard": i} for i in range(num_shards)], override_num_blocks=num_shards)
     return shards.map_batches(
-        Reconstruct, batch_size=1, batch_format="pyarrow",
+        actor_cls, batch_size=1, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=int(num_actors)),
         fn_constructor_kwargs={"ref": ref, "plan": plan, "projection": projection, "batch_size": int(batch_size),
                                "extra": extra, "device": device, "num_threads": 1 if device == "cpu" else None,
