@@ -97,10 +97,15 @@ def train_loop(cfg):
             opt.step()
             steps, seen = steps + 1, seen + len(b["lengths"])
         metrics = {"epoch": epoch, "steps": steps, "examples": seen, "train_s": time.perf_counter() - t0,
-                   "loss": float(loss)}
-        if rank == 0 and epoch == cfg["epochs"] - 1:
-            metrics["heldout_ne"] = _evaluate(getattr(model, "module", model), cfg)
-        ray.train.report(metrics)
+                   "loss": float(loss.detach())}
+        if rank == 0 and epoch == cfg["epochs"] - 1:  # the trained weights and their held-out NE
+            plain = getattr(model, "module", model)
+            metrics["heldout_ne"] = _evaluate(plain, cfg)
+            with tempfile.TemporaryDirectory() as d:
+                torch.save(plain.state_dict(), Path(d) / "model.pt")
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+        else:
+            ray.train.report(metrics)
 
 
 def main(argv=None):
