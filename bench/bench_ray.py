@@ -7,7 +7,7 @@ user affinity (thin rows split by user hash) and without it (contiguous row rang
 read splits them). Thin rows are written as ``--files`` Parquet files (a day each), every user in every
 file, as a serving log is.
 
-    python bench/bench_ray.py [--users 1000] [--history 2000] [--requests 8000] [--max-len 1024]
+    python bench/bench_ray.py [--users 1000] [--history 2000] [--requests 32000] [--max-len 1024]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--history", type=int, default=2000)
-    ap.add_argument("--requests", type=int, default=8000)
+    ap.add_argument("--requests", type=int, default=32000)
     ap.add_argument("--files", type=int, default=8)
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=256)

@@ -190,3 +190,21 @@ def test_local_shards_are_disjoint_users_and_reconstruct_exactly(setup):
         got.update(part)
     assert not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
     assert_same(got, want)
+
+
+@pytest.mark.slow
+def test_ray_train_example_runs_both_modes(tmp_path):
+    """bench/ray_train_hstu.py end to end: TorchTrainer, 2 workers, from uih_dataset and trainer-local."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for mode in ("dataset", "local"):
+        subprocess.run([sys.executable, str(root / "bench" / "ray_train_hstu.py"), "--mode", mode, "--num-cpus", "2",
+                        "--users", "60", "--history", "120", "--max-len", "32", "--epochs", "1", "--batch", "16",
+                        "--out", str(tmp_path)], check=True, capture_output=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+        row = json.loads((tmp_path / f"ray_train_hstu_{mode}.json").read_text())["row"]
+        assert row["steps_rank0_last_epoch"] >= 1 and 0 < row["heldout_ne"] < 2
