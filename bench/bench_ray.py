@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numba
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
 import engine
 from ray_plugin import uih_dataset
+from ray_plugin._actor import Reconstruct
+from ray_plugin._shards import ShardPlan, StoreRef
 from uih.fmt import fmt_bytes, machine_line, table, write_json
 from uih.workload import synthetic_store
 
@@ -44,6 +47,23 @@ def in_process(store, thin, proj, batch, threads, repeat=3):
             "batches": -(-n // batch)}
 
 
+def no_ray_twin(store, folder, proj, batch, shards, repeat=3):
+    """The actors' exact work (same user shards, same calls) in this process, one Numba thread: Ray's
+    overhead is the difference."""
+    numba.set_num_threads(1)
+    columns = (*engine.Reconstructor(store, proj, device="cpu").thin_columns,)
+    times = []
+    for _ in range(repeat + 1):
+        actor = Reconstruct(StoreRef.of(store), ShardPlan(str(folder), columns, shards), proj, batch)
+        t = time.perf_counter()
+        out = list(actor(pa.table({"shard": list(range(shards))})))
+        times.append(time.perf_counter() - t)
+    best = float(np.median(times[1:]))
+    n = sum(len(b["lengths"]) for b in out)
+    return {"examples": n, "seconds": best, "examples_per_s": n / best, "batches": len(out),
+            "events_read": actor.rec.stats["events_read"]}
+
+
 def ray_epoch(ds):
     """One epoch: time to the first batch (actor start, first shard), then the steady rate."""
     t0 = time.perf_counter()
@@ -55,7 +75,7 @@ def ray_epoch(ds):
         read += int(b["events_read"].sum())
         batches += 1
     end = time.perf_counter()
-    return {"examples": n, "seconds": end - t0, "startup_s": first - t0, "steady_s": end - first,
+    return {"examples": n, "seconds": end - t0, "startup_s": first - t0, "steady_s": end - first, "first": n0,
             "steady_examples_per_s": (n - n0) / max(end - first, 1e-9), "examples_per_s": n / (end - t0),
             "events_read": read, "batches": batches}
 
@@ -88,7 +108,10 @@ def main(argv=None):
         thin_bytes = sum(p.stat().st_size for p in folder.iterdir())
         proj = engine.Projection(["item_id", "action", "ts"], max_len=a.max_len)
         for threads in (1, 2):
-            rows[f"in process, {threads} thread(s)"] = in_process(store, thin, proj, a.batch, threads)
+            rows[f"iter_batches in process, {threads} thread(s)"] = in_process(store, thin, proj, a.batch, threads)
+        rows["user shards in process (no Ray), 1 thread"] = twin = no_ray_twin(store, folder, proj, a.batch,
+                                                                               a.shards)
+        twin["thin_bytes_scanned"] = thin_bytes * a.shards
         for actors, affinity in ((1, True), (2, True), (2, False)):
             ds = uih_dataset(store, folder, proj, batch_size=a.batch, num_actors=actors, num_shards=a.shards,
                              affinity=affinity, stats_column="events_read")
@@ -97,16 +120,18 @@ def main(argv=None):
             r["thin_bytes_scanned"] = thin_bytes * a.shards  # each shard's read scans the thin files
             rows[f"Ray, {actors} actor(s), {'user affinity' if affinity else 'no affinity'}"] = r
         store.close()
-    base = rows["in process, 1 thread(s)"]
+    per_example = twin["seconds"] / twin["examples"]
     for r in rows.values():
         r["events_bytes"] = r["events_read"] * BYTES_PER_EVENT
-        if "steady_s" in r:  # Ray's cost per batch over the same single-threaded reconstruction
-            r["overhead_ms_per_batch"] = (r["steady_s"] - base["seconds"] * r["examples"] / base["examples"]) \
-                / r["batches"] * 1e3
+        if "steady_s" in r:  # wall time per batch over the same work done without Ray (after the 1st batch)
+            r["overhead_ms_per_batch"] = (r["steady_s"] - per_example * (r["examples"] - r["first"])) \
+                / max(r["batches"] - 1, 1) * 1e3
     print(f"bench_ray on {machine_line()}; a SHARED 2-core box with other jobs running: figures are indicative.\n"
           f"{a.requests} examples/epoch over {a.users} users x {a.history} events, max_len {a.max_len}, 3 columns, "
           f"batch {a.batch}, {a.files} thin files ({fmt_bytes(thin_bytes)}), {a.shards} user shards; "
-          "Ray actors: 1 CPU and 1 Numba thread each; warm epoch after a warm-up one")
+          "Ray actors: 1 CPU and 1 Numba thread each; warm epoch after a warm-up one.\n"
+          "overhead = Ray's wall time per batch after the first, minus the same shards' time without Ray "
+          "(with 2 actors working in parallel it can be negative)")
     print(table([[k, f"{r['examples_per_s']:,.0f}", f"{r.get('steady_examples_per_s', r['examples_per_s']):,.0f}",
                   f"{r.get('startup_s', 0):.1f} s", f"{r['overhead_ms_per_batch']:.1f}" if "steady_s" in r else "-",
                   f"{r['events_read']:,}", fmt_bytes(r["events_bytes"]),
