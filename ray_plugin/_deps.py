@@ -14,3 +14,9 @@ def ray():
         return importlib.import_module("ray")
     except ImportError as e:
         raise MissingDependency(f"ray_plugin needs 'ray', which is not importable ({e}); {RAY_FIX}") from e
+
+
+def arrow_tensor_array():
+    """Ray Data's Arrow tensor column type (``ArrowTensorArray.from_numpy``)."""
+    ray()
+    return importlib.import_module("ray.data.extensions").ArrowTensorArray
