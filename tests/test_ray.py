@@ -121,7 +121,7 @@ def test_affinity_reads_each_user_once_and_contiguous_blocks_do_not(setup):
     for by_user in (True, False):
         actor = Reconstruct(StoreRef.of(store), ShardPlan(str(folder), columns, 4, by_user), proj, 32,
                             extra=["example_id"])
-        ids = [e for b in actor(pa.table({"shard": range(4)})) for e in b["example_id"]]
+        ids = [e for b in actor(pa.table({"shard": range(4)})) for e in b["example_id"].to_pylist()]
         assert sorted(ids) == sorted(thin["example_id"].to_pylist())
         totals[by_user] = actor.rec.stats
     assert totals[True]["users_read"] == len(np.unique(thin["user_id"]))
