@@ -34,7 +34,9 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     num_actors : int, optional
         Reconstruct actors; default one per GPU on a GPU cluster, else one per CPU.
     num_shards : int, optional
-        User shards (one reconstruct call each); default ``4 * num_actors``.
+        User shards (one reconstruct call each); default ``4 * num_actors``. A call holds its shard's
+        users' reachable events in memory at once (about ``users * max_len * bytes per event / num_shards``),
+        so raise it for big datasets; each shard's read scans the thin rows once.
     extra_columns : list of str, optional
         Pass-through columns to carry; default every column that is not thin metadata or a tail.
     device : {"auto", "cpu", "cuda"}
@@ -55,6 +57,8 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     ray.data.Dataset
         Columns: one ``[max_len]`` tensor per projected column, ``lengths``, the pass-through columns.
     """
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise engine.SchemaError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     ray = _deps.ray()
     if not ray.is_initialized():
         ray.init()
@@ -77,7 +81,7 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     if device == "auto":
         device = "cuda" if gpus else "cpu"
     if num_actors is None:
-        num_actors = gpus if device == "cuda" else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        num_actors = max(1, gpus if device == "cuda" else int(ray.cluster_resources().get("CPU", 1)))
     num_shards = int(num_shards or 4 * num_actors)
     columns = tuple(dict.fromkeys([*thin_columns, *extra]))
     plan = ShardPlan(portable(thin_source), columns, num_shards, by_user=affinity)

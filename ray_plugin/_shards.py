@@ -1,10 +1,11 @@
 """Framework-neutral pieces of the Ray adapter: which store, which columns, which user shard.
 
 Data affinity without a shuffle: the thin rows are split by user hash (``engine.shard``) into
-``num_shards`` blocks, one per read task, so every thin row of a user lands in one block and a
-reconstruct actor reads that user's events once per epoch. The price is that each read task scans the
-thin rows' projected columns (``num_shards`` scans of the thin rows, which are small next to the
-events they point at; bench/bench_ray.py measures both).
+``num_shards`` parts, each read whole by one reconstruct call, so every thin row of a user lands in one
+part and a reconstruct actor reads that user's events once per epoch. The price is that each part's
+read scans the thin rows' needed columns (``num_shards`` scans of the thin rows, which are small next to
+the events they point at; bench/bench_ray.py measures both). Reads are sequential, so a part is the
+same rows in the same order every time: a retried call re-yields exactly what the failed one did.
 """
 
 from __future__ import annotations
@@ -87,15 +88,16 @@ def read_shard(thin_source, columns: list, num_shards: int, index: int, by_user:
     ranges, as a plain read splits files (a user's rows spread over many parts; the no-affinity baseline).
     Streams the source batch by batch, so memory holds one part, not the whole source.
     """
+    schema = thin_schema(thin_source)
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise engine.SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
     if isinstance(thin_source, pa.Table):
-        batches = thin_source.select(columns).to_batches()
-        total = len(thin_source)
+        batches, total = thin_source.select(columns).to_batches(), len(thin_source)
     else:
-        missing = [c for c in columns if c not in thin_schema(thin_source).names]
-        if missing:
-            raise engine.SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
         data = _parquet(thin_source)
-        batches = data.to_batches(columns=columns)
+        # use_threads=False: batches in file and row order, every time (see the module docstring)
+        batches = data.to_batches(columns=columns, use_threads=False)
         total = 0 if by_user else data.count_rows()
     lo, hi = total * index // num_shards, total * (index + 1) // num_shards
     parts, seen = [], 0
@@ -104,16 +106,13 @@ def read_shard(thin_source, columns: list, num_shards: int, index: int, by_user:
         if by_user:
             parts.append(engine.shard(t, num_shards, index))
         else:
-            parts.append(t.slice(max(lo - seen, 0), max(min(hi - seen, len(t)) - max(lo - seen, 0), 0)))
+            a, z = max(lo - seen, 0), min(hi - seen, len(t))
+            parts.append(t.slice(a, max(z - a, 0)))
             if seen + len(t) >= hi:
                 break
         seen += len(t)
     parts = [p for p in parts if len(p)]
-    return pa.concat_tables(parts) if parts else pa.schema([_field(thin_source, c) for c in columns]).empty_table()
-
-
-def _field(thin_source, name):
-    return thin_schema(thin_source).field(name)
+    return pa.concat_tables(parts) if parts else pa.schema([schema.field(c) for c in columns]).empty_table()
 
 
 @dataclass(frozen=True)
