@@ -25,7 +25,7 @@ def test_import_engine_pulls_in_no_gpu_or_framework_package():
 def test_import_contract_fails_on_a_wrong_arrow(tmp_path):
     """lint-imports catches a library module that imports the app (the check is not vacuous)."""
     import shutil
-    for pkg in ("engine", "kernels", "dali_plugin", "uih"):
+    for pkg in ("engine", "kernels", "dali_plugin", "ray_plugin", "uih"):
         shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     lint = Path(sys.executable).with_name("lint-imports")

@@ -1,0 +1,46 @@
+"""Trainer-local mode: each Ray Train worker reconstructs its own user shard with its own Reconstructor.
+
+For GPU trainers: the worker's Reconstructor runs on its GPU (``device="cuda"``, or feed ``rec`` and the
+shard to ``dali_plugin.uih_pipeline`` with ``device_id``), so examples never cross the network, only
+the small thin rows do. Shards come from ``engine.shard``: disjoint users per rank, every row once.
+"""
+
+from __future__ import annotations
+
+import engine
+
+from . import _deps
+from ._shards import StoreRef, pass_through_columns, portable, read_shard, thin_schema
+
+
+def local_shard(store, thin_source, projection, *, rank=None, world_size=None, version=None, device="auto",
+                extra_columns=None, **reconstructor_kwargs):
+    """This rank's Reconstructor and thin rows: ``rec.iter_batches(rows, batch_size, extra_columns=...)``.
+
+    Parameters
+    ----------
+    store : str, Path or engine.UIHStore
+        Opened read-only here, pinned at ``version`` (default: the store's newest; pass the driver's
+        ``store.version`` so every rank sees the same one).
+    thin_source : pyarrow.Table, or Parquet file(s) / folder
+    projection : engine.Projection
+    rank, world_size : int, optional
+        Default: this Ray Train worker's (``ray.train.get_context()``).
+    device : {"auto", "cpu", "cuda"}
+    extra_columns : list of str, optional
+        Pass-through columns to keep in the rows; default all of them.
+    **reconstructor_kwargs
+        Passed to ``engine.Reconstructor`` (``prefetch``, ``chunk_batches``...).
+
+    Returns
+    -------
+    (engine.Reconstructor, pyarrow.Table)
+    """
+    if rank is None or world_size is None:
+        ctx = _deps.ray().train.get_context()
+        rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    rec = engine.Reconstructor(StoreRef.of(store, version).open(), projection, device=device,
+                               **reconstructor_kwargs)
+    extra = pass_through_columns(thin_schema(thin_source)) if extra_columns is None else list(extra_columns)
+    columns = list(dict.fromkeys([*rec.thin_columns, *extra]))
+    return rec, read_shard(portable(thin_source), columns, int(world_size), int(rank))
