@@ -11,9 +11,9 @@ Their modules are private (underscored); import the names below from ``engine``.
 """
 
 from ._errors import CorruptionError, ImmutableError, MissingDependency, SchemaError, UIHError, VersionError
-from .serving import UIHStore
+from .serving import UIHStore, publish
 from .training import Batch, Projection, Reconstructor, shard
 
-__all__ = ["UIHStore", "Projection", "Reconstructor", "Batch", "shard",
+__all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "shard",
            "UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError", "MissingDependency"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""The ``uih`` command line: ``demo``, ``bench`` and ``inspect`` (``--help`` on each)."""
+"""The ``uih`` command line: ``demo``, ``bench``, ``inspect`` and ``publish`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from engine import UIHError, UIHStore
+from engine import UIHError, UIHStore, publish
 
 from .fmt import fmt_bytes, table
 
@@ -31,6 +31,15 @@ def cmd_inspect(args) -> int:
                   ["disk bytes (all files)", fmt_bytes(st["disk_bytes"])],
                   ["live bytes (this version)", fmt_bytes(st["live_bytes"])],
                   ["reclaimable bytes (expire)", fmt_bytes(st["reclaimable_bytes"])]], ["", "value"]))
+    return 0
+
+
+def cmd_publish(args) -> int:
+    got = publish(args.store, args.uri, include_log=args.log)
+    print(f"published {args.store} -> {args.uri}: versions {got['versions'][0]}..{got['versions'][-1]}, "
+          f"{got['files_copied']} files copied ({fmt_bytes(got['bytes_copied'])}), "
+          f"{got['files_skipped']} already there")
+    print(f"read it with UIHStore.open({args.uri!r}, read_only=True)")
     return 0
 
 
@@ -66,6 +75,14 @@ def main(argv=None) -> int:
     i.add_argument("path")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(func=cmd_inspect)
+    u = sub.add_parser("publish", help="copy a store's immutable tier to object storage (s3://, gs://, ...) for "
+                       "remote read-only readers; incremental, manifests last")
+    u.add_argument("store", help="the local store folder")
+    u.add_argument("uri", help="destination, e.g. s3://bucket/store (credentials and endpoint from the "
+                   "environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)")
+    u.add_argument("--log", action="store_true", help="also copy the newest version's log, so remote "
+                   "readers see the mutable tier as of now (default: immutable tier only)")
+    u.set_defaults(func=cmd_publish)
     args = p.parse_args(argv)
     try:
         return args.func(args) or 0

@@ -5,9 +5,12 @@
 ``_segment_index`` (immutable Parquet segments and their per-user index), ``_manifest`` (one per
 version, the commit point), ``_snapshot`` (thin and fat rows), ``_compaction`` (which segments merge),
 ``_immutable`` and ``_group_cache`` (reads of the immutable tier at one version), ``_durable`` (fsync'd
-writes), ``_lock`` (the writer lock), ``_retention`` (what ``expire`` may delete, live vs reclaimable bytes).
+writes), ``_lock`` (the writer lock), ``_retention`` (what ``expire`` may delete, live vs reclaimable bytes),
+``_fs`` (local paths or ``pyarrow.fs`` URIs: every read of a store file), ``_publish`` (copy a store to
+object storage for remote readers).
 """
 
+from ._publish import publish
 from ._store import UIHStore
 
-__all__ = ["UIHStore"]
+__all__ = ["UIHStore", "publish"]

@@ -12,12 +12,11 @@ user, only the row groups that hold the needed rows, only the named columns:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .._ragged import find, offsets_of, range_indices
-from . import _manifest, _segment_index, _segments
+from . import _fs, _manifest, _segment_index, _segments
 from ._group_cache import GroupCache
 
 
@@ -69,8 +68,8 @@ def _host(a) -> np.ndarray:
 class ImmutableView:
     """The immutable tier as of one manifest. Indexes load lazily and are kept."""
 
-    def __init__(self, root: Path, manifest: dict, schema, cache_bytes: int = 1 << 30):
-        self.root = Path(root)
+    def __init__(self, root, manifest: dict, schema, cache_bytes: int = 1 << 30):
+        self.root = _fs.at(root)  # a local Path or a _fs.RemotePath (object storage): opened alike
         self.manifest = manifest
         self.schema = schema
         self.segments = manifest["segments"]

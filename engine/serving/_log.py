@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .._errors import CorruptionError, UIHError
+from . import _fs
 from ._durable import fsync_dir
 
 MAGIC = b"\x93ULG"  # differs from the legacy magic in every byte, so no single flip turns one into the other
@@ -100,13 +101,13 @@ class AppendLog:
             pass  # buffered bytes of a failed append: cut back already, nothing acknowledged is lost
 
     @staticmethod
-    def replay(path: Path, repair: bool = False) -> list:
+    def replay(path, repair: bool = False) -> list:
         """Records of ``path`` as (kind, table); a torn tail is dropped, and cut off only if ``repair``.
 
         Only the writer may repair: for a reader, the "torn" tail may be a record still being written.
         """
-        path = Path(path)
-        buf = memoryview(path.read_bytes())
+        path = _fs.at(path)  # a reader's log may be on object storage; only a local writer repairs
+        buf = memoryview(_fs.read_bytes(path))
         out, pos = [], 0
         while pos < len(buf):
             rec = _read_record(path, buf, pos)

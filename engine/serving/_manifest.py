@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 from .._errors import CorruptionError, VersionError
+from . import _fs
 from ._durable import atomic_write
 
 FORMAT = 2
@@ -26,15 +27,20 @@ def _name(version: int) -> str:
     return f"v{version:010d}.json"
 
 
-def versions(root: Path) -> list:
-    d = Path(root) / DIR
-    if not d.is_dir():
+def versions(root) -> list:
+    """The store's versions, ascending (``root``: a local folder or a ``_fs.RemotePath``)."""
+    d = _fs.at(root) / DIR
+    if _fs.is_remote(d):
+        names = list(_fs.sizes(d))  # one listing; an object store has no folders to check first
+    elif d.is_dir():
+        names = [p.name for p in d.glob("v*.json")]
+    else:
         return []
-    return sorted(int(p.name[1:11]) for p in d.glob("v*.json") if p.name[1:11].isdigit())
+    return sorted(int(n[1:11]) for n in names if n.startswith("v") and n.endswith(".json") and n[1:11].isdigit())
 
 
-def path_of(root: Path, version: int) -> Path:
-    return Path(root) / DIR / _name(version)
+def path_of(root, version: int):
+    return _fs.at(root) / DIR / _name(version)
 
 
 def write(root: Path, body: dict) -> None:
@@ -44,7 +50,7 @@ def write(root: Path, body: dict) -> None:
     atomic_write(Path(root) / DIR / _name(body["version"]), json.dumps(doc, sort_keys=True).encode())
 
 
-def load(root: Path, version: int | None = None) -> dict:
+def load(root, version: int | None = None) -> dict:
     """The manifest of ``version`` (default: the newest), checked end to end."""
     vs = versions(root)
     if not vs:
@@ -55,7 +61,7 @@ def load(root: Path, version: int | None = None) -> dict:
         raise VersionError(f"store {root} has no version {version}; it holds versions {vs[0]}..{vs[-1]}")
     path = path_of(root, version)
     try:
-        raw = path.read_bytes()
+        raw = _fs.read_bytes(path)
     except FileNotFoundError:
         raise VersionError(f"store {root} version {version} was removed by retention (expire) while being "
                            "opened; open a newer version") from None
@@ -75,7 +81,7 @@ def load(root: Path, version: int | None = None) -> dict:
     return body
 
 
-def gone(root: Path, version: int, path: Path, what: str):
+def gone(root, version: int, path, what: str):
     """The error for a file of ``version`` that is not there: expired by retention, or damage."""
     if version not in versions(root):
         return VersionError(f"{what} {path} belonged to store version {version}, which retention (expire) has "

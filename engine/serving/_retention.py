@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import time
 from pathlib import Path
 
 from .._errors import SchemaError, UIHError
-from . import _manifest, _segments
+from . import _fs, _manifest, _segments
 from ._durable import fsync_dir
 
 LOG_DIR = "log"
@@ -82,20 +81,10 @@ def referenced(root: Path):
     return live
 
 
-def data_files(root: Path, dirs=(_segments.DIR, LOG_DIR)) -> dict:
+def data_files(root, dirs=(_segments.DIR, LOG_DIR)) -> dict:
     """Store-relative path -> bytes of every file in ``dirs`` (default ``segments/`` and ``log/``)."""
-    out = {}
-    for d in dirs:
-        try:
-            entries = list(os.scandir(Path(root) / d))
-        except FileNotFoundError:
-            continue
-        for e in entries:
-            try:
-                out[f"{d}/{e.name}"] = e.stat().st_size
-            except FileNotFoundError:
-                pass  # removed meanwhile by the writer's retention
-    return out
+    root = _fs.at(root)
+    return {f"{d}/{name}": size for d in dirs for name, size in _fs.sizes(root / d).items()}
 
 
 def expire(root: Path, keep_versions: int, grace_s: float, now: float | None = None) -> dict:
@@ -128,7 +117,7 @@ def expire(root: Path, keep_versions: int, grace_s: float, now: float | None = N
     return {"versions_removed": removable, "files_removed": len(freed), "bytes_freed": sum(freed.values())}
 
 
-def disk_usage(root: Path, manifest: dict) -> dict:
+def disk_usage(root, manifest: dict) -> dict:
     """Bytes on disk: ``live_bytes`` that the given version needs, ``reclaimable_bytes`` the rest."""
     files = data_files(root, (_segments.DIR, LOG_DIR, _manifest.DIR))
     own = f"{_manifest.DIR}/{_manifest.path_of(root, manifest['version']).name}"

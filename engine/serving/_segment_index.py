@@ -8,7 +8,6 @@ arithmetic and skip strides older than a time window, before touching the Parque
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +15,7 @@ from numba import njit
 
 from .._errors import CorruptionError
 from .._ragged import group_starts, range_indices
+from . import _fs
 
 COLUMNS = ("user_id", "row_start", "row_count", "seq_start", "ts_max")
 TS_STRIDE = 512  # rows between time checkpoints in the user index
@@ -64,10 +64,10 @@ def to_bytes(index: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def load(root: Path, part: dict) -> dict:
+def load(root, part: dict) -> dict:
     """A part's user index as numpy arrays, checked against the manifest's checksum."""
-    path = Path(root) / part["index"]
-    raw = path.read_bytes()  # FileNotFoundError: the caller knows whether retention or damage removed it
+    path = _fs.at(root) / part["index"]
+    raw = _fs.read_bytes(path)  # FileNotFoundError: the caller knows whether retention or damage removed it
     if zlib.crc32(raw) != part["index_crc"]:
         raise CorruptionError(f"segment index {path} fails its checksum; the store is damaged")
     t = pa.ipc.open_file(pa.py_buffer(raw)).read_all()

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import CorruptionError
-from . import _segment_index
+from . import _fs, _segment_index
 from ._durable import fsync_dir, fsync_file, write_file
 
 DIR = "segments"
@@ -99,26 +99,32 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
 PARSE_ERRORS = (pa.ArrowException, OSError, KeyError, ValueError, IndexError, TypeError)
 
 
-def open_parquet(root: Path, part: dict) -> pq.ParquetFile:
-    """The part's Parquet file, checked against the manifest; FileNotFoundError when it is not there."""
-    path = Path(root) / part["file"]
-    size = path.stat().st_size
-    if size != part["bytes"]:
-        raise CorruptionError(f"segment {path} has {size} bytes, the manifest says {part['bytes']}; the store "
-                              "is damaged, restore it from a backup")
+def open_parquet(root, part: dict) -> pq.ParquetFile:
+    """The part's Parquet file, checked against the manifest; FileNotFoundError when it is not there.
+
+    ``root``: a local folder or a ``_fs.RemotePath`` (object storage); both are read through one
+    random-access file, so the footer check and page checksums hold on either.
+    """
+    path = _fs.at(root) / part["file"]
+    f = _fs.open_input(path)
     try:
-        with open(path, "rb") as f:  # the footer (schema, row groups, statistics) is checked end to end
-            f.seek(max(size - part.get("footer_bytes", 0), 0))
-            tail = f.read()
+        size = f.size()
+        if size != part["bytes"]:
+            raise CorruptionError(f"segment {path} has {size} bytes, the manifest says {part['bytes']}; the store "
+                                  "is damaged, restore it from a backup")
+        # the footer (schema, row groups, statistics) is checked end to end
+        start = max(size - part.get("footer_bytes", 0), 0)
+        tail = f.read_at(size - start, start)
         if "footer_crc" in part and zlib.crc32(tail) != part["footer_crc"]:
             raise CorruptionError(f"segment {path} footer fails its checksum; the store is damaged, restore it "
                                   "from a backup")
-        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        pf = pq.ParquetFile(f, page_checksum_verification=True)
         pf.schema_arrow  # noqa: B018 - decode the schema now, so damage shows here, typed
         return pf
-    except FileNotFoundError:
-        raise
-    except PARSE_ERRORS as e:
+    except BaseException as e:
+        f.close()
+        if isinstance(e, FileNotFoundError) or not isinstance(e, PARSE_ERRORS):
+            raise
         raise CorruptionError(f"segment {path} cannot be parsed: {e}; restore the store from a backup") from e
 
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from .._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
 from .._ragged import group_starts, lookup
-from . import _compaction, _log, _manifest, _retention, _segments
+from . import _compaction, _fs, _log, _manifest, _retention, _segments
 from ._immutable import ImmutableView
 from ._lock import WriterLock
 from ._mutable import MutableTier, SeqCounter
@@ -24,12 +24,13 @@ LOG_DIR = _retention.LOG_DIR
 READ_RETRIES = 8  # a reader re-loads the newest manifest this often when retention removes files under it
 
 
-def _store_root(path) -> Path:
-    """``path`` as a store root, or CorruptionError saying why it is not one (nothing is created)."""
-    root = Path(path)
-    if not root.exists():
+def _store_root(path, filesystem=None):
+    """``path`` (local, or a URI / ``filesystem`` path) as a store root, or CorruptionError saying why it is
+    not one (nothing is created)."""
+    root = _fs.resolve(path, filesystem)
+    if not _fs.exists(root):
         raise CorruptionError(f"no UIH store at {root}: the path does not exist; create one with UIHStore.create")
-    if not root.is_dir():
+    if not _fs.is_dir(root):
         raise CorruptionError(f"no UIH store at {root}: it is not a directory; pass the store's folder")
     if not _manifest.versions(root):
         raise CorruptionError(f"{root} has no manifest; it is not a UIH store (create one with UIHStore.create)")
@@ -46,7 +47,7 @@ class UIHStore:
     """
 
     def __init__(self, root, manifest, lock, pinned, read_only_why=None, retention=None):
-        self.root = Path(root)
+        self.root = _fs.at(root)  # a Path, or a _fs.RemotePath for a store on object storage (read-only)
         self.schema = StoreSchema.from_json(manifest["schema"])
         self._lock = lock
         self._pinned = pinned
@@ -70,6 +71,10 @@ class UIHStore:
         """
         schema = StoreSchema.declare(columns, event_type_column)
         retention = _retention.check_retention(retention)
+        if _fs.is_uri(path):
+            raise UIHError(f"cannot create a store at {path}: the writer needs a local (POSIX) folder for its "
+                           "lock, fsync and rename; create it locally and copy it there with engine.publish "
+                           "(uih publish)")
         root = Path(path)
         if root.exists() and not root.is_dir():
             raise SchemaError(f"{root} exists and is not a directory; choose another path for the store")
@@ -92,14 +97,23 @@ class UIHStore:
             raise
 
     @classmethod
-    def open(cls, path, version=None, read_only=False, retention=None) -> UIHStore:
+    def open(cls, path, version=None, read_only=False, retention=None, filesystem=None) -> UIHStore:
         """Open an existing store, recovering from any crash; ``version`` pins a read-only view.
 
         ``read_only=True`` (or a store whose lock another holder has) opens a reader at the newest
         version that never locks, writes, truncates or deletes. ``retention``: as in ``create``.
+
+        ``path`` may be a URI that ``pyarrow.fs`` understands (``s3://bucket/store``, ``gs://...``,
+        ``hdfs://...``), or a path inside ``filesystem`` (a ``pyarrow.fs.FileSystem``, for endpoint
+        overrides and credentials). Such a store opens only for reading (``read_only=True`` or
+        ``version=V``); its mutable tier is the published log, or empty when none was published.
         """
-        root = _store_root(path)
+        root = _store_root(path, filesystem)
         retention = _retention.check_retention(retention)
+        if _fs.is_remote(root) and version is None and not read_only:
+            raise UIHError(f"{root} is on object storage, where a store can only be read: open it with "
+                           "read_only=True or version=V. Write to the local store and publish it "
+                           "(engine.publish / uih publish)")
         if version is not None:
             version = as_int64(version, "version")
             return cls._reader(root, version, "it is pinned to a version")
@@ -117,7 +131,7 @@ class UIHStore:
             raise
 
     @classmethod
-    def _reader(cls, root: Path, version, why: str) -> UIHStore:
+    def _reader(cls, root, version, why: str) -> UIHStore:
         """A reader; when retention removes the newest version's files under it, re-load and retry."""
         for _ in range(READ_RETRIES):
             tried = (_manifest.versions(root) or [None])[-1]
@@ -180,6 +194,8 @@ class UIHStore:
         try:
             records = _log.AppendLog.replay(path, repair=self.writable)
         except FileNotFoundError:
+            if _fs.is_remote(self.root):
+                return  # publishing the log is optional (engine.publish): without it the mutable tier is empty
             raise _manifest.gone(self.root, self.version, path, "log") from None
         for kind, table in records:
             self._apply(kind, {c: table.column(c).to_numpy() for c in table.column_names})
@@ -385,7 +401,7 @@ class UIHStore:
         """Counts and bytes per tier, and live vs reclaimable bytes on disk, for ``uih inspect``."""
         segs = self._manifest["segments"]
         try:
-            log_bytes = (self.root / self._manifest["log"]).stat().st_size
+            log_bytes = _fs.size(self.root / self._manifest["log"])
         except FileNotFoundError:
             log_bytes = 0  # a pinned old version whose log retention has removed
         users, counts = self.view.user_counts()

@@ -1,0 +1,121 @@
+"""Publish a local store to object storage (or any ``pyarrow.fs`` location) for remote readers.
+
+The copy is ordered so that a reader of the destination never sees a manifest whose files are missing:
+version by version, ascending, first the version's segments (main files, sidecars, their indexes), then
+its manifest. Object stores make an object visible only once its upload completes; on other filesystems
+each file is written under a temporary name and renamed. Publishing is idempotent and incremental: an
+object already there with the same size is skipped (every file a manifest names is immutable, and so is
+the manifest itself). Nothing at the destination is ever deleted.
+
+The mutable tier's log is copied only on request (``include_log=True``), for the newest version, after
+its manifest: a remote reader then replays it like a local ``read_only`` reader (a torn tail, caught
+mid-append, is dropped). Without it, a remote reader sees an empty mutable tier; thin rows still
+reconstruct, since they carry their tail events themselves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from .._errors import UIHError, VersionError
+from . import _fs, _manifest, _retention
+
+_CHUNK = 8 << 20
+_ATOMIC_UPLOADS = {"s3", "gcs"}  # an object appears only when its upload completes
+
+
+def _listing(dest) -> dict:
+    """Store-relative path -> size of every object already under ``dest`` (one recursive listing)."""
+    sel = pafs.FileSelector(dest.path, recursive=True, allow_not_found=True)
+    cut = len(dest.path) + 1
+    return {i.path[cut:]: i.size for i in dest.fs.get_file_info(sel) if i.type == pafs.FileType.File}
+
+
+def _upload(src: Path, dest, rel: str) -> int:
+    """Copy one local file to ``dest/rel`` so that readers see all of it or nothing; returns its bytes."""
+    target = dest / rel
+    atomic = dest.fs.type_name in _ATOMIC_UPLOADS
+    tmp = target if atomic else dest / f"{rel.rsplit('/', 1)[0]}/.tmp-{uuid.uuid4().hex[:8]}-{target.name}"
+    dest.fs.create_dir((dest / rel.rsplit("/", 1)[0]).path, recursive=True)
+    with open(src, "rb") as f, dest.fs.open_output_stream(tmp.path) as out:
+        shutil.copyfileobj(f, out, _CHUNK)
+        n = f.tell()
+    if not atomic:
+        dest.fs.move(tmp.path, target.path)
+    return n
+
+
+def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False) -> dict:
+    """Copy the store at local ``path`` to ``uri`` so that ``UIHStore.open(uri, read_only=True)`` reads it.
+
+    Parameters
+    ----------
+    path : str or Path
+        A local store (a writer may be working on it: only committed versions are copied).
+    uri : str
+        Destination: a URI that ``pyarrow.fs`` understands (``s3://bucket/store``, ``gs://...``) or a
+        path inside ``filesystem``. Credentials come from ``filesystem`` or the usual environment
+        (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``, ``GOOGLE_APPLICATION_CREDENTIALS``, ...).
+    filesystem : pyarrow.fs.FileSystem, optional
+        The destination filesystem, e.g. ``S3FileSystem(endpoint_override=...)``.
+    include_log : bool
+        Also copy the newest version's log, so remote readers see its mutable tier (see module doc).
+        Always on for a local destination, whose readers treat a missing log as damage.
+
+    Returns
+    -------
+    dict
+        ``versions`` published, ``files_copied``, ``bytes_copied``, ``files_skipped`` (already there).
+    """
+    if _fs.is_uri(path):
+        raise UIHError(f"publish copies a local store; {path} is not a local path")
+    src = Path(path)
+    vs = _manifest.versions(src)
+    if not vs:
+        raise UIHError(f"{src} holds no UIH store (no manifest); pass the store's folder")
+    dest = _fs.resolve(uri, filesystem)
+    if not _fs.is_remote(dest):
+        # e.g. a mounted share: local readers want every file a manifest names, so the log goes too
+        dest = _fs.RemotePath(pafs.LocalFileSystem(), str(Path(dest).resolve()))
+        include_log = True
+    try:
+        have = _listing(dest)
+    except OSError as e:
+        raise UIHError(f"cannot list {dest} ({e}); check the URI and the credentials (filesystem=, or "
+                       "AWS_*/GOOGLE_* environment variables)") from e
+    out = {"versions": [], "files_copied": 0, "bytes_copied": 0, "files_skipped": 0}
+
+    def copy(rel: str, force: bool = False) -> None:
+        local = src / rel
+        if not force and rel in have and have[rel] == local.stat().st_size:
+            out["files_skipped"] += 1
+            return
+        try:
+            n = _upload(local, dest, rel)
+        except OSError as e:
+            if isinstance(e, FileNotFoundError) and not local.exists():
+                raise  # the local writer expired it meanwhile
+            raise UIHError(f"cannot write {dest / rel} ({e}); check that the destination exists and that the "
+                           "credentials (filesystem=, or AWS_*/GOOGLE_* environment variables) allow writing") from e
+        out["bytes_copied"] += n
+        out["files_copied"] += 1
+        have[rel] = n
+
+    newest = None
+    for v in vs:
+        try:
+            m = _manifest.load(src, v)
+            for rel in sorted(_retention.files_of(m) - {m["log"]}):
+                copy(rel)
+            copy(f"{_manifest.DIR}/{_manifest.path_of(src, v).name}")  # last: its files are all there now
+        except (FileNotFoundError, VersionError):
+            continue  # the local writer expired this version meanwhile: its manifest is not published
+        out["versions"].append(v)
+        newest = m
+    if include_log and newest is not None:
+        copy(newest["log"], force=True)  # the log grows while the writer appends: always the latest bytes
+    return out

@@ -1,0 +1,263 @@
+"""Stores on object storage: publish to a real S3-compatible server (moto), read remotely, bit for bit."""
+
+import logging
+import socket
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
+import pytest
+
+import engine
+from engine.serving import _manifest, _publish
+from uih.cli import main as uih_main
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
+
+moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+fs_mod = pytest.importorskip("pyarrow.fs")
+
+DAY = 86_400_000_000
+BUCKET = "uih"
+PROJECTIONS = {
+    "all-left": engine.Projection(["item_id", "action", "ts"], max_len=64),
+    "right-pad": engine.Projection(["item_id", "seq", "dwell_ms"], max_len=200, align="right", pad_value=-7),
+    "rare-types": engine.Projection(["item_id", "surface"], max_len=16, actions=[3]),
+    "types-window": engine.Projection(["item_id", "action"], max_len=32, actions=[0, 2], window_us=DAY // 2),
+    "window-right": engine.Projection(["ts", "item_id"], max_len=10, window_us=DAY // 3, align="right"),
+}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on a free local port; yields (endpoint, pyarrow S3FileSystem) with bucket ``uih``."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"127.0.0.1:{port}"
+    fs = fs_mod.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
+                             secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(BUCKET)
+    yield endpoint, fs
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    """The environment a user sets for a plain ``s3://`` URI (credentials and endpoint, no filesystem=)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3[0]}")
+    return s3
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """A local store after seals, a compaction and updates, with mutable events left; thin rows logged
+    along the way, and the version each batch of them was logged at."""
+    rng = np.random.default_rng(7)
+    path = tmp_path_factory.mktemp("objstore") / "store"
+    store = engine.UIHStore.create(path, columns=COLUMNS, event_type_column="action")
+    users = np.arange(10)
+    thins = []
+    for d in range(4):
+        for s in range(2):
+            ev = make_events(rng, users, 250, t0=d * DAY + s * DAY // 2, span=DAY // 2)
+            ev["action"] = np.where(rng.random(250) < 0.06, 3, ev["action"] % 3).astype(np.int32)
+            seqs = store.append(ev)
+            pick = rng.choice(len(seqs), 10, replace=False)
+            store.update({"user_id": ev["user_id"][pick], "seq": seqs[pick], "item_id": rng.integers(0, 99, 10)})
+            req = {"user_id": np.r_[users, [1000]], "request_ts": np.full(11, d * DAY + (s + 1) * DAY // 2),
+                   "example_id": np.arange(11) + 100 * (2 * d + s)}
+            thins.append(store.snapshot(req))
+        store.seal((d + 1) * DAY - DAY // 4)
+        if d == 2:
+            store.compact(full=True)
+    store.append(make_events(rng, users, 100, t0=5 * DAY, span=DAY))  # a mutable tier for the log test
+    store.close()
+    return path, pa.concat_tables(thins)
+
+
+def _publish_to(local, s3, prefix, **kw):
+    return engine.publish(local[0], f"s3://{BUCKET}/{prefix}", filesystem=s3[1], **kw)
+
+
+@pytest.fixture(scope="module")
+def remote(local, s3):
+    got = _publish_to(local, s3, "main")
+    store = engine.UIHStore.open(f"s3://{BUCKET}/main", read_only=True, filesystem=s3[1])
+    yield store, got
+    store.close()
+
+
+def _batches(store, proj, thin):
+    return list(engine.Reconstructor(store, proj, device="cpu").iter_batches(thin, batch_size=16))
+
+
+def _assert_same_batches(got, want):
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want):
+        assert set(g) == set(w)
+        for c in w:
+            assert g[c].dtype == w[c].dtype
+            np.testing.assert_array_equal(g[c], w[c], err_msg=f"column {c}")
+
+
+@pytest.mark.parametrize("name", list(PROJECTIONS))
+def test_remote_reconstruction_is_bit_exact(local, remote, name):
+    with engine.UIHStore.open(local[0], read_only=True) as ref:
+        want = _batches(ref, PROJECTIONS[name], local[1])
+    _assert_same_batches(_batches(remote[0], PROJECTIONS[name], local[1]), want)
+
+
+def test_remote_reader_sees_the_immutable_tier_only(local, remote):
+    store, got = remote
+    with engine.UIHStore.open(local[0], read_only=True) as ref:
+        want, table = ref.stats(), ref.to_table()
+    st = store.stats()
+    assert str(store.root) == f"s3://{BUCKET}/main"
+    assert got["versions"] == want["versions"] == st["versions"] and st["version"] == want["version"]
+    for k in ("store_id", "columns", "segments", "sealed_events", "segment_bytes", "sidecar_bytes", "rare_types"):
+        assert st[k] == want[k], k
+    assert want["mutable_events"] > 0 and st["mutable_events"] == 0 and st["log_bytes"] == 0
+    assert st["live_bytes"] == want["live_bytes"] - want["log_bytes"]  # everything but the log was copied
+    sealed = table.filter(table["sealed"])
+    assert store.to_table().equals(sealed)
+
+
+def test_publish_is_incremental_and_puts_each_manifest_after_its_files(local, s3, monkeypatch):
+    order = []
+    real = _publish._upload
+    monkeypatch.setattr(_publish, "_upload", lambda src, dest, rel: order.append(rel) or real(src, dest, rel))
+    first = _publish_to(local, s3, "ordered")
+    vs = _manifest.versions(local[0])
+    assert first["versions"] == vs and first["files_copied"] == len(order) == len(set(order))  # each once
+    for v in vs:  # every file a manifest names went up before it
+        m = _manifest.load(local[0], v)
+        pos = order.index(f"{_manifest.DIR}/{_manifest.path_of(local[0], v).name}")
+        assert all(order.index(f) < pos for f in engine.serving._retention.files_of(m) - {m["log"]})
+    assert not any(f.startswith("log/") for f in order)
+    order.clear()
+    again = _publish_to(local, s3, "ordered")
+    assert order == [] and again["files_copied"] == 0
+    assert again["files_skipped"] == first["files_copied"] + first["files_skipped"]
+
+
+def test_uri_with_credentials_from_the_environment(local, s3_env, capsys):
+    assert uih_main(["publish", str(local[0]), f"s3://{BUCKET}/cli"]) == 0
+    assert "files copied" in capsys.readouterr().out
+    with engine.UIHStore.open(f"s3://{BUCKET}/cli", read_only=True) as store:  # no filesystem=: from_uri
+        p = PROJECTIONS["all-left"]
+        with engine.UIHStore.open(local[0], read_only=True) as ref:
+            _assert_same_batches(_batches(store, p, local[1]), _batches(ref, p, local[1]))
+    assert uih_main(["inspect", f"s3://{BUCKET}/cli"]) == 0
+    assert "UIH store s3://" in capsys.readouterr().out
+
+
+def test_published_log_gives_the_mutable_tier(local, s3):
+    _publish_to(local, s3, "withlog", include_log=True)
+    with engine.UIHStore.open(f"s3://{BUCKET}/withlog", read_only=True, filesystem=s3[1]) as store, \
+            engine.UIHStore.open(local[0], read_only=True) as ref:
+        assert store.stats()["mutable_events"] == ref.stats()["mutable_events"] > 0
+        assert store.to_table().equals(ref.to_table())
+        req = {"user_id": np.arange(10), "request_ts": np.full(10, 7 * DAY)}
+        assert store.snapshot(req).equals(ref.snapshot(req))
+
+
+def test_pinned_version_reads_remotely(local, remote, s3):
+    vs = remote[1]["versions"]
+    old = vs[len(vs) // 2]
+    p = PROJECTIONS["right-pad"]
+    thin = local[1].filter(pa.compute.less_equal(local[1]["version"], old))
+    with engine.UIHStore.open(f"s3://{BUCKET}/main", version=old, filesystem=s3[1]) as store, \
+            engine.UIHStore.open(local[0], version=old) as ref:
+        assert store.version == old and len(store.view.segments) == len(ref.view.segments)
+        _assert_same_batches(_batches(store, p, thin), _batches(ref, p, thin))
+    with pytest.raises(engine.VersionError, match="has no version"):
+        engine.UIHStore.open(f"s3://{BUCKET}/main", version=vs[-1] + 5, filesystem=s3[1])
+
+
+def test_writes_on_object_storage_are_refused(local, remote, s3, tmp_path):
+    store = remote[0]
+    with pytest.raises(engine.UIHError, match="read_only=True or version=V"):
+        engine.UIHStore.open(f"s3://{BUCKET}/main", filesystem=s3[1])
+    ev = make_events(np.random.default_rng(0), [1], 3)
+    for call in (lambda: store.append(ev), lambda: store.seal(10 * DAY), store.compact, store.expire):
+        with pytest.raises(engine.UIHError, match="read-only"):
+            call()
+    with pytest.raises(engine.UIHError, match="local"):
+        engine.UIHStore.create(f"s3://{BUCKET}/new", columns=COLUMNS)
+    with pytest.raises(engine.UIHError, match="not a local path"):
+        engine.publish(f"s3://{BUCKET}/main", str(tmp_path / "x"))
+    listing = s3[1].get_file_info(fs_mod.FileSelector(f"{BUCKET}/main", recursive=True))
+    assert not any(i.base_name == "LOCK" for i in listing)  # a reader never creates the writer lock
+
+
+def _segment_object(local, prefix, what):
+    m = _manifest.load(local[0])
+    part = m["segments"][-1]["main"]
+    return f"{BUCKET}/{prefix}/{part['file' if what != 'index' else 'index']}"
+
+
+def _overwrite(fs, key, change):
+    with fs.open_input_stream(key) as f:
+        data = bytearray(f.readall())
+    change(data)
+    with fs.open_output_stream(key) as f:
+        f.write(bytes(data))
+
+
+def _zero_middle(data):
+    n = len(data)
+    data[n // 4:n // 2] = bytes(n // 2 - n // 4)
+
+
+def _flip_last_footer_byte(data):
+    data[-9] ^= 0x10  # inside the footer's metadata, before its length and magic
+
+
+@pytest.mark.parametrize("what, change", [("pages", _zero_middle), ("footer", _flip_last_footer_byte),
+                                          ("index", _zero_middle)], ids=["pages", "footer", "index"])
+def test_corrupted_remote_files_raise_corruption_error(local, s3, what, change):
+    prefix = f"corrupt-{what}"
+    _publish_to(local, s3, prefix)
+    _overwrite(s3[1], _segment_object(local, prefix, what), change)
+    with pytest.raises(engine.CorruptionError, match=f"s3://{BUCKET}/{prefix}/segments/"):
+        store = engine.UIHStore.open(f"s3://{BUCKET}/{prefix}", read_only=True, filesystem=s3[1])
+        store.to_table()  # every column of every row group: each page is checked
+
+
+def test_corrupted_remote_manifest_raises_corruption_error(local, s3):
+    _publish_to(local, s3, "corrupt-manifest")
+    newest = _manifest.path_of(local[0], _manifest.versions(local[0])[-1]).name
+    key = f"{BUCKET}/corrupt-manifest/{_manifest.DIR}/{newest}"
+    _overwrite(s3[1], key, lambda d: d.__setitem__(len(d) // 2, d[len(d) // 2] ^ 1))
+    with pytest.raises(engine.CorruptionError, match="manifest"):
+        engine.UIHStore.open(f"s3://{BUCKET}/corrupt-manifest", read_only=True, filesystem=s3[1])
+
+
+@pytest.mark.parametrize("what", ["index", "segment"])
+def test_missing_remote_objects_raise_typed_errors(local, s3, what):
+    prefix = f"missing-{what}"
+    _publish_to(local, s3, prefix)
+    s3[1].delete_file(_segment_object(local, prefix, what))
+    with pytest.raises(engine.CorruptionError, match="is missing"):
+        store = engine.UIHStore.open(f"s3://{BUCKET}/{prefix}", read_only=True, filesystem=s3[1])
+        store.to_table()
+    with pytest.raises(engine.CorruptionError, match="no UIH store"):
+        engine.UIHStore.open(f"s3://{BUCKET}/nothing-here", read_only=True, filesystem=s3[1])
+
+
+def test_publish_to_a_local_folder_renames_into_place(local, tmp_path):
+    got = engine.publish(local[0], tmp_path / "copy")
+    assert not [p for p in (tmp_path / "copy").rglob(".tmp-*")]
+    with engine.UIHStore.open(tmp_path / "copy", read_only=True) as store, \
+            engine.UIHStore.open(local[0], read_only=True) as ref:
+        assert store.version == ref.version and got["versions"][-1] == ref.version
+        assert store.to_table().equals(ref.to_table())  # the log came too: local readers need it
+        p = PROJECTIONS["types-window"]
+        _assert_same_batches(_batches(store, p, local[1]), _batches(ref, p, local[1]))
