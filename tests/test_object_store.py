@@ -19,12 +19,13 @@ fs_mod = pytest.importorskip("pyarrow.fs")
 
 DAY = 86_400_000_000
 BUCKET = "uih"
-PROJECTIONS = {
-    "all-left": engine.Projection(["item_id", "action", "ts"], max_len=64),
-    "right-pad": engine.Projection(["item_id", "seq", "dwell_ms"], max_len=200, align="right", pad_value=-7),
-    "rare-types": engine.Projection(["item_id", "surface"], max_len=16, actions=[3]),
-    "types-window": engine.Projection(["item_id", "action"], max_len=32, actions=[0, 2], window_us=DAY // 2),
-    "window-right": engine.Projection(["ts", "item_id"], max_len=10, window_us=DAY // 3, align="right"),
+PROJECTIONS = {  # plain, right-aligned with pads, rare types (sidecar), types + window, all
+    "left": engine.Projection(["item_id", "action", "ts", "seq"], max_len=48),
+    "right": engine.Projection(["dwell_ms", "item_id"], max_len=300, align="right", pad_value=-1),
+    "rare": engine.Projection(["surface", "ts"], max_len=8, actions=[3]),
+    "window": engine.Projection(["action", "item_id"], max_len=24, actions=[0, 1], window_us=DAY // 2,
+                                align="right"),
+    "whole": engine.Projection(["surface", "dwell_ms", "item_id"], max_len=4000, pad_value=3),
 }
 
 
@@ -57,25 +58,25 @@ def s3_env(s3, monkeypatch):
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory):
-    """A local store after seals, a compaction and updates, with mutable events left; thin rows logged
-    along the way, and the version each batch of them was logged at."""
+    """A local store after seals, a compaction and updates, with mutable events left, and the thin rows
+    logged along the way (each carries the version it was logged at)."""
     rng = np.random.default_rng(7)
     path = tmp_path_factory.mktemp("objstore") / "store"
     store = engine.UIHStore.create(path, columns=COLUMNS, event_type_column="action")
     users = np.arange(10)
     thins = []
-    for d in range(4):
-        for s in range(2):
-            ev = make_events(rng, users, 250, t0=d * DAY + s * DAY // 2, span=DAY // 2)
-            ev["action"] = np.where(rng.random(250) < 0.06, 3, ev["action"] % 3).astype(np.int32)
-            seqs = store.append(ev)
-            pick = rng.choice(len(seqs), 10, replace=False)
-            store.update({"user_id": ev["user_id"][pick], "seq": seqs[pick], "item_id": rng.integers(0, 99, 10)})
-            req = {"user_id": np.r_[users, [1000]], "request_ts": np.full(11, d * DAY + (s + 1) * DAY // 2),
-                   "example_id": np.arange(11) + 100 * (2 * d + s)}
-            thins.append(store.snapshot(req))
-        store.seal((d + 1) * DAY - DAY // 4)
-        if d == 2:
+    for half_day in range(8):  # seal at the end of every day, compact once
+        t0 = half_day * DAY // 2
+        ev = make_events(rng, users, 250, t0=t0, span=DAY // 2)
+        ev["action"] = np.where(rng.random(250) < 0.06, 3, ev["action"] % 3).astype(np.int32)
+        seqs = store.append(ev)
+        pick = rng.choice(len(seqs), 10, replace=False)
+        store.update({"user_id": ev["user_id"][pick], "seq": seqs[pick], "item_id": rng.integers(0, 99, 10)})
+        thins.append(store.snapshot({"user_id": np.r_[users, [1000]], "request_ts": np.full(11, t0 + DAY // 2),
+                                     "example_id": np.arange(11) + 100 * half_day}))
+        if half_day % 2:
+            store.seal(t0 + DAY // 4)
+        if half_day == 5:
             store.compact(full=True)
     store.append(make_events(rng, users, 100, t0=5 * DAY, span=DAY))  # a mutable tier for the log test
     store.close()
@@ -151,7 +152,7 @@ def test_uri_with_credentials_from_the_environment(local, s3_env, capsys):
     assert uih_main(["publish", str(local[0]), f"s3://{BUCKET}/cli"]) == 0
     assert "files copied" in capsys.readouterr().out
     with engine.UIHStore.open(f"s3://{BUCKET}/cli", read_only=True) as store:  # no filesystem=: from_uri
-        p = PROJECTIONS["all-left"]
+        p = PROJECTIONS["left"]
         with engine.UIHStore.open(local[0], read_only=True) as ref:
             _assert_same_batches(_batches(store, p, local[1]), _batches(ref, p, local[1]))
     assert uih_main(["inspect", f"s3://{BUCKET}/cli"]) == 0
@@ -171,7 +172,7 @@ def test_published_log_gives_the_mutable_tier(local, s3):
 def test_pinned_version_reads_remotely(local, remote, s3):
     vs = remote[1]["versions"]
     old = vs[len(vs) // 2]
-    p = PROJECTIONS["right-pad"]
+    p = PROJECTIONS["right"]
     thin = local[1].filter(pa.compute.less_equal(local[1]["version"], old))
     with engine.UIHStore.open(f"s3://{BUCKET}/main", version=old, filesystem=s3[1]) as store, \
             engine.UIHStore.open(local[0], version=old) as ref:
@@ -259,5 +260,5 @@ def test_publish_to_a_local_folder_renames_into_place(local, tmp_path):
             engine.UIHStore.open(local[0], read_only=True) as ref:
         assert store.version == ref.version and got["versions"][-1] == ref.version
         assert store.to_table().equals(ref.to_table())  # the log came too: local readers need it
-        p = PROJECTIONS["types-window"]
+        p = PROJECTIONS["window"]
         _assert_same_batches(_batches(store, p, local[1]), _batches(ref, p, local[1]))

@@ -140,7 +140,7 @@ def read_groups_device(backend, pf, path, groups, columns, name) -> dict:
     hence ``MissingDependency``, never corruption.
     """
     host = _segments.read_groups_arrow(pf, path, groups, columns, name)  # CorruptionError if damaged
-    if backend.cudf is None:
+    if backend.cudf is None or "://" in path:  # cuDF reads local files; a remote one came through pyarrow.fs
         return {c: backend.to_device(v) for c, v in host.items()}
     del host
     try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
