@@ -73,7 +73,7 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     """
     if _fs.is_uri(path):
         raise UIHError(f"publish copies a local store; {path} is not a local path")
-    src = Path(path)
+    src = _fs.resolve(path)
     vs = _manifest.versions(src)
     if not vs:
         raise UIHError(f"{src} holds no UIH store (no manifest); pass the store's folder")

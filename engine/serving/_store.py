@@ -6,7 +6,6 @@ import threading
 import uuid
 import warnings
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -75,7 +74,7 @@ class UIHStore:
             raise UIHError(f"cannot create a store at {path}: the writer needs a local (POSIX) folder for its "
                            "lock, fsync and rename; create it locally and copy it there with engine.publish "
                            "(uih publish)")
-        root = Path(path)
+        root = _fs.resolve(path)  # a Path (file:// URIs included)
         if root.exists() and not root.is_dir():
             raise SchemaError(f"{root} exists and is not a directory; choose another path for the store")
         if _manifest.versions(root):
