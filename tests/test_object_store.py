@@ -19,13 +19,14 @@ fs_mod = pytest.importorskip("pyarrow.fs")
 
 DAY = 86_400_000_000
 BUCKET = "uih"
-PROJECTIONS = {  # plain, right-aligned with pads, rare types (sidecar), types + window, all
+PROJECTIONS = {  # plain, right-aligned with pads, rare types (sidecar), types + window, all, jagged
     "left": engine.Projection(["item_id", "action", "ts", "seq"], max_len=48),
     "right": engine.Projection(["dwell_ms", "item_id"], max_len=300, align="right", pad_value=-1),
     "rare": engine.Projection(["surface", "ts"], max_len=8, actions=[3]),
     "window": engine.Projection(["action", "item_id"], max_len=24, actions=[0, 1], window_us=DAY // 2,
                                 align="right"),
     "whole": engine.Projection(["surface", "dwell_ms", "item_id"], max_len=4000, pad_value=3),
+    "jagged": engine.Projection(["item_id", "ts"], max_len=20, window_us=DAY // 3, layout="jagged"),
 }
 
 
@@ -251,6 +252,16 @@ def test_missing_remote_objects_raise_typed_errors(local, s3, what):
         store.to_table()
     with pytest.raises(engine.CorruptionError, match="no UIH store"):
         engine.UIHStore.open(f"s3://{BUCKET}/nothing-here", read_only=True, filesystem=s3[1])
+
+
+def test_unreachable_endpoint_is_a_uih_error(local):
+    fs = fs_mod.S3FileSystem(endpoint_override="127.0.0.1:9", scheme="http", access_key="x", secret_key="x",
+                             region="us-east-1", connect_timeout=0.5, request_timeout=0.5,
+                             retry_strategy=fs_mod.AwsStandardS3RetryStrategy(max_attempts=1))
+    with pytest.raises(engine.UIHError, match="check the URI, the endpoint and the credentials"):
+        engine.UIHStore.open(f"s3://{BUCKET}/main", read_only=True, filesystem=fs)
+    with pytest.raises(engine.UIHError, match="cannot list"):
+        engine.publish(local[0], f"s3://{BUCKET}/x", filesystem=fs)
 
 
 def test_publish_to_a_local_folder_renames_into_place(local, tmp_path):

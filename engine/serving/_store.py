@@ -27,11 +27,18 @@ def _store_root(path, filesystem=None):
     """``path`` (local, or a URI / ``filesystem`` path) as a store root, or CorruptionError saying why it is
     not one (nothing is created)."""
     root = _fs.resolve(path, filesystem)
-    if not _fs.exists(root):
+    try:
+        found, folder, vs = _fs.exists(root), _fs.is_dir(root), _manifest.versions(root)
+    except OSError as e:  # remotely: no route, bad credentials, no permission (before any store file is read)
+        if not _fs.is_remote(root):
+            raise
+        raise UIHError(f"cannot read {root} ({e}); check the URI, the endpoint and the credentials "
+                       "(filesystem=, or the AWS_*/GOOGLE_* environment variables)") from e
+    if not found:
         raise CorruptionError(f"no UIH store at {root}: the path does not exist; create one with UIHStore.create")
-    if not _fs.is_dir(root):
+    if not folder:
         raise CorruptionError(f"no UIH store at {root}: it is not a directory; pass the store's folder")
-    if not _manifest.versions(root):
+    if not vs:
         raise CorruptionError(f"{root} has no manifest; it is not a UIH store (create one with UIHStore.create)")
     return root
 
