@@ -1,6 +1,7 @@
 """Stores on object storage: publish to a real S3-compatible server (moto), read remotely, bit for bit."""
 
 import logging
+import pickle
 import socket
 
 import numpy as np
@@ -181,6 +182,9 @@ def test_pinned_version_reads_remotely(local, remote, s3):
         _assert_same_batches(_batches(store, p, thin), _batches(ref, p, thin))
     with pytest.raises(engine.VersionError, match="has no version"):
         engine.UIHStore.open(f"s3://{BUCKET}/main", version=vs[-1] + 5, filesystem=s3[1])
+    # workers (Ray actors, DALI processes) may get the root itself: it pickles with its filesystem
+    with engine.UIHStore.open(pickle.loads(pickle.dumps(remote[0].root)), version=old) as store:
+        assert store.version == old and str(store.root) == f"s3://{BUCKET}/main"
 
 
 def test_writes_on_object_storage_are_refused(local, remote, s3, tmp_path):
