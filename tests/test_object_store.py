@@ -159,6 +159,9 @@ def test_uri_with_credentials_from_the_environment(local, s3_env, capsys):
             _assert_same_batches(_batches(store, p, local[1]), _batches(ref, p, local[1]))
     assert uih_main(["inspect", f"s3://{BUCKET}/cli"]) == 0
     assert "UIH store s3://" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        uih_main(["publish", "--help"])
+    assert done.value.code == 0 and "usage: uih publish" in capsys.readouterr().out
 
 
 def test_published_log_gives_the_mutable_tier(local, s3):
