@@ -1,7 +1,8 @@
 """Where a store's files live: a local folder, or a URI that ``pyarrow.fs`` understands (s3://, gs://, ...).
 
-Every *read* of a store file goes through here. A local store stays a ``pathlib.Path`` and is read as
-before (plain POSIX reads; the writer's flock, fsync and rename need a POSIX folder anyway). A remote
+Every read a *reader* makes (manifests, indexes, segments, sidecars, the log) goes through here; the
+writer's own bookkeeping (flock, fsync, rename, orphan and retention scans) needs a POSIX folder and
+stays on ``pathlib``. A local store stays a ``pathlib.Path`` and is read as before. A remote
 store is a ``RemotePath``: a ``pyarrow.fs.FileSystem`` and a path in it, joined with ``/`` like a
 ``Path``, so the readers need not care which one they hold. A missing object raises
 ``FileNotFoundError`` naming the URI, exactly as a missing local file does, so the callers map it to
