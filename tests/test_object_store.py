@@ -2,6 +2,7 @@
 
 import logging
 import pickle
+import shutil
 import socket
 
 import numpy as np
@@ -10,7 +11,7 @@ import pyarrow.compute  # noqa: F401
 import pytest
 
 import engine
-from engine.serving import _manifest, _publish
+from engine.serving import _manifest, _publish, _retention
 from uih.cli import main as uih_main
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
@@ -85,13 +86,13 @@ def local(tmp_path_factory):
     return path, pa.concat_tables(thins)
 
 
-def _publish_to(local, s3, prefix, **kw):
-    return engine.publish(local[0], f"s3://{BUCKET}/{prefix}", filesystem=s3[1], **kw)
+def _publish_to(path, s3, prefix, **kw):
+    return engine.publish(path, f"s3://{BUCKET}/{prefix}", filesystem=s3[1], **kw)
 
 
 @pytest.fixture(scope="module")
 def remote(local, s3):
-    got = _publish_to(local, s3, "main")
+    got = _publish_to(local[0], s3, "main")
     store = engine.UIHStore.open(f"s3://{BUCKET}/main", read_only=True, filesystem=s3[1])
     yield store, got
     store.close()
@@ -136,18 +137,50 @@ def test_publish_is_incremental_and_puts_each_manifest_after_its_files(local, s3
     order = []
     real = _publish._upload
     monkeypatch.setattr(_publish, "_upload", lambda src, dest, rel: order.append(rel) or real(src, dest, rel))
-    first = _publish_to(local, s3, "ordered")
+    first = _publish_to(local[0], s3, "ordered")
     vs = _manifest.versions(local[0])
     assert first["versions"] == vs and first["files_copied"] == len(order) == len(set(order))  # each once
     for v in vs:  # every file a manifest names went up before it
         m = _manifest.load(local[0], v)
         pos = order.index(f"{_manifest.DIR}/{_manifest.path_of(local[0], v).name}")
-        assert all(order.index(f) < pos for f in engine.serving._retention.files_of(m) - {m["log"]})
+        assert all(order.index(f) < pos for f in _retention.files_of(m) - {m["log"]})
     assert not any(f.startswith("log/") for f in order)
     order.clear()
-    again = _publish_to(local, s3, "ordered")
+    again = _publish_to(local[0], s3, "ordered")
     assert order == [] and again["files_copied"] == 0
     assert again["files_skipped"] == first["files_copied"] + first["files_skipped"]
+
+
+def test_republish_after_a_seal_copies_only_the_new_version(local, s3, tmp_path):
+    path = tmp_path / "store"
+    shutil.copytree(local[0], path)
+    first = _publish_to(path, s3, "grows")
+    with engine.UIHStore.open(path) as writer:
+        writer.append(make_events(np.random.default_rng(3), range(10), 50, t0=6 * DAY, span=DAY))
+        new = writer.seal(8 * DAY)
+    again = _publish_to(path, s3, "grows")
+    assert again["versions"][-1] == new and again["files_copied"] >= 2  # its segment files + its manifest
+    assert again["files_copied"] < first["files_copied"]
+    with engine.UIHStore.open(f"s3://{BUCKET}/grows", read_only=True, filesystem=s3[1]) as store, \
+            engine.UIHStore.open(path, read_only=True) as ref:
+        assert store.version == new
+        assert store.to_table().equals(ref.to_table().filter(ref.to_table()["sealed"]))
+
+
+def test_a_version_whose_files_vanish_is_not_published(local, s3, tmp_path):
+    path = tmp_path / "store"
+    shutil.copytree(local[0], path)
+    vs = _manifest.versions(path)
+    newest = _retention.files_of(_manifest.load(path))
+    gone = sorted(_retention.files_of(_manifest.load(path, vs[1])) - newest - {_manifest.load(path, vs[1])["log"]})
+    assert gone  # a segment that compaction replaced: as if a local expire removed it mid-publish
+    (path / gone[0]).unlink()
+    got = _publish_to(path, s3, "vanished")
+    skipped = [v for v in vs if gone[0] in _retention.files_of(_manifest.load(path, v))]
+    assert skipped and got["versions"] == [v for v in vs if v not in skipped]
+    with engine.UIHStore.open(f"s3://{BUCKET}/vanished", read_only=True, filesystem=s3[1]) as store:
+        assert [v for v in store.stats()["versions"] if v in skipped] == []  # no manifest names a missing file
+        assert store.version == vs[-1]
 
 
 def test_uri_with_credentials_from_the_environment(local, s3_env, capsys):
@@ -165,7 +198,7 @@ def test_uri_with_credentials_from_the_environment(local, s3_env, capsys):
 
 
 def test_published_log_gives_the_mutable_tier(local, s3):
-    _publish_to(local, s3, "withlog", include_log=True)
+    _publish_to(local[0], s3, "withlog", include_log=True)
     with engine.UIHStore.open(f"s3://{BUCKET}/withlog", read_only=True, filesystem=s3[1]) as store, \
             engine.UIHStore.open(local[0], read_only=True) as ref:
         assert store.stats()["mutable_events"] == ref.stats()["mutable_events"] > 0
@@ -233,7 +266,7 @@ def _flip_last_footer_byte(data):
                                           ("index", _zero_middle)], ids=["pages", "footer", "index"])
 def test_corrupted_remote_files_raise_corruption_error(local, s3, what, change):
     prefix = f"corrupt-{what}"
-    _publish_to(local, s3, prefix)
+    _publish_to(local[0], s3, prefix)
     _overwrite(s3[1], _segment_object(local, prefix, what), change)
     with pytest.raises(engine.CorruptionError, match=f"s3://{BUCKET}/{prefix}/segments/"):
         store = engine.UIHStore.open(f"s3://{BUCKET}/{prefix}", read_only=True, filesystem=s3[1])
@@ -241,7 +274,7 @@ def test_corrupted_remote_files_raise_corruption_error(local, s3, what, change):
 
 
 def test_corrupted_remote_manifest_raises_corruption_error(local, s3):
-    _publish_to(local, s3, "corrupt-manifest")
+    _publish_to(local[0], s3, "corrupt-manifest")
     newest = _manifest.path_of(local[0], _manifest.versions(local[0])[-1]).name
     key = f"{BUCKET}/corrupt-manifest/{_manifest.DIR}/{newest}"
     _overwrite(s3[1], key, lambda d: d.__setitem__(len(d) // 2, d[len(d) // 2] ^ 1))
@@ -252,7 +285,7 @@ def test_corrupted_remote_manifest_raises_corruption_error(local, s3):
 @pytest.mark.parametrize("what", ["index", "segment"])
 def test_missing_remote_objects_raise_typed_errors(local, s3, what):
     prefix = f"missing-{what}"
-    _publish_to(local, s3, prefix)
+    _publish_to(local[0], s3, prefix)
     s3[1].delete_file(_segment_object(local, prefix, what))
     with pytest.raises(engine.CorruptionError, match="is missing"):
         store = engine.UIHStore.open(f"s3://{BUCKET}/{prefix}", read_only=True, filesystem=s3[1])
