@@ -58,7 +58,7 @@ class _Ring:
 class _Job:
     """What one worker process reconstructs: its user shard of the thin rows, at the caller's version."""
 
-    root: str
+    root: object  # a local path or a remote root (pickles with its filesystem)
     version: int
     projection: engine.Projection
     thin_source: object  # path(s) or a Table
@@ -118,7 +118,7 @@ class WorkerPoolSource(EpochSource):
         self._stop_events = [ctx.Event() for _ in range(workers)]
         self._freed = [ctx.Queue() for _ in range(workers)]
         self._maps = {}  # block name -> SharedMemory attached here
-        jobs = [_Job(str(rec.store.root), rec.store.version, rec.projection, thin_source, tuple(extra),
+        jobs = [_Job(rec.store.root, rec.store.version, rec.projection, thin_source, tuple(extra),
                      batch_size, workers, i, queue_depth + 2) for i in range(workers)]
         chans = [_Channels(self._ctrl[i], self._out[i], self._stop_events[i], self._freed[i])
                  for i in range(workers)]

@@ -26,14 +26,14 @@ _THIN_OWN = frozenset({"user_id", "request_ts", "store_id", "version", "imm_hw"}
 class StoreRef:
     """What a worker needs to open the store: its root and the version the driver saw (picklable)."""
 
-    root: str
+    root: object  # a local path, or the store's remote root (pickles with its pyarrow filesystem)
     version: int
 
     @classmethod
     def of(cls, store, version=None) -> StoreRef:
         """From a path (at ``version``, default the newest) or an open ``UIHStore`` (at its version)."""
         if isinstance(store, engine.UIHStore):
-            return cls(str(store.root), int(store.version if version is None else version))
+            return cls(store.root, int(store.version if version is None else version))
         if not isinstance(store, (str, Path)):
             raise engine.SchemaError(f"store must be a path or an open UIHStore, got {type(store).__name__}")
         return cls(str(store), _newest_version(store) if version is None else int(version))
