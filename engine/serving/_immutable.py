@@ -101,23 +101,22 @@ class ImmutableView:
             return {c: xp.concatenate([self.cache.get(key(g, c)) for g in groups]) for c in columns}
         return read
 
-    def index(self, s: int, part: str) -> dict:
+    def _opened(self, cache: dict, s: int, part: str, load, what: str):
+        """``load(root, part_entry)`` once per segment part; a file gone since the manifest was read
+        (retention) becomes the typed error readers retry on."""
         key = (s, part)
-        if key not in self._idx:
+        if key not in cache:
             try:
-                self._idx[key] = _segment_index.load(self.root, self.segments[s][part])
+                cache[key] = load(self.root, self.segments[s][part])
             except FileNotFoundError as e:
-                raise _manifest.gone(self.root, self.manifest["version"], e.filename, "segment index") from None
-        return self._idx[key]
+                raise _manifest.gone(self.root, self.manifest["version"], e.filename, what) from None
+        return cache[key]
+
+    def index(self, s: int, part: str) -> dict:
+        return self._opened(self._idx, s, part, _segment_index.load, "segment index")
 
     def parquet(self, s: int, part: str):
-        key = (s, part)
-        if key not in self._pf:
-            try:
-                self._pf[key] = _segments.open_parquet(self.root, self.segments[s][part])
-            except FileNotFoundError as e:
-                raise _manifest.gone(self.root, self.manifest["version"], e.filename, "segment") from None
-        return self._pf[key]
+        return self._opened(self._pf, s, part, _segments.open_parquet, "segment")
 
     def user_counts(self):
         """(users, sealed event count) for every user with sealed events, users sorted."""
