@@ -281,22 +281,23 @@ class UIHStore:
     def compact(self, full: bool = False) -> int:
         """Merge segments into fewer, larger ones (size-tiered, LSM-style); returns the new version.
 
-        By default size-tiered: the newest run of at least four segments of similar size (within 2x) is
-        merged, so a large base segment is not rewritten every day; nothing due, nothing written.
+        By default size-tiered (``_compaction.plan``): the cheapest contiguous run of at least four
+        segments of similar size (within 2x) merges into one in their place, so a large base segment is
+        not rewritten every day and the number of segments stays bounded; nothing due, nothing written.
         ``full=True`` merges everything. Seqs never change, so every thin row ever logged reconstructs
         identically.
         """
         with self._mu:
             self._check_writable("compact")
             segs = self._manifest["segments"]
-            first = 0 if full else _compaction.run_start([e["main"]["rows"] for e in segs])
-            if len(segs) - first <= 1:
+            first, stop = (0, len(segs)) if full else _compaction.plan([e["main"]["rows"] for e in segs])
+            if stop - first <= 1:
                 return self.version
             cols = self.schema.event_columns()
-            tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(first, len(segs))]
+            tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(first, stop)]
             merged = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("seq", "ascending")])
             entry = _segments.write_segment(self.root, merged, self.schema.event_type_column)
-            self._commit({"segments": [*segs[:first], entry], "log": self._manifest["log"]},
+            self._commit({"segments": [*segs[:first], entry, *segs[stop:]], "log": self._manifest["log"]},
                          cleanup=_segments.entry_files(entry))
             self._auto_expire()
             return self.version
