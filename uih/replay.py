@@ -161,6 +161,7 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
                 store.compact()
             row["compact_bytes"] = io["write_bytes"]
         row["store_bytes"] = row["log_bytes"] + row["seal_bytes"] + row["compact_bytes"]
+        row["segments"] = len(store._manifest["segments"])  # what a reader opens after the day
         row["floor_bytes"] = _floor_bytes(out / ".floor.parquet", day_events, day_seqs) + row["thin_bytes"]
         days.append(row)
     bar.close()
