@@ -1,8 +1,13 @@
-"""The compaction policy's write amplification and segment count, simulated over a year of daily seals."""
+"""Compaction: the policy's rewrites and segment count over a year of daily seals; the old/recent split."""
 
+import numpy as np
 import pytest
 
+import engine
+from engine.serving import _segments
 from engine.serving._compaction import MAX_SEGMENTS, TIER_MIN, TIER_RATIO, plan
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
 
 
 def newest_run_only(rows):
@@ -42,3 +47,39 @@ def test_segments_stay_bounded_with_logarithmic_rewrites(days):
     assert most <= 12 < old_most  # 94 segments after a year before, a reader now opens at most 12
     assert most <= MAX_SEGMENTS
     assert amp <= 4.0  # units rewritten per unit sealed: about log4 of the data's growth
+
+
+DAY = 86_400_000_000
+
+
+def _store(root, events, split):
+    store = engine.UIHStore.create(root, columns=COLUMNS)
+    store.append(events)
+    if not split:  # the same store with the recent/old split switched off: the reference
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(_segments, "OLD_SHARE_MIN", 2.0)
+            store.seal(101 * DAY)
+    else:
+        store.seal(101 * DAY)
+    return store
+
+
+@pytest.mark.parametrize("proj", [dict(max_len=50, window_us=10 * DAY), dict(max_len=4000),
+                                  dict(max_len=30, actions=[1, 2], window_us=40 * DAY)], ids=["window", "all", "types"])
+def test_a_long_seal_splits_old_from_recent_and_reconstructs_the_same(tmp_path, rng, proj):
+    ev = make_events(rng, range(20), 20_000, t0=0, span=100 * DAY)
+    split, ref = _store(tmp_path / "a", ev, True), _store(tmp_path / "b", ev, False)
+    segs = split._manifest["segments"]
+    assert len(segs) == 2 and len(ref._manifest["segments"]) == 1
+    old_ts = split.view.index(0, "main")["ts_max"]
+    assert old_ts.max() < 101 * DAY - _segments.RECENT_US <= split.view.index(1, "main")["ts_max"].min()
+    req = {"user_id": np.arange(20, dtype=np.int64), "request_ts": np.full(20, 101 * DAY, np.int64)}
+    p = engine.Projection(["item_id", "ts", "action"], **proj)
+    a = engine.Reconstructor(split, p, device="cpu").reconstruct(split.snapshot(req))
+    b = engine.Reconstructor(ref, p, device="cpu").reconstruct(ref.snapshot(req))
+    assert all(np.array_equal(a[c], b[c]) for c in ["item_id", "ts", "action", "lengths"])
+    assert a["lengths"].sum() > 0
+    split.compact(full=True)  # the merge splits again, relative to the newest sealed event
+    assert len(split._manifest["segments"]) == 2
+    c = engine.Reconstructor(split, p, device="cpu").reconstruct(split.snapshot(req))
+    assert all(np.array_equal(a[k], c[k]) for k in ["item_id", "ts", "action", "lengths"])

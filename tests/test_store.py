@@ -227,7 +227,7 @@ def test_rare_event_types_get_a_sidecar(store, rng):
 def test_tiered_compaction_leaves_a_large_base_alone(store, rng):
     from engine.serving._compaction import plan
     assert plan([1000, 10, 10, 10, 10]) == (1, 5) and plan([10, 10]) == (2, 2) and plan([5]) == (1, 1)
-    assert plan([10, 12, 9, 11, 40]) == (0, 4) and plan([10, 12, 9, 11, 15]) == (0, 5)
+    assert plan([10, 12, 9, 11, 40]) == (0, 4) and plan([10, 12, 9, 11, 15]) == (0, 4)
     store.append(make_events(rng, range(5), 3000, t0=0, span=1000))
     store.seal(2000)
     for d in range(4):

@@ -35,8 +35,8 @@ def _tiers(rows: list):
 def plan(rows: list, max_segments: int = MAX_SEGMENTS) -> tuple:
     """``(first, stop)``: merge segments ``first..stop-1`` into one; ``first == stop`` when none is due.
 
-    ``rows``: each segment's row count, in seal order. The cheapest due tier merges (fewest rows
-    rewritten); past ``max_segments``, the cheapest window of neighbours that restores the bound.
+    ``rows``: each segment's row count, in seal order. The cheapest ``TIER_MIN`` neighbours of a due tier merge
+    (fewest rows rewritten); past ``max_segments``, the cheapest window of neighbours that restores the bound.
     """
     n = len(rows)
     if n > max(max_segments, 1):
@@ -44,8 +44,9 @@ def plan(rows: list, max_segments: int = MAX_SEGMENTS) -> tuple:
         cost = np.convolve(np.asarray(rows, np.float64), np.ones(k), "valid")
         first = len(cost) - 1 - int(np.argmin(cost[::-1]))  # ties: the newest window
         return first, first + k
-    due = [(sum(rows[a:b]), -a, a, b) for a, b in _tiers(rows) if b - a >= TIER_MIN]
+    # within a tier, exactly TIER_MIN neighbours merge: a tier's size bounds what one compaction rewrites
+    due = [(sum(rows[a:a + TIER_MIN]), -a, a) for f, b in _tiers(rows) for a in range(f, b - TIER_MIN + 1)]
     if not due:
         return n, n
-    _, _, first, stop = min(due)
-    return first, stop
+    first = min(due)[2]
+    return first, first + TIER_MIN

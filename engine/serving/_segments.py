@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import CorruptionError
+from .._ragged import group_starts
 from . import _segment_index
 from ._durable import fsync_dir, fsync_file, write_file
 
@@ -23,6 +24,8 @@ DIR = "segments"
 ROW_GROUP_ROWS = 4096
 RARE_SHARE = 0.10  # types that together hold at most this share of a segment's events go to the sidecar
 PARTS = ("main", "rare")
+RECENT_US = 28 * 86_400_000_000  # events newer than this (ts, microseconds) before the newest go to their own segment
+OLD_SHARE_MIN = 0.25  # split only when the old part is at least this share of the rows
 
 
 def entry_files(entry: dict) -> list:
@@ -92,6 +95,41 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
             p.unlink(missing_ok=True)
         raise
     return entry
+
+
+def recent_split(user_id: np.ndarray, ts: np.ndarray, horizon: int) -> np.ndarray:
+    """Rows (sorted by user_id, seq) of the *old* part: per user, the longest prefix with ``ts < horizon``.
+
+    A prefix per user keeps every user's old seqs below their recent ones, so the old part can be a
+    segment of its own in front of the recent part (late arrivals after the prefix stay recent).
+    """
+    n = len(user_id)
+    if n == 0:
+        return np.zeros(0, bool)
+    starts = group_starts(user_id)
+    pos = np.arange(n, dtype=np.int64)
+    first_new = np.minimum.reduceat(np.where(ts < horizon, n, pos), starts)
+    return pos < np.repeat(first_new, np.diff(np.r_[starts, n]))
+
+
+def write_segments(root: Path, table: pa.Table, event_type_column: str, newest_ts: int) -> list:
+    """Write ``table`` (sorted by user_id, seq) as one segment, or as two, old then recent, when a large
+    share of it is older than ``RECENT_US`` before ``newest_ts``; returns their manifest entries in order.
+
+    The split clusters each user's recent events: a reader with a time window skips the old segment by
+    its index's newest ts, and one with a short ``max_len`` reads the recent segment's denser row groups.
+    """
+    old = recent_split(table.column("user_id").to_numpy(), table.column("ts").to_numpy(), newest_ts - RECENT_US)
+    n_old = int(old.sum())
+    if n_old < OLD_SHARE_MIN * len(old) or n_old == len(old):
+        return [write_segment(root, table, event_type_column)]
+    first = write_segment(root, table.filter(pa.array(old)), event_type_column)
+    try:
+        return [first, write_segment(root, table.filter(pa.array(~old)), event_type_column)]
+    except BaseException:
+        for rel in entry_files(first):
+            (Path(root) / rel).unlink(missing_ok=True)
+        raise
 
 
 # What PyArrow raises on damaged Parquet bytes: besides its own errors, a damaged footer can surface as a

@@ -257,17 +257,17 @@ class UIHStore:
             if not seal_mask.any():
                 return self.version
             remaining, sealed = self._mutable.split(~seal_mask)
-            entry = _segments.write_segment(self.root, pa.table(sealed), self.schema.event_type_column)
+            entries = _segments.write_segments(self.root, pa.table(sealed), self.schema.event_type_column, cutoff)
             table = pa.table({c: remaining[c] for c in self.schema.event_columns()})
             new_log = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
-            written = [*_segments.entry_files(entry), new_log]
+            written = [*(f for e in entries for f in _segments.entry_files(e)), new_log]
             try:
                 log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table)] if len(table) else [])
             except BaseException:
                 self._discard(written)
                 raise
             try:
-                self._commit({"segments": [*self._manifest["segments"], entry], "log": new_log}, cleanup=written)
+                self._commit({"segments": [*self._manifest["segments"], *entries], "log": new_log}, cleanup=written)
             except BaseException:
                 log.close()
                 raise
@@ -296,9 +296,11 @@ class UIHStore:
             cols = self.schema.event_columns()
             tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(first, stop)]
             merged = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("seq", "ascending")])
-            entry = _segments.write_segment(self.root, merged, self.schema.event_type_column)
-            self._commit({"segments": [*segs[:first], entry, *segs[stop:]], "log": self._manifest["log"]},
-                         cleanup=_segments.entry_files(entry))
+            # "recent" is relative to the newest sealed event of the store, not of the merged run
+            newest = max(int(self.view.index(s, "main")["ts_max"].max(initial=0)) for s in range(len(segs)))
+            entries = _segments.write_segments(self.root, merged, self.schema.event_type_column, newest)
+            self._commit({"segments": [*segs[:first], *entries, *segs[stop:]], "log": self._manifest["log"]},
+                         cleanup=[f for e in entries for f in _segments.entry_files(e)])
             self._auto_expire()
             return self.version
 
