@@ -33,12 +33,44 @@ def entry_files(entry: dict) -> list:
     return [f for part in PARTS if entry[part] for f in (entry[part]["file"], entry[part]["index"])]
 
 
+SAMPLE_ROWS = 65_536  # rows on which each feature column's encoding is chosen
+_KEYS = ("user_id", "seq", "ts")  # sorted keys and near-monotone times: delta encoding makes them cheap
+
+
+def _encoded_size(table: pa.Table, dictionary: list, encoding: dict) -> int:
+    sink = pa.BufferOutputStream()  # in memory, with a writer: the file written next is the only I/O
+    with pq.ParquetWriter(sink, table.schema, compression="zstd", use_dictionary=dictionary,
+                          column_encoding=encoding) as w:
+        w.write_table(table)
+    return sink.getvalue().size
+
+
+def choose_encodings(table: pa.Table) -> tuple:
+    """(dictionary columns, {column: encoding}): delta for the keys and ts, and for each integer feature
+    column whichever of dictionary or byte-stream-split encodes a sample of it smaller.
+
+    Repetitive columns (item ids under a popularity skew, event types) shrink with a dictionary; spread
+    ones (durations) with byte-stream split, which lets zstd see their constant high bytes.
+    """
+    encoding = {c: "DELTA_BINARY_PACKED" for c in _KEYS if c in table.column_names}
+    dictionary = []
+    for c in table.column_names:
+        if c in encoding or not pa.types.is_integer(table.schema.field(c).type):
+            continue
+        sample = table.select([c]).slice(0, SAMPLE_ROWS)
+        if _encoded_size(sample, [c], {}) <= _encoded_size(sample, [], {c: "BYTE_STREAM_SPLIT"}):
+            dictionary.append(c)
+        else:
+            encoding[c] = "BYTE_STREAM_SPLIT"
+    return dictionary, encoding
+
+
 def write_parquet(path: Path, table: pa.Table) -> None:
-    # Delta encoding makes the sorted user_id/seq columns nearly free; page checksums let a reader
-    # detect damaged bytes (CorruptionError) instead of returning wrong events.
-    delta = {c: "DELTA_BINARY_PACKED" for c in ("user_id", "seq", "ts") if c in table.column_names}
+    # Delta encoding makes the sorted user_id/seq columns nearly free (choose_encodings); page checksums
+    # let a reader detect damaged bytes (CorruptionError) instead of returning wrong events.
+    dictionary, encoding = choose_encodings(table)
     pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd",
-                   use_dictionary=False, column_encoding=delta,
+                   use_dictionary=dictionary, column_encoding=encoding,
                    write_statistics=["user_id"], write_page_checksum=True,
                    sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)])
     fsync_file(path)
