@@ -167,7 +167,8 @@ def test_second_writer_is_refused(filled_store, tmp_path, rng):
 def test_corrupt_manifest_and_segment_are_detected(filled_store, tmp_path):
     filled_store.close()
     root = tmp_path / "store"
-    seg = sorted((root / "segments").glob("*.parquet"))[0]
+    from engine.serving import _manifest
+    seg = root / _manifest.load(root)["segments"][0]["main"]["file"]  # a main file: to_table reads it
     raw = bytearray(seg.read_bytes())
     raw[len(raw) // 3] ^= 0xFF
     seg.write_bytes(bytes(raw))

@@ -11,6 +11,8 @@ manifest), for exactly the sealed events the tenant needs (the floor's events):
 - ``filter_columns``: columns read only to filter (event type, ts for a window, a sidecar's seq) on those rows;
 - ``row_groups``: the rest of the row groups that hold a needed row (other users' rows, older events),
   in the needed and filter columns: the cost of reading whole row groups;
+- ``page_rounding``: the OS reads whole 4 KiB pages: the rest of the first and last page of each
+  contiguous run of column chunks read from a row group holding a needed row;
 - ``beyond``: the remainder of the OS count: row groups holding no needed row, read because the reader
   cannot cut the seq range finer (event types, time windows whose events it must scan), and readahead.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from engine.serving._segments import part_for
 
 from .iostats import drop_cache, measure
 from .jobs import open_pinned
@@ -33,11 +37,21 @@ def thin_read(thin_files, columns) -> int:
     return int(io["read_bytes"])
 
 
-def _part_for(entry: dict, actions) -> str:
-    """The part the reader opens for a tenant: the rare sidecar when it holds every wanted type."""
-    if actions is not None and entry["rare"] is not None and set(actions) <= set(entry["rare_types"]):
-        return "rare"
-    return "main"
+PAGE = 4096
+
+
+def _page_rounding(spans: list) -> int:
+    """Bytes of whole pages around each contiguous run of the byte ranges ``spans`` beyond the ranges."""
+    total = 0
+    runs = []
+    for a, b in sorted(spans):
+        if runs and a <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], b)
+        else:
+            runs.append([a, b])
+    for a, b in runs:
+        total += (-(-b // PAGE) - a // PAGE) * PAGE - (b - a)
+    return total
 
 
 def read_causes(store_path, proj, needed_keys: np.ndarray, total: int, thin_files, thin_columns) -> dict:
@@ -51,9 +65,9 @@ def read_causes(store_path, proj, needed_keys: np.ndarray, total: int, thin_file
     cols = [c for c in dict.fromkeys(["ts", *store.schema.columns]) if c in proj.columns]
     filt = ([etype] if proj.actions is not None and etype not in cols else []) + \
         (["ts"] if proj.window_us is not None and "ts" not in cols else [])
-    out = dict.fromkeys(("metadata", "needed", "filter_columns", "row_groups"), 0)
+    out = dict.fromkeys(("metadata", "needed", "filter_columns", "row_groups", "page_rounding"), 0)
     for entry in store._manifest["segments"]:
-        part = _part_for(entry, proj.actions)
+        part = part_for(entry, proj.actions)
         meta = entry[part]
         out["metadata"] += meta["footer_bytes"] + meta["index_bytes"]
         pf = pq.ParquetFile(store.root / meta["file"])
@@ -62,7 +76,7 @@ def read_causes(store_path, proj, needed_keys: np.ndarray, total: int, thin_file
         hit = np.isin(keys, needed_keys)
         md = pf.metadata
         names = [md.schema.column(i).name for i in range(md.num_columns)]
-        extra = filt + (["seq"] if part == "rare" else [])
+        extra = filt + (["seq"] if part != "main" else [])
         start = 0
         for g in range(md.num_row_groups):
             rg = md.row_group(g)
@@ -71,10 +85,15 @@ def read_causes(store_path, proj, needed_keys: np.ndarray, total: int, thin_file
             if not n_hit:
                 continue
             share = n_hit / rg.num_rows
+            spans = []
             for c in (*cols, *extra):
-                size = rg.column(names.index(c)).total_compressed_size
+                chunk = rg.column(names.index(c))
+                size = chunk.total_compressed_size
                 out["needed" if c in cols else "filter_columns"] += size * share
                 out["row_groups"] += size * (1 - share)
+                first = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+                spans.append((first, first + size))
+            out["page_rounding"] += _page_rounding(spans)
     store.close()
     out = {k: int(v) for k, v in out.items()}
     out["thin"] = thin_read(thin_files, thin_columns)

@@ -45,7 +45,8 @@ SIZES = {
 
 
 CAUSES = {"thin": "thin rows", "metadata": "footers+index", "needed": "needed rows",
-          "filter_columns": "filter columns", "row_groups": "rest of row groups", "beyond": "beyond needed groups"}
+          "filter_columns": "filter columns", "row_groups": "rest of row groups", "page_rounding": "4 KiB pages",
+          "beyond": "beyond needed groups"}
 
 
 def mb(n):
@@ -382,7 +383,8 @@ def render(R, figs) -> str:
         "alone, readahead included; the floor holds their compressed size); Parquet "
         "footers and user indexes; the needed columns of exactly the needed rows (their share of each column "
         "chunk); columns read only to filter them (event type, ts, a sidecar's seq); the rest of the row groups "
-        "holding a needed row; and the remainder: row groups with no needed row (the seq range the reader "
+        "holding a needed row; the OS's whole 4 KiB pages around each run of column chunks read; and the "
+        "remainder: row groups with no needed row (the seq range the reader "
         "cannot cut finer under an event-type or time filter) plus readahead.",
         "", "### Each pushdown dimension switched off", "",
     ]

@@ -107,7 +107,7 @@ class ImmutableView:
         """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]``.
 
         ``ts_min[u]``: segments whose newest event of ``u`` is older are skipped (time-window pushdown).
-        ``rare_types``: when every wanted event type is in a segment's sidecar, read the sidecar instead.
+        ``rare_types``: when every wanted event type is in a segment's sidecar, read the smallest such one.
         ``backend``: where the columns land (``engine.training._backends``); default numpy via PyArrow.
         """
         xp = np if backend is None else backend.xp
@@ -119,9 +119,7 @@ class ImmutableView:
         want = [c for c in columns if c != "seq"]
         pieces = []  # (user rank per row, columns) per segment, in seal order
         for s, seg in enumerate(self.segments):
-            part = "main"
-            if rare_types is not None and seg["rare"] is not None and set(rare_types) <= set(seg["rare_types"]):
-                part = "rare"
+            part = _segments.part_for(seg, rare_types)
             idx = self.index(s, part)
             if not len(idx["user_id"]):
                 continue
@@ -146,7 +144,7 @@ class ImmutableView:
             if not len(rows):
                 continue
             name = str(self.root / seg[part]["file"])
-            got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part == "rare" else []),
+            got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part != "main" else []),
                                       rows, name, self._cached_reader(s, part, read_groups, xp), xp, all_groups)
             rank = np.repeat(ranks, cnt)
             if part == "main":

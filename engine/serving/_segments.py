@@ -1,8 +1,10 @@
 """Immutable segments: Parquet files sorted by ``(user_id, seq)``, each with its user index.
 
-Each segment has a main file with every event and, when some event types are rare, a sidecar file
-holding only the rare types' events. A tenant that asks only for rare types reads the sidecar and so
-reads bytes in proportion to what it uses; the duplication costs only the rare share of the bytes.
+Each segment has a main file with every event and, when some event types are rare, sidecar files
+holding only the least frequent types' events: ``rare`` (types holding at most 10% of the events) and
+``uncommon`` (at most 25%, e.g. everything but the dominant "view"). A tenant that asks only for such
+types reads the smallest sidecar that holds them and so reads bytes in proportion to what it uses; the
+duplication costs the sidecars' share of the bytes (measured in ``uih bench``'s write amplification).
 """
 
 from __future__ import annotations
@@ -21,16 +23,28 @@ from . import _segment_index
 from ._durable import fsync_dir, fsync_file, write_file
 
 DIR = "segments"
-ROW_GROUP_ROWS = 4096
-RARE_SHARE = 0.10  # types that together hold at most this share of a segment's events go to the sidecar
-PARTS = ("main", "rare")
+ROW_GROUP_ROWS = 16384
+# sidecar part -> the share of a segment's events its (least frequent) types may hold at most: a tenant
+# reads the smallest sidecar holding every type it asks for, else the main file
+SIDECARS = {"rare": 0.10, "uncommon": 0.25}
+PARTS = ("main", *SIDECARS)
 RECENT_US = 28 * 86_400_000_000  # events newer than this (ts, microseconds) before the newest go to their own segment
 OLD_SHARE_MIN = 0.25  # split only when the old part is at least this share of the rows
 
 
 def entry_files(entry: dict) -> list:
     """Every file of a manifest's segment entry (data files and their indexes), store-relative."""
-    return [f for part in PARTS if entry[part] for f in (entry[part]["file"], entry[part]["index"])]
+    return [f for part in PARTS if entry.get(part) for f in (entry[part]["file"], entry[part]["index"])]
+
+
+def part_for(entry: dict, types) -> str:
+    """The part of a segment to read for a tenant asking for event ``types`` (None: all): the smallest
+    sidecar holding all of them, else ``"main"`` (entries written before a sidecar level have none)."""
+    if types is not None:
+        for part in SIDECARS:
+            if entry.get(part) and set(types) <= set(entry[f"{part}_types"]):
+                return part
+    return "main"
 
 
 SAMPLE_ROWS = 65_536  # rows on which each feature column's encoding is chosen
@@ -99,14 +113,14 @@ def _footer(path: Path) -> bytes:
         return f.read()
 
 
-def rare_types(types: np.ndarray) -> list:
-    """The least frequent event types that together hold at most RARE_SHARE of the events."""
+def rare_types(types: np.ndarray, share: float = SIDECARS["rare"]) -> list:
+    """The least frequent event types that together hold at most ``share`` of the events."""
     if len(types) == 0:
         return []
     codes, counts = np.unique(types, return_counts=True)
     order = np.argsort(counts, kind="stable")
     cum = np.cumsum(counts[order])
-    k = int(np.searchsorted(cum, RARE_SHARE * len(types), side="right"))
+    k = int(np.searchsorted(cum, share * len(types), side="right"))
     k = min(k, len(codes) - 1)  # never everything: then the sidecar would just be a copy
     return sorted(int(c) for c in codes[order[:k]])
 
@@ -115,12 +129,14 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
     """Write one segment (``table`` already sorted by user_id, seq) and return its manifest entry."""
     sid = uuid.uuid4().hex[:16]
     try:
-        entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table), "rare_types": [], "rare": None}
-        rare = rare_types(table.column(event_type_column).to_numpy())
-        if rare:
-            mask = np.isin(table.column(event_type_column).to_numpy(), rare)
-            entry["rare_types"] = rare
-            entry["rare"] = _write_part(root, f"seg-{sid}-rare", table.filter(pa.array(mask)))
+        entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table)}
+        codes, prev = table.column(event_type_column).to_numpy(), []
+        for part, share in SIDECARS.items():
+            kinds = rare_types(codes, share)
+            entry[f"{part}_types"], entry[part] = [], None
+            if kinds and kinds != prev:  # a level with the same types as the one below adds nothing
+                entry[f"{part}_types"], prev = kinds, kinds
+                entry[part] = _write_part(root, f"seg-{sid}-{part}", table.filter(pa.array(np.isin(codes, kinds))))
         fsync_dir(Path(root) / DIR)
     except BaseException:
         for p in (Path(root) / DIR).glob(f"seg-{sid}*"):

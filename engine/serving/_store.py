@@ -399,7 +399,8 @@ class UIHStore:
                 "mutable_events": len(self._mutable),
                 "users": int(len(np.union1d(users, m_users))),
                 "segment_bytes": sum(e["main"]["bytes"] + e["main"]["index_bytes"] for e in segs),
-                "sidecar_bytes": sum(e["rare"]["bytes"] + e["rare"]["index_bytes"] for e in segs if e["rare"]),
+                "sidecar_bytes": sum(e[p]["bytes"] + e[p]["index_bytes"] for e in segs for p in _segments.SIDECARS
+                                     if e.get(p)),
                 "log_bytes": log_bytes,
                 "rare_types": sorted({t for e in segs for t in e["rare_types"]}),
                 **_retention.disk_usage(self.root, self._manifest)}
