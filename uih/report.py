@@ -360,8 +360,10 @@ def render(R, figs) -> str:
               ["day", "log", "seal", "compaction", "thin rows", "total", "floor", "total/floor", "log/floor",
                "compaction/floor", "segments"]),
         "", f"The floor is each day's new events written once as a zstd Parquet segment plus the thin rows. The "
-        f"durable log is the price of acknowledging appends before they are sealed; compaction is size-tiered "
-        "(the newest run of at least 4 segments within 2x of each other merges). "
+        f"durable log is the price of acknowledging appends before they are sealed (key-sorted Parquet records, "
+        "fsync'd before the append returns); seals also write the rare/uncommon event-type sidecars and the user "
+        "indexes; compaction is size-tiered (the cheapest 4 neighbours of any tier of segments within 2x of each "
+        "other merge; at most 16 segments). "
         f"The backfill before day 0 wrote {mb(w['backfill_bytes'])} "
         "(not in the daily figures).",
         "", "## Per-job reads per tenant", "", f"![reads]({figs['reads']})", "",
