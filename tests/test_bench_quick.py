@@ -72,4 +72,4 @@ def test_amplification_stays_under_its_threshold(quick):
         assert causes["needed"] > 0 and causes["thin"] >= 0.9 * r["floor"]["thin_bytes"]
     for d in R["writes"]["per_day"]:
         assert d["late"] <= WRITE_AMP_MAX * d["floor"], d
-        assert d["log"] <= 0.2 * d["floor"] and d["segments"] >= 1
+        assert d["log"] <= 0.2 * d["floor"] and d["segments"] >= 1 and 0 < d["sidecars"] < d["seal"]

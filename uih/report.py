@@ -111,7 +111,7 @@ def section_writes(res, cfg) -> dict:
         fat[cfg.union_max_len] = d["fat_bytes"]
         per_day.append({"day": d["day"], "late": d["store_bytes"] + d["thin_bytes"], "floor": d["floor_bytes"],
                         "log": d["log_bytes"], "seal": d["seal_bytes"], "compact": d["compact_bytes"],
-                        "thin": d["thin_bytes"], "segments": d["segments"], "fat": fat})
+                        "thin": d["thin_bytes"], "segments": d["segments"], "sidecars": d["sidecar_bytes"], "fat": fat})
     late = sum(r["late"] for r in per_day)
     floor = sum(r["floor"] for r in per_day)
     fat_tot = {L: sum(r["fat"][L] for r in per_day) for L in lengths}
@@ -354,11 +354,12 @@ def render(R, figs) -> str:
         "", "Reduction of late materialization vs Fat Row, all days: " +
         ", ".join(f"L={k}: {-v:+.1%}" for k, v in w["reduction_vs_fat"].items()) + ".",
         "", "### Write amplification", "", f"![shares]({figs['write_shares']})", "",
-        table([[d["day"], mb(d["log"]), mb(d["seal"]), mb(d["compact"]), mb(d["thin"]), mb(d["late"]), mb(d["floor"]),
-                f"{d['late'] / d['floor']:.2f}x", f"{d['log'] / d['floor']:.2f}x", f"{d['compact'] / d['floor']:.2f}x",
-                d["segments"]] for d in w["per_day"]],
-              ["day", "log", "seal", "compaction", "thin rows", "total", "floor", "total/floor", "log/floor",
-               "compaction/floor", "segments"]),
+        table([[d["day"], mb(d["log"]), mb(d["seal"]), mb(d["sidecars"]), mb(d["compact"]), mb(d["thin"]),
+                mb(d["late"]), mb(d["floor"]), f"{d['late'] / d['floor']:.2f}x", f"{d['log'] / d['floor']:.2f}x",
+                f"{d['sidecars'] / d['floor']:.2f}x", f"{d['compact'] / d['floor']:.2f}x", d["segments"]]
+               for d in w["per_day"]],
+              ["day", "log", "seal", "of which sidecars", "compaction", "thin rows", "total", "floor", "total/floor",
+               "log/floor", "sidecars/floor", "compaction/floor", "segments"]),
         "", f"The floor is each day's new events written once as a zstd Parquet segment plus the thin rows. The "
         f"durable log is the price of acknowledging appends before they are sealed (key-sorted Parquet records, "
         "fsync'd before the append returns); seals also write the rare/uncommon event-type sidecars and the user "

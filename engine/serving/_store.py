@@ -238,7 +238,8 @@ class UIHStore:
             self._mutable.set(pos, {c: v for c, v in rows.items() if c not in ("user_id", "seq")})
 
     def seal(self, cutoff_ts: int) -> int:
-        """Move, per user, the longest prefix of mutable events with ``ts < cutoff_ts`` into a segment.
+        """Move, per user, the longest prefix of mutable events with ``ts < cutoff_ts`` into a segment
+        (two, old then recent, when a quarter of them is older than ``_segments.RECENT_US``).
 
         The previous log stays on disk for readers of the previous version until ``expire`` removes it.
         """
