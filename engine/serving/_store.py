@@ -404,4 +404,5 @@ class UIHStore:
                                      if e.get(p)),
                 "log_bytes": log_bytes,
                 "rare_types": sorted({t for e in segs for t in e["rare_types"]}),
+                "uncommon_types": sorted({t for e in segs for t in e.get("uncommon_types", [])}),
                 **_retention.disk_usage(self.root, self._manifest)}
