@@ -258,7 +258,9 @@ class UIHStore:
             if not seal_mask.any():
                 return self.version
             remaining, sealed = self._mutable.split(~seal_mask)
-            entries = _segments.write_segments(self.root, pa.table(sealed), self.schema.event_type_column, cutoff)
+            # "recent" is relative to the newest event sealed now (a cutoff may lie far in the future)
+            entries = _segments.write_segments(self.root, pa.table(sealed), self.schema.event_type_column,
+                                               int(sealed["ts"].max()))
             table = pa.table({c: remaining[c] for c in self.schema.event_columns()})
             new_log = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
             written = [*(f for e in entries for f in _segments.entry_files(e)), new_log]
