@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     d.set_defaults(func=cmd_demo)
     b = sub.add_parser("bench", help="run the benchmarks, write bench/results/*.json and bench/REPORT.md")
     b.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    b.add_argument("--medium", action="store_true", help="a fifth of the full workload's users, same shape (minutes)")
     b.add_argument("--out", default=None, help="results folder [bench/results]")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=cmd_bench)
