@@ -1,4 +1,5 @@
-"""`uih bench --quick` runs end to end in CI: complete JSON, positive measured reductions, a report."""
+"""`uih bench --quick` runs end to end in CI: complete JSON, positive measured reductions, a report, and
+amplification under a threshold per tenant and per day."""
 
 import json
 import subprocess
@@ -54,3 +55,21 @@ def test_pushdown_never_reads_more_than_without_it(quick):
     for r in R["pushdown"]["tenants"]:
         on = r["all on"]["read_bytes"]
         assert all(r[k]["read_bytes"] >= on * 0.95 for k in r if k.endswith(" off")), r
+
+
+# Regression guards on the small workload (not timed): amplification against the floor, OS-counted.
+# The quick run's files are small, so OS readahead of the thin-row files weighs more than at full size.
+READ_AMP_MAX = 2.0
+WRITE_AMP_MAX = 1.25
+
+
+def test_amplification_stays_under_its_threshold(quick):
+    _, R = quick
+    for r in R["reads"]["tenants"]:
+        assert r["late_vs_floor"] <= READ_AMP_MAX, (r["tenant"], r["late_vs_floor"])
+        causes = r["causes"]
+        assert sum(causes.values()) == r["late"]["read_bytes"]  # the causes account for every byte
+        assert causes["needed"] > 0 and causes["thin"] >= 0.9 * r["floor"]["thin_bytes"]
+    for d in R["writes"]["per_day"]:
+        assert d["late"] <= WRITE_AMP_MAX * d["floor"], d
+        assert d["log"] <= 0.2 * d["floor"] and d["segments"] >= 1 and 0 < d["sidecars"] < d["seal"]

@@ -167,7 +167,8 @@ def test_second_writer_is_refused(filled_store, tmp_path, rng):
 def test_corrupt_manifest_and_segment_are_detected(filled_store, tmp_path):
     filled_store.close()
     root = tmp_path / "store"
-    seg = sorted((root / "segments").glob("*.parquet"))[0]
+    from engine.serving import _manifest
+    seg = root / _manifest.load(root)["segments"][0]["main"]["file"]  # a main file: to_table reads it
     raw = bytearray(seg.read_bytes())
     raw[len(raw) // 3] ^= 0xFF
     seg.write_bytes(bytes(raw))
@@ -225,9 +226,9 @@ def test_rare_event_types_get_a_sidecar(store, rng):
 
 
 def test_tiered_compaction_leaves_a_large_base_alone(store, rng):
-    from engine.serving._compaction import run_start as _run_start
-    assert _run_start([1000, 10, 10, 10, 10]) == 1 and _run_start([10, 10]) == 2 and _run_start([5]) == 1
-    assert _run_start([10, 12, 9, 11, 40]) == 5 and _run_start([10, 12, 9, 11, 15]) == 0
+    from engine.serving._compaction import plan
+    assert plan([1000, 10, 10, 10, 10]) == (1, 5) and plan([10, 10]) == (2, 2) and plan([5]) == (1, 1)
+    assert plan([10, 12, 9, 11, 40]) == (0, 4) and plan([10, 12, 9, 11, 15]) == (0, 4)
     store.append(make_events(rng, range(5), 3000, t0=0, span=1000))
     store.seal(2000)
     for d in range(4):

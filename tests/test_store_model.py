@@ -87,10 +87,11 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(full=st.booleans())
     def compact(self, full):
-        from engine.serving._compaction import run_start as _run_start
+        from engine.serving._compaction import plan
         rows = [e["main"]["rows"] for e in self.store._manifest["segments"]]
         v = self.store.compact(full=full)
-        self.version += len(rows) - (0 if full else _run_start(rows)) > 1
+        first, stop = (0, len(rows)) if full else plan(rows)
+        self.version += stop - first > 1
         assert v == self.version
 
     @rule()

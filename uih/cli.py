@@ -24,8 +24,9 @@ def cmd_inspect(args) -> int:
                   ["columns", ", ".join(f"{c}:{t}" for c, t in st["columns"].items())],
                   ["event type column", st["event_type_column"]],
                   ["rare types (sidecar)", st["rare_types"] or "-"],
+                  ["uncommon types (sidecar)", st.get("uncommon_types") or "-"],
                   ["immutable tier bytes", fmt_bytes(st["segment_bytes"])],
-                  ["rare sidecar bytes", fmt_bytes(st["sidecar_bytes"])],
+                  ["sidecar bytes (all levels)", fmt_bytes(st["sidecar_bytes"])],
                   ["mutable tier (log) bytes", fmt_bytes(st["log_bytes"])],
                   ["store id", st["store_id"]],
                   ["disk bytes (all files)", fmt_bytes(st["disk_bytes"])],
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
     d.set_defaults(func=cmd_demo)
     b = sub.add_parser("bench", help="run the benchmarks, write bench/results/*.json and bench/REPORT.md")
     b.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    b.add_argument("--medium", action="store_true", help="a fifth of the full workload's users, same shape (minutes)")
     b.add_argument("--out", default=None, help="results folder [bench/results]")
     b.add_argument("--no-progress", action="store_true", help="hide progress bars")
     b.set_defaults(func=cmd_bench)

@@ -138,9 +138,7 @@ class ImmutableView:
         ``[r0, r0 + cnt)`` of each user ``users[ranks]`` to read, their first seqs ``q0`` (dense in the
         main part), cut to the seq range and the time window by the index alone, before any I/O."""
         for s, seg in enumerate(self.segments):
-            part = "main"
-            if rare_types is not None and seg["rare"] is not None and set(rare_types) <= set(seg["rare_types"]):
-                part = "rare"
+            part = _segments.part_for(seg, rare_types)
             idx = self.index(s, part)
             if not len(idx["user_id"]):
                 continue
@@ -266,7 +264,7 @@ class ImmutableView:
             if not len(rows):
                 continue
             name = str(self.root / seg[part]["file"])
-            got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part == "rare" else []),
+            got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part != "main" else []),
                                       rows, name, self._cached_reader(s, part, read_groups, xp), xp, all_groups)
             rank = np.repeat(ranks, cnt)
             if part == "main":

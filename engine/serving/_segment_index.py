@@ -58,8 +58,8 @@ def build(user_id: np.ndarray, seq: np.ndarray, ts: np.ndarray) -> pa.Table:
 
 
 def to_bytes(index: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, index.schema) as w:
+    sink = pa.BufferOutputStream()  # zstd: the per-user rows and checkpoints compress about 2x
+    with pa.ipc.new_file(sink, index.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
         w.write_table(index)
     return sink.getvalue().to_pybytes()
 

@@ -1,8 +1,10 @@
 """Immutable segments: Parquet files sorted by ``(user_id, seq)``, each with its user index.
 
-Each segment has a main file with every event and, when some event types are rare, a sidecar file
-holding only the rare types' events. A tenant that asks only for rare types reads the sidecar and so
-reads bytes in proportion to what it uses; the duplication costs only the rare share of the bytes.
+Each segment has a main file with every event and, when some event types are rare, sidecar files
+holding only the least frequent types' events: ``rare`` (types holding at most 10% of the events) and
+``uncommon`` (at most 25%, e.g. everything but the dominant "view"). A tenant that asks only for such
+types reads the smallest sidecar that holds them and so reads bytes in proportion to what it uses; the
+duplication costs the sidecars' share of the bytes (measured in ``uih bench``'s write amplification).
 """
 
 from __future__ import annotations
@@ -16,26 +18,73 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import CorruptionError
+from .._ragged import group_starts
 from . import _fs, _segment_index
 from ._durable import fsync_dir, fsync_file, write_file
 
 DIR = "segments"
-ROW_GROUP_ROWS = 4096
-RARE_SHARE = 0.10  # types that together hold at most this share of a segment's events go to the sidecar
-PARTS = ("main", "rare")
+ROW_GROUP_ROWS = 16384
+# sidecar part -> the share of a segment's events its (least frequent) types may hold at most: a tenant
+# reads the smallest sidecar holding every type it asks for, else the main file
+SIDECARS = {"rare": 0.10, "uncommon": 0.25}
+PARTS = ("main", *SIDECARS)
+RECENT_US = 28 * 86_400_000_000  # events newer than this (ts, microseconds) before the newest go to their own segment
+OLD_SHARE_MIN = 0.25  # split only when the old part is at least this share of the rows
 
 
 def entry_files(entry: dict) -> list:
     """Every file of a manifest's segment entry (data files and their indexes), store-relative."""
-    return [f for part in PARTS if entry[part] for f in (entry[part]["file"], entry[part]["index"])]
+    return [f for part in PARTS if entry.get(part) for f in (entry[part]["file"], entry[part]["index"])]
+
+
+def part_for(entry: dict, types) -> str:
+    """The part of a segment to read for a tenant asking for event ``types`` (None: all): the smallest
+    sidecar holding all of them, else ``"main"`` (entries written before a sidecar level have none)."""
+    if types is not None:
+        for part in SIDECARS:
+            if entry.get(part) and set(types) <= set(entry[f"{part}_types"]):
+                return part
+    return "main"
+
+
+SAMPLE_ROWS = 65_536  # rows on which each feature column's encoding is chosen
+_KEYS = ("user_id", "seq", "ts")  # sorted keys and near-monotone times: delta encoding makes them cheap
+
+
+def _encoded_size(table: pa.Table, dictionary: list, encoding: dict) -> int:
+    sink = pa.BufferOutputStream()  # in memory, with a writer: the file written next is the only I/O
+    with pq.ParquetWriter(sink, table.schema, compression="zstd", use_dictionary=dictionary,
+                          column_encoding=encoding) as w:
+        w.write_table(table)
+    return sink.getvalue().size
+
+
+def choose_encodings(table: pa.Table) -> tuple:
+    """(dictionary columns, {column: encoding}): delta for the keys and ts, and for each integer feature
+    column whichever of dictionary or byte-stream-split encodes a sample of it smaller.
+
+    Repetitive columns (item ids under a popularity skew, event types) shrink with a dictionary; spread
+    ones (durations) with byte-stream split, which lets zstd see their constant high bytes.
+    """
+    encoding = {c: "DELTA_BINARY_PACKED" for c in _KEYS if c in table.column_names}
+    dictionary = []
+    for c in table.column_names:
+        if c in encoding or not pa.types.is_integer(table.schema.field(c).type):
+            continue
+        sample = table.select([c]).slice(0, SAMPLE_ROWS)
+        if _encoded_size(sample, [c], {}) <= _encoded_size(sample, [], {c: "BYTE_STREAM_SPLIT"}):
+            dictionary.append(c)
+        else:
+            encoding[c] = "BYTE_STREAM_SPLIT"
+    return dictionary, encoding
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
-    # Delta encoding makes the sorted user_id/seq columns nearly free; page checksums let a reader
-    # detect damaged bytes (CorruptionError) instead of returning wrong events.
-    delta = {c: "DELTA_BINARY_PACKED" for c in ("user_id", "seq", "ts") if c in table.column_names}
+    # Delta encoding makes the sorted user_id/seq columns nearly free (choose_encodings); page checksums
+    # let a reader detect damaged bytes (CorruptionError) instead of returning wrong events.
+    dictionary, encoding = choose_encodings(table)
     pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS, compression="zstd",
-                   use_dictionary=False, column_encoding=delta,
+                   use_dictionary=dictionary, column_encoding=encoding,
                    write_statistics=["user_id"], write_page_checksum=True,
                    sorting_columns=[pq.SortingColumn(0), pq.SortingColumn(1)])
     fsync_file(path)
@@ -64,14 +113,14 @@ def _footer(path: Path) -> bytes:
         return f.read()
 
 
-def rare_types(types: np.ndarray) -> list:
-    """The least frequent event types that together hold at most RARE_SHARE of the events."""
+def rare_types(types: np.ndarray, share: float = SIDECARS["rare"]) -> list:
+    """The least frequent event types that together hold at most ``share`` of the events."""
     if len(types) == 0:
         return []
     codes, counts = np.unique(types, return_counts=True)
     order = np.argsort(counts, kind="stable")
     cum = np.cumsum(counts[order])
-    k = int(np.searchsorted(cum, RARE_SHARE * len(types), side="right"))
+    k = int(np.searchsorted(cum, share * len(types), side="right"))
     k = min(k, len(codes) - 1)  # never everything: then the sidecar would just be a copy
     return sorted(int(c) for c in codes[order[:k]])
 
@@ -80,18 +129,55 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
     """Write one segment (``table`` already sorted by user_id, seq) and return its manifest entry."""
     sid = uuid.uuid4().hex[:16]
     try:
-        entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table), "rare_types": [], "rare": None}
-        rare = rare_types(table.column(event_type_column).to_numpy())
-        if rare:
-            mask = np.isin(table.column(event_type_column).to_numpy(), rare)
-            entry["rare_types"] = rare
-            entry["rare"] = _write_part(root, f"seg-{sid}-rare", table.filter(pa.array(mask)))
+        entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table)}
+        codes, prev = table.column(event_type_column).to_numpy(), []
+        for part, share in SIDECARS.items():
+            kinds = rare_types(codes, share)
+            entry[f"{part}_types"], entry[part] = [], None
+            if kinds and kinds != prev:  # a level with the same types as the one below adds nothing
+                entry[f"{part}_types"], prev = kinds, kinds
+                entry[part] = _write_part(root, f"seg-{sid}-{part}", table.filter(pa.array(np.isin(codes, kinds))))
         fsync_dir(Path(root) / DIR)
     except BaseException:
         for p in (Path(root) / DIR).glob(f"seg-{sid}*"):
             p.unlink(missing_ok=True)
         raise
     return entry
+
+
+def recent_split(user_id: np.ndarray, ts: np.ndarray, horizon: int) -> np.ndarray:
+    """Rows (sorted by user_id, seq) of the *old* part: per user, the longest prefix with ``ts < horizon``.
+
+    A prefix per user keeps every user's old seqs below their recent ones, so the old part can be a
+    segment of its own in front of the recent part (late arrivals after the prefix stay recent).
+    """
+    n = len(user_id)
+    if n == 0:
+        return np.zeros(0, bool)
+    starts = group_starts(user_id)
+    pos = np.arange(n, dtype=np.int64)
+    first_new = np.minimum.reduceat(np.where(ts < horizon, n, pos), starts)
+    return pos < np.repeat(first_new, np.diff(np.r_[starts, n]))
+
+
+def write_segments(root: Path, table: pa.Table, event_type_column: str, newest_ts: int) -> list:
+    """Write ``table`` (sorted by user_id, seq) as one segment, or as two, old then recent, when a large
+    share of it is older than ``RECENT_US`` before ``newest_ts``; returns their manifest entries in order.
+
+    The split clusters each user's recent events: a reader with a time window skips the old segment by
+    its index's newest ts, and one with a short ``max_len`` reads the recent segment's denser row groups.
+    """
+    old = recent_split(table.column("user_id").to_numpy(), table.column("ts").to_numpy(), newest_ts - RECENT_US)
+    n_old = int(old.sum())
+    if n_old < OLD_SHARE_MIN * len(old) or n_old == len(old):
+        return [write_segment(root, table, event_type_column)]
+    first = write_segment(root, table.filter(pa.array(old)), event_type_column)
+    try:
+        return [first, write_segment(root, table.filter(pa.array(~old)), event_type_column)]
+    except BaseException:
+        for rel in entry_files(first):
+            (Path(root) / rel).unlink(missing_ok=True)
+        raise
 
 
 # What PyArrow raises on damaged Parquet bytes: besides its own errors, a damaged footer can surface as a

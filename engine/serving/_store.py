@@ -260,7 +260,8 @@ class UIHStore:
             self._mutable.set(pos, {c: v for c, v in rows.items() if c not in ("user_id", "seq")})
 
     def seal(self, cutoff_ts: int) -> int:
-        """Move, per user, the longest prefix of mutable events with ``ts < cutoff_ts`` into a segment.
+        """Move, per user, the longest prefix of mutable events with ``ts < cutoff_ts`` into a segment
+        (two, old then recent, when a quarter of them is older than ``_segments.RECENT_US``).
 
         The previous log stays on disk for readers of the previous version until ``expire`` removes it.
         """
@@ -279,17 +280,19 @@ class UIHStore:
             if not seal_mask.any():
                 return self.version
             remaining, sealed = self._mutable.split(~seal_mask)
-            entry = _segments.write_segment(self.root, pa.table(sealed), self.schema.event_type_column)
+            # "recent" is relative to the newest event sealed now (a cutoff may lie far in the future)
+            entries = _segments.write_segments(self.root, pa.table(sealed), self.schema.event_type_column,
+                                               int(sealed["ts"].max()))
             table = pa.table({c: remaining[c] for c in self.schema.event_columns()})
             new_log = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
-            written = [*_segments.entry_files(entry), new_log]
+            written = [*(f for e in entries for f in _segments.entry_files(e)), new_log]
             try:
                 log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table)] if len(table) else [])
             except BaseException:
                 self._discard(written)
                 raise
             try:
-                self._commit({"segments": [*self._manifest["segments"], entry], "log": new_log}, cleanup=written)
+                self._commit({"segments": [*self._manifest["segments"], *entries], "log": new_log}, cleanup=written)
             except BaseException:
                 log.close()
                 raise
@@ -303,23 +306,26 @@ class UIHStore:
     def compact(self, full: bool = False) -> int:
         """Merge segments into fewer, larger ones (size-tiered, LSM-style); returns the new version.
 
-        By default size-tiered: the newest run of at least four segments of similar size (within 2x) is
-        merged, so a large base segment is not rewritten every day; nothing due, nothing written.
+        By default size-tiered (``_compaction.plan``): the cheapest contiguous run of at least four
+        segments of similar size (within 2x) merges into one in their place, so a large base segment is
+        not rewritten every day and the number of segments stays bounded; nothing due, nothing written.
         ``full=True`` merges everything. Seqs never change, so every thin row ever logged reconstructs
         identically.
         """
         with self._mu:
             self._check_writable("compact")
             segs = self._manifest["segments"]
-            first = 0 if full else _compaction.run_start([e["main"]["rows"] for e in segs])
-            if len(segs) - first <= 1:
+            first, stop = (0, len(segs)) if full else _compaction.plan([e["main"]["rows"] for e in segs])
+            if stop - first <= 1:
                 return self.version
             cols = self.schema.event_columns()
-            tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(first, len(segs))]
+            tables = [self.view.parquet(s, "main").read(columns=cols) for s in range(first, stop)]
             merged = pa.concat_tables(tables).sort_by([("user_id", "ascending"), ("seq", "ascending")])
-            entry = _segments.write_segment(self.root, merged, self.schema.event_type_column)
-            self._commit({"segments": [*segs[:first], entry], "log": self._manifest["log"]},
-                         cleanup=_segments.entry_files(entry))
+            # "recent" is relative to the newest sealed event of the store, not of the merged run
+            newest = max(int(self.view.index(s, "main")["ts_max"].max(initial=0)) for s in range(len(segs)))
+            entries = _segments.write_segments(self.root, merged, self.schema.event_type_column, newest)
+            self._commit({"segments": [*segs[:first], *entries, *segs[stop:]], "log": self._manifest["log"]},
+                         cleanup=[f for e in entries for f in _segments.entry_files(e)])
             self._auto_expire()
             return self.version
 
@@ -418,7 +424,9 @@ class UIHStore:
                 "mutable_events": len(self._mutable),
                 "users": int(len(np.union1d(users, m_users))),
                 "segment_bytes": sum(e["main"]["bytes"] + e["main"]["index_bytes"] for e in segs),
-                "sidecar_bytes": sum(e["rare"]["bytes"] + e["rare"]["index_bytes"] for e in segs if e["rare"]),
+                "sidecar_bytes": sum(e[p]["bytes"] + e[p]["index_bytes"] for e in segs for p in _segments.SIDECARS
+                                     if e.get(p)),
                 "log_bytes": log_bytes,
                 "rare_types": sorted({t for e in segs for t in e["rare_types"]}),
+                "uncommon_types": sorted({t for e in segs for t in e.get("uncommon_types", [])}),
                 **_retention.disk_usage(self.root, self._manifest)}
