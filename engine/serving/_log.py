@@ -1,4 +1,4 @@
-"""The mutable tier's durable append log: checksum-framed Arrow IPC records.
+"""The mutable tier's durable append log: checksum-framed records, each a small Parquet payload.
 
 A record is acknowledged only after ``fsync``. Each record has a header checksum (over magic, kind
 and payload length) and a payload checksum, so replay can tell a torn tail from damage:

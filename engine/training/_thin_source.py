@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import SchemaError
+from ..serving import _fs
 
 THIN_META = ("user_id", "request_ts", "store_id", "version", "imm_hw")
 
@@ -35,7 +36,7 @@ def thin_batches(source, columns: list):
     if not paths:
         raise SchemaError(f"no Parquet thin-row files found in {source!r}")
     for path in paths:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(_fs.open_input(path))  # random access: no readahead past the projected columns
         missing = [c for c in columns if c not in pf.schema_arrow.names]
         if missing:
             raise SchemaError(f"{path} lacks thin-row column(s) {missing}; make them with UIHStore.snapshot()")
