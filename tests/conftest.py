@@ -45,3 +45,29 @@ def filled_store(store, rng):
         if d < 2:
             store.seal((d + 1) * day)
     return store
+
+
+BUCKET = "uih"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on a free local port; yields (endpoint, pyarrow S3FileSystem) with bucket ``uih``."""
+    import logging
+    import socket
+
+    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+    from pyarrow import fs as fs_mod
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"127.0.0.1:{port}"
+    fs = fs_mod.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
+                             secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir(BUCKET)
+    yield endpoint, fs
+    server.stop()

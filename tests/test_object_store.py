@@ -1,9 +1,7 @@
 """Stores on object storage: publish to a real S3-compatible server (moto), read remotely, bit for bit."""
 
-import logging
 import pickle
 import shutil
-import socket
 
 import numpy as np
 import pyarrow as pa
@@ -20,7 +18,8 @@ moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[serve
 fs_mod = pytest.importorskip("pyarrow.fs")
 
 DAY = 86_400_000_000
-BUCKET = "uih"
+BUCKET = "uih"  # the bucket conftest.py's s3 fixture creates
+
 PROJECTIONS = {  # plain, right-aligned with pads, rare types (sidecar), types + window, all, jagged
     "left": engine.Projection(["item_id", "action", "ts", "seq"], max_len=48),
     "right": engine.Projection(["dwell_ms", "item_id"], max_len=300, align="right", pad_value=-1),
@@ -30,23 +29,6 @@ PROJECTIONS = {  # plain, right-aligned with pads, rare types (sidecar), types +
     "whole": engine.Projection(["surface", "dwell_ms", "item_id"], max_len=4000, pad_value=3),
     "jagged": engine.Projection(["item_id", "ts"], max_len=20, window_us=DAY // 3, layout="jagged"),
 }
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on a free local port; yields (endpoint, pyarrow S3FileSystem) with bucket ``uih``."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"127.0.0.1:{port}"
-    fs = fs_mod.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
-                             secret_key="testing", region="us-east-1", allow_bucket_creation=True)
-    fs.create_dir(BUCKET)
-    yield endpoint, fs
-    server.stop()
 
 
 @pytest.fixture

@@ -96,6 +96,17 @@ def test_examples_equal_iter_batches_as_a_set(cluster, setup, tenant, source, ac
         assert np.array_equal(dense[e][0], np.asarray(thin["dense"][i].as_py(), np.float32))
 
 
+def test_examples_from_a_store_on_s3_equal_iter_batches(cluster, setup, s3):
+    """The store published to an S3 server (moto): actors reopen it remotely, pinned; same examples."""
+    store, thin, folder = setup
+    engine.publish(store.root, "s3://uih/ray", filesystem=s3[1])
+    proj = PROJECTIONS["types"]
+    names, want = reference(store, thin, proj)
+    with engine.UIHStore.open("s3://uih/ray", read_only=True, filesystem=s3[1]) as remote:
+        ds = uih_dataset(remote, folder, proj, batch_size=16, num_actors=1, num_shards=3)
+        assert_same(by_id(ds.iter_batches(batch_size=None, batch_format="numpy"), names), want)
+
+
 def test_every_row_once_per_epoch_and_users_read_once(cluster, setup):
     store, thin, folder = setup
     proj = PROJECTIONS["right-pad"]
