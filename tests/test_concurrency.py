@@ -12,13 +12,14 @@ import engine
 from uih.workload import COLUMNS
 
 BATCH = 1000  # item_id = batch * BATCH + j: which batch an event came from
+MIN_BATCHES = 14  # however slow the machine, the writer makes > 3 versions (seals at 2, 5, 8, 11; compact at 6, 13)
 
 
 def _writer(path, seconds, grace_s):
     rng = np.random.default_rng(0)
     store = engine.UIHStore.open(path, retention={"keep_versions": 1, "grace_s": grace_s})
     end, b, t = time.time() + seconds, 0, 1
-    while time.time() < end:
+    while time.time() < end or b < MIN_BATCHES:
         n = int(rng.integers(1, 30))
         users = rng.integers(0, 8, n)
         seqs = store.append({"user_id": users, "ts": t + np.arange(n), "item_id": b * BATCH + np.arange(n),
