@@ -28,14 +28,13 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from ray.train import ScalingConfig
 from ray.train.torch import TorchTrainer
 
 import engine
 from ray_plugin import local_shard, uih_dataset
 from uih.fmt import machine_line, table, write_json
-from uih.hstu import HSTUish, build, normalized_entropy, split_heldout
+from uih.hstu import HSTUish, add_task_arguments, build, normalized_entropy, split_heldout, train_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXTRA = ["target_item", "label"]
@@ -90,11 +89,7 @@ def train_loop(cfg):
         batches = shard.iter_torch_batches(batch_size=cfg["batch"], drop_last=True) if shard is not None else \
             _local_batches(cfg, rank, world)
         for b in batches:
-            logit = model(b["item_id"], b["action"].long(), b["lengths"].long(), b["target_item"])
-            loss = F.binary_cross_entropy_with_logits(logit, b["label"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = train_step(model, opt, b)
             steps, seen = steps + 1, seen + len(b["lengths"])
         metrics = {"epoch": epoch, "steps": steps, "examples": seen, "train_s": time.perf_counter() - t0,
                    "loss": float(loss.detach())}
@@ -116,13 +111,7 @@ def main(argv=None):
     ap.add_argument("--actors", type=int, default=1, help="reconstruct actors (--mode dataset)")
     ap.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs to use (default: all)")
     ap.add_argument("--max-len", type=int, default=256)
-    ap.add_argument("--users", type=int, default=400)
-    ap.add_argument("--history", type=int, default=800)
-    ap.add_argument("--items", type=int, default=20000)
-    ap.add_argument("--fav-rate", type=float, default=0.03)
-    ap.add_argument("--requests", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
+    add_task_arguments(ap, users=400, history=800, epochs=2)
     ap.add_argument("--root", default=None, help="where the store and thin rows go (shared storage on a cluster)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import engine
 from dali_plugin import UIHIterator, uih_pipeline
 from uih.fmt import machine_line, table, write_json
-from uih.hstu import HSTUish, build, normalized_entropy, split_heldout
+from uih.hstu import HSTUish, add_task_arguments, build, normalized_entropy, split_heldout, train_step
 from uih.jobs import ran_on
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,11 +45,7 @@ def run_length(store, train, test, max_len, items, epochs, batch, seed=0, device
     for _ in range(epochs):
         model.train()
         for b in it:
-            logit = model(b["item_id"], b["action"].long(), b["lengths"].long(), b["target_item"])
-            loss = F.binary_cross_entropy_with_logits(logit, b["label"])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            train_step(model, opt, b)
             steps += 1
     train_s = time.perf_counter() - t0
     model.eval()
@@ -68,13 +63,7 @@ def run_length(store, train, test, max_len, items, epochs, batch, seed=0, device
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lengths", default="64,256,1024")
-    ap.add_argument("--users", type=int, default=1500)
-    ap.add_argument("--history", type=int, default=1500)
-    ap.add_argument("--items", type=int, default=20000)
-    ap.add_argument("--fav-rate", type=float, default=0.03)
-    ap.add_argument("--requests", type=int, default=4)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=64)
+    add_task_arguments(ap, users=1500, history=1500, epochs=3)
     ap.add_argument("--out", default=None)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a = ap.parse_args(argv)

@@ -122,3 +122,25 @@ def split_heldout(thin: pa.Table, folds: int = 5):
     """(train, test) thin rows; the test users are one user shard, so no user is in both."""
     test = engine.shard(thin, num_shards=folds, index=0)
     return thin.filter(pc.invert(pc.is_in(thin["user_id"], test["user_id"]))), test
+
+
+def add_task_arguments(ap, users: int, history: int, epochs: int) -> None:
+    """The synthetic task's knobs on an ``argparse`` parser, shared by the DALI and Ray training scripts."""
+    ap.add_argument("--users", type=int, default=users)
+    ap.add_argument("--history", type=int, default=history)
+    ap.add_argument("--items", type=int, default=20000)
+    ap.add_argument("--fav-rate", type=float, default=0.03)
+    ap.add_argument("--requests", type=int, default=4)
+    ap.add_argument("--epochs", type=int, default=epochs)
+    ap.add_argument("--batch", type=int, default=64)
+
+
+def train_step(model, opt, b):
+    """One optimizer step on a batch (dict of tensors from DALI or Ray); returns the loss."""
+    import torch.nn.functional as F
+    logit = model(b["item_id"], b["action"].long(), b["lengths"].long(), b["target_item"])
+    loss = F.binary_cross_entropy_with_logits(logit, b["label"])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss
