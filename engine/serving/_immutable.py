@@ -61,10 +61,6 @@ def _bounds(users, seq_lo, seq_hi) -> tuple:
     return users, seq_lo, seq_hi
 
 
-def _host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
 class ImmutableView:
     """The immutable tier as of one manifest. Indexes load lazily and are kept."""
 
@@ -84,13 +80,13 @@ class ImmutableView:
         self.cache.clear()
         self._pf.clear()
 
-    def _cached_reader(self, s, part, read_groups, xp):
-        """``read_groups`` that serves decoded row groups from the cache and reads only the rest."""
+    def _cached_reader(self, s, part):
+        """A PyArrow ``read_groups`` that serves decoded row groups from the cache and reads only the rest."""
         def read(pf, path, groups, columns, name):
-            key = lambda g, c: (s, part, g, c, xp.__name__)  # a CPU and a CUDA reader may share a view
+            key = lambda g, c: (s, part, g, c)
             missing = [g for g in groups if any(self.cache.get(key(g, c)) is None for c in columns)]
             if missing:
-                got = read_groups(pf, path, missing, columns, name)
+                got = _segments.read_groups_arrow(pf, path, missing, columns, name)
                 md = pf.metadata
                 bounds = np.r_[0, np.cumsum([md.row_group(g).num_rows for g in missing])]
                 for i, g in enumerate(missing):
@@ -98,7 +94,7 @@ class ImmutableView:
                         self.cache.put(key(g, c), got[c][bounds[i]:bounds[i + 1]])
                 if len(missing) == len(groups) or self.cache.budget <= 0:
                     return got
-            return {c: xp.concatenate([self.cache.get(key(g, c)) for g in groups]) for c in columns}
+            return {c: np.concatenate([self.cache.get(key(g, c)) for g in groups]) for c in columns}
         return read
 
     def _opened(self, cache: dict, s: int, part: str, load, what: str):
@@ -245,15 +241,13 @@ class ImmutableView:
             raise
 
     def gather(self, users: np.ndarray, columns: list, seq_lo=None, seq_hi=None, ts_min=None,
-               rare_types=None, backend=None, all_groups=False) -> UserBuffer:
-        """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]``.
+               rare_types=None) -> UserBuffer:
+        """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]``, as host arrays (fat rows,
+        ``to_table`` and report floors; reconstruction reads through ``runs``).
 
         ``ts_min[u]``: segments whose newest event of ``u`` is older are skipped (time-window pushdown).
         ``rare_types``: when every wanted event type is in a segment's sidecar, read the sidecar instead.
-        ``backend``: where the columns land (``engine.training._backends``); default numpy via PyArrow.
         """
-        xp = np if backend is None else backend.xp
-        read_groups = _segments.read_groups_arrow if backend is None else backend.read_groups
         users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
         n_u = len(users)
         want = [c for c in columns if c != "seq"]
@@ -265,26 +259,23 @@ class ImmutableView:
                 continue
             name = str(self.root / seg[part]["file"])
             got = _segments.read_rows(self.parquet(s, part), want + (["seq"] if part != "main" else []),
-                                      rows, name, self._cached_reader(s, part, read_groups, xp), xp, all_groups)
+                                      rows, name, self._cached_reader(s, part))
             rank = np.repeat(ranks, cnt)
             if part == "main":
-                got["seq"] = xp.asarray(range_indices(q0, cnt))
+                got["seq"] = range_indices(q0, cnt)
             else:  # sparse seqs: filter after reading
-                seq = _host(got["seq"])
-                keep = (seq >= seq_lo[rank]) & (seq < seq_hi[rank])
-                dkeep = xp.asarray(keep)
-                got = {c: v[dkeep] for c, v in got.items()}
+                keep = (got["seq"] >= seq_lo[rank]) & (got["seq"] < seq_hi[rank])
+                got = {c: v[keep] for c, v in got.items()}
                 rank = rank[keep]
             pieces.append((rank, got))
         cols = ["seq", *want]
         if not pieces:
-            empty = {c: xp.zeros(0, self.schema.dtype(c)) for c in cols}
+            empty = {c: np.zeros(0, self.schema.dtype(c)) for c in cols}
             return UserBuffer(users, np.zeros(n_u + 1, np.int64), empty)
         rank = np.concatenate([p[0] for p in pieces])
-        data = {c: xp.concatenate([p[1][c] for p in pieces]) for c in cols}
+        data = {c: np.concatenate([p[1][c] for p in pieces]) for c in cols}
         if len(pieces) > 1:  # stable: keeps seal order (= seq order) within each user
             order = np.argsort(rank, kind="stable")
             rank = rank[order]
-            d_order = xp.asarray(order)
-            data = {c: v[d_order] for c, v in data.items()}
+            data = {c: v[order] for c, v in data.items()}
         return UserBuffer(users, offsets_of(np.bincount(rank, minlength=n_u)), data)

@@ -226,11 +226,10 @@ def read_groups_arrow(pf: pq.ParquetFile, path: str, groups: list, columns: list
 
 
 def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "segment",
-              read_groups=read_groups_arrow, xp=np, all_groups: bool = False) -> dict:
+              read_groups=read_groups_arrow) -> dict:
     """Columns of the given sorted row numbers, reading only the row groups that hold them.
 
-    ``read_groups(pf, path, groups, columns, name)`` does the I/O (PyArrow on CPU, cuDF on GPU) and
-    returns arrays of the array module ``xp``; ``all_groups`` reads every group (pushdown switched off).
+    ``read_groups(pf, path, groups, columns, name)`` does the I/O and returns NumPy arrays.
     """
     md = pf.metadata
     rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], np.int64)
@@ -239,10 +238,10 @@ def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "
         return {c: None for c in columns}
     rows_group = np.searchsorted(rg_start, rows, side="right") - 1
     # rows are sorted, so their groups are too: keep the first of each run
-    groups = np.arange(len(rg_rows)) if all_groups else rows_group[np.r_[True, rows_group[1:] != rows_group[:-1]]]
+    groups = rows_group[np.r_[True, rows_group[1:] != rows_group[:-1]]]
     got = read_groups(pf, name, groups.tolist(), columns, name)
     # map global row numbers into the concatenation of the read groups
     local_start = np.r_[0, np.cumsum(rg_rows[groups])]
     g = np.searchsorted(groups, rows_group)
-    local = xp.asarray(rows - rg_start[groups[g]] + local_start[g])
+    local = rows - rg_start[groups[g]] + local_start[g]
     return {c: got[c][local] for c in columns}
