@@ -87,8 +87,7 @@ class ImmutableView:
             missing = [g for g in groups if any(self.cache.get(key(g, c)) is None for c in columns)]
             if missing:
                 got = _segments.read_groups_arrow(pf, path, missing, columns, name)
-                md = pf.metadata
-                bounds = np.r_[0, np.cumsum([md.row_group(g).num_rows for g in missing])]
+                bounds = offsets_of(_segments.row_group_rows(pf)[missing])
                 for i, g in enumerate(missing):
                     for c in columns:
                         self.cache.put(key(g, c), got[c][bounds[i]:bounds[i + 1]])
@@ -162,12 +161,12 @@ class ImmutableView:
         at the end) and the row group holding it; a block is at most ``slot_rows`` rows of one group."""
         key = (s, part, slot_rows)
         if key not in self._blocks:
-            md = self.parquet(s, part).metadata
-            rg = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], np.int64)
+            rg = _segments.row_group_rows(self.parquet(s, part))
+            rg_start = offsets_of(rg)
             per = np.maximum(-(-rg // slot_rows), 1)
             group = np.repeat(np.arange(len(rg)), per)
-            start = np.r_[0, np.cumsum(rg)][group] + range_indices(np.zeros(len(rg), np.int64), per) * slot_rows
-            self._blocks[key] = (np.r_[start, rg.sum()].astype(np.int64), group, np.r_[0, np.cumsum(rg)])
+            start = rg_start[group] + range_indices(np.zeros(len(rg), np.int64), per) * slot_rows
+            self._blocks[key] = (np.r_[start, rg.sum()].astype(np.int64), group, rg_start)
         return self._blocks[key]
 
     def runs(self, users, arena, lanes: tuple, read_columns: list, seq_lo=None, seq_hi=None, ts_min=None,
@@ -228,7 +227,7 @@ class ImmutableView:
         name = str(self.root / self.segments[s][part]["file"])
         try:
             got = read_groups(self.parquet(s, part), name, groups.tolist(), read_columns, name)
-            local = np.r_[0, np.cumsum(rg_start[groups + 1] - rg_start[groups])]  # group starts in ``got``
+            local = offsets_of(rg_start[groups + 1] - rg_start[groups])  # group starts in ``got``
             at = local[np.searchsorted(groups, bgroup[blocks])] + bstart[blocks] - rg_start[bgroup[blocks]]
             n = bstart[blocks + 1] - bstart[blocks]
             for words, names in ((arena.w8, lanes[0]), (arena.w4, lanes[1])):

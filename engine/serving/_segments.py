@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import CorruptionError
-from .._ragged import group_starts
+from .._ragged import group_starts, offsets_of
 from . import _fs, _segment_index
 from ._durable import fsync_dir, fsync_file, write_file
 
@@ -225,15 +225,20 @@ def read_groups_arrow(pf: pq.ParquetFile, path: str, groups: list, columns: list
             for c in columns}
 
 
+def row_group_rows(pf: pq.ParquetFile) -> np.ndarray:
+    """Rows of each row group of ``pf``, from its footer (int64)."""
+    md = pf.metadata
+    return np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], np.int64)
+
+
 def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "segment",
               read_groups=read_groups_arrow) -> dict:
     """Columns of the given sorted row numbers, reading only the row groups that hold them.
 
     ``read_groups(pf, path, groups, columns, name)`` does the I/O and returns NumPy arrays.
     """
-    md = pf.metadata
-    rg_rows = np.array([md.row_group(i).num_rows for i in range(md.num_row_groups)], np.int64)
-    rg_start = np.r_[0, np.cumsum(rg_rows)]
+    rg_rows = row_group_rows(pf)
+    rg_start = offsets_of(rg_rows)
     if len(rows) == 0:
         return {c: None for c in columns}
     rows_group = np.searchsorted(rg_start, rows, side="right") - 1
@@ -241,7 +246,7 @@ def read_rows(pf: pq.ParquetFile, columns: list, rows: np.ndarray, name: str = "
     groups = rows_group[np.r_[True, rows_group[1:] != rows_group[:-1]]]
     got = read_groups(pf, name, groups.tolist(), columns, name)
     # map global row numbers into the concatenation of the read groups
-    local_start = np.r_[0, np.cumsum(rg_rows[groups])]
+    local_start = offsets_of(rg_rows[groups])
     g = np.searchsorted(groups, rows_group)
     local = rows - rg_start[groups[g]] + local_start[g]
     return {c: got[c][local] for c in columns}
