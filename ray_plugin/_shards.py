@@ -44,16 +44,9 @@ class StoreRef:
 
 
 def _newest_version(path) -> int:
-    # a pinned open needs the number; read_only=True (SPEC §2) never locks or writes. Until every
-    # engine has it, fall back to a plain open, closed at once (it takes the writer lock only if free)
-    try:
-        store = engine.UIHStore.open(path, read_only=True)
-    except TypeError:
-        store = engine.UIHStore.open(path)
-    try:
+    # a pinned open needs the number; read_only=True (SPEC §2) never locks or writes
+    with engine.UIHStore.open(path, read_only=True) as store:
         return int(store.version)
-    finally:
-        store.close()
 
 
 def thin_schema(thin_source) -> pa.Schema:
