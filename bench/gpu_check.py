@@ -167,6 +167,11 @@ def check_reconstructor(xp, device, store, thin, s, rows) -> dict:
             bad.append(f"{name}: reconstruct")
         if not _same(_concat(list(rec.iter_batches(thin, batch_size=s["batch"]))), cpu):
             bad.append(f"{name}: iter_batches")
+        # no arena reuse budget, one batch per chunk, deep prefetch: slots and buffers are recycled while
+        # the previous chunks' kernels may still run, so a missing event between the streams shows here
+        churn = engine.Reconstructor(store, p, device=device, cache_bytes=0, chunk_batches=1, prefetch=3)
+        if not _same(_concat(list(churn.iter_batches(thin, batch_size=s["batch"]))), cpu):
+            bad.append(f"{name}: iter_batches with recycled slots")
         t = got.to_torch()
         if not all(t[c].is_cuda == on_gpu and t[c].data_ptr() == _ptr(got[c]) for c in got):
             copied.append(name)

@@ -181,7 +181,7 @@ class CudaKernel:
         self.build = build
         self._compiled = {}
 
-    def __call__(self, blocks, *args):
+    def __call__(self, blocks, stream, *args):
         if blocks == 0:  # nothing to do: no launch (a zero-size grid is an error in CUDA)
             return
         threads = CUDA_THREADS
@@ -191,4 +191,6 @@ class CudaKernel:
             from numba import cuda as numba_cuda
             cuda = self.build.__globals__["cuda"] = numba_cuda
             kernel = self._compiled[threads] = self.build(threads)
-        kernel[blocks, threads](*args)
+        # an explicit stream: the caller orders it after the producer's copies (an event), never the
+        # legacy default stream, which would serialise against every other stream of the device
+        kernel[blocks, threads, stream](*args)

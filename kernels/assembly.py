@@ -99,9 +99,9 @@ def _assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
                     dst += 1
 
 
-def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
+def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
     """CPU twin (``numba.njit(parallel=True, nogil=True)``, one example per iteration); see the module
-    contract."""
+    contract. ``stream`` is accepted for the twins' one signature and ignored."""
     if sel.shape[0]:
         _assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
 
@@ -183,9 +183,10 @@ def _build_cuda(threads):
     return kernel
 
 
-def assemble_cuda(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
-    """CUDA twin (one block per example, ``CUDA_THREADS`` threads); see the module contract."""
-    _kernel(sel.shape[0], src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+def assemble_cuda(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
+    """CUDA twin (one block per example, ``CUDA_THREADS`` threads) launched on ``stream`` (a Numba stream;
+    0 is the default stream); see the module contract."""
+    _kernel(sel.shape[0], stream, src, runs, tail, flt, ex, sel, max_len, right, pad, out)
 
 
 _kernel = _common.CudaKernel(_build_cuda)

@@ -92,8 +92,9 @@ def reference(case, max_len, right, actions, window, pad8, pad4) -> tuple:
 
 
 def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4, xp=np,
-        jagged=False) -> tuple:
-    """``(out8, out4, lengths)`` of a twin pair on ``case``, its arrays moved to ``xp`` (NumPy or CuPy).
+        jagged=False, stream=0) -> tuple:
+    """``(out8, out4, lengths)`` of a twin pair on ``case``, its arrays moved to ``xp`` (NumPy or CuPy),
+    both kernels launched on ``stream``.
 
     The outputs start as garbage (77, -1): every slot must be written by the kernels. ``jagged``: the
     assembly writes exact-length rows, which are padded here (with ``pad8``/``pad4``) for comparison.
@@ -108,7 +109,7 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
     runs = Runs(d["start"], d["pos"], d["seq0"])
     ex = Examples(d["r_lo"], d["r_hi"], d["imm_hw"], d["t_lo"], d["t_hi"], xp.asarray(ts_min))
     sel = xp.zeros((B, 5), np.int64)
-    slice_fn(src, runs, tail, flt, ex, max_len, sel)
+    slice_fn(src, runs, tail, flt, ex, max_len, sel, stream=stream)
     n = sel[:, 2] + sel[:, 4]
     n = n.get() if hasattr(n, "get") else np.asarray(n)
     starts = np.r_[0, np.cumsum(n)][:-1] if jagged else np.arange(B) * max_len
@@ -117,7 +118,7 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
                  xp.full((case["src4"].shape[0], total), 77, np.int32), xp.full(B, -1, np.int32),
                  xp.asarray(starts.astype(np.int64)), 0 if jagged else max_len)
     pad = Words(xp.asarray(np.asarray(pad8, np.int64)), xp.asarray(np.asarray(pad4, np.int32)))
-    assemble_fn(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+    assemble_fn(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=stream)
     if not jagged:
         return out.w8.reshape(len(out.w8), B, max_len), out.w4.reshape(len(out.w4), B, max_len), out.lengths
     host = [a.get() if hasattr(a, "get") else a for a in out]

@@ -69,9 +69,10 @@ _slice_parallel = njit(parallel=True, nogil=True, cache=True)(_slice_all)
 _slice_serial = njit(nogil=True, cache=True)(_slice_all)
 
 
-def slice_cpu(src, runs, tail, flt, ex, max_len, sel):
+def slice_cpu(src, runs, tail, flt, ex, max_len, sel, stream=0):
     """CPU twin (``numba.njit(parallel=True, nogil=True)``, one example per iteration; serial when
-    nothing is filtered); see the module contract."""
+    nothing is filtered); see the module contract. ``stream`` is accepted for the twins' one signature
+    and ignored: a CPU kernel has returned when its results are there."""
     if ex.r_lo.shape[0]:
         fn = _slice_parallel if (flt.use_types or flt.use_window) else _slice_serial
         fn(src, runs, tail, flt, ex, max_len, sel)
@@ -157,9 +158,10 @@ def _build_cuda(threads):
     return kernel
 
 
-def slice_cuda(src, runs, tail, flt, ex, max_len, sel):
-    """CUDA twin (one block per example, ``CUDA_THREADS`` threads); see the module contract."""
-    _kernel(ex.r_lo.shape[0], src, runs, tail, flt, ex, max_len, sel)
+def slice_cuda(src, runs, tail, flt, ex, max_len, sel, stream=0):
+    """CUDA twin (one block per example, ``CUDA_THREADS`` threads) launched on ``stream`` (a Numba stream;
+    0 is the default stream); see the module contract."""
+    _kernel(ex.r_lo.shape[0], stream, src, runs, tail, flt, ex, max_len, sel)
 
 
 _kernel = _common.CudaKernel(_build_cuda)

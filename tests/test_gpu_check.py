@@ -36,8 +36,8 @@ def test_every_check_passes_in_the_simulator(gpu_check):
 def test_a_wrong_kernel_is_a_failure(gpu_check, monkeypatch):
     real = kernels.assemble_cuda
 
-    def off_by_one(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
-        real(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+    def off_by_one(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
+        real(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=stream)
         if out.lengths.shape[0]:
             out.lengths[0] += 1
     monkeypatch.setattr(kernels, "assemble_cuda", off_by_one)

@@ -80,9 +80,17 @@ def launches(monkeypatch):
         if blocks == 0:
             raise RuntimeError("CUDA_ERROR_INVALID_VALUE: zero-size grid")
         grids.append(blocks)
+        grids.streams.append(config[2] if len(config) > 2 else None)
         return real(self, config)
+    grids = _Launches()
     monkeypatch.setattr(FakeCUDAKernel, "__getitem__", getitem)
     return grids
+
+
+class _Launches(list):
+    def __init__(self):
+        super().__init__()
+        self.streams = []
 
 
 @pytest.mark.parametrize("n_ex", [0, 3])
@@ -90,6 +98,19 @@ def test_no_examples_launches_nothing(launches, n_ex):
     """B = 0 must not launch (CUDA rejects an empty grid); B > 0 launches one block per example."""
     check("cuda-sim", make_case(0, n_ex=n_ex), 3)
     assert launches == [] if n_ex == 0 else launches and set(launches) == {n_ex}
+
+
+def test_kernels_launch_on_the_stream_given(launches):
+    """Both CUDA twins launch on the caller's stream (the backend passes its consumer stream, ordered
+    after the producer's copies by an event), never implicitly on the legacy default stream."""
+    from numba import cuda
+    stream = cuda.stream()
+    case = make_case(3, n_ex=4)
+    args = (case, 5, True, (0, 2), 300, (0, -1), (5,))
+    got = run_twins(kernels.slice_cuda, kernels.assemble_cuda, *args, stream=stream)
+    assert len(launches) == 2 and launches.streams == [stream, stream]
+    for g, w in zip(got, reference(*args)):
+        np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("max_len, right, actions, window", [(1000, False, None, None), (400, True, (0, 1, 2), 900)],

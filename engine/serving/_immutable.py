@@ -61,6 +61,12 @@ def _bounds(users, seq_lo, seq_hi) -> tuple:
     return users, seq_lo, seq_hi
 
 
+def put_blocks(words, lane, col, dst, src, n):
+    """``words[lane, dst[i]:dst[i] + n[i]] = col[src[i]:src[i] + n[i]]`` for each block (host arrays)."""
+    for d, a, k in zip(dst.tolist(), src.tolist(), n.tolist()):
+        words[lane, d:d + k] = col[a:a + k]
+
+
 class ImmutableView:
     """The immutable tier as of one manifest. Indexes load lazily and are kept."""
 
@@ -170,16 +176,19 @@ class ImmutableView:
         return self._blocks[key]
 
     def runs(self, users, arena, lanes: tuple, read_columns: list, seq_lo=None, seq_hi=None, ts_min=None,
-             rare_types=None, read_groups=None, all_groups=False) -> RunSet:
+             rare_types=None, read_groups=None, put=None, all_groups=False) -> RunSet:
         """Events of sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]`` (the upper cut is exact
         in main parts; sidecar runs may hold newer seqs, which the slicing kernel cuts), as runs of
         ``arena`` (a ``GroupArena`` whose lanes hold the columns ``lanes = (names8, names4)``).
 
         Work here is per user, segment and arena block, never per event: runs come from the segment
         index by arithmetic, blocks already in the arena are not read again, missing ones are decoded
-        (``read_columns`` of their row groups, ``read_groups`` as in ``gather``) into their slots.
+        (``read_columns`` of their row groups, ``read_groups`` as in ``gather``) into their slots, each
+        block copied once by ``put(words, lane, column, dst, src, n)`` (host slices by default; a device
+        backend passes its own, which may copy asynchronously).
         """
         read_groups = read_groups or _segments.read_groups_arrow
+        put = put or put_blocks
         users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
         R = arena.slot_rows
         pieces, pinned = [], []
@@ -201,7 +210,7 @@ class ImmutableView:
                 slots, missing = arena.acquire([(file, b) for b in need.tolist()])
                 pinned.append(slots)
                 if missing:
-                    self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups)
+                    self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
                 pos = slots[np.searchsorted(need, blk)] * R + (lo - bstart[blk])
                 seq0 = q0[run] + (lo - r0[run]) if part == "main" else np.full(len(run), -1, np.int64)
                 pieces.append((ranks[run], pos, hi - lo, seq0))
@@ -220,7 +229,7 @@ class ImmutableView:
         return RunSet(offsets_of(count), pos, seq0, offsets_of(np.bincount(rank, minlength=len(users))),
                       arena.w8, arena.w4, slots)
 
-    def _fill(self, arena, s, part, blocks, slots, lanes, read_columns, read_groups):
+    def _fill(self, arena, s, part, blocks, slots, lanes, read_columns, read_groups, put):
         """Decode the row groups holding ``blocks`` and copy each block into its arena slot."""
         bstart, bgroup, rg_start = self.blocks(s, part, arena.slot_rows)
         groups = np.unique(bgroup[blocks])
@@ -232,9 +241,7 @@ class ImmutableView:
             n = bstart[blocks + 1] - bstart[blocks]
             for words, names in ((arena.w8, lanes[0]), (arena.w4, lanes[1])):
                 for lane, c in enumerate(names):
-                    col = got[c].view(words.dtype)
-                    for slot, a, k in zip(slots.tolist(), at.tolist(), n.tolist()):
-                        words[lane, slot * arena.slot_rows:slot * arena.slot_rows + k] = col[a:a + k]
+                    put(words, lane, got[c].view(words.dtype), slots * arena.slot_rows, at, n)
         except BaseException:
             arena.forget(slots)
             raise

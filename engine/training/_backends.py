@@ -17,11 +17,17 @@ import kernels
 
 from .. import _deps
 from .._errors import MissingDependency, UIHError
-from ..serving import _segments
+from ..serving import _immutable, _segments
 from ._buffer_pool import BufferPool
 
 
 class CpuBackend:
+    """NumPy arrays and the njit kernels: work is done when a call returns, so ordering is free.
+
+    The ordering hooks (``record``, ``wait``, ``retire``, ``launch_stream``) are the CUDA backend's
+    contract; here they are no-ops, so the reconstructor has one code path for both.
+    """
+
     name = "cpu"
     xp = np
     slice = staticmethod(kernels.slice_cpu)
@@ -31,19 +37,43 @@ class CpuBackend:
     def __init__(self):
         self._pool = BufferPool()
 
-    def to_device(self, a):
+    def to_device(self, a, keep=None):
         return np.ascontiguousarray(a)
+
+    def own(self, a):
+        """``a`` as an array the caller may keep (a view is enough: host memory is never recycled under it)."""
+        return a
 
     def empty(self, shape, dtype):
         """Output buffer: recycled once no batch uses it (see ``_pool``)."""
         return self._pool.empty(shape, dtype)
 
+    def put_blocks(self, words, lane, col, dst, src, n, keep=None):
+        """Copy ``col[src[i]:src[i] + n[i]]`` into ``words[lane, dst[i]:dst[i] + n[i]]`` for each block."""
+        _immutable.put_blocks(words, lane, col, dst, src, n)
+
     def synchronize(self):
         pass
 
-    def fence(self):
-        """Wait until no launched kernel can still read memory about to be reused (no-op: CPU kernels
-        return when done)."""
+    def launch_stream(self):
+        return 0
+
+    def record(self):
+        """An event marking the work queued so far on this thread's stream (None: nothing is queued)."""
+        return None
+
+    def wait(self, event):
+        """Order this thread's later work after ``event``."""
+
+    def retire(self, event, keep, release):
+        """Call ``release()`` (and drop ``keep``) once the work before ``event`` is done: at once here."""
+        release()
+
+    def reap(self):
+        """Run the releases whose events completed."""
+
+    def after_default_stream(self):
+        """Order this thread's later work after what libraries queued on the default stream (cuDF)."""
 
     def producer_stream(self):
         """Context in which the prefetch thread prepares a chunk (a CUDA stream on GPU)."""
@@ -66,8 +96,11 @@ class SimulatedCudaBackend(CpuBackend):
         _deps.numba_cuda()  # MissingDependency naming the fix, not an ImportError at the first launch
         self.cudf = _deps.cudf_or_none()
 
-    def to_device(self, a):
+    def to_device(self, a, keep=None):
         return np.array(a, copy=True)  # the simulator copies every argument back: it must be writable
+
+    def own(self, a):
+        return np.array(a, copy=True)
 
     def empty(self, shape, dtype):
         return np.empty(shape, dtype)
@@ -77,16 +110,30 @@ class SimulatedCudaBackend(CpuBackend):
 
 
 class CudaBackend:
-    """CuPy arrays, CUDA kernels; segments via cuDF straight into device memory when cuDF is present."""
+    """CuPy arrays, CUDA kernels; segments via cuDF straight into device memory when cuDF is present.
+
+    Two streams meet here. The prefetch thread prepares a chunk on its *producer* stream (decoded row
+    groups into arena slots, runs, tails); the training thread launches the kernels on its *consumer*
+    stream (CuPy's current stream there, which DALI and torch also follow). Ordering is by events, never
+    a device-wide sync: the consumer stream waits on the chunk's ready event before its first kernel, and
+    everything a kernel may read (arena slots, the chunk's arrays, pinned staging) is retired with an
+    event recorded after the chunk's last kernel. Until that event completes, the slots stay pinned and
+    the arrays referenced, so neither the arena nor CuPy's per-stream memory pool (whose free list the
+    producer stream would reuse at once) can hand that memory to new writes.
+    """
 
     name = "cuda"
     slice = staticmethod(kernels.slice_cuda)
     assemble = staticmethod(kernels.assemble_cuda)
+    PINNED_MIN = 1 << 16  # smaller host copies go straight from pageable memory (the runtime stages them)
 
     def __init__(self):
         self.xp = _deps.cupy()
         self.cudf = _deps.cudf_or_none()
         self._local = threading.local()
+        self._streams = {}  # CuPy stream pointer -> Numba external stream
+        self._retired = []  # (event, keep, release) waiting for their event
+        self._mu = threading.Lock()
 
     def producer_stream(self):
         """A non-blocking stream per thread: the prefetch thread's copies and reads overlap the
@@ -99,20 +146,87 @@ class CudaBackend:
         """The consumer's current CUDA stream (DALI copies its inputs on it)."""
         return self.xp.cuda.get_current_stream().ptr
 
+    def launch_stream(self):
+        """The current CuPy stream as a Numba stream, so kernels queue behind this thread's CuPy work."""
+        ptr = self.stream_ptr()
+        s = self._streams.get(ptr)
+        if s is None:
+            s = self._streams[ptr] = _deps.numba_cuda().external_stream(ptr)
+        return s
+
+    def record(self):
+        ev = self.xp.cuda.Event(block=False, disable_timing=True, interprocess=False)
+        ev.record(self.xp.cuda.get_current_stream())
+        return ev
+
+    def wait(self, event):
+        if event is not None:
+            self.xp.cuda.get_current_stream().wait_event(event)
+
+    def retire(self, event, keep, release):
+        with self._mu:
+            self._retired.append((event, keep, release))
+        self.reap()
+
+    def reap(self):
+        with self._mu:
+            done = [r for r in self._retired if r[0] is None or r[0].done]
+            self._retired = [r for r in self._retired if not (r[0] is None or r[0].done)]
+        for _, _, release in done:
+            release()
+
+    def after_default_stream(self):
+        # cuDF decodes on the default stream; the producer stream is non-blocking, so it is not implicitly
+        # ordered after it: an event keeps the arena copies behind the decode without blocking the host
+        ev = self.xp.cuda.Event(block=False, disable_timing=True, interprocess=False)
+        ev.record(self.xp.cuda.Stream.null)
+        self.wait(ev)
+
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype)  # CuPy's memory pool already recycles device memory
 
-    def to_device(self, a):
-        a = np.ascontiguousarray(a)
-        if a.nbytes < (1 << 20):
-            return self.xp.asarray(a)
-        # stage through pinned memory so the copy is a single DMA at full PCIe bandwidth
-        pinned = self.xp.cuda.alloc_pinned_memory(a.nbytes)
-        staged = np.frombuffer(pinned, a.dtype, a.size).reshape(a.shape)
+    def own(self, a):
+        """A copy on this thread's stream: a view would keep memory of the producer's pool alive only as
+        long as the caller holds it, with no event ordering its reuse after the caller's kernels."""
+        return a.copy()
+
+    def pinned(self, a, keep):
+        """``a`` copied into pinned host memory, which ``keep`` holds until its copies are retired."""
+        mem = self.xp.cuda.alloc_pinned_memory(a.nbytes)
+        staged = np.frombuffer(mem, a.dtype, a.size).reshape(a.shape)
         staged[...] = a
+        keep.append(mem)
+        return staged
+
+    def to_device(self, a, keep=None):
+        """``a`` on the device, copied on this thread's stream. Large arrays go through pinned memory (one
+        DMA at full PCIe bandwidth, asynchronous): ``keep`` then holds the staging until retired, or,
+        without ``keep``, the copy is waited for."""
+        a = np.ascontiguousarray(a)
+        if a.nbytes < self.PINNED_MIN:
+            return self.xp.asarray(a)
+        hold = [] if keep is None else keep
         out = self.xp.empty(a.shape, a.dtype)
-        out.set(staged)
+        out.set(self.pinned(a, hold), stream=self.xp.cuda.get_current_stream())
+        if keep is None:
+            self.synchronize()
         return out
+
+    def put_blocks(self, words, lane, col, dst, src, n, keep=None):
+        """Arena slots filled from decoded columns: device to device from cuDF; from PyArrow's host
+        arrays, one pinned staging copy then one asynchronous host-to-device copy per block."""
+        hold = [] if keep is None else keep
+        stream = self.xp.cuda.get_current_stream()
+        host = isinstance(col, np.ndarray)
+        if host:
+            col = self.pinned(col, hold)
+        for d, a, k in zip(dst.tolist(), src.tolist(), n.tolist()):
+            if host:
+                words[lane, d:d + k].set(col[a:a + k], stream=stream)
+            else:
+                words[lane, d:d + k] = col[a:a + k]
+        if host and keep is None:
+            self.synchronize()
 
     def read_groups(self, pf, path, groups, columns, name):
         return read_groups_device(self, pf, path, groups, columns, name)
@@ -125,11 +239,6 @@ class CudaBackend:
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
-    def fence(self):
-        """Kernels run asynchronously on the consumer's stream: wait for every stream before arena
-        slots they read are handed to the next chunk."""
-        self.xp.cuda.Device().synchronize()
-
 
 def read_groups_device(backend, pf, path, groups, columns, name) -> dict:
     """Row groups into ``backend``'s memory: cuDF straight to the device when present, else PyArrow.
@@ -141,7 +250,7 @@ def read_groups_device(backend, pf, path, groups, columns, name) -> dict:
     """
     host = _segments.read_groups_arrow(pf, path, groups, columns, name)  # CorruptionError if damaged
     if backend.cudf is None or "://" in path:  # cuDF reads local files; a remote one came through pyarrow.fs
-        return {c: backend.to_device(v) for c, v in host.items()}
+        return host  # host arrays: ``put_blocks`` stages them in pinned memory and copies each block once
     del host
     try:  # kvikio (and GPUDirect Storage where present) under cuDF's reader
         df = backend.cudf.read_parquet(path, columns=columns, row_groups=[groups])
@@ -151,7 +260,9 @@ def read_groups_device(backend, pf, path, groups, columns, name) -> dict:
         raise MissingDependency(f"cuDF could not read {name}, whose page checksums verify, so cuDF is not "
                                 f"usable here ({type(e).__name__}: {e}); uninstall cudf to read with "
                                 f"PyArrow, or {_deps.GPU_FIX}") from e
-    return {c: backend.xp.asarray(df[c].values) for c in columns}
+    out = {c: backend.xp.asarray(df[c].values) for c in columns}
+    backend.after_default_stream()
+    return out
 
 
 def cuda_usable() -> bool:

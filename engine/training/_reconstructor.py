@@ -44,11 +44,22 @@ class _Chunk:
     examples: kernels.Examples  # per example: its user's runs, cut, tail and window
     events_read: int
     extras: dict  # pass-through columns carried into the batches
+    life: _Life
 
 
-def _release(backend, arena, slots):
-    backend.fence()
-    arena.release(slots)
+class _Life:
+    """When a chunk's memory may be reused: after ``ready`` (the producer's copies) for readers, and after
+    ``done`` (the last kernel that read it) for writers. ``keep`` holds what must outlive the chunk until
+    then (its device arrays, pinned staging)."""
+
+    def __init__(self, ready, keep: list):
+        self.ready, self.done, self.keep = ready, None, keep
+
+
+def _release(backend, arena, slots, life):
+    # runs when the chunk is collected; on a GPU its kernels may still be running: the slots go back to
+    # the arena, and the arrays to CuPy's pool, only once the event after its last kernel completes
+    backend.retire(life.done or life.ready, life.keep, lambda: arena.release(slots))
 
 
 class Reconstructor:
@@ -171,7 +182,7 @@ class Reconstructor:
                               "make them with UIHStore.snapshot()")
         return t.select([*self.thin_columns, *extra])
 
-    def _extras(self, t: pa.Table, extra) -> dict:
+    def _extras(self, t: pa.Table, extra, keep=None) -> dict:
         out = {}
         for c in extra:
             if c in self.projection.columns or c in ("lengths", "offsets"):
@@ -181,7 +192,7 @@ class Reconstructor:
                     pa.types.is_boolean(col.type)) or col.null_count:
                 raise SchemaError(f"extra column {c!r} must be a non-null numeric or boolean scalar column, "
                                   f"got {col.type}")
-            out[c] = self.backend.to_device(col.to_numpy(zero_copy_only=False))
+            out[c] = self.backend.to_device(col.to_numpy(zero_copy_only=False), keep)
         return out
 
     def _validate(self, t: pa.Table):
@@ -221,6 +232,7 @@ class Reconstructor:
         return self.store.schema.dtype(c)
 
     def _prepare(self, t: pa.Table, extra=()) -> _Chunk:
+        self.backend.reap()  # slots and buffers of chunks whose kernels have finished
         with self.backend.producer_stream():
             return self._prepare_on_stream(t, extra)
 
@@ -242,24 +254,29 @@ class Reconstructor:
             np.minimum.at(ts_min_u, inv, ts_min)
         rare = p.actions if (self._use_types and "types" in self.pushdown) else None
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
+        keep = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
+        put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:
             rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
-                                      ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups,
+                                      ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups, put=put,
                                       all_groups="users" not in self.pushdown)
         try:
-            dev = lambda v: be.to_device(np.ascontiguousarray(v, np.int64))  # noqa: E731
+            dev = lambda v: be.to_device(np.ascontiguousarray(v, np.int64), keep)  # noqa: E731
             per = (rs.user_runs[:-1][inv], rs.user_runs[1:][inv], imm_hw, t_off[:-1], t_off[1:], ts_min)
-            chunk = _Chunk(n=len(uid), src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*map(dev, (
-                rs.start, rs.pos, rs.seq0))), tail=self._tail_source(tails, int(t_off[-1])),
-                examples=kernels.Examples(*map(dev, per)), events_read=rs.num_events, extras=self._extras(t, extra))
+            parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*map(dev, (rs.start, rs.pos, rs.seq0))),
+                         tail=self._tail_source(tails, int(t_off[-1]), keep), examples=kernels.Examples(*map(dev, per)),
+                         extras=self._extras(t, extra, keep))
         except BaseException:
+            be.synchronize()  # copies already queued may still read the staging or write the slots
             arena.release(rs.slots)
             raise
+        # the producer's copies are ordered before the consumer's kernels by this event, not a host wait
+        life = _Life(be.record(), [*keep, *parts.values()])
+        chunk = _Chunk(n=len(uid), events_read=rs.num_events, life=life, **parts)
         # the arena slots stay pinned while anything can still read them: until the chunk is collected
         # and, on a GPU, its last kernels have finished
-        weakref.finalize(chunk, _release, be, arena, rs.slots)
-        be.synchronize()
+        weakref.finalize(chunk, _release, be, arena, rs.slots, life)
         self.stats["chunks"] += 1
         self.stats["examples"] += chunk.n
         self.stats["users_read"] += len(users)
@@ -279,14 +296,14 @@ class Reconstructor:
         return kernels.Source(w8, w4, lane("seq", np.int64), lane("ts", np.int64),
                               lane(self._etype, self._schema_dtype(self._etype)))
 
-    def _tail_source(self, tails: dict, n: int) -> kernels.Source:
+    def _tail_source(self, tails: dict, n: int, keep=None) -> kernels.Source:
         """The logged tails laid out as the arena's lanes (one copy of the tail events, which are few)."""
         be, (l8, l4) = self.backend, self._lanes
         w8 = be.xp.empty((len(l8), n), np.int64)
         w4 = be.xp.empty((len(l4), n), np.int32)
         for words, names in ((w8, l8), (w4, l4)):
             for i, c in enumerate(names):
-                words[i] = be.to_device(tails[c].view(words.dtype))
+                words[i] = be.to_device(tails[c].view(words.dtype), keep)
         return self._source(w8, w4)
 
     # ---- assembly (device side) -------------------------------------------------------------------
@@ -294,8 +311,10 @@ class Reconstructor:
         p, be, xp = self.projection, self.backend, self.backend.xp
         n, L = b - a, p.max_len
         ex = kernels.Examples(*(v[a:b] for v in ch.examples))
+        be.wait(ch.life.ready)  # this thread's stream runs after the producer's copies of the chunk
+        stream = be.launch_stream()
         sel = xp.empty((n, 5), np.int64)
-        be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel)
+        be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel, stream=stream)
         c8, c4 = len(self._cols8), len(self._cols4)
         lengths = xp.empty(n, np.int32)
         arrays = {}
@@ -309,7 +328,9 @@ class Reconstructor:
             out8, out4 = be.empty((c8, n, L), np.int64), be.empty((c4, n, L), np.int32)
             out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
                                  xp.arange(n, dtype=np.int64) * L, L)
-        be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out)
+        be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out,
+                    stream=stream)
+        ch.life.done = be.record()
         for c in p.columns:
             words, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
             arrays[c] = words[i].view(self._dtypes[c])
@@ -317,5 +338,5 @@ class Reconstructor:
         if p.layout == "jagged":
             arrays["offsets"] = offsets
         for c, v in ch.extras.items():
-            arrays[c] = v[a:b]
+            arrays[c] = be.own(v[a:b])
         return Batch(arrays, self.device)
