@@ -193,4 +193,19 @@ class CudaKernel:
             kernel = self._compiled[threads] = self.build(threads)
         # an explicit stream: the caller orders it after the producer's copies (an event), never the
         # legacy default stream, which would serialise against every other stream of the device
-        kernel[blocks, threads, stream](*args)
+        kernel[blocks, threads, stream](*(unsynced(a) for a in args))
+
+
+def unsynced(a):
+    """``a`` with every CUDA-array-interface member imported without a stream sync.
+
+    Numba's default synchronizes, on the host, the stream each argument was exported on (CuPy: the
+    current stream) at every launch, which would make each launch wait for the previous kernels. The
+    backend orders streams with events instead, so that wait is never needed.
+    """
+    if isinstance(a, tuple):
+        items = [unsynced(v) for v in a]
+        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
+    if hasattr(a, "__cuda_array_interface__") and not hasattr(a, "device_ctypes_pointer"):  # numba's pass as is
+        return cuda.as_cuda_array(a, sync=False)
+    return a

@@ -1,5 +1,7 @@
 """Both kernel twins (CPU njit, CUDA in the simulator) against one plain NumPy reference."""
 
+import types
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -111,6 +113,24 @@ def test_kernels_launch_on_the_stream_given(launches):
     assert len(launches) == 2 and launches.streams == [stream, stream]
     for g, w in zip(got, reference(*args)):
         np.testing.assert_array_equal(g, w)
+
+
+def test_device_arguments_are_imported_without_a_host_sync(monkeypatch):
+    """CuPy arrays (anything with a CUDA array interface) reach the kernel through
+    ``as_cuda_array(sync=False)``: streams are ordered by events, never by a host wait per launch."""
+    from kernels import _common
+
+    class Exported:
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<i8", "data": (0, False), "version": 3, "stream": 7}
+    calls = []
+    monkeypatch.setattr(_common, "cuda", types.SimpleNamespace(
+        as_cuda_array=lambda a, sync=True: calls.append(sync) or ("imported", a)))
+    x = Exported()
+    runs = kernels.Runs(x, np.zeros(2, np.int64), x)
+    got = _common.unsynced((runs, 5, x))
+    assert calls == [False, False, False]
+    assert isinstance(got[0], kernels.Runs) and got[0].start == ("imported", x) and got[1] == 5
+    assert got[0].pos is runs.pos  # host arrays (the simulator's) pass untouched
 
 
 @pytest.mark.parametrize("max_len, right, actions, window", [(1000, False, None, None), (400, True, (0, 1, 2), 900)],
