@@ -295,3 +295,28 @@ def test_publish_to_a_local_folder_renames_into_place(local, tmp_path):
         assert store.to_table().equals(ref.to_table())  # the log came too: local readers need it
         p = PROJECTIONS["window"]
         _assert_same_batches(_batches(store, p, local[1]), _batches(ref, p, local[1]))
+
+
+def test_thin_rows_read_from_object_storage(local, remote, s3, s3_env):
+    """Thin rows on S3 (a folder URI, a file URI, a list) give the same batches as the same rows local;
+    endpoint options may ride in the URI itself; a missing prefix is a SchemaError naming it."""
+    import pyarrow.parquet as pq
+    thin = local[1]
+    fs = s3[1]
+    for i, part in enumerate((thin.slice(0, 40), thin.slice(40))):  # two files, listed in name order
+        with fs.open_output_stream(f"{BUCKET}/thin/part-{i}.parquet") as f:
+            pq.write_table(part, f)
+    p = PROJECTIONS["window"]
+    want = _batches(remote[0], p, thin)
+    opts = f"?endpoint_override={s3[0]}&scheme=http&region=us-east-1"  # credentials: the environment
+    for source in (f"s3://{BUCKET}/thin", f"s3://{BUCKET}/thin/{opts}",
+                   [f"s3://{BUCKET}/thin/part-0.parquet", f"s3://{BUCKET}/thin/part-1.parquet{opts}"]):
+        _assert_same_batches(_batches(remote[0], p, source), want)
+    with pytest.raises(engine.SchemaError, match=f"s3://{BUCKET}/nothing"):
+        _batches(remote[0], p, f"s3://{BUCKET}/nothing/")
+    # the Ray adapter's shard reader takes the same URI (each actor reads its user shard from S3)
+    shards = pytest.importorskip("ray_plugin._shards")
+    cols = ["user_id", "imm_hw", "example_id"]
+    for i in range(2):
+        got = shards.read_shard(f"s3://{BUCKET}/thin{opts}", cols, 2, i)
+        assert got.equals(engine.shard(thin.select(cols), 2, i))

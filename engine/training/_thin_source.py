@@ -15,11 +15,16 @@ THIN_META = ("user_id", "request_ts", "store_id", "version", "imm_hw")
 
 
 def parquet_files(source) -> list:
-    if isinstance(source, (str, Path)):
-        p = Path(source)
-        if not p.exists():
-            raise SchemaError(f"thin-row source {p} does not exist; pass a Parquet file, a folder of them or a Table")
-        return sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+    """The Parquet files of a path, a folder, a URI (``s3://bucket/thin/``: one ``pyarrow.fs`` listing;
+    options such as ``?endpoint_override=...`` go in the URI) or a list of them, each folder sorted by name."""
+    if isinstance(source, (str, Path, _fs.RemotePath)):
+        p = _fs.resolve(source)  # a Path, or a RemotePath for a URI
+        if not _fs.exists(p):
+            raise SchemaError(f"thin-row source {p} does not exist; pass a Parquet file, a folder of them (local "
+                              "or a URI such as s3://bucket/thin/) or a Table")
+        if not _fs.is_dir(p):
+            return [p]
+        return [p / n for n in sorted(_fs.sizes(p)) if n.endswith(".parquet")]
     return [q for s in source for q in parquet_files(s)]
 
 
