@@ -141,3 +141,32 @@ def loader_speed(store, folder, max_len: int, batch: int, users: int, batches: i
     t_on = median_time(lambda: late(2), repeat=repeat)
     return {"max_len": max_len, "examples": n, "fat_eps": n / t_fat, "late_prefetch_off_eps": n / t_off,
             "late_prefetch_on_eps": n / t_on, "identical": bool(identical)}
+
+
+def dali_epochs(store_path, thin, proj, workers: int, epochs: int = 3, batch_size: int = 256) -> dict:
+    """Epochs of the DALI CPU pipeline over ``thin`` with reconstruction in process (``workers=0``) or in
+    ``workers`` processes: ``startup_s`` (build the pipeline, spawn the workers, run the first epoch, cold)
+    and ``epoch_s``, the median of the later epochs (what a training loop sees from then on)."""
+    import time
+
+    from dali_plugin import UIHIterator, uih_pipeline
+
+    from .jobs import open_pinned, warm_up_dali
+
+    warm_up_dali()
+    store = open_pinned(store_path)
+    t = time.perf_counter()
+    it = UIHIterator(uih_pipeline(engine.Reconstructor(store, proj, device="cpu"), thin, batch_size=batch_size,
+                                  workers=workers))
+    build = time.perf_counter() - t
+    times = []
+    try:
+        for _ in range(max(epochs, 2)):
+            t, n = time.perf_counter(), 0
+            for b in it:
+                n += int(b["lengths"].shape[0])
+            times.append(time.perf_counter() - t)
+    finally:
+        it.close()
+        store.close()
+    return {"workers": workers, "examples": n, "startup_s": build + times[0], "epoch_s": float(np.median(times[1:]))}
