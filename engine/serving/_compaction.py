@@ -15,11 +15,10 @@ off by 2x, from a busy day or an old/recent split, breaks a run of four), so a l
 reach the bound; merging there the cheapest neighbours whatever their sizes, as before, folds each fresh
 seal into the same growing segment: after 3 to 5 years of simulated daily seals each event had been
 rewritten 20 to 61 times where daily volumes vary by 30-60% (some days' events over 200 times), 7 to 10
-times after 5 flat years. A balanced
-merge at least doubles the segment each of its events lies in (an old/recent split aside), as a tier
-merge does (four within 2x: the largest is at most 2/5), so rewrites stay logarithmic: at most 5.6
-per event and 10 for any day's events in the same simulations (bench/bench_compaction.py,
-tests/test_compaction.py).
+times after 5 flat years. A balanced merge at least doubles the segment each of its events lies in (an
+old/recent split aside), as a tier merge does (four within 2x: the largest is at most 2/5), so rewrites
+stay logarithmic: at most 5.6 per event and 10 for any day's events in the same simulations
+(bench/bench_compaction.py, tests/test_compaction.py).
 """
 
 from __future__ import annotations
