@@ -1,11 +1,13 @@
-"""Compaction: the policy's rewrites and segment count over a year of daily seals; the old/recent split."""
+"""Compaction: the policy's rewrites and segment count over years of daily seals; the old/recent split."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import engine
 from engine.serving import _segments
-from engine.serving._compaction import MAX_SEGMENTS, TIER_MIN, TIER_RATIO, plan
+from engine.serving._compaction import BALANCE, MAX_SEGMENTS, TIER_MIN, TIER_RATIO, cheapest_window, plan
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
@@ -36,8 +38,17 @@ def simulate(policy, days, base=30.0, every=2):
 def test_plan_merges_the_cheapest_due_tier_anywhere():
     assert plan([100, 40, 40, 40, 40, 9, 1]) == (1, 5)  # an older tier, not only the newest run
     assert plan([100, 10, 10, 10, 10, 40, 40, 40, 40]) == (1, 5)  # the cheaper of two due tiers
-    assert plan([1, 2, 3], max_segments=2) == (0, 2)  # the hard bound: cheapest window of neighbours
-    assert plan([5, 1, 1, 5], max_segments=3) == (1, 3)
+    assert plan([5, 1, 1, 5], max_segments=3) == (1, 3)  # the hard bound: a balanced window of neighbours
+    # [1, 2] is the cheapest pair, but 2 is most of it: all three, the largest half of them, merge instead
+    assert plan([1, 2, 3], max_segments=2) == (0, 3)
+    assert plan([10, 1, 1, 1, 1, 10], max_segments=5) == (1, 5)  # 4 small ones: cheapest per segment removed
+    assert plan([1, 100], max_segments=1) == (0, 2)  # no balanced window: the cheapest one, whatever it holds
+
+
+def previous_bound(rows):
+    """The previous hard bound (reference): past MAX_SEGMENTS, the cheapest neighbours whatever their sizes."""
+    n = len(rows)
+    return cheapest_window(rows, n - MAX_SEGMENTS + 1) if n > MAX_SEGMENTS else plan(rows)
 
 
 @pytest.mark.parametrize("days", [60, 365])
@@ -47,6 +58,63 @@ def test_segments_stay_bounded_with_logarithmic_rewrites(days):
     assert most <= 12 < old_most  # 94 segments after a year before, a reader now opens at most 12
     assert most <= MAX_SEGMENTS
     assert amp <= 4.0  # units rewritten per unit sealed: about log4 of the data's growth
+
+
+def simulate_years(policy, daily, every=2, recent=28):
+    """Seals of ``daily[d]`` units on day d onto a 180-day backfill, compact() every ``every`` days, each
+    written segment split old/recent like ``write_segments``. Returns (rewrites per unit sealed, most
+    rewrites of one day's events, most segments after a compaction)."""
+    days = len(daily)
+    span = 180 + days
+
+    def split(units, newest):
+        old = units.copy()
+        old[max(newest - recent + 1 + 180, 0):] = 0
+        keep = _segments.OLD_SHARE_MIN * units.sum() <= old.sum() < units.sum()
+        return [old, units - old] if keep else [units]
+
+    segs = split(np.r_[np.ones(180), np.zeros(days)], -1)
+    rewrites, written, most = np.zeros(span), 0.0, 0
+    for d in range(days):
+        segs.append(np.zeros(span))
+        segs[-1][180 + d] = daily[d]
+        if (d + 1) % every:
+            continue
+        a, b = policy([s.sum() for s in segs])
+        assert 0 <= a <= b <= len(segs)  # a contiguous window of the segments there are
+        if b - a > 1:
+            merged = sum(segs[a:b])
+            written += merged.sum()
+            rewrites += merged > 0
+            segs = [*segs[:a], *split(merged, d), *segs[b:]]
+        most = max(most, len(segs))
+    return written / daily.sum(), int(rewrites.max()), most
+
+
+@pytest.mark.parametrize("years,sigma,seed", [(3, 0.3, 0), (3, 0.6, 1), (5, 0.0, 0), (5, 0.3, 2)])
+def test_rewrites_stay_logarithmic_when_daily_volumes_vary(years, sigma, seed):
+    """Busy and quiet days break size tiers, so a long-lived store reaches the hard bound: merging there
+    balanced windows keeps rewrites per event about log(N); the cheapest neighbours, as before, did not."""
+    daily = np.random.default_rng(seed).lognormal(0, sigma, 365 * years)
+    amp, worst, most = simulate_years(plan, daily)
+    old_amp, old_worst, _ = simulate_years(previous_bound, daily)
+    assert amp <= 6.0 and worst <= 12  # log2 of the store's growth bounds what a day's events see
+    assert old_amp > 1.8 * amp and old_worst > 5 * worst  # before: 9.8 to 43 per event, 77 to 188 for some days'
+    assert most <= MAX_SEGMENTS + 1  # after each compaction; +1: its output may split old/recent
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 10_000), min_size=2, max_size=40), st.integers(1, 20))
+def test_the_hard_bound_merges_a_contiguous_window_that_restores_it(rows, bound):
+    a, b = plan(rows, max_segments=bound)
+    assert 0 <= a <= b <= len(rows)
+    if len(rows) > bound:
+        assert len(rows) - (b - a) + 1 <= bound  # one merged segment in their place: within the bound
+        if max(rows[a:b]) > BALANCE * sum(rows[a:b]):  # not balanced: only when no window of that width is
+            k = len(rows) - bound + 1
+            assert all(max(rows[i:j]) > BALANCE * sum(rows[i:j])
+                       for i in range(len(rows)) for j in range(i + k, len(rows) + 1))
+            assert (a, b) == cheapest_window(rows, k)
 
 
 DAY = 86_400_000_000

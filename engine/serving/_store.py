@@ -308,7 +308,8 @@ class UIHStore:
 
         By default size-tiered (``_compaction.plan``): the cheapest contiguous run of at least four
         segments of similar size (within 2x) merges into one in their place, so a large base segment is
-        not rewritten every day and the number of segments stays bounded; nothing due, nothing written.
+        not rewritten every day; past 16 segments, a balanced window (its largest segment at most half
+        of it) restores the bound. Nothing due, nothing written.
         ``full=True`` merges everything. Seqs never change, so every thin row ever logged reconstructs
         identically.
         """
