@@ -149,6 +149,8 @@ class CudaBackend:
     def launch_stream(self):
         """The current CuPy stream as a Numba stream, so kernels queue behind this thread's CuPy work."""
         ptr = self.stream_ptr()
+        if ptr == 0:  # CuPy's null stream is the legacy default stream, Numba's 0
+            return 0
         s = self._streams.get(ptr)
         if s is None:
             s = self._streams[ptr] = _deps.numba_cuda().external_stream(ptr)
