@@ -166,9 +166,10 @@ class CudaBackend:
             self.xp.cuda.get_current_stream().wait_event(event)
 
     def retire(self, event, keep, release):
+        # only queued: this runs from a finalizer, possibly while the collecting thread holds the arena's
+        # lock, so the release itself waits for ``reap`` at the next preparation (a safe point)
         with self._mu:
             self._retired.append((event, keep, release))
-        self.reap()
 
     def reap(self):
         with self._mu:
