@@ -33,13 +33,14 @@ def as_numpy(batch):
     return {k: v.numpy() for k, v in batch.items()}
 
 
+@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
 @pytest.mark.parametrize("tenant", TENANTS)
 @pytest.mark.parametrize("batch_size", [1, 16, 101, 256])
-def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size):
+def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size, pad_in_dali):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS[tenant], device="cpu")
     want = list(rec.iter_batches(thin, batch_size))
-    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None, pad_in_dali=pad_in_dali))
     for _ in range(2):
         got = [as_numpy(b) for b in it]
         assert len(got) == len(want) and got[-1]["lengths"].shape[0] == (101 % batch_size or batch_size)
