@@ -52,8 +52,9 @@ def _jagged_twin(rec: Reconstructor) -> Reconstructor:
 class JaggedSource(EpochSource):
     """``rec``'s batches in order, each column as one view per row (read in place), for ``pad_graph``.
 
-    Yields the columns' row lists, ``lengths``, the extra columns, then each row's slice start (where
-    its events begin in the padded row, negated: 0 for ``align="left"``, ``n - max_len`` for "right").
+    Yields the columns' row lists, ``lengths``, the extra columns, then each row's slice start: the
+    index of its events that lands at padded position 0 (0 for ``align="left"``; ``n - max_len`` for
+    "right", negative, so the first ``max_len - n`` positions fall before the events and are padding).
     """
 
     no_copy = True
