@@ -1,20 +1,25 @@
 """DALI CPU pipeline vs direct ``Reconstructor.iter_batches`` on every tenant, the way ``uih bench`` measures
 them (``uih.jobs.late_job``: cold page cache, batch 256, prefetch 2).
 
-    python bench/bench_dali.py DATA [--repeats 3] [--tenants ranking,longseq] [--json out.json]
+    python bench/bench_dali.py DATA [--repeats 3] [--tenants ranking,longseq] [--pad-in-dali auto]
+                                    [--json out.json]
 
-DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``). Runs alternate direct, DALI,
-direct, DALI... per tenant so that machine noise hits both alike; medians are reported, with each run's
-ratio.
+DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``), e.g. the full ``uih bench``
+workload: ``uih.replay.build(DATA, WorkloadConfig(users=3000, days=4, median_history=2000,
+requests_per_user_day=2.0), fat=False)``. Runs alternate direct, DALI, direct, DALI... per tenant so that
+machine noise hits both alike; medians are reported, with each run's ratio. ``--pad-in-dali true|false``
+forces where long rows are padded (``dali_plugin._jagged``) instead of the automatic choice.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
 
+import dali_plugin
 from uih.jobs import file_list, late_job
 from uih.workload import DEFAULT_TENANTS as TENANTS
 
@@ -25,7 +30,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tenants", default=",".join(t.name for t in TENANTS))
     ap.add_argument("--json", default=None)
+    ap.add_argument("--pad-in-dali", choices=["auto", "true", "false"], default="auto")
     args = ap.parse_args()
+    if args.pad_in_dali != "auto":  # late_job builds its pipeline with dali_plugin.uih_pipeline, looked up per job
+        dali_plugin.uih_pipeline = functools.partial(dali_plugin.uih_pipeline, pad_in_dali=args.pad_in_dali == "true")
     thin = file_list(os.path.join(args.data, "thin"))
     store = os.path.join(args.data, "store")
     rows = []
