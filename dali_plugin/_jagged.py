@@ -18,8 +18,10 @@ from engine import Projection, Reconstructor
 from ._source import EpochSource, output_names
 
 # padded bytes per row (all columns) from which feeding events and padding in DALI beats copying the
-# padded batch; below it the per-row cost of a ragged feed outweighs the padding it saves
-# (bench/bench_dali.py: ranking, 4K x 20 B, is faster padded; longseq, 64K x 12 B, jagged)
+# padded batch; below it the per-row cost of a ragged feed outweighs the padding it saves. Measured on
+# 2 cores (bench/bench_dali.py --pad-in-dali true|false): padding in DALI made ranking (4K x 20 B, rows
+# 45% full) 2.2-3.2x of direct instead of 1.8x, purchase (1K x 16 B) 1.5x instead of 1.2x, and longseq
+# (64K x 12 B, rows 4% full) 1.4-1.6x instead of 2.2x (warm, one process)
 MIN_ROW_BYTES = 256 << 10
 
 
@@ -59,7 +61,7 @@ class JaggedSource(EpochSource):
 
     no_copy = True
     # DALI's threads write the padded batch, the bulk of the work: the engine's kernels, which now only
-    # gather events, run on one thread beside them (measured: 1.36x of direct instead of 1.56x, longseq)
+    # gather events, run on one thread beside them rather than competing for the same two cores
     kernel_threads = 1
 
     def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=()):
