@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine import UIHError, _deps
 
+from ._jagged import JaggedSource, dali_pads, pad_graph
 from ._source import InProcessSource
 from ._workers import WorkerPoolSource
 
@@ -34,7 +35,7 @@ def placement(rec, device_id="auto"):
 
 
 def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_threads=2, workers=0,
-                 prefetch_queue_depth=2, extra_columns=()):
+                 prefetch_queue_depth=2, extra_columns=(), pad_in_dali="auto"):
     """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``.
 
     Parameters
@@ -52,6 +53,10 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         processes, each owning a user shard; batches interleave round-robin (same rows, other order).
     extra_columns : list of str
         Pass-through thin-row columns (labels, ids) to output too, ``[B]`` each, after ``lengths``.
+    pad_in_dali : "auto" or bool
+        In-process CPU pipelines only: feed DALI each row's events and let DALI pad them (True), or feed
+        the engine's padded batches (False). "auto": pad in DALI when rows are long (``_jagged``). Same
+        batches either way.
     """
     dali = _deps.dali()
     from nvidia.dali import fn
@@ -60,17 +65,27 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     gpu = device_id is not None
     if gpu and workers:
         raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
-    source = (WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns) if workers
-              else InProcessSource(rec, thin_source, batch_size, extra=extra_columns))
+    if pad_in_dali == "auto":
+        pad_in_dali = not gpu and not workers and dali_pads(rec)
+    elif pad_in_dali and (gpu or workers):
+        raise UIHError("pad_in_dali=True needs an in-process CPU pipeline (device_id=None, workers=0)")
+    if workers:
+        source = WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns)
+    elif pad_in_dali:
+        source = JaggedSource(rec, thin_source, batch_size, extra=extra_columns)
+    else:
+        source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns)
     pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
                          prefetch_queue_depth=prefetch_queue_depth)
     with pipe:
         kwargs = {"device": "gpu"} if gpu else {}
         if gpu:
             kwargs["cuda_stream"] = rec.backend.stream_ptr()
-        outs = fn.external_source(source=source, num_outputs=len(source.names), batch=True, cycle="raise",
-                                  **kwargs)
-        pipe.set_outputs(*outs)
+        if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
+            kwargs["no_copy"] = True
+        n_in = getattr(source, "num_inputs", len(source.names))
+        outs = fn.external_source(source=source, num_outputs=n_in, batch=True, cycle="raise", **kwargs)
+        pipe.set_outputs(*(pad_graph(fn, outs, rec) if pad_in_dali else outs))
     pipe.build()
     pipe.uih_names = source.names
     pipe.uih_source = source

@@ -4,38 +4,44 @@ from __future__ import annotations
 
 from engine import _deps
 
+from ._epochs import Epochs
+
 
 class UIHIterator:
     """Iterate a ``uih_pipeline``: one dict per batch, ``{column: [B, max_len], "lengths": [B]}``.
 
     Every thin row appears exactly once per epoch, in the pipeline source's order; iteration ends at
-    the end of an epoch and the next ``for`` starts the next one (``reset()`` restarts early).
+    the end of an epoch and the next ``for`` starts the next one (``reset()`` restarts early). The
+    tensors share DALI's output memory where DALI gives every batch buffers of its own (see ``_epochs``);
+    a batch the caller keeps is never overwritten by later ones.
     """
 
     def __init__(self, pipe):
         _deps.dali()
-        from nvidia.dali.plugin.base_iterator import LastBatchPolicy
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator
-
+        self._torch = _deps.torch()
         self.pipe = pipe
-        self._it = DALIGenericIterator(pipe, list(pipe.uih_names), last_batch_policy=LastBatchPolicy.PARTIAL,
-                                       auto_reset=True, prepare_first_batch=False)
+        self._epochs = Epochs(pipe)
+        self._device = (self._torch.device("cuda", pipe.device_id) if pipe.uih_device == "gpu"
+                        else self._torch.device("cpu"))
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        return self._it.__next__()[0]
+        torch, outs = self._torch, self._epochs.next_outputs()
+        with self._device:
+            tensors = [torch.from_dlpack(o.as_tensor()) for o in outs]
+        if not self._epochs.shares_buffers:
+            tensors = [t.clone() for t in tensors]
+        self._epochs.done()
+        return dict(zip(self.pipe.uih_names, tensors))
 
     def reset(self):
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.
 
-        DALI's own iterators cannot reset mid-epoch, so the source ends the epoch early and the few
-        batches DALI already prefetched are drained and dropped.
+        The source ends the epoch early and the few batches DALI already prefetched are dropped.
         """
-        self.pipe.uih_source.interrupt()
-        for _ in self._it:
-            pass
+        self._epochs.drain()
 
     def close(self):
         self.pipe.uih_source.close()

@@ -33,13 +33,14 @@ def as_numpy(batch):
     return {k: v.numpy() for k, v in batch.items()}
 
 
+@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
 @pytest.mark.parametrize("tenant", TENANTS)
 @pytest.mark.parametrize("batch_size", [1, 16, 101, 256])
-def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size):
+def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size, pad_in_dali):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS[tenant], device="cpu")
     want = list(rec.iter_batches(thin, batch_size))
-    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None, pad_in_dali=pad_in_dali))
     for _ in range(2):
         got = [as_numpy(b) for b in it]
         assert len(got) == len(want) and got[-1]["lengths"].shape[0] == (101 % batch_size or batch_size)
@@ -50,11 +51,12 @@ def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_si
                 np.testing.assert_array_equal(g[k], w[k])
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_reset_restarts_the_epoch(setup, workers):
+@pytest.mark.parametrize("workers,pad_in_dali", [(0, False), (0, True), (1, False)],
+                         ids=["in-process", "in-process-dali-pads", "one-worker"])
+def test_reset_restarts_the_epoch(setup, workers, pad_in_dali):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
-    it = UIHIterator(uih_pipeline(rec, thin, batch_size=10, workers=workers))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=10, workers=workers, pad_in_dali=pad_in_dali))
     try:
         first = as_numpy(next(it))
         next(it)
@@ -81,10 +83,13 @@ def test_worker_processes_yield_the_same_rows(setup):
         it.close()
 
 
-def test_failure_surfaces_in_the_training_loop(setup, monkeypatch):
+@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, pad_in_dali):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=1)
-    real, calls = rec._prepare, []
+    pipe = uih_pipeline(rec, thin, batch_size=8, pad_in_dali=pad_in_dali)
+    feeder = pipe.uih_source.twin if pad_in_dali else rec  # the reconstructor that feeds the pipeline
+    real, calls = feeder._prepare, []
 
     def broken(t, extra=()):
         calls.append(1)
@@ -92,9 +97,9 @@ def test_failure_surfaces_in_the_training_loop(setup, monkeypatch):
             raise RuntimeError("segment unreadable")
         return real(t, extra)
 
-    monkeypatch.setattr(rec, "_prepare", broken)
+    monkeypatch.setattr(feeder, "_prepare", broken)
     with pytest.raises(Exception, match="segment unreadable"):
-        for _ in UIHIterator(uih_pipeline(rec, thin, batch_size=8)):
+        for _ in UIHIterator(pipe):
             pass
 
 
@@ -116,15 +121,19 @@ def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
         uih_pipeline(rec, thin, batch_size=8, device_id=0)
 
 
-def test_extra_columns_travel_with_their_rows(setup):
+@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+def test_extra_columns_travel_with_their_rows(setup, pad_in_dali):
     store, thin = setup
     thin = thin.append_column("label", pa.array(np.arange(len(thin)) % 2 == 0))
     thin = thin.append_column("example_id", pa.array(np.arange(len(thin)) * 10))
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
-    got = [as_numpy(b) for b in UIHIterator(uih_pipeline(rec, thin, batch_size=30,
+    got = [as_numpy(b) for b in UIHIterator(uih_pipeline(rec, thin, batch_size=30, pad_in_dali=pad_in_dali,
                                                          extra_columns=["label", "example_id"]))]
+    assert list(got[0]) == ["item_id", "action", "ts", "lengths", "label", "example_id"]
     assert np.array_equal(np.concatenate([g["example_id"] for g in got]), np.arange(len(thin)) * 10)
     assert np.concatenate([g["label"] for g in got]).sum() == 51
+    want = rec.reconstruct(thin)
+    assert np.array_equal(np.concatenate([g["item_id"] for g in got]), want["item_id"])
     with pytest.raises(engine.SchemaError, match="extra column"):
         rec.reconstruct(thin.append_column("name", pa.array(["x"] * len(thin))),
                         extra_columns=["name"])

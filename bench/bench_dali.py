@@ -1,0 +1,65 @@
+"""DALI CPU pipeline vs direct ``Reconstructor.iter_batches`` on every tenant, the way ``uih bench`` measures
+them (``uih.jobs.late_job``: cold page cache, batch 256, prefetch 2).
+
+    python bench/bench_dali.py DATA [--repeats 3] [--tenants ranking,longseq] [--pad-in-dali auto]
+                                    [--json out.json]
+
+DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``), e.g. the full ``uih bench``
+workload: ``uih.replay.build(DATA, WorkloadConfig(users=3000, days=4, median_history=2000,
+requests_per_user_day=2.0), fat=False)``. Runs alternate direct, DALI, direct, DALI... per tenant so that
+machine noise hits both alike; medians are reported, with each run's ratio. ``--pad-in-dali true|false``
+forces where long rows are padded (``dali_plugin._jagged``) instead of the automatic choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+
+import dali_plugin
+from uih.jobs import file_list, late_job
+from uih.workload import DEFAULT_TENANTS as TENANTS
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("data")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tenants", default=",".join(t.name for t in TENANTS))
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--pad-in-dali", choices=["auto", "true", "false"], default="auto")
+    args = ap.parse_args()
+    if args.pad_in_dali != "auto":  # late_job builds its pipeline with dali_plugin.uih_pipeline, looked up per job
+        dali_plugin.uih_pipeline = functools.partial(dali_plugin.uih_pipeline, pad_in_dali=args.pad_in_dali == "true")
+    thin = file_list(os.path.join(args.data, "thin"))
+    store = os.path.join(args.data, "store")
+    rows = []
+    for t in (t for t in TENANTS if t.name in args.tenants.split(",")):
+        p = t.projection()
+        direct, dali = [], []
+        for via_dali in (False, True):  # compile the kernels and load DALI before anything is timed
+            late_job(store, thin[:1], p, via_dali=via_dali)
+        for _ in range(args.repeats):
+            direct.append(late_job(store, thin, p, via_dali=False)["seconds"])
+            r = late_job(store, thin, p, via_dali=True)
+            dali.append(r["seconds"])
+        ratios = [b / a for a, b in zip(direct, dali)]
+        row = {"tenant": t.name, "max_len": t.max_len, "examples": r["examples"],
+               "direct_s": statistics.median(direct), "dali_s": statistics.median(dali),
+               "ratio": statistics.median(dali) / statistics.median(direct), "run_ratios": ratios,
+               "load": os.getloadavg()[0]}
+        rows.append(row)
+        print(f"{t.name:10s} L={t.max_len:6d} direct {row['direct_s']:.3f} s  dali {row['dali_s']:.3f} s  "
+              f"ratio {row['ratio']:.2f}x  per run {', '.join(f'{x:.2f}' for x in ratios)}  "
+              f"load {row['load']:.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""What UIHIterator hands out stays the caller's: held batches never change, fed memory is released in
+time, epochs start only when asked for, and the padding is placed where it is cheapest."""
+
+import numpy as np
+import pytest
+
+import engine
+from dali_plugin import UIHIterator, uih_pipeline
+from dali_plugin._jagged import MIN_ROW_BYTES, dali_pads
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
+
+MODES = pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    rng = np.random.default_rng(11)
+    store = engine.UIHStore.create(tmp_path_factory.mktemp("handoff") / "s", columns=COLUMNS)
+    store.append(make_events(rng, range(40), 6000))
+    store.seal(700_000)
+    store.append(make_events(rng, range(40), 300, t0=2_000_000))
+    thin = store.snapshot({"user_id": rng.integers(0, 45, 203), "request_ts": np.full(203, 3_000_000)})
+    yield store, thin
+    store.close()
+
+
+def reference(rec, thin, batch_size):
+    return [{k: np.array(v) for k, v in b.items()} for b in rec.iter_batches(thin, batch_size)]
+
+
+@MODES
+def test_held_batches_never_change_while_iterating_on(setup, pad_in_dali):
+    """Keep every tensor of two epochs (and a reset in between) alive, then compare: DALI and the engine
+    recycle buffers all along, so a batch handed out without a copy must not be among them."""
+    store, thin = setup
+    proj = engine.Projection(["item_id", "ts", "action"], max_len=64, align="right", pad_value=-1)
+    rec = engine.Reconstructor(store, proj, device="cpu", chunk_batches=2)
+    want = reference(rec, thin, 16)
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=16, pad_in_dali=pad_in_dali))
+    held = [next(it) for _ in range(5)]  # part of an epoch,
+    it.reset()  # dropped early,
+    held += [b for _ in range(2) for b in it]  # then two whole epochs
+    assert len(held) == 5 + 2 * len(want)
+    for got, exp in zip(held, want[:5] + want + want):
+        assert set(got) == set(exp)
+        for k, v in exp.items():
+            np.testing.assert_array_equal(got[k].numpy(), v)
+
+
+@MODES
+def test_fed_batches_are_released_once_their_outputs_are_out(setup, pad_in_dali):
+    store, thin = setup
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=32), device="cpu")
+    pipe = uih_pipeline(rec, thin, batch_size=20, pad_in_dali=pad_in_dali, prefetch_queue_depth=2)
+    src = pipe.uih_source
+    it = UIHIterator(pipe)
+    for _ in range(4):
+        next(it)
+        assert len(src._fed) <= (2 if src.no_copy else 0)  # only what DALI has not run yet
+    it.reset()
+    assert len(src._fed) == 0
+    for _ in it:
+        pass
+    assert len(src._fed) == 0
+
+
+def test_the_next_epoch_starts_only_when_asked_for(setup):
+    store, thin = setup
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=32), device="cpu")
+    pipe = uih_pipeline(rec, thin, batch_size=50)
+    it = UIHIterator(pipe)
+    n = sum(len(b["lengths"]) for b in it)
+    assert n == len(thin) and pipe.uih_source._epoch == 1  # nothing of epoch 2 was read or assembled
+    assert sum(len(b["lengths"]) for b in it) == n and pipe.uih_source._epoch == 2
+    it.reset()  # between epochs: nothing to drop
+    assert pipe.uih_source._epoch == 2
+
+
+def test_padding_goes_to_dali_only_for_long_rows_and_exact_pad_values(setup):
+    store, _ = setup
+    rec = lambda *a, **k: engine.Reconstructor(store, engine.Projection(*a, **k), device="cpu")  # noqa: E731
+    long_rows = MIN_ROW_BYTES // 8  # item_id is int64
+    assert not dali_pads(rec(["item_id"], max_len=long_rows // 2))
+    assert dali_pads(rec(["item_id"], max_len=long_rows))
+    assert dali_pads(rec(["item_id"], max_len=long_rows, pad_value=-(2**24)))
+    # DALI's fill value is a float32: a pad it cannot carry exactly stays with the engine
+    assert not dali_pads(rec(["item_id"], max_len=long_rows, pad_value=2**24 + 1))
+    with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
+        uih_pipeline(rec(["item_id"], max_len=8), setup[1], batch_size=8, workers=1, pad_in_dali=True)
+
+
+def test_long_rows_padded_by_dali_equal_iter_batches(setup):
+    """The auto choice on a row long enough for DALI to pad (mostly padding, like the longseq tenant)."""
+    store, thin = setup
+    proj = engine.Projection(["item_id", "action"], max_len=MIN_ROW_BYTES // 12 + 1, pad_value=7)
+    rec = engine.Reconstructor(store, proj, device="cpu")
+    pipe = uih_pipeline(rec, thin, batch_size=64)
+    assert pipe.uih_source.no_copy  # fed unpadded
+    got = [b for b in UIHIterator(pipe)]
+    want = rec.reconstruct(thin)
+    for k in ("item_id", "action", "lengths"):
+        assert np.array_equal(np.concatenate([g[k].numpy() for g in got]), want[k])
+    assert rec.stats["events_read"] > 0  # the job's reads count on the caller's reconstructor
