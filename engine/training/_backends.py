@@ -172,9 +172,11 @@ class CudaBackend:
             self._retired.append((event, keep, release))
 
     def reap(self):
-        with self._mu:
-            done = [r for r in self._retired if r[0] is None or r[0].done]
-            self._retired = [r for r in self._retired if not (r[0] is None or r[0].done)]
+        with self._mu:  # one query per event: one that completes between two queries must not be lost
+            done, pending = [], []
+            for r in self._retired:
+                (done if r[0] is None or r[0].done else pending).append(r)
+            self._retired = pending
         for _, _, release in done:
             release()
 
