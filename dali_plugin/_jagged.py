@@ -46,7 +46,7 @@ def _jagged_twin(rec: Reconstructor) -> Reconstructor:
                                                window_us=p.window_us, align=p.align, pad_value=p.pad_value,
                                                layout="jagged"),
                          device=rec.device, prefetch=rec.prefetch, chunk_batches=rec.chunk_batches,
-                         pushdown=rec.pushdown, cache_bytes=getattr(rec, "_cache_bytes", 1 << 30))
+                         pushdown=rec.pushdown, cache_bytes=rec.cache_bytes)
     twin.stats = rec.stats  # one job, one set of counters: the caller reads its own reconstructor's
     return twin
 
@@ -70,7 +70,10 @@ class JaggedSource(EpochSource):
         self.thin_source, self.batch_size, self.extra = thin_source, batch_size, list(extra)
         self.columns, self.max_len = rec.projection.columns, rec.projection.max_len
         self.right = rec.projection.align == "right"
-        self.num_inputs = len(self.names) + 1
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.names) + 1  # each row's slice start, after the outputs
 
     def batches(self):
         for b in self.twin.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):

@@ -83,8 +83,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
             kwargs["cuda_stream"] = rec.backend.stream_ptr()
         if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
             kwargs["no_copy"] = True
-        n_in = getattr(source, "num_inputs", len(source.names))
-        outs = fn.external_source(source=source, num_outputs=n_in, batch=True, cycle="raise", **kwargs)
+        outs = fn.external_source(source=source, num_outputs=source.num_inputs, batch=True, cycle="raise", **kwargs)
         pipe.set_outputs(*(pad_graph(fn, outs, rec) if pad_in_dali else outs))
     pipe.build()
     pipe.uih_names = source.names

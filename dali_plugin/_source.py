@@ -77,6 +77,11 @@ class EpochSource:
         finally:
             it.close()
 
+    @property
+    def num_inputs(self) -> int:
+        """Arrays per fed batch (``external_source``'s outputs): one per output name unless a source adds some."""
+        return len(self.names)
+
     def consumed(self):
         """The oldest fed batch's iteration has run (its outputs are out): DALI reads it no more.
 

@@ -116,10 +116,10 @@ class Reconstructor:
                        [*self._cols4, *(c for c in extra if width[c] == 4)])
         self._read = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]])) if "columns" in self.pushdown \
             else ["seq", "ts", *schema.columns]
-        self._cache_bytes = int(cache_bytes)
+        self.cache_bytes = int(cache_bytes)
         self._fill_lock = threading.Lock()
         self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
-                                 self._cache_bytes)
+                                 self.cache_bytes)
         pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
         pad4 = np.array([p.pad_for(self._dtypes[c]).view(np.int32) for c in self._cols4], np.int32)
         flt = kernels.make_filter(p.actions, self._use_window)
@@ -130,7 +130,7 @@ class Reconstructor:
     def clear_cache(self):
         """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
         a = self._arena
-        self._arena = GroupArena(a.xp, a.w8.shape[0], a.w4.shape[0], a.slot_rows, self._cache_bytes)
+        self._arena = GroupArena(a.xp, a.w8.shape[0], a.w4.shape[0], a.slot_rows, self.cache_bytes)
 
     def __repr__(self):
         return f"Reconstructor({self.store!r}, {self.projection!r}, device={self.device!r})"
