@@ -6,6 +6,8 @@ Shared by ``uih bench`` (its scaling section) and ``bench/bench_reconstruct.py``
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 import engine
@@ -147,8 +149,6 @@ def dali_epochs(store_path, thin, proj, workers: int, epochs: int = 3, batch_siz
     """Epochs of the DALI CPU pipeline over ``thin`` with reconstruction in process (``workers=0``) or in
     ``workers`` processes: ``startup_s`` (build the pipeline, spawn the workers, run the first epoch, cold)
     and ``epoch_s``, the median of the later epochs (what a training loop sees from then on)."""
-    import time
-
     from dali_plugin import UIHIterator, uih_pipeline
 
     from .jobs import open_pinned, warm_up_dali
