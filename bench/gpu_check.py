@@ -339,23 +339,42 @@ def check_handoff(xp, rows) -> None:
 
 
 # ---- driver --------------------------------------------------------------------------------------
+def _guarded(rows, name, fn, *args):
+    """Run one check; an exception becomes a FAIL row (with where it was raised) and the run goes on, so
+    one device run reports every check rather than stopping at the first surprise."""
+    n = len(rows)
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 - reported as a failed row, never swallowed
+        import traceback
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        rows.append([f"{name}: raised", f"{type(e).__name__}: {str(e)[:300]} "
+                     f"(at {Path(where.filename).name}:{where.lineno})", FAIL])
+        traceback.print_exc()
+        return None
+    finally:
+        for r in rows[n:]:
+            print(" | ".join(map(str, r)), flush=True)
+
+
 def run_checks(xp, device, sizes) -> tuple:
     """Every check on ``device`` ("cuda" with CuPy, "cuda-sim" with NumPy): ``(rows, result)``."""
     rows, result = [], {}
-    check_kernels(xp, sizes, rows)
+    _guarded(rows, "kernels", check_kernels, xp, sizes, rows)
     with tempfile.TemporaryDirectory() as d:
         store, thin = build_store(Path(d) / "s", sizes)
         try:
-            recs = check_reconstructor(xp, device, store, thin, sizes, rows)
-            first = next(iter(recs.values()))
-            check_reader(first, store, sizes, device, rows)
+            recs = _guarded(rows, "reconstructor", check_reconstructor, xp, device, store, thin, sizes, rows)
+            first = engine.Reconstructor(store, next(iter(projections(sizes).values())), device=device) \
+                if not recs else next(iter(recs.values()))
+            _guarded(rows, "segment reader", check_reader, first, store, sizes, device, rows)
             want = engine.Reconstructor(store, first.projection, device="cpu").reconstruct(thin).to_numpy()
-            check_dali(xp, first, thin, want, sizes, rows)
-            time_assembly(xp, device, sizes, rows, result)
-            time_iter_batches(xp, device, first, thin, sizes, rows, result)
+            _guarded(rows, "DALI", check_dali, xp, first, thin, want, sizes, rows)
+            _guarded(rows, "assembly timing", time_assembly, xp, device, sizes, rows, result)
+            _guarded(rows, "iter_batches timing", time_iter_batches, xp, device, first, thin, sizes, rows, result)
         finally:
             store.close()
-    check_handoff(xp, rows)
+    _guarded(rows, "DLPack hand-off", check_handoff, xp, rows)
     return rows, result
 
 
