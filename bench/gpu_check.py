@@ -272,8 +272,9 @@ def _copy_seconds(xp, nbytes, repeat) -> float:
     return _timer(xp, lambda: b.__setitem__(slice(None), a), repeat)
 
 
-def time_assembly(xp, device, s, rows, result) -> None:
-    """Slicing + assembly of B x L x 3 columns vs a device-to-device copy of the output bytes."""
+def assembly_case(xp, s) -> tuple:
+    """Kernel arguments for B x L x 3 columns (2 int64, 1 int32), one run per user, nothing filtered:
+    ``(slice_args, assemble_args, output bytes)``."""
     B, L, users, hist = s["time_b"], s["time_l"], s["time_users"], s["time_hist"]
     rng = np.random.default_rng(1)
     n = users * hist
@@ -296,11 +297,18 @@ def time_assembly(xp, device, s, rows, result) -> None:
     out = kernels.Output(xp.empty((2, B * L), np.int64), xp.empty((1, B * L), np.int32), xp.empty(B, np.int32),
                          xp.arange(B, dtype=np.int64) * L, L)
     pad = kernels.Words(xp.zeros(2, np.int64), xp.zeros(1, np.int32))
+    return ((src, runs, tail, flt, ex, L, sel), (src, runs, tail, flt, ex, sel, L, False, pad, out),
+            out.w8.nbytes + out.w4.nbytes)
+
+
+def time_assembly(xp, device, s, rows, result) -> None:
+    """Slicing + assembly of B x L x 3 columns vs a device-to-device copy of the output bytes."""
+    B, L = s["time_b"], s["time_l"]
+    sl, asm, nbytes = assembly_case(xp, s)
 
     def kernel_pair():
-        kernels.slice_cuda(src, runs, tail, flt, ex, L, sel)
-        kernels.assemble_cuda(src, runs, tail, flt, ex, sel, L, False, pad, out)
-    nbytes = out.w8.nbytes + out.w4.nbytes
+        kernels.slice_cuda(*sl)
+        kernels.assemble_cuda(*asm)
     t_k, t_c = _timer(xp, kernel_pair, s["repeat"]), _copy_seconds(xp, nbytes, s["repeat"])
     result["assembly"] = {"bytes": nbytes, "kernel_s": t_k, "copy_s": t_c, "ratio": t_c / t_k}
     timed = device == "cuda"
