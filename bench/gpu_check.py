@@ -312,6 +312,11 @@ def time_assembly(xp, device, s, rows, result) -> None:
     t_k, t_c = _timer(xp, kernel_pair, s["repeat"]), _copy_seconds(xp, nbytes, s["repeat"])
     result["assembly"] = {"bytes": nbytes, "kernel_s": t_k, "copy_s": t_c, "ratio": t_c / t_k}
     timed = device == "cuda"
+    from kernels import assembly, slicing
+    fast = [k._kernel.fast.get(_common.CUDA_THREADS) for k in (slicing, assembly)]
+    result["fast_launches"] = [f.launches if f else 0 for f in fast]
+    rows.append(["kernel launches through kernels._launch (slicing, assembly)", str(result["fast_launches"]),
+                 ("pass" if all(result["fast_launches"]) else FAIL) if timed else "simulator: dispatcher"])
     rows.append([f"slice+assembly kernels B={B} L={L} 3 cols vs device-to-device copy",
                  f"{nbytes / t_k / 1e9:.1f} vs {nbytes / t_c / 1e9:.1f} GB/s = {t_c / t_k:.2f}x",
                  ("pass" if t_c / t_k >= 0.7 else "below 0.7x goal") if timed else "simulator: not a timing"])

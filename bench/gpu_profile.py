@@ -64,7 +64,6 @@ def main() -> int:
     xp = _deps.cupy()
     _deps.numba_cuda()
     from numba import cuda
-    from numba.core.typing.typeof import Purpose, typeof
     rows, out = [], {}
     sl, asm, nbytes = assembly_case(xp, FULL)
     kernels.slice_cuda(*sl)
@@ -86,27 +85,27 @@ def main() -> int:
     pre_as = tuple(_common.unsynced(a) for a in asm)
     thr = _common.CUDA_THREADS
 
+    def dispatcher():  # the path before kernels._launch: every argument imported and typed per launch
+        k_sl[B, thr, 0](*(_common.unsynced(a) for a in sl))
+        k_as[B, thr, 0](*(_common.unsynced(a) for a in asm))
+    out["launch_dispatcher_us"] = _host_us(dispatcher)
+    rows.append(["host launch, Numba dispatcher (arguments imported per launch)",
+                 f"{out['launch_dispatcher_us']:.0f} us"])
+
     def pre():
         k_sl[B, thr, 0](*pre_sl)
         k_as[B, thr, 0](*pre_as)
     out["launch_preimported_us"] = _host_us(pre)
-    rows.append(["host launch, arguments imported once", f"{out['launch_preimported_us']:.0f} us"])
-    try:
-        o_sl, o_as = next(iter(k_sl.overloads.values())), next(iter(k_as.overloads.values()))
-
-        def direct():
-            o_sl.launch(pre_sl, (B, 1, 1), (thr, 1, 1), 0, 0)
-            o_as.launch(pre_as, (B, 1, 1), (thr, 1, 1), 0, 0)
-        out["launch_direct_us"] = _host_us(direct)
-        rows.append(["host launch, compiled kernel's launch()", f"{out['launch_direct_us']:.0f} us"])
-    except Exception as e:  # noqa: BLE001 - an internal API: report, do not stop the profile
-        rows.append(["host launch, compiled kernel's launch()", f"unavailable: {e!r}"[:120]])
+    rows.append(["host launch, Numba dispatcher, arguments imported once", f"{out['launch_preimported_us']:.0f} us"])
+    fast = [slicing._kernel.fast[thr].launches, assembly._kernel.fast[thr].launches]
+    out["fast_launches"] = fast
+    rows.append(["fast launches made (slicing, assembly)", str(fast)])
     a = sl[4].r_lo
     out["unsynced_us"] = _host_us(lambda: cuda.as_cuda_array(a, sync=False), 200)
     out["as_cuda_array_sync_us"] = _host_us(lambda: cuda.as_cuda_array(a), 200)
     d = cuda.as_cuda_array(a, sync=False)
-    out["typeof_cupy_us"] = _host_us(lambda: typeof(a, Purpose.argument), 200)
-    out["typeof_numba_us"] = _host_us(lambda: typeof(d, Purpose.argument), 200)
+    out["typeof_cupy_us"] = _host_us(lambda: k_sl.typeof_pyval(a), 200)
+    out["typeof_numba_us"] = _host_us(lambda: k_sl.typeof_pyval(d), 200)
     n_arrays = sum(1 for x in (sl + asm) for _ in _leaves(x))
     rows.append([f"one array: import (no sync) / import (sync) / typeof CuPy / typeof Numba; {n_arrays} "
                  "arrays per pair", f"{out['unsynced_us']:.1f} / {out['as_cuda_array_sync_us']:.1f} / "
@@ -129,7 +128,8 @@ def main() -> int:
         prof.disable()
         out["epoch_s"], out["batches"] = time.perf_counter() - t, n
         s = io.StringIO()
-        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(28)
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(22)
+        pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(30)
         text = s.getvalue()
         out["profile"] = text
         print(f"\nwarm iter_batches epoch: {n} batches in {out['epoch_s'] * 1e3:.1f} ms")

@@ -180,6 +180,7 @@ class CudaKernel:
     def __init__(self, build):
         self.build = build
         self._compiled = {}
+        self.fast = {}  # block size -> FastLaunch (kernels._launch): the launch path once types are known
 
     def __call__(self, blocks, stream, *args):
         if blocks == 0:  # nothing to do: no launch (a zero-size grid is an error in CUDA)
@@ -189,11 +190,15 @@ class CudaKernel:
         if kernel is None:
             global cuda
             from numba import cuda as numba_cuda
+
+            from ._launch import FastLaunch
             cuda = self.build.__globals__["cuda"] = numba_cuda
             kernel = self._compiled[threads] = self.build(threads)
+            self.fast[threads] = FastLaunch(kernel)
         # an explicit stream: the caller orders it after the producer's copies (an event), never the
         # legacy default stream, which would serialise against every other stream of the device
-        kernel[blocks, threads, stream](*(unsynced(a) for a in args))
+        if not self.fast[threads](blocks, threads, stream, args):
+            kernel[blocks, threads, stream](*(unsynced(a) for a in args))
 
 
 def unsynced(a):
