@@ -19,6 +19,7 @@ dispatcher launches as before. ``UIH_CUDA_FAST_LAUNCH=0`` turns it off.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 import numpy as np
@@ -26,16 +27,37 @@ import numpy as np
 from . import _common
 
 _UNSEEN = object()
+_ARRAY = "array"
 _INTS = {f"{s}int{b}": getattr(ctypes, f"c_{s}int{b}") for s in ("", "u") for b in (8, 16, 32, 64)}
 
 
-def _arrays_and_scalars(a, out: list) -> None:
+def _leaves(a, out: list) -> list:
     """Flatten ``a`` (named tuples of arrays and scalars) into ``out``, in argument order."""
     if isinstance(a, tuple):
         for v in a:
-            _arrays_and_scalars(v, out)
+            _leaves(v, out)
     else:
         out.append(a)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _itemsize(typestr: str) -> int:
+    return np.dtype(typestr).itemsize
+
+
+@functools.lru_cache(maxsize=1024)
+def _c_strides(shape: tuple, typestr: str) -> tuple:
+    out, step = [], _itemsize(typestr)
+    for n in reversed(shape):
+        out.append(step)
+        step *= n
+    return tuple(reversed(out))
+
+
+def _faces(leaves) -> list:
+    """Each leaf's CUDA array interface (read once per launch: CuPy builds the dict on every access)."""
+    return [getattr(v, "__cuda_array_interface__", None) for v in leaves]
 
 
 def type_key(args) -> tuple:
@@ -43,11 +65,13 @@ def type_key(args) -> tuple:
     array its dtype, rank and read-only flag plus "C" where it is C-contiguous by its interface (no
     strides, or exactly the C strides: Numba types both as layout "C"), else its exact shape and strides
     (which fix whatever layout Numba infers); per scalar its Python type."""
-    leaves = []
-    _arrays_and_scalars(args, leaves)
+    leaves = _leaves(args, [])
+    return _key(leaves, _faces(leaves))
+
+
+def _key(leaves, faces) -> tuple:
     key = []
-    for v in leaves:
-        face = getattr(v, "__cuda_array_interface__", None)
+    for v, face in zip(leaves, faces):
         if face is None:
             key.append(type(v))
             continue
@@ -57,56 +81,64 @@ def type_key(args) -> tuple:
     return tuple(key)
 
 
-def _itemsize(typestr: str) -> int:
-    return np.dtype(typestr).itemsize
-
-
-def _c_strides(shape, typestr) -> tuple:
-    out, step = [], _itemsize(typestr)
-    for n in reversed(shape):
-        out.append(step)
-        step *= n
-    return tuple(reversed(out))
-
-
-def marshal(types, args, kernelargs: list) -> None:
-    """Append ``args`` to ``kernelargs`` as Numba's launch lays out arguments of ``types``; raises
-    ``NotImplementedError`` for a type it does not lay out (the caller then uses the dispatcher)."""
+def plan(types) -> list:
+    """Per flattened argument, how Numba's launch passes it: ``_ARRAY``, ``bool`` or a ctypes type;
+    raises ``NotImplementedError`` for a type it does not lay out (the caller then uses the dispatcher)."""
     from numba.cuda import types as nt
-    for ty, v in zip(types, args):
+    out = []
+    for ty in types:
         if isinstance(ty, nt.Array):
-            face = v.__cuda_array_interface__
-            shape = tuple(face["shape"])
-            itemsize = _itemsize(face["typestr"])
-            strides = face.get("strides") or _c_strides(shape, face["typestr"])
+            out.append(_ARRAY)
+        elif isinstance(ty, nt.BaseTuple):
+            out += plan(tuple(ty))
+        elif isinstance(ty, nt.Boolean):
+            out.append(bool)
+        elif isinstance(ty, nt.Integer):
+            out.append(_INTS[str(ty)])
+        elif ty == nt.float64:
+            out.append(ctypes.c_double)
+        elif ty == nt.float32:
+            out.append(ctypes.c_float)
+        else:
+            raise NotImplementedError(f"no fast layout for {ty}")
+    return out
+
+
+def _fill(kinds, leaves, faces, kernelargs: list) -> None:
+    """Numba's layout: per array meminfo, parent, size, itemsize, data pointer, shape, strides (bytes)."""
+    for kind, v, face in zip(kinds, leaves, faces):
+        if kind is _ARRAY:
+            shape, typestr = tuple(face["shape"]), face["typestr"]
+            strides = face.get("strides") or _c_strides(shape, typestr)
             size = 1
             for n in shape:
                 size *= n
-            kernelargs += [0, 0, size, itemsize, face["data"][0], *shape, *strides]
-        elif isinstance(ty, nt.BaseTuple):
-            marshal(tuple(ty), tuple(v), kernelargs)
-        elif isinstance(ty, nt.Boolean):
+            kernelargs += [0, 0, size, _itemsize(typestr), face["data"][0], *shape, *strides]
+        elif kind is bool:
             kernelargs.append(bool(v))
-        elif isinstance(ty, nt.Integer):
-            kernelargs.append(_INTS[str(ty)](int(v)))
-        elif ty == nt.float64:
-            kernelargs.append(ctypes.c_double(v))
-        elif ty == nt.float32:
-            kernelargs.append(ctypes.c_float(v))
         else:
-            raise NotImplementedError(f"no fast layout for {ty}")
+            kernelargs.append(kind(v))
+
+
+def marshal(types, args, kernelargs: list) -> None:
+    """Append ``args`` to ``kernelargs`` as Numba's launch lays out arguments of ``types``."""
+    leaves = _leaves(tuple(args), [])
+    _fill(plan(types), leaves, _faces(leaves), kernelargs)
 
 
 class FastLaunch:
     """Launches of one compiled dispatcher; ``__call__`` returns False where it declined."""
 
-    def __init__(self, dispatcher):
+    def __init__(self, dispatcher, api=None):
+        """``api``: (launch, LaunchConfig, stream wrapper, cooperative keyword), cuda.core's by default
+        (tests pass stand-ins)."""
         self.dispatcher = dispatcher
-        self._by_key = {}  # type_key -> (cufunc kernel, argument types, cooperative), or None: declined
+        self._by_key = {}  # type_key -> (cufunc kernel, plan, cooperative), or None: declined
         self._tried = set()
+        self._configs, self._streams = {}, {}  # launch configurations and wrapped streams, reused
         self.launches = 0  # fast launches made (gpu_check reports it)
         usable = hasattr(dispatcher, "overloads") and os.environ.get("UIH_CUDA_FAST_LAUNCH", "1") != "0"
-        self._api = self._bind() if usable else None  # the simulator's kernels have no overloads
+        self._api = (api or self._bind()) if usable else None  # the simulator's kernels have no overloads
 
     @staticmethod
     def _bind():
@@ -132,7 +164,14 @@ class FastLaunch:
                     self._by_key[key] = None
                 self._tried.add(key)
                 return None
-            entry = self._by_key[key] = (overload._codelibrary.get_cufunc().kernel, overload.argument_types,
+            try:
+                kinds = plan(overload.argument_types)
+            except NotImplementedError:
+                kinds = None
+            if kinds is None or len(kinds) != len(key):  # a type it cannot lay out: stays on the dispatcher
+                self._by_key[key] = None
+                return None
+            entry = self._by_key[key] = (overload._codelibrary.get_cufunc().kernel, kinds,
                                          bool(getattr(overload, "cooperative", False)))
             return entry
         except Exception:  # noqa: BLE001 - internals moved: decline for good
@@ -142,21 +181,31 @@ class FastLaunch:
     def __call__(self, blocks, threads, stream, args) -> bool:
         if self._api is None:
             return False
-        key = type_key(args)
+        leaves = _leaves(args, [])
+        faces = _faces(leaves)
+        key = _key(leaves, faces)
         entry = self._by_key.get(key, _UNSEEN)
         if entry is _UNSEEN:
             entry = self._resolve(key, args)
         if entry is None:
             return False
-        kernel, types, coop = entry
+        kernel, kinds, coop = entry
         kernelargs = []
-        try:
-            marshal(types, args, kernelargs)
-        except NotImplementedError:
-            self._by_key[key] = None  # stays on the dispatcher for these types
-            return False
+        _fill(kinds, leaves, faces, kernelargs)
         launch, config_t, core_stream, coop_name = self._api
-        config = config_t(grid=(blocks, 1, 1), block=(threads, 1, 1), shmem_size=0, **{coop_name: coop})
-        launch(core_stream(stream), config, kernel, *kernelargs)
+        config = self._configs.get((blocks, threads, coop))
+        if config is None:
+            if len(self._configs) > 256:
+                self._configs.clear()
+            config = self._configs[blocks, threads, coop] = config_t(
+                grid=(blocks, 1, 1), block=(threads, 1, 1), shmem_size=0, **{coop_name: coop})
+        # a wrapper per raw handle (wrapping is a fresh object per call otherwise; the handle is all it holds)
+        handle = int(stream.handle) if hasattr(stream, "handle") else int(stream or 0)
+        wrapped = self._streams.get(handle)
+        if wrapped is None:
+            if len(self._streams) > 64:
+                self._streams.clear()
+            wrapped = self._streams[handle] = core_stream(stream)
+        launch(wrapped, config, kernel, *kernelargs)
         self.launches += 1
         return True

@@ -158,10 +158,8 @@ def test_fast_launch_resolves_once_then_reuses_and_gives_up_on_unknown_keys(monk
     from numba.cuda import types as nt
     launched = []
     fake = FakeDispatcher(None)
-    fl = _launch.FastLaunch.__new__(_launch.FastLaunch)
-    fl.dispatcher, fl._by_key, fl._tried, fl.launches = fake, {}, set(), 0
-    fl._api = (lambda stream, config, kernel, *a: launched.append((stream, config, kernel, a)),
-               lambda **kw: kw, lambda s: ("stream", s), "is_cooperative")
+    fl = _launch.FastLaunch(fake, api=(lambda stream, config, kernel, *a: launched.append((stream, config, kernel, a)),
+                                       lambda **kw: kw, lambda s: ("stream", s), "is_cooperative"))
     monkeypatch.setattr(_launch._common, "unsynced", lambda a: a)
     args = (Dev((3,), "<i8", ptr=64), 5)
     assert not fl(2, 32, 0, args)  # not compiled yet: the dispatcher launches (and would compile)
@@ -170,9 +168,10 @@ def test_fast_launch_resolves_once_then_reuses_and_gives_up_on_unknown_keys(monk
                               "_codelibrary": type("L", (), {"get_cufunc": lambda self: type(
                                   "F", (), {"kernel": "cufunc"})()})()})()
     fake.overloads[types] = overload
-    assert fl(2, 32, "s", args) and fl(3, 32, "s", (Dev((9,), "<i8", ptr=128), 6))
-    assert [(x[0], x[1]["grid"], x[2]) for x in launched] == [(("stream", "s"), (2, 1, 1), "cufunc"),
-                                                               (("stream", "s"), (3, 1, 1), "cufunc")]
+    stream = type("S", (), {"handle": 7})()
+    assert fl(2, 32, stream, args) and fl(3, 32, stream, (Dev((9,), "<i8", ptr=128), 6))
+    assert [(x[0], x[1]["grid"], x[2]) for x in launched] == [(("stream", stream), (2, 1, 1), "cufunc"),
+                                                               (("stream", stream), (3, 1, 1), "cufunc")]
     assert _plain(launched[1][3]) == [0, 0, 9, 8, 128, 9, 8, ("c_long", 6)]
     other = (Dev((3,), "<i4"), 5)  # types never compiled under the key numba uses: declined for good
     assert not fl(1, 32, 0, other) and not fl(1, 32, 0, other)

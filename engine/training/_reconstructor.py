@@ -223,9 +223,9 @@ class Reconstructor:
             col = t.column(f"tail_{c}")
             if len(col) and not np.array_equal(pc.list_value_length(col).to_numpy(zero_copy_only=False), lengths):
                 raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
-            flat = pc.list_flatten(col)
-            out[c] = np.asarray(flat.combine_chunks() if isinstance(flat, pa.ChunkedArray) else flat,
-                                dtype=self._schema_dtype(c))
+            # one chunk (the usual case) converts without a copy; combine_chunks would copy every tail event
+            flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+            out[c] = flat.astype(self._schema_dtype(c), copy=False)
         return out, offsets_of(lengths)
 
     def _schema_dtype(self, c):
