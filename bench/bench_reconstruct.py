@@ -84,11 +84,12 @@ def main(argv=None):
     print(f"bench_reconstruct on {machine_line()}; B={a.batch}, 3 columns (20 B/event), {a.users} users x "
           f"{history:,} sealed events; medians; ratios are time(peer)/time(ours)")
     print(table([[r["max_len"], f"{r['bytes'] / 1e6:.0f} MB", f"{r['assembly_gbps']:.2f}",
-                  f"{r['end_to_end_gbps']:.2f}",
-                  f"{r['copy_gbps']:.2f}", f"{r['aten_gbps']:.2f}", f"{r['vs_copy']:.2f}x", f"{r['vs_aten']:.1f}x"]
+                  f"{r['end_to_end_gbps']:.2f}", f"{r['copy_gbps']:.2f} / {r['copy_mem_gbps']:.2f}",
+                  f"{r['aten_gbps']:.2f}", f"{r['vs_copy']:.2f}x",
+                  f"{r['e2e_vs_copy']:.2f}x / {r['e2e_vs_copy_mem']:.2f}x", f"{r['vs_aten']:.1f}x"]
                  for r in speed],
-                ["max_len", "output", "assembly GB/s", "end-to-end GB/s", "2-thread copy GB/s", "aten GB/s",
-                 "assembly/copy", "assembly/aten"]))
+                ["max_len", "output", "assembly GB/s", "end-to-end GB/s", "2-thread copy GB/s (cache / memory)",
+                 "aten GB/s", "assembly/copy", "end-to-end/copy (cache / memory)", "assembly/aten"]))
     labels = [k for k in push[0] if k != "tenant"]
     print("\nbytes read per tenant (OS read_bytes, page cache dropped), each pushdown dimension switched off:")
     print(table([[r["tenant"], *(f"{r[k] / 1e6:.1f} MB" for k in labels)] for r in push], ["tenant", *labels]))

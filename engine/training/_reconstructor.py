@@ -176,7 +176,8 @@ class Reconstructor:
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
     def _as_thin(self, thin, extra=()) -> pa.Table:
         t = thin if isinstance(thin, pa.Table) else pa.table(thin)
-        missing = [c for c in [*self.thin_columns, *extra] if c not in t.column_names]
+        have = set(t.column_names)  # a fresh list per access: read once
+        missing = [c for c in [*self.thin_columns, *extra] if c not in have]
         if missing:
             raise SchemaError(f"thin rows lack column(s) {missing} needed by {self.projection}; "
                               "make them with UIHStore.snapshot()")
@@ -196,7 +197,9 @@ class Reconstructor:
         return out
 
     def _validate(self, t: pa.Table):
-        ids = pc.unique(t.column("store_id").cast(pa.string())).to_pylist()
+        ids = pc.unique(t.column("store_id"))  # distinct first: casting every row's id costs a string each
+        ids = (ids.dictionary.take(ids.indices) if pa.types.is_dictionary(ids.type) else ids).cast(pa.string())
+        ids = set(ids.to_pylist())
         other = [i for i in ids if i != self.store.store_id]
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
