@@ -11,4 +11,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset NUMBA_ENABLE_CUDASIM
 PY="${PYTHON:-python}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout 360 "$PY" bench/gpu_check.py "$@"
+# numba-cuda <= 0.30 registers an overload of np.row_stack, which numpy 2.5 removed: its first kernel
+# compilation then fails on AttributeError. Alias it for this process only (seen on an H200 image).
+timeout 360 "$PY" -c '
+import sys, runpy, numpy
+if not hasattr(numpy, "row_stack"):
+    numpy.row_stack = numpy.vstack
+    print("gpu_check: numpy lacks row_stack (numba-cuda needs it): aliased to vstack", file=sys.stderr)
+sys.argv = ["bench/gpu_check.py", *sys.argv[1:]]
+runpy.run_path("bench/gpu_check.py", run_name="__main__")
+' "$@"
