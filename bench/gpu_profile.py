@@ -135,8 +135,48 @@ def main() -> int:
         print(f"\nwarm iter_batches epoch: {n} batches in {out['epoch_s'] * 1e3:.1f} ms")
         print(text)
         store.close()
+    out["batch_sweep"] = batch_sweep()
     write_json(RESULTS / "gpu_profile.json", out)
     return 0
+
+
+def batch_sweep(users=256, history=8192, requests=16384, max_len=4096, devices=("cuda", "cpu")) -> list:
+    """Warm ``iter_batches`` epochs, CUDA vs CPU (all this host's cores) on the same store and requests,
+    by batch size: where the per-batch host work stops mattering. Bytes are the padded output's."""
+    from uih.speed import COLUMNS
+    from uih.workload import DAY_US, synthetic_store
+    rows = []
+    with tempfile.TemporaryDirectory() as dd:
+        store = synthetic_store(Path(dd) / "s", users, history)
+        rng = np.random.default_rng(2)
+        thin = store.snapshot({"user_id": rng.integers(0, users, requests),
+                               "request_ts": np.full(requests, 31 * DAY_US)})
+        p = engine.Projection(COLUMNS, max_len=max_len)
+        nbytes = requests * max_len * 20
+        for batch in (512, 2048, 8192):
+            row = {"batch": batch}
+            for device in devices:
+                rec = engine.Reconstructor(store, p, device=device)
+
+                def epoch():
+                    for _ in rec.iter_batches(thin, batch_size=batch):  # noqa: B023
+                        pass
+                    rec.backend.synchronize()  # noqa: B023
+                epoch()
+                times = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    epoch()
+                    times.append(time.perf_counter() - t)
+                row[device] = float(np.median(times))
+            rows.append(row)
+        store.close()
+    print(f"\nwarm iter_batches epochs, {requests} requests over {users} users x {history} events, L={max_len}, "
+          "3 columns (median of 3):")
+    print(table([[r["batch"], *(f"{r[d] * 1e3:.0f} ms = {nbytes / r[d] / 1e9:.1f} GB/s" for d in devices),
+                  *([f"{r['cpu'] / r['cuda']:.1f}x"] if len(devices) == 2 else [])]
+                 for r in rows], ["batch", *devices, *(["cuda speed-up"] if len(devices) == 2 else [])]), flush=True)
+    return rows
 
 
 def _leaves(x):
