@@ -193,12 +193,16 @@ class CudaKernel:
 
             from ._launch import FastLaunch
             cuda = self.build.__globals__["cuda"] = numba_cuda
-            kernel = self._compiled[threads] = self.build(threads)
-            self.fast[threads] = FastLaunch(kernel)
+            built = self.build(threads)
+            self.fast[threads] = FastLaunch(built)  # before _compiled: another thread may read both
+            kernel = self._compiled[threads] = built
+        fast = self.fast.get(threads)
         # an explicit stream: the caller orders it after the producer's copies (an event), never the
         # legacy default stream, which would serialise against every other stream of the device
-        if not self.fast[threads](blocks, threads, stream, args):
+        if fast is None or not fast(blocks, threads, stream, args):
             kernel[blocks, threads, stream](*(unsynced(a) for a in args))
+            if fast is not None:
+                fast.learn(args)  # the dispatcher has compiled these types by now
 
 
 def unsynced(a):

@@ -26,7 +26,6 @@ import numpy as np
 
 from . import _common
 
-_UNSEEN = object()
 _ARRAY = "array"
 _INTS = {f"{s}int{b}": getattr(ctypes, f"c_{s}int{b}") for s in ("", "u") for b in (8, 16, 32, 64)}
 
@@ -72,12 +71,14 @@ def type_key(args) -> tuple:
 def _key(leaves, faces) -> tuple:
     key = []
     for v, face in zip(leaves, faces):
-        if face is None:
+        if face is not None:
+            shape, strides, typestr = tuple(face["shape"]), face.get("strides"), face["typestr"]
+            c = strides is None or tuple(strides) == _c_strides(shape, typestr)
+            key.append((typestr, len(shape), bool(face["data"][1]), "C" if c else (shape, tuple(strides))))
+        elif type(v) is int:  # Numba types a Python int by its value: int64, else uint64, else an error
+            key.append((int, "i8" if -(1 << 63) <= v < (1 << 63) else "u8" if 0 <= v < (1 << 64) else "big"))
+        else:
             key.append(type(v))
-            continue
-        shape, strides, typestr = tuple(face["shape"]), face.get("strides"), face["typestr"]
-        layout = "C" if strides is None or tuple(strides) == _c_strides(shape, typestr) else (shape, tuple(strides))
-        key.append((typestr, len(shape), bool(face["data"][1]), layout))
     return tuple(key)
 
 
@@ -129,12 +130,13 @@ def marshal(types, args, kernelargs: list) -> None:
 class FastLaunch:
     """Launches of one compiled dispatcher; ``__call__`` returns False where it declined."""
 
-    def __init__(self, dispatcher, api=None):
-        """``api``: (launch, LaunchConfig, stream wrapper, cooperative keyword), cuda.core's by default
-        (tests pass stand-ins)."""
+    def __init__(self, dispatcher, api=None, device=None):
+        """``api``: (launch, LaunchConfig, stream wrapper, cooperative keyword), cuda.core's by default;
+        ``device``: a function giving the current device's id (tests pass stand-ins for both)."""
         self.dispatcher = dispatcher
-        self._by_key = {}  # type_key -> (cufunc kernel, plan, cooperative), or None: declined
-        self._tried = set()
+        self._device = device or self._current_device
+        # type_key -> True (known) or None (declined); (type_key, device id) -> (cufunc, plan, cooperative)
+        self._by_key = {}
         self._configs, self._streams = {}, {}  # launch configurations and wrapped streams, reused
         self.launches = 0  # fast launches made (gpu_check reports it)
         usable = hasattr(dispatcher, "overloads") and os.environ.get("UIH_CUDA_FAST_LAUNCH", "1") != "0"
@@ -151,32 +153,44 @@ class FastLaunch:
         coop = "is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch"
         return launch, LaunchConfig, _to_core_stream, coop
 
-    def _resolve(self, key, args):
-        """The compiled kernel for these argument types, once the dispatcher has compiled it."""
+    @staticmethod
+    def _current_device() -> int:
+        """The current device: a compiled kernel's cufunc belongs to the device it was loaded on."""
+        from numba.cuda.cudadrv.devices import get_context
+        return get_context().device.id
+
+    def learn(self, args) -> None:
+        """After the dispatcher launched ``args`` (so compiled their types): keep that kernel for their
+        key, or decline the key for good where it cannot be launched here. Deciding only after a
+        dispatcher launch has returned is what makes it safe when threads warm up at once."""
+        if self._api is None:
+            return
+        leaves = _leaves(args, [])
+        faces = _faces(leaves)
+        key = _key(leaves, faces)
+        if key in self._by_key:
+            return
         d = self.dispatcher
         try:
             types = tuple(d.typeof_pyval(_common.unsynced(a)) for a in args)
             overload = d.overloads.get(types)
-            if overload is None:
-                # not compiled yet (the dispatcher launches this time and compiles it); a second miss
-                # means the overloads are keyed otherwise here: these types stay on the dispatcher
-                if key in self._tried:
-                    self._by_key[key] = None
-                self._tried.add(key)
-                return None
-            try:
-                kinds = plan(overload.argument_types)
-            except NotImplementedError:
-                kinds = None
-            if kinds is None or len(kinds) != len(key):  # a type it cannot lay out: stays on the dispatcher
-                self._by_key[key] = None
-                return None
-            entry = self._by_key[key] = (overload._codelibrary.get_cufunc().kernel, kinds,
-                                         bool(getattr(overload, "cooperative", False)))
-            return entry
-        except Exception:  # noqa: BLE001 - internals moved: decline for good
+            kinds = plan(overload.argument_types) if overload is not None else None
+            device = self._device() if kinds is not None else None
+        except (AttributeError, ImportError):  # the internals this relies on are not there
             self._api = None
-            return None
+            return
+        except Exception:  # noqa: BLE001 - these arguments only (an int numba cannot type, say)
+            kinds = None
+        # decline: overloads keyed otherwise here, a layout it does not know, an array position given
+        # something without a CUDA array interface (a host array the dispatcher copies), a debug build
+        # (numba's launch checks the kernel's error flag there)
+        if (kinds is None or len(kinds) != len(key) or getattr(overload, "debug", False)
+                or any(k is _ARRAY and f is None for k, f in zip(kinds, faces))):
+            self._by_key[key] = None
+            return
+        self._by_key[key, device] = (overload._codelibrary.get_cufunc().kernel, kinds,
+                                     bool(getattr(overload, "cooperative", False)))
+        self._by_key[key] = True  # known: look up per device
 
     def __call__(self, blocks, threads, stream, args) -> bool:
         if self._api is None:
@@ -184,10 +198,11 @@ class FastLaunch:
         leaves = _leaves(args, [])
         faces = _faces(leaves)
         key = _key(leaves, faces)
-        entry = self._by_key.get(key, _UNSEEN)
-        if entry is _UNSEEN:
-            entry = self._resolve(key, args)
-        if entry is None:
+        if self._by_key.get(key) is not True:  # unseen (the dispatcher launches, then ``learn``) or declined
+            return False
+        entry = self._by_key.get((key, self._device()))
+        if entry is None:  # these types, compiled for another device: the dispatcher loads it here
+            self._by_key.pop(key, None)
             return False
         kernel, kinds, coop = entry
         kernelargs = []

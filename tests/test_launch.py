@@ -80,12 +80,16 @@ def _plain(xs):
 
 def _compare_with_numba() -> str:
     """Run in a process without the simulator (numba's real launch code; no GPU is touched)."""
-    args = _args()
-    types, want = _numba_layout(args)
-    got = []
-    _launch.marshal(types, args, got)
-    assert 0x7F00_0000_9000 in got  # the 4-byte lane's pointer, where numba puts it
-    return "same" if _plain(got) == _plain(want) else f"DIFFERENT\n{_plain(got)}\n{_plain(want)}"
+    odd = (Dev((2, 3), "<i8", strides=(8, 16)), Dev((), "<i8"), Dev((4,), "<i4", strides=(8,)),
+           Dev((2, 0), "<f8"), 7, True, 2.5)  # F-order, 0-d, strided, empty; the scalar kinds
+    for args in (_args(), odd):
+        types, want = _numba_layout(args)
+        got = []
+        _launch.marshal(types, args, got)
+        if _plain(got) != _plain(want):
+            return f"DIFFERENT\n{_plain(got)}\n{_plain(want)}"
+    assert 0x7F00_0000_9000 in _plain(_numba_layout(_args())[1])  # the 4-byte lane's pointer is in there
+    return "same"
 
 
 def test_marshal_matches_numba_prepare_args():
@@ -154,25 +158,71 @@ class FakeDispatcher:
         return self.typeof(a)
 
 
-def test_fast_launch_resolves_once_then_reuses_and_gives_up_on_unknown_keys(monkeypatch):
+def _overload(types, debug=False):
+    lib = type("L", (), {"get_cufunc": lambda self: type("F", (), {"kernel": "cufunc"})()})()
+    return type("O", (), {"argument_types": types, "cooperative": False, "debug": debug, "_codelibrary": lib})()
+
+
+def _fast(fake, launched, device=lambda: 0):
+    return _launch.FastLaunch(fake, device=device, api=(
+        lambda stream, config, kernel, *a: launched.append((stream, config, kernel, a)),
+        lambda **kw: kw, lambda s: ("stream", s), "is_cooperative"))
+
+
+def test_fast_launch_learns_after_the_dispatcher_then_reuses(monkeypatch):
     from numba.cuda import types as nt
     launched = []
     fake = FakeDispatcher(None)
-    fl = _launch.FastLaunch(fake, api=(lambda stream, config, kernel, *a: launched.append((stream, config, kernel, a)),
-                                       lambda **kw: kw, lambda s: ("stream", s), "is_cooperative"))
+    fl = _fast(fake, launched)
     monkeypatch.setattr(_launch._common, "unsynced", lambda a: a)
     args = (Dev((3,), "<i8", ptr=64), 5)
-    assert not fl(2, 32, 0, args)  # not compiled yet: the dispatcher launches (and would compile)
+    assert not fl(2, 32, 0, args)  # unseen: the dispatcher launches (and compiles) first
     types = (nt.Array(nt.int64, 1, "C"), nt.int64)
-    overload = type("O", (), {"argument_types": types, "cooperative": False,
-                              "_codelibrary": type("L", (), {"get_cufunc": lambda self: type(
-                                  "F", (), {"kernel": "cufunc"})()})()})()
-    fake.overloads[types] = overload
+    fake.overloads[types] = _overload(types)
+    assert not fl(2, 32, 0, args)  # still unseen: only ``learn``, after a dispatcher launch, decides
+    fl.learn(args)
     stream = type("S", (), {"handle": 7})()
     assert fl(2, 32, stream, args) and fl(3, 32, stream, (Dev((9,), "<i8", ptr=128), 6))
     assert [(x[0], x[1]["grid"], x[2]) for x in launched] == [(("stream", stream), (2, 1, 1), "cufunc"),
                                                                (("stream", stream), (3, 1, 1), "cufunc")]
     assert _plain(launched[1][3]) == [0, 0, 9, 8, 128, 9, 8, ("c_long", 6)]
-    other = (Dev((3,), "<i4"), 5)  # types never compiled under the key numba uses: declined for good
-    assert not fl(1, 32, 0, other) and not fl(1, 32, 0, other)
-    assert fl._by_key[_launch.type_key(other)] is None and fl.launches == 2
+    assert fl.launches == 2
+
+
+def test_fast_launch_declines_what_it_cannot_launch(monkeypatch):
+    """Types compiled under another key, host arrays where an array goes (the dispatcher copies
+    those), debug builds (numba checks their error flag) and a kernel of another device."""
+    from numba.cuda import types as nt
+    launched, device = [], [0]
+    fake = FakeDispatcher(None)
+    fl = _fast(fake, launched, device=lambda: device[0])
+    monkeypatch.setattr(_launch._common, "unsynced", lambda a: a)
+    other = (Dev((3,), "<i4"), 5)  # nothing compiled for these types: declined for good
+    fl.learn(other)
+    assert not fl(1, 32, 0, other) and fl._by_key[_launch.type_key(other)] is None
+    host = (np.zeros(3, np.int64), 5)
+    fake.overloads[(nt.Array(nt.int64, 1, "C"), nt.int64)] = _overload((nt.Array(nt.int64, 1, "C"), nt.int64))
+    fl.learn(host)
+    assert not fl(1, 32, 0, host) and fl._by_key[_launch.type_key(host)] is None
+    dbg = (Dev((3,), "<f8"), 5)
+    fake.overloads[(nt.Array(nt.float64, 1, "C"), nt.int64)] = _overload((nt.Array(nt.float64, 1, "C"), nt.int64),
+                                                                          debug=True)
+    fl.learn(dbg)
+    assert not fl(1, 32, 0, dbg)
+    ok = (Dev((3,), "<i8"), 5)
+    fl.learn(ok)
+    assert fl(1, 32, 0, ok)
+    device[0] = 1  # another current device: its cufunc is not known yet, so the dispatcher loads it
+    assert not fl(1, 32, 0, ok)
+    fl.learn(ok)
+    assert fl(1, 32, 0, ok) and fl.launches == 2
+
+
+def test_python_int_keys_follow_numbas_typing():
+    from numba.cuda.typing.typeof import Purpose, typeof
+    values = [0, -1, 5, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, True, False, np.int32(3), np.int64(3), 2.5]
+    for a in values:
+        for b in values:
+            if _launch.type_key((a,)) == _launch.type_key((b,)):
+                assert typeof(a, Purpose.argument) == typeof(b, Purpose.argument), (a, b)
+    assert _launch.type_key((1 << 64,)) != _launch.type_key((1,))
