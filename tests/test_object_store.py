@@ -320,3 +320,67 @@ def test_thin_rows_read_from_object_storage(local, remote, s3, s3_env):
     for i in range(2):
         got = shards.read_shard(f"s3://{BUCKET}/thin{opts}", cols, 2, i)
         assert got.equals(engine.shard(thin.select(cols), 2, i))
+
+
+def _remote_data(s3, prefix) -> dict:
+    sel = fs_mod.FileSelector(f"{BUCKET}/{prefix}", recursive=True)
+    cut = len(f"{BUCKET}/{prefix}") + 1
+    return {i.path[cut:]: i.size for i in s3[1].get_file_info(sel) if i.type == fs_mod.FileType.File}
+
+
+def test_prune_carries_local_retention_to_the_destination(local, s3, tmp_path):
+    """After a local expire, publish(prune=True) removes the expired versions' manifests and every object
+    no remaining manifest names; what remains reads bit for bit; without prune nothing is deleted."""
+    path = tmp_path / "store"
+    shutil.copytree(local[0], path)
+    _publish_to(path, s3, "pruned", include_log=True)
+    before = _remote_data(s3, "pruned")
+    with engine.UIHStore.open(path) as writer:
+        writer.append(make_events(np.random.default_rng(4), range(10), 60, t0=6 * DAY, span=DAY))
+        writer.seal(8 * DAY)
+        writer.compact(full=True)
+        removed = writer.expire(keep_versions=1, grace_s=0)
+    assert removed["versions_removed"]
+    kept = _publish_to(path, s3, "pruned", include_log=True)  # no prune: the destination only grows
+    assert "versions_removed" not in kept and set(before) <= set(_remote_data(s3, "pruned"))
+    grown = _remote_data(s3, "pruned")
+    published = sorted(int(rel.split("/")[-1][1:11]) for rel in grown if rel.startswith(f"{_manifest.DIR}/"))
+    got = _publish_to(path, s3, "pruned", include_log=True, prune=True)
+    local_files = set(_retention.data_files(path)) | {
+        f"{_manifest.DIR}/{_manifest.path_of(path, v).name}" for v in _manifest.versions(path)}
+    after = _remote_data(s3, "pruned")
+    assert set(after) == local_files  # the destination now holds exactly what the local store holds
+    assert got["versions_removed"] == [v for v in published if v in removed["versions_removed"]]
+    assert got["files_removed"] > 0 and got["bytes_freed"] == sum(
+        n for rel, n in grown.items() if rel not in after and not rel.startswith(f"{_manifest.DIR}/"))
+    with engine.UIHStore.open(f"s3://{BUCKET}/pruned", read_only=True, filesystem=s3[1]) as store, \
+            engine.UIHStore.open(path, read_only=True) as ref:
+        assert store.stats()["versions"] == _manifest.versions(path)
+        assert store.to_table().equals(ref.to_table())
+
+
+@pytest.mark.parametrize("prune", [False, True])
+def test_publish_refuses_a_destination_holding_another_store(local, s3, tmp_path, prune):
+    other = tmp_path / "other"
+    with engine.UIHStore.create(other, columns=COLUMNS) as s:
+        s.append(make_events(np.random.default_rng(5), range(3), 20, t0=0, span=DAY))
+        s.seal(DAY)
+    _publish_to(other, s3, f"shared{prune}")
+    before = _remote_data(s3, f"shared{prune}")
+    with pytest.raises(engine.UIHError, match="another store"):
+        _publish_to(local[0], s3, f"shared{prune}", prune=prune)
+    assert _remote_data(s3, f"shared{prune}") == before  # nothing copied over it, nothing deleted
+
+
+def test_cli_prune(local, s3_env, tmp_path, capsys):
+    path = tmp_path / "store"
+    shutil.copytree(local[0], path)
+    uri = f"s3://{BUCKET}/cliprune"
+    assert uih_main(["publish", str(path), uri]) == 0
+    with engine.UIHStore.open(path) as writer:
+        n = len(writer.expire(keep_versions=2, grace_s=0)["versions_removed"])
+    capsys.readouterr()
+    assert uih_main(["publish", str(path), uri, "--prune"]) == 0
+    assert f"pruned: {n} expired versions" in capsys.readouterr().out and n > 0
+    with engine.UIHStore.open(uri, read_only=True) as store:
+        assert store.stats()["versions"] == _manifest.versions(path)

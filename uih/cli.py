@@ -36,10 +36,13 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    got = publish(args.store, args.uri, include_log=args.log)
+    got = publish(args.store, args.uri, include_log=args.log, prune=args.prune)
     print(f"published {args.store} -> {args.uri}: versions {got['versions'][0]}..{got['versions'][-1]}, "
           f"{got['files_copied']} files copied ({fmt_bytes(got['bytes_copied'])}), "
           f"{got['files_skipped']} already there")
+    if args.prune:
+        print(f"pruned: {len(got['versions_removed'])} expired versions, {got['files_removed']} objects "
+              f"({fmt_bytes(got['bytes_freed'])})")
     print(f"read it with UIHStore.open({args.uri!r}, read_only=True)")
     return 0
 
@@ -84,6 +87,8 @@ def main(argv=None) -> int:
                    "environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...)")
     u.add_argument("--log", action="store_true", help="also copy the newest version's log, so remote "
                    "readers see the mutable tier as of now (default: immutable tier only)")
+    u.add_argument("--prune", action="store_true", help="afterwards delete at the destination the versions "
+                   "the local store has expired and every object no remaining manifest names")
     u.set_defaults(func=cmd_publish)
     args = p.parse_args(argv)
     try:

@@ -5,7 +5,13 @@ version by version, ascending, first the version's segments (main files, sidecar
 its manifest. Object stores make an object visible only once its upload completes; on other filesystems
 each file is written under a temporary name and renamed. Publishing is idempotent and incremental: an
 object already there with the same size is skipped (every file a manifest names is immutable, and so is
-the manifest itself). Nothing at the destination is ever deleted.
+the manifest itself). Nothing at the destination is deleted unless ``prune=True``.
+
+Pruning carries the local store's retention over: versions the local store no longer holds (removed by
+``UIHStore.expire``, which waits ``grace_s`` after a version was superseded) lose their manifests at the
+destination, then every data file that no remaining manifest names is deleted, in that order, as a local
+``expire`` does: a reader never finds a manifest whose files are gone. It refuses to delete anything when
+a manifest at the destination cannot be read or belongs to another store.
 
 The mutable tier's log is copied only on request (``include_log=True``), for the newest version, after
 its manifest: a remote reader then replays it like a local ``read_only`` reader (a torn tail, caught
@@ -22,7 +28,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from .._errors import UIHError, VersionError
-from . import _fs, _manifest, _retention
+from . import _fs, _manifest, _retention, _segments
 
 _CHUNK = 8 << 20
 _ATOMIC_UPLOADS = {"s3", "gcs"}  # an object appears only when its upload completes
@@ -49,7 +55,8 @@ def _upload(src: Path, dest, rel: str) -> int:
     return n
 
 
-def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False) -> dict:
+def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
+            prune: bool = False) -> dict:
     """Copy the store at local ``path`` to ``uri`` so that ``UIHStore.open(uri, read_only=True)`` reads it.
 
     Parameters
@@ -65,11 +72,15 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     include_log : bool
         Also copy the newest version's log, so remote readers see its mutable tier (see module doc).
         Always on for a local destination, whose readers treat a missing log as damage.
+    prune : bool
+        Afterwards, delete at the destination what the local store's retention has removed (see module
+        doc): without it, a destination only grows.
 
     Returns
     -------
     dict
-        ``versions`` published, ``files_copied``, ``bytes_copied``, ``files_skipped`` (already there).
+        ``versions`` published, ``files_copied``, ``bytes_copied``, ``files_skipped`` (already there);
+        with ``prune``, also ``versions_removed``, ``files_removed`` and ``bytes_freed``.
     """
     if _fs.is_uri(path):
         raise UIHError(f"publish copies a local store; {path} is not a local path")
@@ -87,6 +98,7 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     except OSError as e:
         raise UIHError(f"cannot list {dest} ({e}); check the URI and the credentials (filesystem=, or "
                        "AWS_*/GOOGLE_* environment variables)") from e
+    _same_store(src, vs, dest)
     out = {"versions": [], "files_copied": 0, "bytes_copied": 0, "files_skipped": 0}
 
     def copy(rel: str, force: bool = False) -> None:
@@ -118,4 +130,45 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
         newest = m
     if include_log and newest is not None:
         copy(newest["log"], force=True)  # the log grows while the writer appends: always the latest bytes
+    if prune:
+        out.update(_prune(dest, have, out["versions"], newest.get("store_id")) if out["versions"] else
+                   {"versions_removed": [], "files_removed": 0, "bytes_freed": 0})
     return out
+
+
+def _same_store(src, vs: list, dest) -> None:
+    """Refuse a destination that already holds another store: versions are numbered per store, so its
+    manifests would be overwritten or mixed with this one's."""
+    there = _manifest.versions(dest)
+    if not there:
+        return
+    mine, theirs = _manifest.load(src, vs[-1]).get("store_id"), _manifest.load(dest, there[-1]).get("store_id")
+    if mine != theirs:
+        raise UIHError(f"{dest} holds another store ({theirs}, versions {there[0]}..{there[-1]}) than {src} "
+                       f"({mine}); nothing was copied. Publish each store to its own prefix")
+
+
+def _prune(dest, have: dict, local_versions: list, store_id) -> dict:
+    """Remove the destination's versions older than every local one, then the data files no remaining
+    manifest names. ``have``: the destination's objects (store-relative path -> size)."""
+    remote = _manifest.versions(dest)
+    gone = [v for v in remote if v < local_versions[0]]  # expired locally (expire removes the oldest first)
+    manifests = {}
+    for v in remote:
+        try:
+            manifests[v] = _manifest.load(dest, v)
+        except UIHError as e:
+            raise UIHError(f"cannot prune {dest}: its version {v} cannot be read ({e}); nothing was deleted. "
+                           "Fix or remove that manifest first") from e
+    strangers = sorted({str(m.get("store_id")) for m in manifests.values()} - {str(store_id)})
+    if strangers:
+        raise UIHError(f"cannot prune {dest}: it holds versions of another store ({strangers[0]}); nothing was "
+                       "deleted. Publish each store to its own prefix")
+    for v in gone:
+        dest.fs.delete_file((dest / f"{_manifest.DIR}/{_manifest.path_of(dest, v).name}").path)
+    live = set().union(*(_retention.files_of(manifests[v]) for v in remote if v not in gone))
+    data_dirs = {_retention.LOG_DIR, _segments.DIR}
+    freed = {rel: n for rel, n in have.items() if rel.split("/")[0] in data_dirs and rel not in live}
+    for rel in sorted(freed):
+        dest.fs.delete_file((dest / rel).path)
+    return {"versions_removed": gone, "files_removed": len(freed), "bytes_freed": sum(freed.values())}
