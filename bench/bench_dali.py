@@ -14,12 +14,10 @@ forces where long rows are padded (``dali_plugin._jagged``) instead of the autom
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
 
-import dali_plugin
 from uih.jobs import file_list, late_job
 from uih.workload import DEFAULT_TENANTS as TENANTS
 
@@ -32,8 +30,7 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--pad-in-dali", choices=["auto", "true", "false"], default="auto")
     args = ap.parse_args()
-    if args.pad_in_dali != "auto":  # late_job builds its pipeline with dali_plugin.uih_pipeline, looked up per job
-        dali_plugin.uih_pipeline = functools.partial(dali_plugin.uih_pipeline, pad_in_dali=args.pad_in_dali == "true")
+    options = {} if args.pad_in_dali == "auto" else {"pad_in_dali": args.pad_in_dali == "true"}
     thin = file_list(os.path.join(args.data, "thin"))
     store = os.path.join(args.data, "store")
     rows = []
@@ -41,10 +38,10 @@ def main() -> int:
         p = t.projection()
         direct, dali = [], []
         for via_dali in (False, True):  # compile the kernels and load DALI before anything is timed
-            late_job(store, thin[:1], p, via_dali=via_dali)
+            late_job(store, thin[:1], p, via_dali=via_dali, pipeline_options=options)
         for _ in range(args.repeats):
             direct.append(late_job(store, thin, p, via_dali=False)["seconds"])
-            r = late_job(store, thin, p, via_dali=True)
+            r = late_job(store, thin, p, via_dali=True, pipeline_options=options)
             dali.append(r["seconds"])
         ratios = [b / a for a, b in zip(direct, dali)]
         row = {"tenant": t.name, "max_len": t.max_len, "examples": r["examples"],

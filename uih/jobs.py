@@ -43,7 +43,9 @@ def open_pinned(store_path):
 
 
 def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali=True, pushdown=Reconstructor.PUSHDOWN,
-             prefetch=2, affinity=True, device="auto", workers=0) -> dict:
+             prefetch=2, affinity=True, device="auto", workers=0, pipeline_options=None) -> dict:
+    """One measured job over ``thin_source``: directly through ``iter_batches`` or through the DALI
+    pipeline (``pipeline_options``: more keyword arguments for ``uih_pipeline``, e.g. ``pad_in_dali``)."""
     if via_dali:
         warm_up_dali()
     drop_cache(store_path, *parquet_files(thin_source))
@@ -58,7 +60,8 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
             store.view.cache.budget = 0
         if via_dali:
             from dali_plugin import UIHIterator, uih_pipeline
-            it = UIHIterator(uih_pipeline(rec, thin_source, batch_size=batch_size, workers=workers))
+            it = UIHIterator(uih_pipeline(rec, thin_source, batch_size=batch_size, workers=workers,
+                                          **(pipeline_options or {})))
             dali_device = it.pipe.uih_device
             try:
                 for b in it:
