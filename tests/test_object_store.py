@@ -9,7 +9,7 @@ import pyarrow.compute  # noqa: F401
 import pytest
 
 import engine
-from engine.serving import _manifest, _publish, _retention
+from engine.serving import _fs, _manifest, _publish, _retention
 from uih.cli import main as uih_main
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
@@ -343,13 +343,18 @@ def test_prune_carries_local_retention_to_the_destination(local, s3, tmp_path):
     assert removed["versions_removed"]
     kept = _publish_to(path, s3, "pruned", include_log=True)  # no prune: the destination only grows
     assert "versions_removed" not in kept and set(before) <= set(_remote_data(s3, "pruned"))
+    stray = "segments/uploading-by-another-publish.parquet"  # named by no manifest yet: must survive
+    with s3[1].open_output_stream(f"{BUCKET}/pruned/{stray}") as f:
+        f.write(b"x" * 10)
     grown = _remote_data(s3, "pruned")
     published = sorted(int(rel.split("/")[-1][1:11]) for rel in grown if rel.startswith(f"{_manifest.DIR}/"))
-    got = _publish_to(path, s3, "pruned", include_log=True, prune=True)
+    waiting = _publish_to(path, s3, "pruned", include_log=True, prune=True, grace_s=3600)
+    assert waiting["versions_removed"] == [] and _remote_data(s3, "pruned") == grown  # successors too new
+    got = _publish_to(path, s3, "pruned", include_log=True, prune=True, grace_s=0)
     local_files = set(_retention.data_files(path)) | {
         f"{_manifest.DIR}/{_manifest.path_of(path, v).name}" for v in _manifest.versions(path)}
     after = _remote_data(s3, "pruned")
-    assert set(after) == local_files  # the destination now holds exactly what the local store holds
+    assert set(after) == local_files | {stray}  # exactly what the local store holds, and the upload in flight
     assert got["versions_removed"] == [v for v in published if v in removed["versions_removed"]]
     assert got["files_removed"] > 0 and got["bytes_freed"] == sum(
         n for rel, n in grown.items() if rel not in after and not rel.startswith(f"{_manifest.DIR}/"))
@@ -380,7 +385,28 @@ def test_cli_prune(local, s3_env, tmp_path, capsys):
     with engine.UIHStore.open(path) as writer:
         n = len(writer.expire(keep_versions=2, grace_s=0)["versions_removed"])
     capsys.readouterr()
-    assert uih_main(["publish", str(path), uri, "--prune"]) == 0
+    assert uih_main(["publish", str(path), uri, "--prune", "--grace-s", "0"]) == 0
     assert f"pruned: {n} expired versions" in capsys.readouterr().out and n > 0
     with engine.UIHStore.open(uri, read_only=True) as store:
         assert store.stats()["versions"] == _manifest.versions(path)
+
+
+def test_reader_of_a_version_pruned_while_it_opens_retries(local, s3, monkeypatch):
+    """A remote reader whose version's log and manifest a prune removed while it opened them gets
+    VersionError inside and retries a listed version, never a silently empty mutable tier."""
+    from engine.serving import _log
+    _publish_to(local[0], s3, "racing", include_log=True)
+    uri = f"s3://{BUCKET}/racing"
+    real_versions, real_replay = _manifest.versions, _log.AppendLog.replay
+    listed = real_versions(_fs.resolve(uri, s3[1]))
+    calls = []
+
+    def replay(path, repair=False):
+        calls.append(str(path))
+        if len(calls) == 1:  # as if pruned between loading the manifest and replaying its log
+            monkeypatch.setattr(_manifest, "versions", lambda root: real_versions(root)[:-1])
+            raise FileNotFoundError(path)
+        return real_replay(path, repair=repair)
+    monkeypatch.setattr(_log.AppendLog, "replay", staticmethod(replay))
+    with engine.UIHStore.open(uri, read_only=True, filesystem=s3[1]) as store:
+        assert len(calls) == 2 and store.version == listed[-2]

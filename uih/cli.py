@@ -7,6 +7,7 @@ import json
 import sys
 
 from engine import UIHError, UIHStore, publish
+from engine.serving._retention import DEFAULT_GRACE_S
 
 from .fmt import fmt_bytes, table
 
@@ -36,7 +37,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    got = publish(args.store, args.uri, include_log=args.log, prune=args.prune)
+    got = publish(args.store, args.uri, include_log=args.log, prune=args.prune, grace_s=args.grace_s)
     print(f"published {args.store} -> {args.uri}: versions {got['versions'][0]}..{got['versions'][-1]}, "
           f"{got['files_copied']} files copied ({fmt_bytes(got['bytes_copied'])}), "
           f"{got['files_skipped']} already there")
@@ -88,7 +89,9 @@ def main(argv=None) -> int:
     u.add_argument("--log", action="store_true", help="also copy the newest version's log, so remote "
                    "readers see the mutable tier as of now (default: immutable tier only)")
     u.add_argument("--prune", action="store_true", help="afterwards delete at the destination the versions "
-                   "the local store has expired and every object no remaining manifest names")
+                   "the local store has expired, and the objects only they name")
+    u.add_argument("--grace-s", type=float, default=DEFAULT_GRACE_S, help="with --prune: remove a version only "
+                   f"once its successor has been published this long (default {DEFAULT_GRACE_S:g} s)")
     u.set_defaults(func=cmd_publish)
     args = p.parse_args(argv)
     try:

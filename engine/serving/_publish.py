@@ -8,10 +8,13 @@ object already there with the same size is skipped (every file a manifest names 
 the manifest itself). Nothing at the destination is deleted unless ``prune=True``.
 
 Pruning carries the local store's retention over: versions the local store no longer holds (removed by
-``UIHStore.expire``, which waits ``grace_s`` after a version was superseded) lose their manifests at the
-destination, then every data file that no remaining manifest names is deleted, in that order, as a local
-``expire`` does: a reader never finds a manifest whose files are gone. It refuses to delete anything when
-a manifest at the destination cannot be read or belongs to another store.
+``UIHStore.expire``) lose their manifests at the destination once their successor has been published for
+``grace_s``, then the files those versions named and no remaining version names are deleted, in that
+order, as a local ``expire`` does: a reader never finds a manifest whose files are gone, and one that
+opened a removed version gets ``VersionError`` and retries the newer one. Only files a removed manifest
+names are deleted, so objects another publish is uploading (named by no manifest yet) are never touched.
+It refuses to delete anything when a manifest at the destination cannot be read or belongs to another
+store.
 
 The mutable tier's log is copied only on request (``include_log=True``), for the newest version, after
 its manifest: a remote reader then replays it like a local ``read_only`` reader (a torn tail, caught
@@ -21,7 +24,9 @@ reconstruct, since they carry their tail events themselves.
 
 from __future__ import annotations
 
+import math
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -56,7 +61,7 @@ def _upload(src: Path, dest, rel: str) -> int:
 
 
 def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
-            prune: bool = False) -> dict:
+            prune: bool = False, grace_s: float = _retention.DEFAULT_GRACE_S) -> dict:
     """Copy the store at local ``path`` to ``uri`` so that ``UIHStore.open(uri, read_only=True)`` reads it.
 
     Parameters
@@ -75,6 +80,10 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     prune : bool
         Afterwards, delete at the destination what the local store's retention has removed (see module
         doc): without it, a destination only grows.
+    grace_s : float
+        With ``prune``: a remote version goes only once its successor has been visible at the destination
+        for ``grace_s`` seconds (remote readers see a version superseded when the next one is published,
+        not when the local store committed it); a later publish removes the rest.
 
     Returns
     -------
@@ -131,28 +140,50 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     if include_log and newest is not None:
         copy(newest["log"], force=True)  # the log grows while the writer appends: always the latest bytes
     if prune:
-        out.update(_prune(dest, have, out["versions"], newest.get("store_id")) if out["versions"] else
-                   {"versions_removed": [], "files_removed": 0, "bytes_freed": 0})
+        out.update(_prune(dest, have, out["versions"], newest, _retention.check_policy(1, grace_s)[1])
+                   if out["versions"] else {"versions_removed": [], "files_removed": 0, "bytes_freed": 0})
     return out
 
 
 def _same_store(src, vs: list, dest) -> None:
     """Refuse a destination that already holds another store: versions are numbered per store, so its
-    manifests would be overwritten or mixed with this one's."""
+    manifests would be overwritten or mixed with this one's. Format-1 manifests carry no store id: then a
+    version both sides hold must have the same manifest."""
     there = _manifest.versions(dest)
     if not there:
         return
-    mine, theirs = _manifest.load(src, vs[-1]).get("store_id"), _manifest.load(dest, there[-1]).get("store_id")
-    if mine != theirs:
-        raise UIHError(f"{dest} holds another store ({theirs}, versions {there[0]}..{there[-1]}) than {src} "
-                       f"({mine}); nothing was copied. Publish each store to its own prefix")
+    try:
+        mine, theirs = _manifest.load(src, vs[-1]), _manifest.load(dest, there[-1])
+        same = mine.get("store_id") == theirs.get("store_id")
+        if same and mine.get("store_id") is None:
+            common = sorted(set(vs) & set(there))
+            same = bool(common) and _manifest.load(src, common[-1]) == _manifest.load(dest, common[-1])
+    except (UIHError, OSError) as e:
+        raise UIHError(f"cannot read the manifests at {dest} to check it holds this store ({e}); nothing was "
+                       "copied") from e
+    if not same:
+        raise UIHError(f"{dest} holds another store ({theirs.get('store_id')}, versions {there[0]}..{there[-1]}) "
+                       f"than {src} ({mine.get('store_id')}); nothing was copied. Publish each store to its own "
+                       "prefix")
 
 
-def _prune(dest, have: dict, local_versions: list, store_id) -> dict:
-    """Remove the destination's versions older than every local one, then the data files no remaining
-    manifest names. ``have``: the destination's objects (store-relative path -> size)."""
+def _published_at(dest, v: int) -> float:
+    """When version ``v``'s manifest appeared at the destination (its object's time; +inf if unknown)."""
+    info = dest.fs.get_file_info((dest / f"{_manifest.DIR}/{_manifest.path_of(dest, v).name}").path)
+    return info.mtime.timestamp() if info.mtime is not None else math.inf
+
+
+def _delete(dest, rel: str) -> None:
+    try:
+        dest.fs.delete_file((dest / rel).path)
+    except FileNotFoundError:
+        pass  # already gone (an earlier prune, or another one running)
+
+
+def _prune(dest, have: dict, local_versions: list, newest: dict, grace_s: float) -> dict:
+    """Remove the destination's versions the local store has expired once their successor has been
+    published for ``grace_s``, then the files only they named. ``have``: path -> size of the objects."""
     remote = _manifest.versions(dest)
-    gone = [v for v in remote if v < local_versions[0]]  # expired locally (expire removes the oldest first)
     manifests = {}
     for v in remote:
         try:
@@ -160,15 +191,22 @@ def _prune(dest, have: dict, local_versions: list, store_id) -> dict:
         except UIHError as e:
             raise UIHError(f"cannot prune {dest}: its version {v} cannot be read ({e}); nothing was deleted. "
                            "Fix or remove that manifest first") from e
-    strangers = sorted({str(m.get("store_id")) for m in manifests.values()} - {str(store_id)})
-    if strangers:
-        raise UIHError(f"cannot prune {dest}: it holds versions of another store ({strangers[0]}); nothing was "
-                       "deleted. Publish each store to its own prefix")
+    if any(m.get("store_id") != newest.get("store_id") for m in manifests.values()):
+        raise UIHError(f"cannot prune {dest}: it holds versions of another store; nothing was deleted. Publish "
+                       "each store to its own prefix")
+    now = time.time()
+    gone = []
+    for i, v in enumerate(remote[:-1]):  # expired locally: older than every local version (expire removes
+        if v >= local_versions[0] or _published_at(dest, remote[i + 1]) + grace_s > now:  # the oldest first)
+            break
+        gone.append(v)
     for v in gone:
-        dest.fs.delete_file((dest / f"{_manifest.DIR}/{_manifest.path_of(dest, v).name}").path)
+        _delete(dest, f"{_manifest.DIR}/{_manifest.path_of(dest, v).name}")
     live = set().union(*(_retention.files_of(manifests[v]) for v in remote if v not in gone))
-    data_dirs = {_retention.LOG_DIR, _segments.DIR}
-    freed = {rel: n for rel, n in have.items() if rel.split("/")[0] in data_dirs and rel not in live}
-    for rel in sorted(freed):
-        dest.fs.delete_file((dest / rel).path)
-    return {"versions_removed": gone, "files_removed": len(freed), "bytes_freed": sum(freed.values())}
+    freed = {rel: have.get(rel, 0) for v in gone for rel in _retention.files_of(manifests[v]) - live}
+    # logs first: a reader still opening a removed version then fails at its log replay and retries the
+    # newer version (see UIHStore._replay), rather than later, at a segment
+    for rel in sorted(freed, key=lambda r: r.startswith(f"{_segments.DIR}/")):
+        _delete(dest, rel)
+    return {"versions_removed": gone, "files_removed": sum(rel in have for rel in freed),
+            "bytes_freed": sum(freed.values())}

@@ -200,8 +200,10 @@ class UIHStore:
         try:
             records = _log.AppendLog.replay(path, repair=self.writable)
         except FileNotFoundError:
-            if _fs.is_remote(self.root):
+            if _fs.is_remote(self.root) and self.version in _manifest.versions(self.root):
                 return  # publishing the log is optional (engine.publish): without it the mutable tier is empty
+            # locally damage or retention; remotely a version that publish(prune=True) removed while this
+            # reader opened it (the reader then takes the newer one), never an empty mutable tier
             raise _manifest.gone(self.root, self.version, path, "log") from None
         for kind, table in records:
             self._apply(kind, {c: table.column(c).to_numpy() for c in table.column_names})
