@@ -61,6 +61,8 @@ def gpu_only_seconds(xp, fn, n=20) -> tuple:
 
 
 def main() -> int:
+    if not hasattr(np, "row_stack"):  # numba-cuda <= 0.30 overloads it; numpy 2.5 removed it (as gpu_check.sh)
+        np.row_stack = np.vstack
     xp = _deps.cupy()
     _deps.numba_cuda()
     from numba import cuda
