@@ -28,7 +28,7 @@ import engine
 import kernels
 from bench.gpu_check import FULL, assembly_case, build_store, projections
 from engine import _deps
-from kernels import _common
+from kernels import _common, _launch
 from uih.fmt import table, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -108,7 +108,7 @@ def main() -> int:
     d = cuda.as_cuda_array(a, sync=False)
     out["typeof_cupy_us"] = _host_us(lambda: k_sl.typeof_pyval(a), 200)
     out["typeof_numba_us"] = _host_us(lambda: k_sl.typeof_pyval(d), 200)
-    n_arrays = sum(1 for x in (sl + asm) for _ in _leaves(x))
+    n_arrays = sum(hasattr(v, "__cuda_array_interface__") for v in _launch._leaves(sl + asm, []))
     rows.append([f"one array: import (no sync) / import (sync) / typeof CuPy / typeof Numba; {n_arrays} "
                  "arrays per pair", f"{out['unsynced_us']:.1f} / {out['as_cuda_array_sync_us']:.1f} / "
                  f"{out['typeof_cupy_us']:.1f} / {out['typeof_numba_us']:.1f} us"])
@@ -179,14 +179,6 @@ def batch_sweep(users=256, history=8192, requests=16384, max_len=4096, devices=(
                   *([f"{r['cpu'] / r['cuda']:.1f}x"] if len(devices) == 2 else [])]
                  for r in rows], ["batch", *devices, *(["cuda speed-up"] if len(devices) == 2 else [])]), flush=True)
     return rows
-
-
-def _leaves(x):
-    if isinstance(x, tuple):
-        for v in x:
-            yield from _leaves(v)
-    elif hasattr(x, "__cuda_array_interface__") or isinstance(x, np.ndarray):
-        yield x
 
 
 if __name__ == "__main__":

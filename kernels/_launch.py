@@ -135,8 +135,8 @@ class FastLaunch:
         ``device``: a function giving the current device's id (tests pass stand-ins for both)."""
         self.dispatcher = dispatcher
         self._device = device or self._current_device
-        # type_key -> True (known) or None (declined); (type_key, device id) -> (cufunc, plan, cooperative)
-        self._by_key = {}
+        self._known = {}  # type_key -> True (launch fast) or False (declined: the dispatcher launches)
+        self._kernels = {}  # (type_key, device id) -> (cufunc, plan, cooperative)
         self._configs, self._streams = {}, {}  # launch configurations and wrapped streams, reused
         self.launches = 0  # fast launches made (gpu_check reports it)
         usable = hasattr(dispatcher, "overloads") and os.environ.get("UIH_CUDA_FAST_LAUNCH", "1") != "0"
@@ -168,7 +168,7 @@ class FastLaunch:
         leaves = _leaves(args, [])
         faces = _faces(leaves)
         key = _key(leaves, faces)
-        if key in self._by_key:
+        if key in self._known:
             return
         d = self.dispatcher
         try:
@@ -186,11 +186,11 @@ class FastLaunch:
         # (numba's launch checks the kernel's error flag there)
         if (kinds is None or len(kinds) != len(key) or getattr(overload, "debug", False)
                 or any(k is _ARRAY and f is None for k, f in zip(kinds, faces))):
-            self._by_key[key] = None
+            self._known[key] = False
             return
-        self._by_key[key, device] = (overload._codelibrary.get_cufunc().kernel, kinds,
-                                     bool(getattr(overload, "cooperative", False)))
-        self._by_key[key] = True  # known: look up per device
+        self._kernels[key, device] = (overload._codelibrary.get_cufunc().kernel, kinds,
+                                      bool(getattr(overload, "cooperative", False)))
+        self._known[key] = True
 
     def __call__(self, blocks, threads, stream, args) -> bool:
         if self._api is None:
@@ -198,11 +198,11 @@ class FastLaunch:
         leaves = _leaves(args, [])
         faces = _faces(leaves)
         key = _key(leaves, faces)
-        if self._by_key.get(key) is not True:  # unseen (the dispatcher launches, then ``learn``) or declined
+        if not self._known.get(key):  # unseen (the dispatcher launches, then ``learn``) or declined
             return False
-        entry = self._by_key.get((key, self._device()))
+        entry = self._kernels.get((key, self._device()))
         if entry is None:  # these types, compiled for another device: the dispatcher loads it here
-            self._by_key.pop(key, None)
+            self._known.pop(key, None)
             return False
         kernel, kinds, coop = entry
         kernelargs = []

@@ -199,11 +199,11 @@ def test_fast_launch_declines_what_it_cannot_launch(monkeypatch):
     monkeypatch.setattr(_launch._common, "unsynced", lambda a: a)
     other = (Dev((3,), "<i4"), 5)  # nothing compiled for these types: declined for good
     fl.learn(other)
-    assert not fl(1, 32, 0, other) and fl._by_key[_launch.type_key(other)] is None
+    assert not fl(1, 32, 0, other) and fl._known[_launch.type_key(other)] is False
     host = (np.zeros(3, np.int64), 5)
     fake.overloads[(nt.Array(nt.int64, 1, "C"), nt.int64)] = _overload((nt.Array(nt.int64, 1, "C"), nt.int64))
     fl.learn(host)
-    assert not fl(1, 32, 0, host) and fl._by_key[_launch.type_key(host)] is None
+    assert not fl(1, 32, 0, host) and fl._known[_launch.type_key(host)] is False
     dbg = (Dev((3,), "<f8"), 5)
     fake.overloads[(nt.Array(nt.float64, 1, "C"), nt.int64)] = _overload((nt.Array(nt.float64, 1, "C"), nt.int64),
                                                                           debug=True)

@@ -198,8 +198,7 @@ class Reconstructor:
 
     def _validate(self, t: pa.Table):
         ids = pc.unique(t.column("store_id"))  # distinct first: casting every row's id costs a string each
-        ids = (ids.dictionary.take(ids.indices) if pa.types.is_dictionary(ids.type) else ids).cast(pa.string())
-        ids = set(ids.to_pylist())
+        ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
         other = sorted((i for i in ids if i != self.store.store_id), key=str)  # the same one named every run
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
