@@ -58,7 +58,7 @@ class CpuBackend:
     def launch_stream(self):
         return 0
 
-    def record(self):
+    def record(self, stream=None):
         """An event marking the work queued so far on this thread's stream (None: nothing is queued)."""
         return None
 
@@ -156,9 +156,10 @@ class CudaBackend:
             s = self._streams[ptr] = _deps.numba_cuda().external_stream(ptr)
         return s
 
-    def record(self):
+    def record(self, stream=None):
+        """An event after the work queued so far on ``stream`` (default: this thread's current stream)."""
         ev = self.xp.cuda.Event(block=False, disable_timing=True, interprocess=False)
-        ev.record(self.xp.cuda.get_current_stream())
+        ev.record(self.xp.cuda.get_current_stream() if stream is None else stream)
         return ev
 
     def wait(self, event):
@@ -183,9 +184,7 @@ class CudaBackend:
     def after_default_stream(self):
         # cuDF decodes on the default stream; the producer stream is non-blocking, so it is not implicitly
         # ordered after it: an event keeps the arena copies behind the decode without blocking the host
-        ev = self.xp.cuda.Event(block=False, disable_timing=True, interprocess=False)
-        ev.record(self.xp.cuda.Stream.null)
-        self.wait(ev)
+        self.wait(self.record(self.xp.cuda.Stream.null))
 
     def empty(self, shape, dtype):
         return self.xp.empty(shape, dtype)  # CuPy's memory pool already recycles device memory
