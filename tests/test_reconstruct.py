@@ -258,3 +258,31 @@ def test_window_checkpoints_skip_old_rows_exactly(tmp_path):
         np.testing.assert_array_equal(a[c], b[c])
     assert on.stats["events_read"] < off.stats["events_read"] / 2
     s.close()
+
+
+def test_thin_row_forms_give_the_same_batches(history):
+    """Slices, one chunk or many, plain-string store ids: the same rows reconstruct alike; tails whose
+    list lengths disagree, or null tails, are refused."""
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")
+    part = thin.slice(7, 40)  # list chunks whose offsets do not start at 0
+    want = rec.reconstruct(part.combine_chunks())
+    sid = part.column("store_id").cast(pa.string())
+    forms = [part, pa.concat_tables([part.slice(0, 11), part.slice(11)]),
+             part.set_column(part.schema.get_field_index("store_id"), "store_id", sid)]
+    for form in forms:
+        got = rec.reconstruct(form)
+        for c in want.keys():
+            np.testing.assert_array_equal(got[c], want[c])
+    i = part.schema.get_field_index("tail_item_id")
+    bad = part.column("tail_item_id").combine_chunks()
+    lens = pa.compute.list_value_length(bad).to_numpy().copy()
+    k = int(np.flatnonzero(lens)[0])
+    lens[k] -= 1  # one row's list one shorter: same total minus one, so offsets disagree
+    short = pa.ListArray.from_arrays(pa.array(np.r_[0, np.cumsum(lens)].astype(np.int32)),
+                                     bad.values.slice(0, int(lens.sum())))
+    with pytest.raises(engine.SchemaError, match="disagree"):
+        rec.reconstruct(part.set_column(i, "tail_item_id", short))
+    nulls = pa.array([None] * len(part), bad.type)
+    with pytest.raises(engine.SchemaError, match="null lists"):
+        rec.reconstruct(part.set_column(i, "tail_item_id", nulls))

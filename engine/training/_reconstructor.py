@@ -56,6 +56,22 @@ class _Life:
         self.ready, self.done, self.keep = ready, None, keep
 
 
+def _list_parts(col: pa.ChunkedArray) -> tuple:
+    """``(offsets [n + 1] int64 from 0, values)`` of a list column without null lists, read from the list
+    arrays' own offsets: a single chunk (the usual case) converts without copying a value."""
+    if col.null_count:
+        raise SchemaError(f"a thin tail column ({col.type}) has null lists; an empty tail is an empty list")
+    offs, vals, end = [np.zeros(1, np.int64)], [], 0
+    for chunk in col.chunks:
+        o = chunk.offsets.to_numpy()
+        offs.append((o[1:] - o[0]).astype(np.int64) + end)  # each chunk continues the previous one's
+        end += int(o[-1] - o[0])
+        vals.append(chunk.values.slice(o[0], o[-1] - o[0]).to_numpy(zero_copy_only=False))
+    values = vals[0] if len(vals) == 1 else (np.concatenate(vals) if vals else
+                                             np.zeros(0, col.type.value_type.to_pandas_dtype()))
+    return np.concatenate(offs), values
+
+
 def _release(backend, arena, slots, life):
     # runs when the chunk is collected; on a GPU its kernels may still be running: the slots go back to
     # the arena, and the arrays to CuPy's pool, only once the event after its last kernel completes
@@ -196,10 +212,18 @@ class Reconstructor:
             out[c] = self.backend.to_device(col.to_numpy(zero_copy_only=False), keep)
         return out
 
-    def _validate(self, t: pa.Table):
-        ids = pc.unique(t.column("store_id"))  # distinct first: casting every row's id costs a string each
+    def _other_store_ids(self, col: pa.ChunkedArray) -> list:
+        """Store ids in ``col`` other than this store's, sorted (the same one is named every run)."""
+        mine = self.store.store_id
+        if pa.types.is_dictionary(col.type) and not col.null_count and all(
+                c.dictionary.to_pylist() == [mine] for c in col.chunks):
+            return []  # snapshot()'s usual form: every chunk's dictionary is this one id, no row read
+        ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
         ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
-        other = sorted((i for i in ids if i != self.store.store_id), key=str)  # the same one named every run
+        return sorted((i for i in ids if i != mine), key=str)
+
+    def _validate(self, t: pa.Table):
+        other = self._other_store_ids(t.column("store_id"))
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
@@ -219,16 +243,14 @@ class Reconstructor:
         return meta
 
     def _tails(self, t: pa.Table):
-        lengths = pc.list_value_length(t.column("tail_seq")).to_numpy(zero_copy_only=False)
+        offsets, _ = _list_parts(t.column("tail_seq"))
         out = {}
         for c in dict.fromkeys([*self._lanes[0], *self._lanes[1]]):
-            col = t.column(f"tail_{c}")
-            if len(col) and not np.array_equal(pc.list_value_length(col).to_numpy(zero_copy_only=False), lengths):
+            off, flat = _list_parts(t.column(f"tail_{c}"))
+            if not np.array_equal(off, offsets):
                 raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
-            # one chunk (the usual case) converts without a copy; combine_chunks would copy every tail event
-            flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
             out[c] = flat.astype(self._schema_dtype(c), copy=False)
-        return out, offsets_of(lengths)
+        return out, offsets
 
     def _schema_dtype(self, c):
         return self.store.schema.dtype(c)
