@@ -5,7 +5,7 @@
         ...
 """
 
-from ._pipeline import uih_pipeline
+from ._pipeline import uih_pipeline, use_dali_host_pool
 from .pytorch import UIHIterator
 
-__all__ = ["uih_pipeline", "UIHIterator"]
+__all__ = ["uih_pipeline", "UIHIterator", "use_dali_host_pool"]

@@ -1,5 +1,7 @@
 """The DALI plugin in CPU-only mode: same batches as iter_batches, epochs, workers, failures."""
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -137,3 +139,18 @@ def test_extra_columns_travel_with_their_rows(setup, pad_in_dali):
     with pytest.raises(engine.SchemaError, match="extra column"):
         rec.reconstruct(thin.append_column("name", pa.array(["x"] * len(thin))),
                         extra_columns=["name"])
+
+
+@pytest.mark.parametrize("preset", [None, "4M"])
+def test_pipelines_route_large_outputs_to_dalis_pool_unless_the_user_chose(setup, monkeypatch, preset):
+    """DALI's output batches come from its host pool (threshold ``DALI_POOL_THRESHOLD``), not fresh mmaps;
+    a threshold the user set is kept."""
+    from dali_plugin._pipeline import DALI_POOL_THRESHOLD
+    if preset is None:
+        monkeypatch.delenv("DALI_MALLOC_POOL_THRESHOLD", raising=False)
+    else:
+        monkeypatch.setenv("DALI_MALLOC_POOL_THRESHOLD", preset)
+    store, thin = setup
+    pipe = uih_pipeline(engine.Reconstructor(store, TENANTS["right"], device="cpu"), thin, batch_size=16)
+    assert next(iter(UIHIterator(pipe)))["lengths"].shape[0] == 16
+    assert os.environ["DALI_MALLOC_POOL_THRESHOLD"] == (preset or DALI_POOL_THRESHOLD)

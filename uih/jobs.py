@@ -27,6 +27,9 @@ def warm_up_dali() -> None:
     import torch
     from nvidia.dali import fn, pipeline_def
 
+    from dali_plugin import use_dali_host_pool
+    use_dali_host_pool()  # before DALI's first host allocation, which fixes the setting for the process
+
     @pipeline_def(batch_size=1, num_threads=1, device_id=None)
     def tiny():
         return fn.external_source(source=lambda: [np.zeros(4, np.int64)], batch=True)

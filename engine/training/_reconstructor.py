@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import kernels
 
 from .._errors import SchemaError, VersionError
-from .._ragged import lookup, offsets_of
+from .._ragged import lookup
 from ..serving._group_cache import GroupArena
 from ..serving._segments import ROW_GROUP_ROWS
 from . import _backends
