@@ -32,6 +32,7 @@ def test_json_is_complete(quick):
             assert r[k]["examples"] > 0 and r[k]["seconds"] > 0
         assert r["floor"]["bytes"] > 0
     assert len(R["scaling"]["rows"]) >= 2 and all(r["assembly_gbps"] > 0 for r in R["scaling"]["rows"])
+    assert [r["batch"] for r in R["scaling"]["batch_rows"]] == [32, 128]  # the batch sweep at the shortest rows
     assert R["peers"]["duckdb_equal"] is True
     assert (out / "REPORT.md").read_text().startswith("# UIH late materialization")
     # labels are measured: here (no GPU, or the simulator switch) both the reconstructor and DALI ran on CPU
