@@ -434,8 +434,9 @@ def render(R, figs) -> str:
               "reads decoded columns that earlier batches pushed out of cache, so the memory copy is its ceiling; "
               "the cache copy is the upper bound of any copy.", ""]
     if s.get("batch_rows"):
-        lines += [f"The shortest rows (max_len {s['batch_rows'][0]['max_len']:,}) at other batch sizes: a call's fixed "
-                  "work (validating the thin rows, finding runs, the tails) is per call, so larger batches spread it.", "",
+        lines += [f"The shortest rows (max_len {s['batch_rows'][0]['max_len']:,}) at other batch sizes: a call's "
+                  "fixed work (validating the thin rows, finding runs, the tails) is per call, so larger batches "
+                  "spread it.", "",
                   table([[r["batch"], mb(r["bytes"]), f"{r['assembly_gbps']:.2f}", f"{r['end_to_end_gbps']:.2f}",
                           f"{r['copy_mem_gbps']:.2f}", f"{r['e2e_vs_copy_mem']:.2f}x"] for r in s["batch_rows"]],
                         ["batch", "output", "assembly GB/s", "end-to-end GB/s", "memory copy GB/s",
