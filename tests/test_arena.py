@@ -1,6 +1,8 @@
 """The arena that keeps decoded row groups for the kernels: pinning, eviction, budget, growth."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.serving._group_cache import GroupArena
 
@@ -61,3 +63,33 @@ def test_forgotten_slots_are_filled_again():
     a.forget(s)
     a.release(s)
     assert a.acquire(["a"])[1] == [0]
+
+
+def _cut_reference(bstart, r0, cnt):
+    """Plain Python: each range walked row by row, a new piece wherever a block starts."""
+    run, blk, lo, num = [], [], [], []
+    for i, (a, n) in enumerate(zip(r0.tolist(), cnt.tolist())):
+        for row in range(a, a + n):
+            b = int(np.searchsorted(bstart, row, side="right")) - 1
+            if row == a or row == bstart[b]:
+                run.append(i), blk.append(b), lo.append(row), num.append(0)
+            num[-1] += 1
+    need = sorted(set(blk))
+    return run, blk, lo, num, need, [need.index(b) for b in blk]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 80), st.integers(-2, 30)), max_size=12), st.booleans())
+def test_cut_at_blocks_matches_a_row_by_row_walk(sizes, ranges, ascending):
+    from engine.serving._immutable import cut_at_blocks
+    bstart = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    total = int(bstart[-1])
+    ranges = [(min(a, total - 1), min(n, total - min(a, total - 1))) for a, n in ranges]
+    if ascending:  # the usual order (users ascending); any order must cut the same
+        ranges.sort()
+    r0 = np.array([a for a, _ in ranges], np.int64)
+    cnt = np.array([n for _, n in ranges], np.int64)
+    got = cut_at_blocks(bstart, r0, cnt)
+    for g, w in zip(got, _cut_reference(bstart, r0, cnt)):
+        assert g.dtype == np.int64 and g.tolist() == list(w)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from .._ragged import find, offsets_of, range_indices
 from . import _fs, _manifest, _segment_index, _segments
@@ -59,6 +60,36 @@ def _bounds(users, seq_lo, seq_hi) -> tuple:
     seq_lo = np.zeros(len(users), np.int64) if seq_lo is None else np.asarray(seq_lo, np.int64)
     seq_hi = np.full(len(users), np.iinfo(np.int64).max, np.int64) if seq_hi is None else np.asarray(seq_hi)
     return users, seq_lo, seq_hi
+
+
+@njit(cache=True, nogil=True)
+def cut_at_blocks(bstart, r0, cnt):
+    """The row ranges ``[r0[i], r0[i] + cnt[i])`` cut where arena blocks start (``bstart``: sorted block
+    starts, then the row count), ranges with ``cnt <= 0`` dropped: per piece its range ``i``, block, first
+    row and row count, in range order; then the distinct blocks, increasing, and each piece's index among
+    them. One compiled pass over the ranges and pieces instead of a dozen NumPy calls: this is per-call
+    overhead on every chunk, not per event."""
+    n = len(r0)
+    b0 = np.empty(n, np.int64)
+    nb = np.zeros(n, np.int64)
+    total = 0
+    for i in range(n):
+        if cnt[i] > 0:
+            b0[i] = np.searchsorted(bstart, r0[i], side="right") - 1
+            nb[i] = np.searchsorted(bstart, r0[i] + cnt[i] - 1, side="right") - b0[i]
+            total += nb[i]
+    run = np.empty(total, np.int64)
+    blk = np.empty(total, np.int64)
+    lo = np.empty(total, np.int64)
+    num = np.empty(total, np.int64)
+    k = 0
+    for i in range(n):
+        for b in range(b0[i], b0[i] + nb[i]):
+            first = max(r0[i], bstart[b])
+            run[k], blk[k], lo[k], num[k] = i, b, first, min(r0[i] + cnt[i], bstart[b + 1]) - first
+            k += 1
+    need = np.unique(blk)
+    return run, blk, lo, num, need, np.searchsorted(need, blk)
 
 
 def put_blocks(words, lane, col, dst, src, n):
@@ -194,26 +225,20 @@ class ImmutableView:
         pieces, pinned = [], []
         try:
             for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
-                ok = cnt > 0
-                ranks, r0, cnt, q0 = ranks[ok], r0[ok], cnt[ok], q0[ok]
-                if not len(r0):
-                    continue
                 bstart, bgroup, rg_start = self.blocks(s, part, R)
-                b0 = np.searchsorted(bstart, r0, side="right") - 1
-                nb = np.searchsorted(bstart, r0 + cnt - 1, side="right") - b0
-                blk = range_indices(b0, nb)  # one piece per (run, block it touches)
-                run = np.repeat(np.arange(len(r0)), nb)
-                lo = np.maximum(r0[run], bstart[blk])
-                hi = np.minimum(r0[run] + cnt[run], bstart[blk + 1])
-                need = np.arange(len(bgroup)) if all_groups else np.unique(blk)
+                run, blk, lo, num, need, which = cut_at_blocks(bstart, r0, cnt)  # one piece per (run, block)
+                if not len(run):
+                    continue
+                if all_groups:
+                    need, which = np.arange(len(bgroup)), blk
                 file = self.segments[s][part]["file"]
                 slots, missing = arena.acquire([(file, b) for b in need.tolist()])
                 pinned.append(slots)
                 if missing:
                     self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
-                pos = slots[np.searchsorted(need, blk)] * R + (lo - bstart[blk])
+                pos = slots[which] * R + (lo - bstart[blk])
                 seq0 = q0[run] + (lo - r0[run]) if part == "main" else np.full(len(run), -1, np.int64)
-                pieces.append((ranks[run], pos, hi - lo, seq0))
+                pieces.append((ranks[run], pos, num, seq0))
         except BaseException:
             for p in pinned:
                 arena.release(p)
