@@ -2,6 +2,7 @@
 
 import pickle
 import shutil
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -410,3 +411,41 @@ def test_reader_of_a_version_pruned_while_it_opens_retries(local, s3, monkeypatc
     monkeypatch.setattr(_log.AppendLog, "replay", staticmethod(replay))
     with engine.UIHStore.open(uri, read_only=True, filesystem=s3[1]) as store:
         assert len(calls) == 2 and store.version == listed[-2]
+
+
+def test_prune_collects_what_a_dying_publish_or_prune_left(local, s3, tmp_path):
+    """Objects of the store's folders that no manifest names go once older than orphan_age_s: the files of
+    versions whose manifests a prune deleted before it died, and a dead upload's; younger ones (an upload
+    in flight) and objects outside the store's folders stay; what remains reads bit for bit."""
+    path = tmp_path / "store"
+    shutil.copytree(local[0], path)
+    _publish_to(path, s3, "orphans", include_log=True)
+    with engine.UIHStore.open(path) as writer:
+        writer.append(make_events(np.random.default_rng(5), range(10), 60, t0=6 * DAY, span=DAY))
+        writer.seal(8 * DAY)
+        writer.compact(full=True)
+        writer.expire(keep_versions=1, grace_s=0)
+    _publish_to(path, s3, "orphans", include_log=True)
+    dest = _fs.resolve(f"s3://{BUCKET}/orphans", s3[1])
+    for v in set(_manifest.versions(dest)) - set(_manifest.versions(path)):  # a prune died after this step
+        s3[1].delete_file(f"{BUCKET}/orphans/{_manifest.DIR}/{_manifest.path_of(dest, v).name}")
+    extra = {"segments/died-mid-upload.parquet": b"x" * 10, "notes/README.txt": b"not the store's"}
+    for rel, data in extra.items():
+        with s3[1].open_output_stream(f"{BUCKET}/orphans/{rel}") as f:
+            f.write(data)
+    local_files = set(_retention.data_files(path)) | {
+        f"{_manifest.DIR}/{_manifest.path_of(path, v).name}" for v in _manifest.versions(path)}
+    before = _remote_data(s3, "orphans")
+    orphans = set(before) - local_files - {"notes/README.txt"}
+    assert "segments/died-mid-upload.parquet" in orphans and len(orphans) > 1
+    young = _publish_to(path, s3, "orphans", include_log=True, prune=True, grace_s=0, orphan_age_s=3600)
+    assert young["orphans_removed"] == 0 and _remote_data(s3, "orphans") == before
+    time.sleep(1.1)  # object times have whole seconds: every orphan is now strictly older than "now - 0"
+    got = _publish_to(path, s3, "orphans", include_log=True, prune=True, grace_s=0, orphan_age_s=0)
+    assert set(_remote_data(s3, "orphans")) == local_files | {"notes/README.txt"}
+    assert got["orphans_removed"] == len(orphans) and got["bytes_freed"] == sum(before[r] for r in orphans)
+    with pytest.raises(engine.SchemaError, match="orphan_age_s"):
+        _publish_to(path, s3, "orphans", prune=True, orphan_age_s=-1)
+    with engine.UIHStore.open(f"s3://{BUCKET}/orphans", read_only=True, filesystem=s3[1]) as store, \
+            engine.UIHStore.open(path, read_only=True) as ref:
+        assert store.to_table().equals(ref.to_table())

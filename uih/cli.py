@@ -7,6 +7,7 @@ import json
 import sys
 
 from engine import UIHError, UIHStore, publish
+from engine.serving._publish import DEFAULT_ORPHAN_AGE_S
 from engine.serving._retention import DEFAULT_GRACE_S
 
 from .fmt import fmt_bytes, table
@@ -37,13 +38,14 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    got = publish(args.store, args.uri, include_log=args.log, prune=args.prune, grace_s=args.grace_s)
+    got = publish(args.store, args.uri, include_log=args.log, prune=args.prune, grace_s=args.grace_s,
+                  orphan_age_s=args.orphan_age_s)
     print(f"published {args.store} -> {args.uri}: versions {got['versions'][0]}..{got['versions'][-1]}, "
           f"{got['files_copied']} files copied ({fmt_bytes(got['bytes_copied'])}), "
           f"{got['files_skipped']} already there")
     if args.prune:
         print(f"pruned: {len(got['versions_removed'])} expired versions, {got['files_removed']} objects "
-              f"({fmt_bytes(got['bytes_freed'])})")
+              f"({fmt_bytes(got['bytes_freed'])}), of which {got['orphans_removed']} orphans")
     print(f"read it with UIHStore.open({args.uri!r}, read_only=True)")
     return 0
 
@@ -92,6 +94,9 @@ def main(argv=None) -> int:
                    "the local store has expired, and the objects only they name")
     u.add_argument("--grace-s", type=float, default=DEFAULT_GRACE_S, help="with --prune: remove a version only "
                    f"once its successor has been published this long (default {DEFAULT_GRACE_S:g} s)")
+    u.add_argument("--orphan-age-s", type=float, default=DEFAULT_ORPHAN_AGE_S, help="with --prune: also delete "
+                   "objects of the store's folders that no manifest names once they are this old (left by a "
+                   f"publish or prune that died midway; default {DEFAULT_ORPHAN_AGE_S:g} s)")
     u.set_defaults(func=cmd_publish)
     args = p.parse_args(argv)
     try:

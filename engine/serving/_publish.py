@@ -14,7 +14,10 @@ order, as a local ``expire`` does: a reader never finds a manifest whose files a
 opened a removed version gets ``VersionError`` and retries the newer one. Only files a removed manifest
 names are deleted, so objects another publish is uploading (named by no manifest yet) are never touched.
 It refuses to delete anything when a manifest at the destination cannot be read or belongs to another
-store.
+store. Pruning also collects *orphans*: objects in the store's folders that no manifest names and that
+have been there for ``orphan_age_s`` (default a day), left by a publish or a prune that died midway
+(their files uploaded but not their manifest, or their manifest deleted but not yet their files). An
+upload in flight is younger than that, so it is left alone.
 
 The mutable tier's log is copied only on request (``include_log=True``), for the newest version, after
 its manifest: a remote reader then replays it like a local ``read_only`` reader (a torn tail, caught
@@ -36,6 +39,7 @@ from .._errors import UIHError, VersionError
 from . import _fs, _manifest, _retention, _segments
 
 _CHUNK = 8 << 20
+DEFAULT_ORPHAN_AGE_S = 86400.0  # far longer than any one publish takes to upload a version's files
 _ATOMIC_UPLOADS = {"s3", "gcs"}  # an object appears only when its upload completes
 
 
@@ -61,7 +65,8 @@ def _upload(src: Path, dest, rel: str) -> int:
 
 
 def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
-            prune: bool = False, grace_s: float = _retention.DEFAULT_GRACE_S) -> dict:
+            prune: bool = False, grace_s: float = _retention.DEFAULT_GRACE_S,
+            orphan_age_s: float = DEFAULT_ORPHAN_AGE_S) -> dict:
     """Copy the store at local ``path`` to ``uri`` so that ``UIHStore.open(uri, read_only=True)`` reads it.
 
     Parameters
@@ -84,12 +89,16 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
         With ``prune``: a remote version goes only once its successor has been visible at the destination
         for ``grace_s`` seconds (remote readers see a version superseded when the next one is published,
         not when the local store committed it); a later publish removes the rest.
+    orphan_age_s : float
+        With ``prune``: also delete objects in the store's folders that no manifest names once they are
+        this old (see module doc); they are what a publish or prune that died midway left behind.
 
     Returns
     -------
     dict
         ``versions`` published, ``files_copied``, ``bytes_copied``, ``files_skipped`` (already there);
-        with ``prune``, also ``versions_removed``, ``files_removed`` and ``bytes_freed``.
+        with ``prune``, also ``versions_removed``, ``files_removed`` and ``bytes_freed`` (orphans
+        included) and ``orphans_removed``.
     """
     if _fs.is_uri(path):
         raise UIHError(f"publish copies a local store; {path} is not a local path")
@@ -140,8 +149,10 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     if include_log and newest is not None:
         copy(newest["log"], force=True)  # the log grows while the writer appends: always the latest bytes
     if prune:
-        out.update(_prune(dest, have, out["versions"], newest, _retention.check_policy(1, grace_s)[1])
-                   if out["versions"] else {"versions_removed": [], "files_removed": 0, "bytes_freed": 0})
+        grace_s = _retention.check_seconds("grace_s", grace_s)
+        orphan_age_s = _retention.check_seconds("orphan_age_s", orphan_age_s)
+        out.update(_prune(dest, have, out["versions"], newest, grace_s, orphan_age_s) if out["versions"] else
+                   {"versions_removed": [], "files_removed": 0, "bytes_freed": 0, "orphans_removed": 0})
     return out
 
 
@@ -180,9 +191,26 @@ def _delete(dest, rel: str) -> None:
         pass  # already gone (an earlier prune, or another one running)
 
 
-def _prune(dest, have: dict, local_versions: list, newest: dict, grace_s: float) -> dict:
+def _orphans(dest, live: set, older_than: float) -> dict:
+    """Store-relative path -> size of the objects in the store's folders (segments, logs, and upload
+    temporaries anywhere) that no manifest names (``live``) and whose time is before ``older_than``."""
+    sel = pafs.FileSelector(dest.path, recursive=True, allow_not_found=True)
+    cut = len(dest.path) + 1
+    out = {}
+    for i in dest.fs.get_file_info(sel):
+        rel = i.path[cut:]
+        if i.type != pafs.FileType.File or rel in live or i.mtime is None or i.mtime.timestamp() >= older_than:
+            continue
+        ours = rel.split("/", 1)[0] in (_segments.DIR, _retention.LOG_DIR)
+        if ours or (rel.rsplit("/", 1)[-1].startswith(".tmp-") and rel.split("/", 1)[0] == _manifest.DIR):
+            out[rel] = i.size
+    return out
+
+
+def _prune(dest, have: dict, local_versions: list, newest: dict, grace_s: float, orphan_age_s: float) -> dict:
     """Remove the destination's versions the local store has expired once their successor has been
-    published for ``grace_s``, then the files only they named. ``have``: path -> size of the objects."""
+    published for ``grace_s``, then the files only they named, then orphans older than ``orphan_age_s``.
+    ``have``: path -> size of the objects."""
     remote = _manifest.versions(dest)
     manifests = {}
     for v in remote:
@@ -208,5 +236,8 @@ def _prune(dest, have: dict, local_versions: list, newest: dict, grace_s: float)
     # newer version (see UIHStore._replay), rather than later, at a segment
     for rel in sorted(freed, key=lambda r: r.startswith(f"{_segments.DIR}/")):
         _delete(dest, rel)
-    return {"versions_removed": gone, "files_removed": sum(rel in have for rel in freed),
-            "bytes_freed": sum(freed.values())}
+    orphans = _orphans(dest, live, now - orphan_age_s)
+    for rel in orphans:
+        _delete(dest, rel)
+    return {"versions_removed": gone, "files_removed": sum(rel in have for rel in freed) + len(orphans),
+            "bytes_freed": sum(freed.values()) + sum(orphans.values()), "orphans_removed": len(orphans)}

@@ -27,10 +27,14 @@ def check_policy(keep_versions, grace_s) -> tuple:
     if isinstance(keep_versions, bool) or not isinstance(keep_versions, numbers.Integral) or keep_versions < 1:
         raise SchemaError(f"keep_versions must be an integer >= 1 (the current version is always kept), "
                           f"got {keep_versions!r}")
-    if isinstance(grace_s, bool) or not isinstance(grace_s, numbers.Real) or not math.isfinite(grace_s) \
-            or grace_s < 0:
-        raise SchemaError(f"grace_s must be a finite number of seconds >= 0, got {grace_s!r}")
-    return int(keep_versions), float(grace_s)
+    return int(keep_versions), check_seconds("grace_s", grace_s)
+
+
+def check_seconds(name: str, value) -> float:
+    """``value`` as a float, if it is a finite number of seconds >= 0 (else a SchemaError naming ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise SchemaError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
 
 
 def check_retention(retention):
