@@ -2,13 +2,15 @@
 them (``uih.jobs.late_job``: cold page cache, batch 256, prefetch 2).
 
     python bench/bench_dali.py DATA [--repeats 3] [--tenants ranking,longseq] [--pad-in-dali auto]
-                                    [--batch-size 256] [--dali-malloc-threshold 32M] [--json out.json]
+                                    [--batch-size 256] [--dali-malloc-threshold 32M] [--layout jagged]
+                                    [--json out.json]
 
 DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``), e.g. the full ``uih bench``
 workload: ``uih.replay.build(DATA, WorkloadConfig(users=3000, days=4, median_history=2000,
 requests_per_user_day=2.0), fat=False)``. Runs alternate direct, DALI, direct, DALI... per tenant so that
 machine noise hits both alike; medians are reported, with each run's ratio. ``--pad-in-dali true|false``
 forces where long rows are padded (``dali_plugin._jagged``) instead of the automatic choice.
+``--layout jagged`` measures the tenants' jagged projections (values and offsets, no padding) both ways.
 ``--dali-malloc-threshold`` sets ``DALI_MALLOC_POOL_THRESHOLD`` for this process instead of
 ``dali_plugin``'s default (``32M`` is DALI's own: batches of up to 32 MB then come from malloc).
 """
@@ -32,6 +34,7 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--pad-in-dali", choices=["auto", "true", "false"], default="auto")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--layout", choices=["padded", "jagged"], default="padded")
     ap.add_argument("--dali-malloc-threshold", default=None)
     args = ap.parse_args()
     if args.dali_malloc_threshold:  # before any DALI allocation: DALI reads it once per process
@@ -41,7 +44,7 @@ def main() -> int:
     store = os.path.join(args.data, "store")
     rows = []
     for t in (t for t in TENANTS if t.name in args.tenants.split(",")):
-        p = t.projection()
+        p = t.projection(layout=args.layout)
         direct, dali = [], []
         for via_dali in (False, True):  # compile the kernels and load DALI before anything is timed
             late_job(store, thin[:1], p, batch_size=args.batch_size, via_dali=via_dali, pipeline_options=options)
@@ -53,7 +56,7 @@ def main() -> int:
         row = {"tenant": t.name, "max_len": t.max_len, "examples": r["examples"],
                "direct_s": statistics.median(direct), "dali_s": statistics.median(dali),
                "ratio": statistics.median(dali) / statistics.median(direct), "run_ratios": ratios,
-               "load": os.getloadavg()[0], "batch_size": args.batch_size,
+               "load": os.getloadavg()[0], "batch_size": args.batch_size, "layout": args.layout,
                "dali_malloc_threshold": os.environ.get("DALI_MALLOC_POOL_THRESHOLD")}
         rows.append(row)
         print(f"{t.name:10s} L={t.max_len:6d} direct {row['direct_s']:.3f} s  dali {row['dali_s']:.3f} s  "

@@ -52,11 +52,13 @@ def _jagged_twin(rec: Reconstructor) -> Reconstructor:
 
 
 class JaggedSource(EpochSource):
-    """``rec``'s batches in order, each column as one view per row (read in place), for ``pad_graph``.
+    """``rec``'s batches in order, each column as one view per row (read in place).
 
-    Yields the columns' row lists, ``lengths``, the extra columns, then each row's slice start: the
-    index of its events that lands at padded position 0 (0 for ``align="left"``; ``n - max_len`` for
-    "right", negative, so the first ``max_len - n`` positions fall before the events and are padding).
+    Yields the columns' row lists, ``lengths``, the extra columns, then, for a padded projection (to be
+    padded by ``pad_graph``), each row's slice start: the index of its events that lands at padded
+    position 0 (0 for ``align="left"``; ``n - max_len`` for "right", negative, so the first
+    ``max_len - n`` positions fall before the events and are padding). A jagged projection's rows are
+    the pipeline's outputs as they are (``UIHIterator`` joins them into values and offsets).
     """
 
     no_copy = True
@@ -66,23 +68,27 @@ class JaggedSource(EpochSource):
 
     def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=()):
         super().__init__(output_names(rec, extra))
-        self.twin = _jagged_twin(rec)
+        self.pads = rec.projection.layout == "padded"
+        self.twin = _jagged_twin(rec) if self.pads else rec
         self.thin_source, self.batch_size, self.extra = thin_source, batch_size, list(extra)
         self.columns, self.max_len = rec.projection.columns, rec.projection.max_len
         self.right = rec.projection.align == "right"
 
     @property
     def num_inputs(self) -> int:
-        return len(self.names) + 1  # each row's slice start, after the outputs
+        return len(self.names) + self.pads  # each row's slice start, after the outputs, to pad
 
     def batches(self):
         for b in self.twin.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):
             bounds = b["offsets"].tolist()
             rows = range(len(bounds) - 1)
             lengths = b["lengths"]
+            cols = [[v[bounds[i]:bounds[i + 1]] for i in rows] for v in (b[c] for c in self.columns)]
+            if not self.pads:
+                yield (*cols, lengths, *(b[c] for c in self.extra))
+                continue
             start = (lengths.astype(np.int32) - np.int32(self.max_len) if self.right
                      else np.zeros(len(lengths), np.int32)).reshape(-1, 1)
-            cols = [[v[bounds[i]:bounds[i + 1]] for i in rows] for v in (b[c] for c in self.columns)]
             yield (*cols, lengths, *(b[c] for c in self.extra), start)
 
 

@@ -75,6 +75,10 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         In-process CPU pipelines only: feed DALI each row's events and let DALI pad them (True), or feed
         the engine's padded batches (False). "auto": pad in DALI when rows are long (``_jagged``). Same
         batches either way.
+
+    A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline: DALI carries each row's events
+    as a sample of its own, with no padding anywhere, and ``UIHIterator`` hands out each column's values
+    of all rows plus ``offsets`` and ``lengths``, as ``iter_batches`` does.
     """
     use_dali_host_pool()
     dali = _deps.dali()
@@ -82,15 +86,21 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
 
     device_id = placement(rec, device_id)
     gpu = device_id is not None
+    jagged = rec.projection.layout == "jagged"
     if gpu and workers:
         raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
+    if jagged and (gpu or workers):
+        raise UIHError("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
+                       "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
+                       "batches already in device memory")
     if pad_in_dali == "auto":
-        pad_in_dali = not gpu and not workers and dali_pads(rec)
-    elif pad_in_dali and (gpu or workers):
-        raise UIHError("pad_in_dali=True needs an in-process CPU pipeline (device_id=None, workers=0)")
+        pad_in_dali = not gpu and not workers and not jagged and dali_pads(rec)
+    elif pad_in_dali and (gpu or workers or jagged):
+        raise UIHError("pad_in_dali=True needs an in-process CPU pipeline (device_id=None, workers=0) and a "
+                       "padded projection")
     if workers:
         source = WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns)
-    elif pad_in_dali:
+    elif pad_in_dali or jagged:
         source = JaggedSource(rec, thin_source, batch_size, extra=extra_columns)
     else:
         source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns)
@@ -108,4 +118,5 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     pipe.uih_names = source.names
     pipe.uih_source = source
     pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
+    pipe.uih_layout = rec.projection.layout
     return pipe

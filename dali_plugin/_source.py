@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numba
 
-from engine import Reconstructor, SchemaError
+from engine import Reconstructor
 
 _END = object()
 
@@ -32,9 +32,6 @@ def _kernel_threads(n):
 
 
 def output_names(rec: Reconstructor, extra=()) -> list:
-    if rec.projection.layout != "padded":  # DALI batches are dense [B, max_len] tensors
-        raise SchemaError("DALI pipelines take Projection(layout='padded'); use Reconstructor.iter_batches "
-                          "for layout='jagged'")
     return [*rec.projection.columns, "lengths", *extra]
 
 

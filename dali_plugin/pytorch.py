@@ -8,7 +8,8 @@ from ._epochs import Epochs
 
 
 class UIHIterator:
-    """Iterate a ``uih_pipeline``: one dict per batch, ``{column: [B, max_len], "lengths": [B]}``.
+    """Iterate a ``uih_pipeline``: one dict per batch, ``{column: [B, max_len], "lengths": [B]}`` (for a
+    ``layout="jagged"`` projection: ``{column: [N] values of all rows, "lengths": [B], "offsets": [B + 1]}``).
 
     Every thin row appears exactly once per epoch, in the pipeline source's order; iteration ends at
     the end of an epoch and the next ``for`` starts the next one (``reset()`` restarts early). The
@@ -29,12 +30,26 @@ class UIHIterator:
 
     def __next__(self) -> dict:
         torch, outs = self._torch, self._epochs.next_outputs()
+        names = self.pipe.uih_names
         with self._device:
-            tensors = [torch.from_dlpack(o.as_tensor()) for o in outs]
+            if self.pipe.uih_layout == "jagged":  # one sample per row: each column's rows end to end
+                k = names.index("lengths")
+                lengths = torch.from_dlpack(outs[k].as_tensor())
+                total = int(lengths.sum())
+                tensors = [torch.from_dlpack(o.as_reshaped_tensor([total])) for o in outs[:k]]
+                tensors += [torch.from_dlpack(o.as_tensor()) for o in outs[k:]]
+            else:
+                tensors = [torch.from_dlpack(o.as_tensor()) for o in outs]
         if not self._epochs.shares_buffers:
             tensors = [t.clone() for t in tensors]
         self._epochs.done()
-        return dict(zip(self.pipe.uih_names, tensors))
+        batch = dict(zip(names, tensors))
+        if self.pipe.uih_layout == "jagged":  # iter_batches' keys, in its order: lengths, offsets, extras
+            offsets = torch.zeros(len(batch["lengths"]) + 1, dtype=torch.int64)
+            torch.cumsum(batch["lengths"], 0, out=offsets[1:])
+            batch = {**{n: batch[n] for n in names[:names.index("lengths") + 1]}, "offsets": offsets,
+                     **{n: batch[n] for n in names[names.index("lengths") + 1:]}}
+        return batch
 
     def reset(self):
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.

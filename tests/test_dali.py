@@ -154,3 +154,38 @@ def test_pipelines_route_large_outputs_to_dalis_pool_unless_the_user_chose(setup
     pipe = uih_pipeline(engine.Reconstructor(store, TENANTS["right"], device="cpu"), thin, batch_size=16)
     assert next(iter(UIHIterator(pipe)))["lengths"].shape[0] == 16
     assert os.environ["DALI_MALLOC_POOL_THRESHOLD"] == (preset or DALI_POOL_THRESHOLD)
+
+
+def _jagged(p: engine.Projection) -> engine.Projection:
+    return engine.Projection(p.columns, max_len=p.max_len, actions=p.actions, window_us=p.window_us,
+                             align=p.align, pad_value=p.pad_value, layout="jagged")
+
+
+@pytest.mark.parametrize("tenant", TENANTS)
+@pytest.mark.parametrize("batch_size", [1, 16, 101])
+def test_jagged_projection_through_dali_equals_iter_batches(setup, tenant, batch_size):
+    """Jagged batches through DALI: each column's values of all rows, lengths and offsets, as iter_batches
+    gives them, key for key and in order, with extra columns, over two epochs."""
+    store, thin = setup
+    thin = thin.append_column("example_id", pa.array(np.arange(len(thin)) * 10))
+    rec = engine.Reconstructor(store, _jagged(TENANTS[tenant]), device="cpu")
+    want = [b.to_numpy() for b in rec.iter_batches(thin, batch_size, extra_columns=["example_id"])]
+    lengths = np.concatenate([w["lengths"] for w in want])
+    assert lengths.min() == 0 and lengths.max() > 1  # empty rows (users without events) and long ones
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, extra_columns=["example_id"]))
+    for _ in range(2):
+        got = [as_numpy(b) for b in it]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert list(g) == list(w)
+            for k in w:
+                assert g[k].dtype == w[k].dtype, k
+                np.testing.assert_array_equal(g[k], w[k])
+
+
+def test_jagged_projection_needs_an_in_process_cpu_pipeline(setup):
+    store, thin = setup
+    rec = engine.Reconstructor(store, _jagged(TENANTS["right"]), device="cpu")
+    for kwargs in (dict(workers=1), dict(pad_in_dali=True)):
+        with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
+            uih_pipeline(rec, thin, batch_size=8, **kwargs)

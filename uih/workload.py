@@ -38,9 +38,10 @@ class Tenant:
     actions: tuple | None = None
     window_days: float | None = None
 
-    def projection(self, max_len=None):
+    def projection(self, max_len=None, layout="padded"):
         return Projection(columns=list(self.columns), max_len=max_len or self.max_len, actions=self.actions,
-                          window_us=None if self.window_days is None else int(self.window_days * DAY_US))
+                          window_us=None if self.window_days is None else int(self.window_days * DAY_US),
+                          layout=layout)
 
 
 DEFAULT_TENANTS = (
