@@ -286,3 +286,20 @@ def test_thin_row_forms_give_the_same_batches(history):
     nulls = pa.array([None] * len(part), bad.type)
     with pytest.raises(engine.SchemaError, match="null lists"):
         rec.reconstruct(part.set_column(i, "tail_item_id", nulls))
+
+
+def test_segments_the_seq_cut_excludes_are_never_opened(tmp_path):
+    """Users present in old segments whose events lie below the max_len cut: those segments' files (not
+    even their footers) are not read; the newest segment is."""
+    rng = np.random.default_rng(7)
+    store = engine.UIHStore.create(tmp_path / "s", columns=COLUMNS)
+    for d in range(3):
+        store.append(make_events(rng, range(6), 300, t0=d * DAY, span=DAY))
+        store.seal((d + 1) * DAY)
+    thin = store.snapshot({"user_id": np.arange(6), "request_ts": np.full(6, 4 * DAY)})
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=2), device="cpu")
+    got = rec.reconstruct(thin)
+    assert got["lengths"].tolist() == [2] * 6
+    newest = len(store.view.segments) - 1
+    assert {s for s, _ in store.view._pf} == {newest}  # footers opened: the newest segment's only
+    store.close()

@@ -225,6 +225,8 @@ class ImmutableView:
         pieces, pinned = [], []
         try:
             for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
+                if not (cnt > 0).any():
+                    continue  # nothing to read here: not even the footer that ``blocks`` would open
                 bstart, bgroup, rg_start = self.blocks(s, part, R)
                 run, blk, lo, num, need, which = cut_at_blocks(bstart, r0, cnt)  # one piece per (run, block)
                 if not len(run):
