@@ -79,11 +79,16 @@ class JaggedSource(EpochSource):
         return len(self.names) + self.pads  # each row's slice start, after the outputs, to pad
 
     def batches(self):
+        # each row wrapped as a DALI tensor here (it references the view, so the batch stays alive while DALI
+        # reads it): DALI's own per-sample checks of a list of arrays cost more. A batch of 256 rows of 1K
+        # events took 2.4-3.0 ms per DALI iteration fed as arrays, 1.7 ms as tensors (2 cores)
+        from nvidia.dali.backend import TensorCPU, TensorListCPU
         for b in self.twin.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):
             bounds = b["offsets"].tolist()
             rows = range(len(bounds) - 1)
             lengths = b["lengths"]
-            cols = [[v[bounds[i]:bounds[i + 1]] for i in rows] for v in (b[c] for c in self.columns)]
+            cols = [TensorListCPU([TensorCPU(v[bounds[i]:bounds[i + 1]]) for i in rows], contiguous=False)
+                    for v in (b[c] for c in self.columns)]
             if not self.pads:
                 yield (*cols, lengths, *(b[c] for c in self.extra))
                 continue
