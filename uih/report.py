@@ -57,12 +57,21 @@ def mb(n):
     return fmt_bytes(n, "MB")
 
 
-def median_job(fn, repeats):
-    runs = [fn() for _ in range(repeats)]
+def _median(runs: list) -> dict:
     out = dict(runs[0])
     out["seconds"] = float(np.median([r["seconds"] for r in runs]))
     out["read_bytes"] = int(np.median([r["read_bytes"] for r in runs]))
     return out
+
+
+def median_jobs(fns: list, repeats) -> list:
+    """The median run (seconds, bytes read) of each of ``fns``, run in turn within each repetition (a, b, c,
+    a, b, c, ...): jobs compared with each other meet the machine's slow and fast minutes alike."""
+    runs = [[] for _ in fns]
+    for _ in range(repeats):
+        for got, fn in zip(runs, fns):
+            got.append(fn())
+    return [_median(r) for r in runs]
 
 
 # ---- floors -------------------------------------------------------------------------------------
@@ -130,9 +139,9 @@ def section_reads(out: Path, cfg, repeats, tmp) -> dict:
     rows = []
     for t in cfg.tenants:
         p = t.projection()
-        dali = median_job(lambda: late_job(out / "store", thin, p, via_dali=True), repeats)
-        direct = median_job(lambda: late_job(out / "store", thin, p, via_dali=False), repeats)
-        f = median_job(lambda: fat_job(fat, p), repeats)
+        dali, direct, f = median_jobs([lambda: late_job(out / "store", thin, p, via_dali=True),
+                                       lambda: late_job(out / "store", thin, p, via_dali=False),
+                                       lambda: fat_job(fat, p)], repeats)
         floor = read_floor(out / "store", thin, p, tmp)
         causes = read_causes(out / "store", p, floor.pop("keys"), direct["read_bytes"], thin, floor.pop("thin_columns"))
         rows.append({"tenant": t.name, "max_len": t.max_len, "columns": list(t.columns), "actions": t.actions,
@@ -217,9 +226,9 @@ def section_peers(out: Path, cfg, repeats) -> dict:
     t = cfg.tenants[0]
     p = t.projection()
     thin, fat = file_list(out / "thin")[0], file_list(out / "fat")[0]
-    ours = median_job(lambda: late_job(out / "store", [thin], p, via_dali=False), repeats)
-    ours_dali = median_job(lambda: late_job(out / "store", [thin], p, via_dali=True), repeats)
-    f = median_job(lambda: fat_job([fat], p), repeats)
+    ours, ours_dali, f = median_jobs([lambda: late_job(out / "store", [thin], p, via_dali=False),
+                                      lambda: late_job(out / "store", [thin], p, via_dali=True),
+                                      lambda: fat_job([fat], p)], repeats)
     store = open_pinned(out / "store")
     mine = engine.Reconstructor(store, p, device="cpu").reconstruct(pq.read_table(thin))
     store.close()
@@ -260,9 +269,11 @@ def section_pipeline(out: Path, cfg, repeats) -> dict:
     thin = file_list(out / "thin")
     p = cfg.tenants[0].projection()
     rows = []
-    for label, kw in [("prefetch on, affinity on", {}), ("prefetch off", {"prefetch": 0}),
-                      ("affinity off (chunk = batch, no row-group cache)", {"affinity": False})]:
-        r = median_job(lambda: late_job(out / "store", thin, p, via_dali=False, **kw), repeats)
+    settings = [("prefetch on, affinity on", {}), ("prefetch off", {"prefetch": 0}),
+                ("affinity off (chunk = batch, no row-group cache)", {"affinity": False})]
+    jobs = median_jobs([lambda kw=kw: late_job(out / "store", thin, p, via_dali=False, **kw) for _, kw in settings],
+                       repeats)
+    for (label, _), r in zip(settings, jobs):
         rows.append({"setting": label, "seconds": r["seconds"], "read_bytes": r["read_bytes"],
                      "rchar": r["rchar"], "examples_per_s": r["examples"] / r["seconds"]})
     # worker processes: steady epochs (what a training loop sees after the first), startup apart
