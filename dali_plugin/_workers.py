@@ -16,7 +16,7 @@ import os
 import queue
 import traceback
 from dataclasses import dataclass
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 
 import numpy as np
 
@@ -176,10 +176,10 @@ class WorkerPoolSource(EpochSource):
     def _view(self, name, layout):
         shm = self._maps.get(name)
         if shm is None:
+            # attaching registers the block with the resource tracker again (Python < 3.13); spawned
+            # workers share this process's tracker, which keeps one entry per name, so the worker's
+            # unlink removes it. Unregistering here too made the tracker fail on that second removal.
             shm = self._maps[name] = shared_memory.SharedMemory(name=name)
-            # attaching registers the block with this process's resource tracker too (Python < 3.13),
-            # which would report it leaked at exit; the worker owns it and unlinks it
-            resource_tracker.unregister(shm._name, "shared_memory")
         return tuple(np.ndarray(shape, np.dtype(dt), buffer=shm.buf, offset=off) for dt, shape, off in layout)
 
     def close(self):

@@ -189,3 +189,27 @@ def test_jagged_projection_needs_an_in_process_cpu_pipeline(setup):
     for kwargs in (dict(workers=1), dict(pad_in_dali=True)):
         with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
             uih_pipeline(rec, thin, batch_size=8, **kwargs)
+
+
+def test_worker_shared_memory_ends_without_tracker_noise(setup, tmp_path):
+    """A process that ran worker pipelines exits quietly: no shared-memory block reported leaked and no
+    traceback from the resource tracker the workers share with it."""
+    import subprocess
+    import sys
+    store, thin = setup
+    pq_path = tmp_path / "thin.parquet"
+    import pyarrow.parquet as pq
+    pq.write_table(thin, pq_path)
+    code = f"""
+import engine
+from dali_plugin import UIHIterator, uih_pipeline
+store = engine.UIHStore.open({str(store.root)!r}, read_only=True)
+rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=8), device="cpu")
+for _ in range(2):
+    it = UIHIterator(uih_pipeline(rec, {str(pq_path)!r}, batch_size=16, workers=2))
+    assert sum(len(b["lengths"]) for b in it) == 101
+    it.close()
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert "Traceback" not in got.stderr and "leaked" not in got.stderr, got.stderr
