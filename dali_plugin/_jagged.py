@@ -89,12 +89,9 @@ class JaggedSource(EpochSource):
             lengths = b["lengths"]
             cols = [TensorListCPU([TensorCPU(v[bounds[i]:bounds[i + 1]]) for i in rows], contiguous=False)
                     for v in (b[c] for c in self.columns)]
-            if not self.pads:
-                yield (*cols, lengths, *(b[c] for c in self.extra))
-                continue
-            start = (lengths.astype(np.int32) - np.int32(self.max_len) if self.right
-                     else np.zeros(len(lengths), np.int32)).reshape(-1, 1)
-            yield (*cols, lengths, *(b[c] for c in self.extra), start)
+            start = [(lengths.astype(np.int32) - np.int32(self.max_len) if self.right
+                      else np.zeros(len(lengths), np.int32)).reshape(-1, 1)] if self.pads else []
+            yield (*cols, lengths, *(b[c] for c in self.extra), *start)
 
 
 def pad_graph(fn, inputs, rec: Reconstructor) -> list:

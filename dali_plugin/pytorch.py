@@ -30,26 +30,22 @@ class UIHIterator:
 
     def __next__(self) -> dict:
         torch, outs = self._torch, self._epochs.next_outputs()
-        names = self.pipe.uih_names
+        names, jagged = list(self.pipe.uih_names), self.pipe.uih_layout == "jagged"
+        k = names.index("lengths")
         with self._device:
-            if self.pipe.uih_layout == "jagged":  # one sample per row: each column's rows end to end
-                k = names.index("lengths")
-                lengths = torch.from_dlpack(outs[k].as_tensor())
-                total = int(lengths.sum())
-                tensors = [torch.from_dlpack(o.as_reshaped_tensor([total])) for o in outs[:k]]
-                tensors += [torch.from_dlpack(o.as_tensor()) for o in outs[k:]]
-            else:
-                tensors = [torch.from_dlpack(o.as_tensor()) for o in outs]
+            tensors = [torch.from_dlpack(o.as_tensor()) for o in outs[k if jagged else 0:]]
+            if jagged:  # one sample per row: each column's rows end to end
+                total = int(tensors[0].sum())
+                tensors[:0] = [torch.from_dlpack(o.as_reshaped_tensor([total])) for o in outs[:k]]
         if not self._epochs.shares_buffers:
             tensors = [t.clone() for t in tensors]
         self._epochs.done()
-        batch = dict(zip(names, tensors))
-        if self.pipe.uih_layout == "jagged":  # iter_batches' keys, in its order: lengths, offsets, extras
-            offsets = torch.zeros(len(batch["lengths"]) + 1, dtype=torch.int64)
-            torch.cumsum(batch["lengths"], 0, out=offsets[1:])
-            batch = {**{n: batch[n] for n in names[:names.index("lengths") + 1]}, "offsets": offsets,
-                     **{n: batch[n] for n in names[names.index("lengths") + 1:]}}
-        return batch
+        if jagged:  # iter_batches' keys, in its order: columns, lengths, offsets, extras
+            offsets = torch.zeros(len(tensors[k]) + 1, dtype=torch.int64)
+            torch.cumsum(tensors[k], 0, out=offsets[1:])
+            names.insert(k + 1, "offsets")
+            tensors.insert(k + 1, offsets)
+        return dict(zip(names, tensors))
 
     def reset(self):
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.

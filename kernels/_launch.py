@@ -64,8 +64,14 @@ def type_key(args) -> tuple:
     array its dtype, rank and read-only flag plus "C" where it is C-contiguous by its interface (no
     strides, or exactly the C strides: Numba types both as layout "C"), else its exact shape and strides
     (which fix whatever layout Numba infers); per scalar its Python type."""
+    return _read(args)[2]
+
+
+def _read(args) -> tuple:
+    """``(leaves, their CUDA array interfaces, type key)`` of a launch's arguments."""
     leaves = _leaves(args, [])
-    return _key(leaves, _faces(leaves))
+    faces = _faces(leaves)
+    return leaves, faces, _key(leaves, faces)
 
 
 def _key(leaves, faces) -> tuple:
@@ -165,9 +171,7 @@ class FastLaunch:
         dispatcher launch has returned is what makes it safe when threads warm up at once."""
         if self._api is None:
             return
-        leaves = _leaves(args, [])
-        faces = _faces(leaves)
-        key = _key(leaves, faces)
+        leaves, faces, key = _read(args)
         if key in self._known:
             return
         d = self.dispatcher
@@ -195,9 +199,7 @@ class FastLaunch:
     def __call__(self, blocks, threads, stream, args) -> bool:
         if self._api is None:
             return False
-        leaves = _leaves(args, [])
-        faces = _faces(leaves)
-        key = _key(leaves, faces)
+        leaves, faces, key = _read(args)
         if not self._known.get(key):  # unseen (the dispatcher launches, then ``learn``) or declined
             return False
         entry = self._kernels.get((key, self._device()))

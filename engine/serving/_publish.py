@@ -43,11 +43,16 @@ DEFAULT_ORPHAN_AGE_S = 86400.0  # far longer than any one publish takes to uploa
 _ATOMIC_UPLOADS = {"s3", "gcs"}  # an object appears only when its upload completes
 
 
-def _listing(dest) -> dict:
-    """Store-relative path -> size of every object already under ``dest`` (one recursive listing)."""
+def _files(dest) -> dict:
+    """Store-relative path -> ``FileInfo`` of every object under ``dest`` (one recursive listing)."""
     sel = pafs.FileSelector(dest.path, recursive=True, allow_not_found=True)
     cut = len(dest.path) + 1
-    return {i.path[cut:]: i.size for i in dest.fs.get_file_info(sel) if i.type == pafs.FileType.File}
+    return {i.path[cut:]: i for i in dest.fs.get_file_info(sel) if i.type == pafs.FileType.File}
+
+
+def _listing(dest) -> dict:
+    """Store-relative path -> size of every object already under ``dest``."""
+    return {rel: i.size for rel, i in _files(dest).items()}
 
 
 def _upload(src: Path, dest, rel: str) -> int:
@@ -194,15 +199,13 @@ def _delete(dest, rel: str) -> None:
 def _orphans(dest, live: set, older_than: float) -> dict:
     """Store-relative path -> size of the objects in the store's folders (segments, logs, and upload
     temporaries anywhere) that no manifest names (``live``) and whose time is before ``older_than``."""
-    sel = pafs.FileSelector(dest.path, recursive=True, allow_not_found=True)
-    cut = len(dest.path) + 1
     out = {}
-    for i in dest.fs.get_file_info(sel):
-        rel = i.path[cut:]
-        if i.type != pafs.FileType.File or rel in live or i.mtime is None or i.mtime.timestamp() >= older_than:
+    for rel, i in _files(dest).items():
+        if rel in live or i.mtime is None or i.mtime.timestamp() >= older_than:
             continue
-        ours = rel.split("/", 1)[0] in (_segments.DIR, _retention.LOG_DIR)
-        if ours or (rel.rsplit("/", 1)[-1].startswith(".tmp-") and rel.split("/", 1)[0] == _manifest.DIR):
+        top = rel.split("/", 1)[0]
+        if top in (_segments.DIR, _retention.LOG_DIR) or (top == _manifest.DIR and
+                                                          rel.rsplit("/", 1)[-1].startswith(".tmp-")):
             out[rel] = i.size
     return out
 
