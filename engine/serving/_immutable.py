@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .._ragged import find, offsets_of, range_indices
+from .._ragged import offsets_of, range_indices
 from . import _fs, _manifest, _segment_index, _segments
 from ._group_cache import GroupCache
 
@@ -174,24 +174,9 @@ class ImmutableView:
             idx = self.index(s, part)
             if not len(idx["user_id"]):
                 continue
-            kc, has = find(idx["user_id"], users)
-            if ts_min is not None:
-                has &= idx["ts_max"][kc] >= ts_min
-            ranks = np.flatnonzero(has)
-            if not len(ranks):
-                continue
-            j = kc[ranks]
-            r0, cnt, q0 = idx["row_start"][j], idx["row_count"][j], idx["seq_start"][j]
-            if ts_min is not None:  # skip leading strides that hold only events older than the window
-                skip = _segment_index.window_skip(idx, j, ts_min[ranks])
-                r0, cnt = r0 + skip, cnt - skip
-                if part == "main":
-                    q0 = q0 + skip
-            if part == "main":  # seqs are dense inside a user's run: cut by arithmetic before reading
-                lo = np.clip(seq_lo[ranks] - q0, 0, cnt)
-                hi = np.clip(seq_hi[ranks] - q0, 0, cnt)
-                r0, q0, cnt = r0 + lo, q0 + lo, np.maximum(hi - lo, 0)
-            yield s, part, ranks, r0, cnt, q0
+            ranks, r0, cnt, q0 = _segment_index.select_runs(idx, users, seq_lo, seq_hi, ts_min, part == "main")
+            if len(ranks):
+                yield s, part, ranks, r0, cnt, q0
 
     def blocks(self, s: int, part: str, slot_rows: int) -> tuple:
         """``(start, group)``: the file rows where each arena block of a part begins (plus the row count

@@ -14,7 +14,7 @@ import pyarrow as pa
 from numba import njit
 
 from .._errors import CorruptionError
-from .._ragged import group_starts, range_indices
+from .._ragged import group_starts
 from . import _fs
 
 COLUMNS = ("user_id", "row_start", "row_count", "seq_start", "ts_max")
@@ -79,15 +79,44 @@ def load(root, part: dict) -> dict:
     return out
 
 
-def window_skip(idx: dict, j: np.ndarray, ts_min: np.ndarray) -> np.ndarray:
-    """Rows at the start of each selected user run (index rows ``j``) whose events are all older than
-    ``ts_min``: whole checkpoint strides only, so it is exact under late arrivals."""
-    if "ts_ckpt" not in idx or not len(j):
-        return np.zeros(len(j), np.int64)
-    off, ck = idx["ts_ckpt_offsets"], idx["ts_ckpt"]
-    lens = off[j + 1] - off[j]
-    flat = ck[range_indices(off[j], lens)]
-    old = flat < np.repeat(ts_min, lens)  # monotone per user: a prefix of True
-    n_old = np.add.reduceat(old, np.r_[0, np.cumsum(lens)[:-1]]) if len(flat) else np.zeros(len(j), np.int64)
-    n_old = np.where(lens > 0, n_old, 0)
-    return np.minimum(n_old * TS_STRIDE, idx["row_count"][j])
+@njit(cache=True, nogil=True)
+def _select(iu, row_start, row_count, seq_start, ts_max, ck_off, ck, users, seq_lo, seq_hi, ts_min, main):
+    n, m, win = len(users), len(iu), len(ts_min) > 0
+    ranks, r0, cnt, q0 = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    k = 0
+    for u in range(n):
+        p = np.searchsorted(iu, users[u])
+        if p >= m or iu[p] != users[u] or (win and ts_max[p] < ts_min[u]):
+            continue
+        a, c, q = row_start[p], row_count[p], seq_start[p]
+        if win and len(ck_off):  # skip leading strides whose newest event is older than the window
+            old = 0
+            for x in range(ck_off[p], ck_off[p + 1]):  # running maxima: the old ones are a prefix
+                if ck[x] >= ts_min[u]:
+                    break
+                old += 1
+            skip = min(old * TS_STRIDE, c)
+            a, c = a + skip, c - skip
+            if main:
+                q += skip
+        if main:  # seqs are dense inside a user's run of a main part: cut by arithmetic before reading
+            lo = min(max(seq_lo[u] - q, 0), c)
+            hi = min(max(seq_hi[u] - q, 0), c)
+            a, q, c = a + lo, q + lo, max(hi - lo, 0)
+        ranks[k], r0[k], cnt[k], q0[k] = u, a, c, q
+        k += 1
+    return ranks[:k], r0[:k], cnt[:k], q0[:k]
+
+
+_NONE = np.zeros(0, np.int64)
+
+
+def select_runs(idx: dict, users, seq_lo, seq_hi, ts_min, main: bool) -> tuple:
+    """``(ranks, r0, cnt, q0)``: for each of sorted ``users`` this part's index holds (``users[ranks]``),
+    its rows ``[r0, r0 + cnt)`` and their first seq ``q0``. ``ts_min[u]`` (None: no window) drops users
+    whose newest event here is older and skips leading checkpoint strides older than it (whole strides
+    only, so exact under late arrivals); in a main part (dense seqs) the rows are cut to ``[seq_lo[u],
+    seq_hi[u])`` as well. One compiled pass per part: this runs for every segment of every chunk."""
+    ck_off, ck = idx.get("ts_ckpt_offsets", _NONE), idx.get("ts_ckpt", _NONE)
+    return _select(idx["user_id"], idx["row_start"], idx["row_count"], idx["seq_start"], idx["ts_max"], ck_off, ck,
+                   users, seq_lo, seq_hi, _NONE if ts_min is None else ts_min, main)

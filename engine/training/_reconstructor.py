@@ -21,10 +21,9 @@ import pyarrow.compute as pc
 import kernels
 
 from .._errors import SchemaError, VersionError
-from .._ragged import lookup
 from ..serving._group_cache import GroupArena
 from ..serving._segments import ROW_GROUP_ROWS
-from . import _backends
+from . import _backends, _plan
 from ._batch import Batch
 from ._prefetch import prefetch as background
 from ._projection import window_start
@@ -57,10 +56,17 @@ class _Life:
 
 
 def _list_parts(col: pa.ChunkedArray) -> tuple:
-    """``(offsets [n + 1] int64 from 0, values)`` of a list column without null lists, read from the list
+    """``(offsets [n + 1] from 0, values)`` of a list column without null lists, read from the list
     arrays' own offsets: a single chunk (the usual case) converts without copying a value."""
     if col.null_count:
         raise SchemaError(f"a thin tail column ({col.type}) has null lists; an empty tail is an empty list")
+    if col.num_chunks == 1:  # a few pyarrow calls: this runs per tail column of every chunk
+        c = col.chunk(0)
+        o = c.offsets.to_numpy()
+        lo, hi, v = int(o[0]), int(o[-1]), c.values
+        if lo or hi != len(v):
+            v = v.slice(lo, hi - lo)
+        return (o - lo if lo else o), v.to_numpy(zero_copy_only=False)
     offs, vals, end = [np.zeros(1, np.int64)], [], 0
     for chunk in col.chunks:
         o = chunk.offsets.to_numpy()
@@ -222,25 +228,26 @@ class Reconstructor:
         ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
         return sorted((i for i in ids if i != mine), key=str)
 
-    def _validate(self, t: pa.Table):
+    def _validate(self, t: pa.Table, ts_min) -> tuple:
+        """``(plan, imm_hw)``: the chunk's users planned, once the thin rows are known to point into this
+        store's sealed events."""
         other = self._other_store_ids(t.column("store_id"))
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        meta = {c: t.column(c).to_numpy() for c in THIN_META if c != "store_id"}
-        if len(t) and meta["version"].max() > self.store.version:
-            raise VersionError(f"thin row logged at store version {int(meta['version'].max())}, but the store "
+        version, uid, imm_hw = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw"))
+        if len(t) and version.max() > self.store.version:
+            raise VersionError(f"thin row logged at store version {int(version.max())}, but the store "
                                f"is at version {self.store.version}; reopen the store (UIHStore.open) to see it")
-        if len(t) and meta["imm_hw"].min() < 0:
+        if len(t) and imm_hw.min() < 0:
             raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
-        sealed = lookup(*self.store.view.user_counts(), meta["user_id"])
-        bad = np.flatnonzero(meta["imm_hw"] > sealed)
-        if len(bad):
-            b = bad[0]
-            raise VersionError(f"thin row {b} (user {meta['user_id'][b]}) points at imm_hw {meta['imm_hw'][b]}, "
-                               f"but the store (version {self.store.version}) has only {sealed[b]} sealed "
-                               "events for that user; it was logged against another store")
-        return meta
+        plan = _plan.plan_users(uid, imm_hw, ts_min, self.projection.max_len, *self.store.view.user_counts())
+        if plan.bad >= 0:
+            b = plan.bad
+            raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
+                               f"(version {self.store.version}) has only {plan.bad_sealed} sealed events for "
+                               "that user; it was logged against another store")
+        return plan, imm_hw
 
     def _tails(self, t: pa.Table):
         offsets, _ = _list_parts(t.column("tail_seq"))
@@ -262,27 +269,21 @@ class Reconstructor:
 
     def _prepare_on_stream(self, t: pa.Table, extra) -> _Chunk:
         p, be = self.projection, self.backend
-        meta = self._validate(t)
+        rts = t.column("request_ts").to_numpy()
+        ts_min = window_start(rts, p.window_us) if self._use_window else np.full(len(rts), kernels.NO_WINDOW, np.int64)
+        plan, imm_hw = self._validate(t, ts_min)
         tails, t_off = self._tails(t)
-        uid, imm_hw, rts = meta["user_id"], meta["imm_hw"], meta["request_ts"]
-        users, inv = np.unique(uid, return_inverse=True)
-        seq_hi = np.zeros(len(users), np.int64)
-        np.maximum.at(seq_hi, inv, imm_hw)
-        seq_lo = ts_min_u = None
-        if "rows" in self.pushdown and not (self._use_types or self._use_window):
-            seq_lo = np.full(len(users), np.iinfo(np.int64).max, np.int64)
-            np.minimum.at(seq_lo, inv, imm_hw - p.max_len)
-        ts_min = window_start(rts, p.window_us) if self._use_window else np.full(len(uid), kernels.NO_WINDOW, np.int64)
-        if "rows" in self.pushdown and self._use_window:
-            ts_min_u = np.full(len(users), np.iinfo(np.int64).max, np.int64)
-            np.minimum.at(ts_min_u, inv, ts_min)
+        users, inv = plan.users, plan.inv
+        rows = "rows" in self.pushdown
+        seq_lo = plan.seq_lo if rows and not (self._use_types or self._use_window) else None
+        ts_min_u = plan.ts_lo if rows and self._use_window else None
         rare = p.actions if (self._use_types and "types" in self.pushdown) else None
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
         keep = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
         put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:
-            rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=seq_hi,
+            rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=plan.seq_hi,
                                       ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups, put=put,
                                       all_groups="users" not in self.pushdown)
         try:
@@ -297,7 +298,7 @@ class Reconstructor:
             raise
         # the producer's copies are ordered before the consumer's kernels by this event, not a host wait
         life = _Life(be.record(), [*keep, *parts.values()])
-        chunk = _Chunk(n=len(uid), events_read=rs.num_events, life=life, **parts)
+        chunk = _Chunk(n=len(imm_hw), events_read=rs.num_events, life=life, **parts)
         # the arena slots stay pinned while anything can still read them: until the chunk is collected
         # and, on a GPU, its last kernels have finished
         weakref.finalize(chunk, _release, be, arena, rs.slots, life)

@@ -1,0 +1,73 @@
+"""The users of a chunk of thin rows, planned in one compiled pass.
+
+Each chunk needs its distinct users (sorted), each row's user rank, and per user the seq range and the
+oldest window start its rows ask for, plus the check that no row points past its user's sealed events.
+In NumPy that is a dozen calls (``unique``, three ``ufunc.at``, a lookup, a scan), each a few
+microseconds of fixed cost; at a batch of 128 rows that fixed cost was a tenth of a whole
+``reconstruct``. Here it is one call, linear in the rows after one sort of them.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+class UserPlan(NamedTuple):
+    users: np.ndarray  # [U] distinct user ids, increasing
+    inv: np.ndarray  # [n] each row's index in ``users``
+    seq_hi: np.ndarray  # [U] largest imm_hw of the user's rows: read seqs below it
+    seq_lo: np.ndarray  # [U] smallest ``imm_hw - max_len``: no row needs older seqs
+    ts_lo: np.ndarray  # [U] smallest window start: no row needs older events
+    bad: int  # first row whose imm_hw exceeds its user's sealed events, or -1
+    bad_sealed: int  # that user's sealed event count
+
+
+@njit(cache=True, nogil=True)
+def _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end):
+    n = len(uid)
+    order = np.argsort(uid, kind="mergesort")
+    nu = 0
+    for k in range(n):
+        if k == 0 or uid[order[k]] != uid[order[k - 1]]:
+            nu += 1
+    users = np.empty(nu, np.int64)
+    inv = np.empty(n, np.int64)
+    seq_hi = np.zeros(nu, np.int64)
+    seq_lo = np.full(nu, INT64_MAX, np.int64)
+    ts_lo = np.full(nu, INT64_MAX, np.int64)
+    u = -1
+    for k in range(n):
+        i = order[k]
+        if k == 0 or uid[i] != uid[order[k - 1]]:
+            u += 1
+            users[u] = uid[i]
+        inv[i] = u
+        seq_hi[u] = max(seq_hi[u], imm_hw[i])
+        seq_lo[u] = min(seq_lo[u], imm_hw[i] - max_len)
+        ts_lo[u] = min(ts_lo[u], ts_min[i])
+    sealed = np.zeros(nu, np.int64)
+    m = len(sealed_users)
+    for u in range(nu):
+        p = np.searchsorted(sealed_users, users[u])
+        if p < m and sealed_users[p] == users[u]:
+            sealed[u] = sealed_end[p]
+    bad, bad_sealed = -1, 0
+    for i in range(n):
+        if imm_hw[i] > sealed[inv[i]]:
+            bad, bad_sealed = i, sealed[inv[i]]
+            break
+    return users, inv, seq_hi, seq_lo, ts_lo, bad, bad_sealed
+
+
+def plan_users(uid, imm_hw, ts_min, max_len: int, sealed_users, sealed_end) -> UserPlan:
+    """Plan rows ``uid`` / ``imm_hw`` (``imm_hw >= 0``) with window starts ``ts_min`` against the store's
+    sealed counts (``sealed_users`` increasing, ``sealed_end`` their event counts)."""
+    as64 = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731  one compiled signature
+    users, inv, hi, lo, ts_lo, bad, bad_sealed = _plan(as64(uid), as64(imm_hw), as64(ts_min), np.int64(max_len),
+                                                       as64(sealed_users), as64(sealed_end))
+    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed))
