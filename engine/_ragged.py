@@ -20,7 +20,7 @@ def range_indices(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 def offsets_of(lengths: np.ndarray) -> np.ndarray:
     """``B + 1`` offsets of ragged rows with the given lengths."""
     out = np.zeros(len(lengths) + 1, np.int64)
-    np.cumsum(lengths, out=out[1:])
+    np.add.accumulate(lengths, out=out[1:])  # np.cumsum, without its Python wrapper (per-chunk overhead)
     return out
 
 

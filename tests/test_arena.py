@@ -38,6 +38,18 @@ def test_least_recently_used_unpinned_slot_is_evicted():
     assert a.acquire(["a"])[1] == [] and a.acquire(["b"])[1] == [0]
 
 
+def test_a_miss_never_evicts_a_hit_of_the_same_request():
+    a = arena(16)
+    a.max_slots = 2
+    s, _ = a.acquire(["a", "b"])
+    a.release(s)
+    a.release(a.acquire(["b"])[0])  # a is now the least recently used
+    slot_a = int(s[0])
+    got, miss = a.acquire(["c", "a"])  # c needs a slot: b must go, not a, which this request reads
+    assert miss == [0] and int(got[1]) == slot_a and got[0] != got[1]
+    assert a.acquire(["b"])[1] == [0]
+
+
 def test_budget_zero_reuses_nothing():
     a = arena(0)
     s, miss = a.acquire(["a"])

@@ -70,26 +70,26 @@ class GroupArena:
         return len(self._pins)
 
     def acquire(self, keys: list) -> tuple:
-        """Pin a slot for each key: ``(slots, missing)``, ``missing`` the indexes of ``keys`` whose slot is
-        new (the caller fills it with ``write`` before any reader uses it)."""
-        out = np.empty(len(keys), np.int64)
-        missing = []
+        """Pin a slot for each of distinct ``keys``: ``(slots, missing)``, ``missing`` the indexes of ``keys``
+        whose slot is new (the caller fills it with ``write`` before any reader uses it)."""
         with self._lock:
-            new = sum(k not in self._slot for k in keys) - len(self._free)
+            found = [self._slot.get(k) for k in keys]
+            new = found.count(None) - len(self._free)
             if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
                 self._grow(min(self.slots + new, self.max_slots))
-            for i, k in enumerate(keys):
-                s = self._slot.get(k)
+            missing, pins = [], self._pins
+            for i, s in enumerate(found):  # pin the hits first: taking slots for the misses may evict
                 if s is None:
-                    s = self._take()
-                    self._slot[k] = s
-                    self._key[s] = k
                     missing.append(i)
                 else:
-                    self._slot.move_to_end(k)
-                self._pins[s] += 1
-                out[i] = s
-        return out, missing
+                    self._slot.move_to_end(keys[i])
+                    pins[s] += 1
+            for i in missing:
+                s = found[i] = self._take()
+                self._slot[keys[i]] = s
+                self._key[s] = keys[i]
+                pins[s] += 1
+        return np.array(found, np.int64), missing
 
     def release(self, slots) -> None:
         """Unpin; slots beyond the budget are freed as soon as nothing uses them (budget 0: no reuse)."""

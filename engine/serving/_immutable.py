@@ -210,8 +210,6 @@ class ImmutableView:
         pieces, pinned = [], []
         try:
             for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
-                if not (cnt > 0).any():
-                    continue  # nothing to read here: not even the footer that ``blocks`` would open
                 bstart, bgroup, rg_start = self.blocks(s, part, R)
                 run, blk, lo, num, need, which = cut_at_blocks(bstart, r0, cnt)  # one piece per (run, block)
                 if not len(run):
@@ -234,8 +232,10 @@ class ImmutableView:
         if not pieces:
             z = np.zeros(0, np.int64)
             return RunSet(np.zeros(1, np.int64), z, z, np.zeros(len(users) + 1, np.int64), arena.w8, arena.w4, slots)
-        rank, pos, count, seq0 = (np.concatenate(c) for c in zip(*pieces))
-        if len(pieces) > 1:  # stable: keeps seal order (= seq order) within each user
+        if len(pieces) == 1:
+            rank, pos, count, seq0 = pieces[0]
+        else:  # stable: keeps seal order (= seq order) within each user
+            rank, pos, count, seq0 = (np.concatenate(c) for c in zip(*pieces))
             order = np.argsort(rank, kind="stable")
             rank, pos, count, seq0 = rank[order], pos[order], count[order], seq0[order]
         return RunSet(offsets_of(count), pos, seq0, offsets_of(np.bincount(rank, minlength=len(users))),

@@ -103,8 +103,9 @@ def _select(iu, row_start, row_count, seq_start, ts_max, ck_off, ck, users, seq_
             lo = min(max(seq_lo[u] - q, 0), c)
             hi = min(max(seq_hi[u] - q, 0), c)
             a, q, c = a + lo, q + lo, max(hi - lo, 0)
-        ranks[k], r0[k], cnt[k], q0[k] = u, a, c, q
-        k += 1
+        if c > 0:
+            ranks[k], r0[k], cnt[k], q0[k] = u, a, c, q
+            k += 1
     return ranks[:k], r0[:k], cnt[:k], q0[:k]
 
 
@@ -112,11 +113,13 @@ _NONE = np.zeros(0, np.int64)
 
 
 def select_runs(idx: dict, users, seq_lo, seq_hi, ts_min, main: bool) -> tuple:
-    """``(ranks, r0, cnt, q0)``: for each of sorted ``users`` this part's index holds (``users[ranks]``),
-    its rows ``[r0, r0 + cnt)`` and their first seq ``q0``. ``ts_min[u]`` (None: no window) drops users
-    whose newest event here is older and skips leading checkpoint strides older than it (whole strides
-    only, so exact under late arrivals); in a main part (dense seqs) the rows are cut to ``[seq_lo[u],
-    seq_hi[u])`` as well. One compiled pass per part: this runs for every segment of every chunk."""
+    """``(ranks, r0, cnt, q0)``: for each of sorted ``users`` with rows to read in this part
+    (``users[ranks]``), its rows ``[r0, r0 + cnt)``, ``cnt > 0``, and their first seq ``q0``.
+
+    ``ts_min[u]`` (None: no window) drops users whose newest event here is older, and skips leading
+    checkpoint strides older than it (whole strides only, so exact under late arrivals); in a main part
+    (dense seqs) the rows are also cut to ``[seq_lo[u], seq_hi[u])``.
+    One compiled pass per part: this runs for every segment of every chunk."""
     ck_off, ck = idx.get("ts_ckpt_offsets", _NONE), idx.get("ts_ckpt", _NONE)
     return _select(idx["user_id"], idx["row_start"], idx["row_count"], idx["seq_start"], idx["ts_max"], ck_off, ck,
                    users, seq_lo, seq_hi, _NONE if ts_min is None else ts_min, main)

@@ -203,7 +203,7 @@ class Reconstructor:
         if missing:
             raise SchemaError(f"thin rows lack column(s) {missing} needed by {self.projection}; "
                               "make them with UIHStore.snapshot()")
-        return t.select([*self.thin_columns, *extra])
+        return t  # read by name from here on: no need to pay for a select of the columns it uses
 
     def _extras(self, t: pa.Table, extra, keep=None) -> dict:
         out = {}
@@ -254,7 +254,7 @@ class Reconstructor:
         out = {}
         for c in dict.fromkeys([*self._lanes[0], *self._lanes[1]]):
             off, flat = _list_parts(t.column(f"tail_{c}"))
-            if not np.array_equal(off, offsets):
+            if len(off) != len(offsets) or (off != offsets).any():  # np.array_equal's checks cost more
                 raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
             out[c] = flat.astype(self._schema_dtype(c), copy=False)
         return out, offsets
