@@ -28,9 +28,6 @@ from ._common import keep_event, run_of, visible_end
 def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
     """(first kept position, kept count) scanning ``[lo, hi)`` backwards until ``need`` are kept: virtual
     positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself."""
-    if not (flt.use_types or flt.use_window):
-        n = min(hi - lo, need)
-        return hi - n, n
     n = 0
     first = hi
     v = hi - 1
@@ -49,13 +46,21 @@ def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
 
 
 def _slice_all(src, runs, tail, flt, ex, max_len, sel):
+    filtered = flt.use_types or flt.use_window
     for b in prange(ex.r_lo.shape[0]):
         r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
         imm_hi = visible_end(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
         # tail first: it holds the newest events
-        tail_lo, n_tail = _scan_back(tail, runs, flt, ex.ts_min[b], 0, 0, ex.t_lo[b], ex.t_hi[b], max_len, False)
-        imm_lo, n_imm = _scan_back(src, runs, flt, ex.ts_min[b], r_lo, r_hi, runs.start[r_lo], imm_hi,
-                                   max_len - n_tail, True)
+        if filtered:
+            tail_lo, n_tail = _scan_back(tail, runs, flt, ex.ts_min[b], 0, 0, ex.t_lo[b], ex.t_hi[b], max_len,
+                                         False)
+            imm_lo, n_imm = _scan_back(src, runs, flt, ex.ts_min[b], r_lo, r_hi, runs.start[r_lo], imm_hi,
+                                       max_len - n_tail, True)
+        else:  # the newest events, by arithmetic (decided once per call: the inlined scans cost ~0.1 us each)
+            n_tail = min(ex.t_hi[b] - ex.t_lo[b], max_len)
+            tail_lo = ex.t_hi[b] - n_tail
+            n_imm = min(imm_hi - runs.start[r_lo], max_len - n_tail)
+            imm_lo = imm_hi - n_imm
         sel[b, 0] = imm_lo
         sel[b, 1] = imm_hi
         sel[b, 2] = n_imm
