@@ -59,9 +59,14 @@ class GroupArena:
         self.max_slots = max(0, budget // max(self.row_bytes * slot_rows, 1))
         self.w8 = xp.empty((n8, 0), xp.int64)
         self.w4 = xp.empty((n4, 0), xp.int32)
-        self._slot = OrderedDict()  # key -> slot, least recently used first
-        self._key = {}  # slot -> key
-        self._pins = []  # pin count per slot
+        # bookkeeping per slot in arrays, so that pinning and unpinning a chunk's slots is a few vectorized
+        # steps rather than Python work per slot (it runs twice per chunk)
+        self._slot = {}  # key -> slot
+        self._key = []  # slot -> key, None when the slot holds nothing reusable
+        self._keyed = np.zeros(0, bool)
+        self._pins = np.zeros(0, np.int64)  # pin count per slot
+        self._used = np.zeros(0, np.int64)  # when each slot was last acquired: least recently used goes first
+        self._tick = 0
         self._free = []
         self._lock = threading.Lock()
 
@@ -73,52 +78,58 @@ class GroupArena:
         """Pin a slot for each of distinct ``keys``: ``(slots, missing)``, ``missing`` the indexes of ``keys``
         whose slot is new (the caller fills it with ``write`` before any reader uses it)."""
         with self._lock:
-            found = [self._slot.get(k) for k in keys]
-            new = found.count(None) - len(self._free)
-            if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
-                self._grow(min(self.slots + new, self.max_slots))
-            missing, pins = [], self._pins
-            for i, s in enumerate(found):  # pin the hits first: taking slots for the misses may evict
-                if s is None:
-                    missing.append(i)
-                else:
-                    self._slot.move_to_end(keys[i])
-                    pins[s] += 1
-            for i in missing:
-                s = found[i] = self._take()
-                self._slot[keys[i]] = s
-                self._key[s] = keys[i]
-                pins[s] += 1
+            self._tick += 1
+            found = list(map(self._slot.get, keys))
+            missing = [i for i, s in enumerate(found) if s is None] if None in found else []
+            hits = np.array([s for s in found if s is not None] if missing else found, np.int64)
+            self._pins[hits] += 1  # pinned before any miss takes a slot: a miss never evicts a hit
+            self._used[hits] = self._tick
+            if missing:
+                new = len(missing) - len(self._free)
+                if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
+                    self._grow(min(self.slots + new, self.max_slots))
+                for i in missing:
+                    s = found[i] = self._take()
+                    self._slot[keys[i]] = s
+                    self._key[s], self._keyed[s] = keys[i], True
+                    self._pins[s] += 1
+                    self._used[s] = self._tick
         return np.array(found, np.int64), missing
 
     def release(self, slots) -> None:
         """Unpin; slots beyond the budget are freed as soon as nothing uses them (budget 0: no reuse)."""
         with self._lock:
-            for s in np.asarray(slots).tolist():
-                self._pins[s] -= 1
-                if self._pins[s] == 0 and (s not in self._key or len(self._slot) > self.max_slots):
-                    k = self._key.pop(s, None)
-                    if k is not None:
-                        del self._slot[k]
-                    self._free.append(s)
+            slots = np.asarray(slots, np.int64)
+            self._pins[slots] -= 1
+            idle = slots[self._pins[slots] == 0]
+            if len(self._slot) <= self.max_slots and self._keyed[idle].all():
+                return  # the usual case: every idle slot stays cached for the next chunk
+            for s in idle.tolist():
+                if self._keyed[s] and len(self._slot) <= self.max_slots:
+                    continue
+                self._unkey(s)
+                self._free.append(s)
 
     def forget(self, slots) -> None:
         """Drop the keys of slots whose fill failed, so no chunk trusts them (``release`` still unpins)."""
         with self._lock:
             for s in np.asarray(slots).tolist():
-                k = self._key.pop(s, None)
-                if k is not None:
-                    del self._slot[k]
+                self._unkey(s)
+
+    def _unkey(self, s: int) -> None:
+        if self._keyed[s]:
+            del self._slot[self._key[s]]
+            self._key[s], self._keyed[s] = None, False
 
     def _take(self) -> int:
         if self._free:
             return self._free.pop()
         if self.slots >= self.max_slots:
-            for k, s in self._slot.items():  # least recently used unpinned slot
-                if self._pins[s] == 0:
-                    del self._slot[k]
-                    del self._key[s]
-                    return s
+            idle = np.flatnonzero((self._pins == 0) & self._keyed)
+            if len(idle):  # the least recently used unpinned slot
+                s = int(idle[np.argmin(self._used[idle])])
+                self._unkey(s)
+                return s
         self._grow()
         return self._free.pop()
 
@@ -133,5 +144,9 @@ class GroupArena:
         w8[:, :self.w8.shape[1]] = self.w8
         w4[:, :self.w4.shape[1]] = self.w4
         self.w8, self.w4 = w8, w4
-        self._pins += [0] * (new - old)
+        grow = new - old
+        self._key += [None] * grow
+        self._keyed = np.r_[self._keyed, np.zeros(grow, bool)]
+        self._pins = np.r_[self._pins, np.zeros(grow, np.int64)]
+        self._used = np.r_[self._used, np.zeros(grow, np.int64)]
         self._free += list(range(new - 1, old - 1, -1))
