@@ -27,23 +27,25 @@ def test_hits_need_no_fill_and_pinned_slots_are_never_evicted():
     assert miss == [0]
 
 
-def test_least_recently_used_unpinned_slot_is_evicted():
+def full_two_slot_arena(recent):
+    """An arena of two slots holding idle blocks ``a`` and ``b``, ``recent`` the one used last."""
     a = arena(16)
     a.max_slots = 2
     s, _ = a.acquire(["a", "b"])
     a.release(s)
-    a.release(a.acquire(["a"])[0])  # a is now more recent than b
+    a.release(a.acquire([recent])[0])
+    return a, s
+
+
+def test_least_recently_used_unpinned_slot_is_evicted():
+    a, _ = full_two_slot_arena(recent="a")
     s, miss = a.acquire(["c"])
     assert miss == [0]
     assert a.acquire(["a"])[1] == [] and a.acquire(["b"])[1] == [0]
 
 
 def test_a_miss_never_evicts_a_hit_of_the_same_request():
-    a = arena(16)
-    a.max_slots = 2
-    s, _ = a.acquire(["a", "b"])
-    a.release(s)
-    a.release(a.acquire(["b"])[0])  # a is now the least recently used
+    a, s = full_two_slot_arena(recent="b")  # a is the least recently used
     slot_a = int(s[0])
     got, miss = a.acquire(["c", "a"])  # c needs a slot: b must go, not a, which this request reads
     assert miss == [0] and int(got[1]) == slot_a and got[0] != got[1]
