@@ -65,12 +65,14 @@ def _median(runs: list) -> dict:
 
 
 def median_jobs(fns: list, repeats) -> list:
-    """The median run (seconds, bytes read) of each of ``fns``, run in turn within each repetition (a, b, c,
-    a, b, c, ...): jobs compared with each other meet the machine's slow and fast minutes alike."""
+    """The median run (seconds, bytes read) of each of ``fns``, run in turn within each repetition and in a
+    rotated order from one repetition to the next (a, b, c, b, c, a, c, a, b, ...): jobs compared with each
+    other meet the machine's slow and fast minutes alike, and none is always the first after other work."""
     runs = [[] for _ in fns]
-    for _ in range(repeats):
-        for got, fn in zip(runs, fns):
-            got.append(fn())
+    for r in range(repeats):
+        for k in range(len(fns)):
+            i = (k + r) % len(fns)
+            runs[i].append(fns[i]())
     return [_median(r) for r in runs]
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
+import numba
 import numpy as np
 
 import kernels
@@ -19,6 +20,17 @@ from .. import _deps
 from .._errors import MissingDependency, UIHError
 from ..serving import _immutable, _segments
 from ._buffer_pool import BufferPool
+
+
+@contextmanager
+def _fewer_threads(k: int):
+    """This thread's Numba kernels on ``k`` threads fewer (at least one) for the duration."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, before - k))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 class CpuBackend:
@@ -78,6 +90,13 @@ class CpuBackend:
     def producer_stream(self):
         """Context in which the prefetch thread prepares a chunk (a CUDA stream on GPU)."""
         return nullcontext()
+
+    def sharing_cores(self, busy: bool):
+        """Context for kernels launched while another thread of the job works on the host (``busy``: the
+        prefetch thread preparing a chunk): one kernel thread fewer, so the two never ask for more cores
+        than there are. Numba's OpenMP workers spin between kernels, so on a small host they would take
+        the core the prefetch thread needs, and prefetching would cost more than it hides."""
+        return _fewer_threads(1) if busy else nullcontext()
 
 
 class SimulatedCudaBackend(CpuBackend):
@@ -141,6 +160,10 @@ class CudaBackend:
         if not hasattr(self._local, "stream"):
             self._local.stream = self.xp.cuda.Stream(non_blocking=True)
         return self._local.stream
+
+    def sharing_cores(self, busy: bool):
+        """The kernels run on the device: the host cores are the prefetch thread's anyway."""
+        return nullcontext()
 
     def stream_ptr(self) -> int:
         """The consumer's current CUDA stream (DALI copies its inputs on it)."""

@@ -13,11 +13,13 @@ class _Failure:
         self.exc = exc
 
 
-def prefetch(produce, depth: int = 2, name: str = "uih-prefetch"):
+def prefetch(produce, depth: int = 2, name: str = "uih-prefetch", busy: threading.Event | None = None):
     """Iterate ``produce()`` (a generator function) in a thread, at most ``depth`` items ahead.
 
     An exception in the producer is re-raised in the caller with its original traceback; closing the
-    consumer (``break``, garbage collection) stops the producer at its next hand-off.
+    consumer (``break``, garbage collection) stops the producer at its next hand-off. ``busy``, if given,
+    is set while the producer is making an item (not while it waits for room in the queue), so the
+    consumer can leave it a core.
     """
     if depth <= 0:
         yield from produce()
@@ -34,12 +36,19 @@ def prefetch(produce, depth: int = 2, name: str = "uih-prefetch"):
                 continue
         return False
 
+    flag = busy if busy is not None else threading.Event()
+
     def run():
         try:
-            for item in produce():
-                if not put(item):
-                    return
+            it = produce()
+            while True:
+                flag.set()
+                item = next(it, _DONE)
+                flag.clear()
+                if item is _DONE or not put(item):
+                    break
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, never swallowed
+            flag.clear()
             put(_Failure(e))
             return
         put(_DONE)

@@ -185,9 +185,12 @@ class Reconstructor:
             for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
                 yield self._prepare(table, extra)
 
-        for chunk in background(produce, depth):
+        busy = threading.Event()  # set while the prefetch thread prepares a chunk
+        for chunk in background(produce, depth, busy=busy):
             for a in range(0, chunk.n, batch_size):
-                yield self._assemble(chunk, a, min(a + batch_size, chunk.n))
+                with self.backend.sharing_cores(busy.is_set()):
+                    batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
+                yield batch  # outside: the caller's own work between batches keeps its thread settings
 
     def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
