@@ -27,21 +27,35 @@ from ._common import keep_event, run_of, visible_end
 @njit(inline="always")
 def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
     """(first kept position, kept count) scanning ``[lo, hi)`` backwards until ``need`` are kept: virtual
-    positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself."""
+    positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself.
+
+    One tight loop per run (positions of a run are consecutive in ``src``): finding the run of every
+    event inside the loop made the scan ~100x slower than the memory it reads."""
     n = 0
     first = hi
-    v = hi - 1
-    j = run_of(runs, r_lo, r_hi, v) if (in_runs and v >= lo) else r_lo
-    while v >= lo and n < need:
-        i = v
-        if in_runs:
-            while v < runs.start[j]:
-                j -= 1
-            i = runs.pos[j] + v - runs.start[j]
-        if keep_event(i, src, flt, ts_min):
-            n += 1
-            first = v
-        v -= 1
+    if hi <= lo or need <= 0:
+        return first, n
+    if not in_runs:
+        for x in range(hi - 1, lo - 1, -1):
+            if keep_event(x, src, flt, ts_min):
+                n += 1
+                first = x
+                if n >= need:
+                    break
+        return first, n
+    j = run_of(runs, r_lo, r_hi, hi - 1)
+    v = hi
+    while j >= r_lo and v > lo and n < need:
+        start = max(runs.start[j], lo)
+        base = runs.pos[j] - runs.start[j]  # source position of virtual position x: base + x
+        for x in range(v - 1, start - 1, -1):
+            if keep_event(base + x, src, flt, ts_min):
+                n += 1
+                first = x
+                if n >= need:
+                    break
+        v = start
+        j -= 1
     return first, n
 
 
