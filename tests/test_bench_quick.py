@@ -22,7 +22,7 @@ def quick(tmp_path_factory):
 
 def test_json_is_complete(quick):
     out, R = quick
-    for section in ("writes", "reads", "pushdown", "peers", "pipeline", "scaling"):
+    for section in ("writes", "reads", "stages", "pushdown", "peers", "pipeline", "scaling"):
         assert section in R and (out / f"{section}_quick.json").exists()
     assert R["machine"]["cores"] >= 1 and R["config"]["users"] > 0
     tenants = {t["name"] for t in R["tenants"]}
@@ -33,6 +33,11 @@ def test_json_is_complete(quick):
         assert r["floor"]["bytes"] > 0
     assert len(R["scaling"]["rows"]) >= 2 and all(r["assembly_gbps"] > 0 for r in R["scaling"]["rows"])
     assert [r["batch"] for r in R["scaling"]["batch_rows"]] == [32, 128]  # the batch sweep at the shortest rows
+    assert {r["tenant"] for r in R["stages"]["tenants"]} == tenants
+    for r in R["stages"]["tenants"]:  # every stage measured, and the passes saw the same rows as the jobs
+        assert r["examples"] == R["reads"]["tenants"][0]["late"]["examples"] and r["events"] > 0
+        assert r["staging_s"] > 0 and r["assembly_s"] >= 0 and r["slicing_s"] > 0 and r["thin_s"] > 0
+    assert "## Where the time goes, per tenant" in (out / "REPORT.md").read_text()
     assert R["peers"]["duckdb_equal"] is True
     assert (out / "REPORT.md").read_text().startswith("# UIH late materialization")
     # labels are measured: here (no GPU, or the simulator switch) both the reconstructor and DALI ran on CPU

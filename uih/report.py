@@ -31,7 +31,7 @@ from .fatrows import project_lists
 from .fmt import fmt_bytes, machine, machine_line, table, write_json
 from .jobs import fat_job, file_list, late_job, open_pinned, ran_on, thin_column_bytes
 from .replay import build
-from .speed import assembly_speed, dali_epochs
+from .speed import assembly_speed, dali_epochs, tenant_stages
 from .workload import WorkloadConfig, synthetic_store
 
 PUSHDOWN = engine.Reconstructor.PUSHDOWN
@@ -152,6 +152,14 @@ def section_reads(out: Path, cfg, repeats, tmp) -> dict:
                      "late_vs_floor": direct["read_bytes"] / floor["bytes"],
                      "reduction_vs_fat": 1 - direct["read_bytes"] / f["read_bytes"]})
     return {"tenants": rows}
+
+
+def section_stages(out: Path, cfg, repeats) -> dict:
+    """Where one direct pass's time goes, per tenant (``speed.tenant_stages``)."""
+    thin = file_list(out / "thin")
+    return {"tenants": [{"tenant": t.name, "max_len": t.max_len,
+                         **tenant_stages(out / "store", thin, t.projection(), repeat=max(repeats, 1))}
+                        for t in cfg.tenants]}
 
 
 def section_pushdown(out: Path, cfg) -> dict:
@@ -454,6 +462,22 @@ def render(R, figs) -> str:
                           f"{r['copy_mem_gbps']:.2f}", f"{r['e2e_vs_copy_mem']:.2f}x"] for r in s["batch_rows"]],
                         ["batch", "output", "assembly GB/s", "end-to-end GB/s", "memory copy GB/s",
                          "end-to-end/memory copy"]), ""]
+    if R.get("stages"):
+        jobs = {r["tenant"]: r for r in reads}
+        lines += ["## Where the time goes, per tenant", "",
+                  "One pass over each tenant's thin rows in iter_batches' chunks and batches of 256, prefetch off, "
+                  "each stage timed alone (medians): the thin rows' Parquet into chunks; the store's file reads (page "
+                  "cache dropped minus warm); decoding row groups into the arena (none decoded minus all decoded); "
+                  "staging (preparing every chunk with every row group decoded); the two kernels (assembly includes "
+                  "the batch's allocation and views); the hand-off to torch (DLPack). DALI: the job through the DALI "
+                  "CPU pipeline minus the direct job (both from the per-job table above).", "",
+                  table([[r["tenant"], f"{r['examples']:,}", f"{r['events'] / 1e6:.1f} M", f"{r['thin_s']:.3f}",
+                          f"{r['read_s']:.3f}", f"{r['decode_s']:.3f}", f"{r['staging_s']:.3f}",
+                          f"{r['slicing_s']:.3f}", f"{r['assembly_s']:.3f}", f"{r['to_torch_s']:.3f}",
+                          f"{jobs[r['tenant']]['late_dali']['seconds'] - jobs[r['tenant']]['late']['seconds']:+.3f}"]
+                         for r in R["stages"]["tenants"]],
+                        ["tenant", "examples", "events read", "thin rows (s)", "read (s)", "decode (s)",
+                         "staging (s)", "slicing (s)", "assembly (s)", "to torch (s)", "DALI (s)"]), ""]
     p = R["peers"]
     lines += ["## Speed against peers on the same job", "", f"![peers]({figs['peers']})", "",
               f"Job: tenant '{p['tenant']}' (max_len {p['max_len']}) over the first day's {p['examples']:,} thin rows; "
@@ -501,6 +525,7 @@ def run_bench(args) -> int:
              "files": res["files"]}
         steps = [("writes", lambda: section_writes(res, cfg)),
                  ("reads", lambda: section_reads(tmp / "data", cfg, size["repeats"], tmp)),
+                 ("stages", lambda: section_stages(tmp / "data", cfg, size["repeats"])),
                  ("pushdown", lambda: section_pushdown(tmp / "data", cfg)),
                  ("peers", lambda: section_peers(tmp / "data", cfg, size["repeats"])),
                  ("pipeline", lambda: section_pipeline(tmp / "data", cfg, size["repeats"])),

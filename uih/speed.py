@@ -189,3 +189,75 @@ def dali_epochs(store_path, thin, proj, workers: int, epochs: int = 3, batch_siz
         it.close()
         store.close()
     return {"workers": workers, "examples": n, "startup_s": build + times[0], "epoch_s": float(np.median(times[1:]))}
+
+
+def tenant_stages(store_path, thin_source, proj, batch_size: int = 256, repeat: int = 3) -> dict:
+    """Seconds of one pass over a tenant's thin rows (``iter_batches``' chunks and batches, prefetch off),
+    by stage, so the next bottleneck is visible. Medians of ``repeat``:
+
+    * ``thin``: reading the thin rows' Parquet into chunks (page cache warm);
+    * ``read``: preparing every chunk with the page cache dropped, minus with it warm (both with every
+      decoded row group forgotten): the store's file reads;
+    * ``decode``: with every decoded row group forgotten, minus with all of them decoded: Parquet pages to
+      columns in the arena;
+    * ``staging``: preparing every chunk with all row groups decoded (validation, runs, tails);
+    * ``slicing`` and ``assembly``: the kernels, per batch;
+    * ``to_torch``: handing every batch to torch (DLPack).
+    """
+    import torch  # noqa: F401  loaded before any timing: the first to_torch would pay for the import
+
+    from engine.training._thin_source import rechunk, thin_batches
+
+    from .iostats import drop_cache
+    from .jobs import open_pinned
+    store = open_pinned(store_path)
+    rec = engine.Reconstructor(store, proj, device="cpu", prefetch=0)
+    rows = batch_size * rec.chunk_batches  # iter_batches' chunks (private steps, on purpose: each timed alone)
+
+    def thin():
+        return list(rechunk(thin_batches(thin_source, rec.thin_columns), rows))
+    chunks = thin()
+
+    def prepare_all(disk: bool, decoded: bool):
+        def run():
+            if disk:
+                drop_cache(store.root)
+            if not decoded:
+                _cold(rec)
+            for t in chunks:
+                rec._prepare(t)
+        return run
+    t_thin = median_time(thin, repeat=repeat)
+    t_disk = median_time(prepare_all(True, False), repeat=repeat)
+    t_fresh = median_time(prepare_all(False, False), repeat=repeat)
+    t_stage = median_time(prepare_all(False, True), repeat=repeat)
+    t_slice = t_asm = t_torch = 0.0
+    events = out_bytes = n_batches = 0
+    for t in chunks:  # one chunk in use at a time, as in a job
+        c = rec._prepare(t)
+        spans = [(a, min(a + batch_size, c.n)) for a in range(0, c.n, batch_size)]
+
+        def slicing():
+            for a, b in spans:  # noqa: B023
+                ex = type(c.examples)(*(v[a:b] for v in c.examples))  # noqa: B023
+                rec.backend.slice(c.src, c.runs, c.tail, rec._filter, ex, proj.max_len,  # noqa: B023
+                                  np.empty((b - a, 5), np.int64))
+
+        def assembly():
+            for a, b in spans:  # noqa: B023
+                rec._assemble(c, a, b)  # noqa: B023
+        t_slice += median_time(slicing, repeat=repeat)
+        t_asm += median_time(assembly, repeat=repeat)
+        for a, b in spans:  # DLPack hands over each array in O(1): time it batch by batch
+            out = rec._assemble(c, a, b)
+            t0 = time.perf_counter()
+            out.to_torch()
+            t_torch += time.perf_counter() - t0
+            out_bytes += sum(out[k].nbytes for k in proj.columns)
+        events += c.events_read
+        n_batches += len(spans)
+    store.close()
+    return {"examples": sum(t.num_rows for t in chunks), "batches": n_batches, "chunks": len(chunks),
+            "events": int(events), "output_bytes": int(out_bytes), "thin_s": t_thin,
+            "read_s": max(t_disk - t_fresh, 0.0), "decode_s": max(t_fresh - t_stage, 0.0), "staging_s": t_stage,
+            "slicing_s": t_slice, "assembly_s": max(t_asm - t_slice, 0.0), "to_torch_s": t_torch}
