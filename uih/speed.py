@@ -83,32 +83,38 @@ def _cold(rec) -> None:
     getattr(rec, "clear_cache", lambda: None)()
 
 
+def _prepare_times(rec, tables: list, repeat: int, stage_repeat: int) -> tuple:
+    """Median seconds for ``rec`` to prepare every chunk of ``tables``: ``(disk, fresh, staging)``, with the
+    page cache dropped and no row group decoded, with the page cache warm and none decoded, and with all
+    of them decoded (staging alone). Their differences are the reads and the decoding."""
+    from .iostats import drop_cache
+
+    def prepare(disk: bool, decoded: bool):
+        def run():
+            if disk:
+                drop_cache(rec.store.root)
+            if not decoded:
+                _cold(rec)
+            for t in tables:
+                rec._prepare(t)  # private steps, on purpose: each stage timed alone
+        return run
+    return (median_time(prepare(True, False), repeat=repeat), median_time(prepare(False, False), repeat=repeat),
+            median_time(prepare(False, True), repeat=stage_repeat))
+
+
 def where_time_goes(store, lengths, batch: int, users: int, repeat: int = 5) -> list:
     """Milliseconds per chunk of ``batch`` requests, by stage: ``read`` (page cache dropped vs warm),
     ``decode`` (Parquet to arrays: fresh decoded cache vs warm), ``staging`` (everything else a chunk's
     preparation does with every row group already decoded), ``kernels`` (slicing + assembly, of which
     ``slicing`` alone where the kernels expose it). Medians; ``events`` is what one chunk reads."""
-    from .iostats import drop_cache
     rng = np.random.default_rng(1)
     thin = store.snapshot(requests(rng, users, batch))
     rows = []
     for L in lengths:
         rec = engine.Reconstructor(store, engine.Projection(COLUMNS, max_len=L), device="cpu", prefetch=0)
-        t = rec._as_thin(thin)  # private steps, on purpose: each stage timed alone
-
-        def from_disk():
-            drop_cache(store.root)
-            _cold(rec)
-            rec._prepare(t)
-
-        def decoded():
-            _cold(rec)
-            rec._prepare(t)
-
-        t_disk = median_time(from_disk, repeat=repeat)
-        t_decode = median_time(decoded, repeat=repeat)
+        t = rec._as_thin(thin)
+        t_disk, t_decode, t_stage = _prepare_times(rec, [t], repeat, 2 * repeat)
         chunk = rec._prepare(t)
-        t_stage = median_time(lambda: rec._prepare(t), repeat=2 * repeat)  # noqa: B023
         t_kernels = median_time(lambda: rec._assemble(chunk, 0, chunk.n), repeat=2 * repeat)  # noqa: B023
         row = {"max_len": L, "events": int(chunk.events_read), "read_ms": 1e3 * max(t_disk - t_decode, 0.0),
                "decode_ms": 1e3 * max(t_decode - t_stage, 0.0), "staging_ms": 1e3 * t_stage,
@@ -208,7 +214,6 @@ def tenant_stages(store_path, thin_source, proj, batch_size: int = 256, repeat: 
 
     from engine.training._thin_source import rechunk, thin_batches
 
-    from .iostats import drop_cache
     from .jobs import open_pinned
     store = open_pinned(store_path)
     rec = engine.Reconstructor(store, proj, device="cpu", prefetch=0)
@@ -217,20 +222,8 @@ def tenant_stages(store_path, thin_source, proj, batch_size: int = 256, repeat: 
     def thin():
         return list(rechunk(thin_batches(thin_source, rec.thin_columns), rows))
     chunks = thin()
-
-    def prepare_all(disk: bool, decoded: bool):
-        def run():
-            if disk:
-                drop_cache(store.root)
-            if not decoded:
-                _cold(rec)
-            for t in chunks:
-                rec._prepare(t)
-        return run
     t_thin = median_time(thin, repeat=repeat)
-    t_disk = median_time(prepare_all(True, False), repeat=repeat)
-    t_fresh = median_time(prepare_all(False, False), repeat=repeat)
-    t_stage = median_time(prepare_all(False, True), repeat=repeat)
+    t_disk, t_fresh, t_stage = _prepare_times(rec, chunks, repeat, repeat)
     t_slice = t_asm = t_torch = 0.0
     events = out_bytes = n_batches = 0
     for t in chunks:  # one chunk in use at a time, as in a job
