@@ -25,35 +25,35 @@ from ._common import keep_event, run_of, visible_end
 
 
 @njit(inline="always")
+def _scan_range(src, flt, ts_min, base, lo, hi, need, n, first):
+    """Continue a backward scan over virtual positions ``[lo, hi)`` (source positions ``base + x``) until
+    ``need`` are kept: the updated ``(first kept position, kept count)``."""
+    for x in range(hi - 1, lo - 1, -1):
+        if keep_event(base + x, src, flt, ts_min):
+            n += 1
+            first = x
+            if n >= need:
+                break
+    return first, n
+
+
+@njit(inline="always")
 def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
     """(first kept position, kept count) scanning ``[lo, hi)`` backwards until ``need`` are kept: virtual
     positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself.
 
-    One tight loop per run (positions of a run are consecutive in ``src``): finding the run of every
-    event inside the loop made the scan ~100x slower than the memory it reads."""
-    n = 0
-    first = hi
+    One tight loop per run (a run's positions are consecutive in ``src``) rather than finding the run of
+    every event: 1.5x faster on filtered tenants' batches."""
     if hi <= lo or need <= 0:
-        return first, n
+        return hi, 0
     if not in_runs:
-        for x in range(hi - 1, lo - 1, -1):
-            if keep_event(x, src, flt, ts_min):
-                n += 1
-                first = x
-                if n >= need:
-                    break
-        return first, n
+        return _scan_range(src, flt, ts_min, 0, lo, hi, need, 0, hi)
+    first, n = hi, 0
     j = run_of(runs, r_lo, r_hi, hi - 1)
     v = hi
     while j >= r_lo and v > lo and n < need:
         start = max(runs.start[j], lo)
-        base = runs.pos[j] - runs.start[j]  # source position of virtual position x: base + x
-        for x in range(v - 1, start - 1, -1):
-            if keep_event(base + x, src, flt, ts_min):
-                n += 1
-                first = x
-                if n >= need:
-                    break
+        first, n = _scan_range(src, flt, ts_min, runs.pos[j] - runs.start[j], start, v, need, n, first)
         v = start
         j -= 1
     return first, n
