@@ -211,9 +211,8 @@ class ImmutableView:
         try:
             for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
                 bstart, bgroup, rg_start = self.blocks(s, part, R)
-                run, blk, lo, num, need, which = cut_at_blocks(bstart, r0, cnt)  # one piece per (run, block)
-                if not len(run):
-                    continue
+                # one piece per (run, block); every run has rows (``_user_runs`` yields only those)
+                run, blk, lo, num, need, which = cut_at_blocks(bstart, r0, cnt)
                 if all_groups:
                     need, which = np.arange(len(bgroup)), blk
                 file = self.segments[s][part]["file"]
