@@ -74,6 +74,9 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
         else:
             for b in rec.iter_batches(thin_source, batch_size, affinity=affinity):
                 n += b.size
+        if rec.device == "cuda":  # kernels run asynchronously: the job ends when the last batch is ready
+            import cupy
+            cupy.cuda.runtime.deviceSynchronize()
         seconds = time.perf_counter() - t
         store.close()
     return {"examples": n, "seconds": seconds, "read_bytes": io["read_bytes"], "rchar": io["rchar"],
@@ -88,8 +91,9 @@ def ran_on(jobs) -> str:
             if jobs else "no job ran")
 
 
-def fat_job(fat_source, proj: Projection, batch_size=256) -> dict:
-    """The same job through the Fat Row loader, tensors handed to torch like the late path's."""
+def fat_job(fat_source, proj: Projection, batch_size=256, device="cpu") -> dict:
+    """The same job through the Fat Row loader, tensors handed to torch like the late path's (and copied to
+    ``device``, where a GPU training job reading Fat Rows needs them)."""
     import torch
     paths = parquet_files(fat_source)
     drop_cache(*paths)
@@ -97,8 +101,10 @@ def fat_job(fat_source, proj: Projection, batch_size=256) -> dict:
     with measure() as io:
         t = time.perf_counter()
         for out in fat_batches(paths, proj, batch_size):
-            tensors = {k: torch.from_numpy(v) for k, v in out.items()}
+            tensors = {k: torch.from_numpy(v).to(device) for k, v in out.items()}
             n += int(tensors["lengths"].shape[0])
+        if device != "cpu":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - t
     return {"examples": n, "seconds": seconds, "read_bytes": io["read_bytes"], "rchar": io["rchar"]}
 
