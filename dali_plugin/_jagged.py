@@ -62,6 +62,7 @@ class JaggedSource(EpochSource):
     """
 
     no_copy = True
+    whole_batches = False  # DALI's slice pads row by row, and a jagged batch's rows are its samples
     # DALI's threads write the padded batch, the bulk of the work: the engine's kernels, which now only
     # gather events, run on one thread beside them rather than competing for the same two cores
     kernel_threads = 1

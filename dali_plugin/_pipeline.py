@@ -106,7 +106,8 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         source = JaggedSource(rec, thin_source, batch_size, extra=extra_columns)
     else:
         source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns)
-    pipe = dali.Pipeline(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+    pipe = dali.Pipeline(batch_size=1 if source.whole_batches else batch_size, num_threads=num_threads,
+                         device_id=device_id,
                          prefetch_queue_depth=prefetch_queue_depth)
     with pipe:
         kwargs = {"device": "gpu"} if gpu else {}
@@ -121,4 +122,6 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     pipe.uih_source = source
     pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
     pipe.uih_layout = rec.projection.layout
+    pipe.uih_batch_size = batch_size  # rows per batch (DALI's own batch_size counts samples)
+    pipe.uih_whole_batches = source.whole_batches  # each output is one sample [1, B, ...]
     return pipe

@@ -34,6 +34,8 @@ class UIHIterator:
         k = names.index("lengths")
         with self._device:
             tensors = [torch.from_dlpack(o.as_tensor()) for o in outs[k if jagged else 0:]]
+            if self.pipe.uih_whole_batches:  # the batch was DALI's one sample
+                tensors = [t[0] for t in tensors]
             if jagged:  # one sample per row: each column's rows end to end
                 total = int(tensors[0].sum())
                 tensors[:0] = [torch.from_dlpack(o.as_reshaped_tensor([total])) for o in outs[:k]]
