@@ -20,7 +20,8 @@ class Epochs:
         self._running = False  # an epoch is scheduled and not yet drained
         self._ended = False  # an epoch was drained: the pipeline needs a reset before the next
 
-    def next_outputs(self) -> list:
+    def next_outputs(self) -> tuple:
+        """``(outputs, layout)``: the next iteration's DALI outputs and, for a packed batch, its layout."""
         pipe = self.pipe
         if not self._running:
             if self._ended:
@@ -33,8 +34,7 @@ class Epochs:
         except StopIteration:
             self._running, self._ended = False, True
             raise
-        pipe.uih_source.consumed()
-        return list(outs)
+        return list(outs), pipe.uih_source.consumed()
 
     def done(self):
         """The current outputs were taken over (shared or copied): release them and schedule a run."""

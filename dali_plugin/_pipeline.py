@@ -123,5 +123,4 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
     pipe.uih_layout = rec.projection.layout
     pipe.uih_batch_size = batch_size  # rows per batch (DALI's own batch_size counts samples)
-    pipe.uih_whole_batches = source.whole_batches  # each output is one sample [1, B, ...]
     return pipe

@@ -1,8 +1,9 @@
 """Framework-neutral batch sources for DALI's ``external_source``: in-process or worker processes.
 
 A source is a generator *function*: DALI calls it again at every epoch (``cycle="raise"``), and it
-yields one tuple per batch: the projected columns ``[B, max_len]`` then ``lengths [B]`` (``_jagged``'s
-source yields the rows unpadded instead).
+yields one tuple per batch: one packed batch's bytes (``engine.Batch.packed``: the projected columns
+``[B, max_len]``, ``lengths [B]`` and the extra columns in one buffer, whose layout ``UIHIterator`` gets
+from ``consumed()``), or, from ``_jagged``'s source, each column's rows unpadded, one sample per row.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ class EpochSource:
     #: threads for the engine's CPU kernels while a batch is made (None: numba's own setting); a source whose
     #: pipeline does heavy work on DALI's threads leaves the cores to them instead of oversubscribing
     kernel_threads = None
-    #: True: each fed batch is one DALI sample per output (``[1, B, ...]``), which DALI copies in one piece;
-    #: False: one sample per row (``_jagged``, whose DALI graph works row by row). DALI's cost is per sample:
-    #: a batch of 256 rows of 1K events (4.2 MB) took 2.6-2.8 ms per iteration fed as 256 samples, 1.1-1.5
-    #: ms as one (2 cores, fixed arrays, no engine), against 0.5 ms for an iteration that copies nothing
+    #: True: ``batches()`` yields packed batches (``engine.Batch.packed``: one byte buffer and its layout),
+    #: fed to DALI as one input of one sample, which DALI copies in one piece; ``consumed()`` returns the
+    #: layout. False: one input per output and one sample per row (``_jagged``, whose DALI graph works row
+    #: by row). DALI's costs are per sample and per input (2 cores, fixed arrays, no engine): a batch of
+    #: 256 rows of 1K events (4.2 MB) took 2.6-2.8 ms per iteration fed as 256 samples, 1.1-1.5 ms as one;
+    #: an iteration that copies nothing ~130 us with one input, ~95 us more per further input
     whole_batches = True
 
     def __init__(self, names):
@@ -60,6 +63,7 @@ class EpochSource:
         self._epoch = 0
         self._abort = -1
         self._fed = deque()  # no_copy: batches fed and not yet consumed, oldest first
+        self._layouts = deque()  # whole_batches: the layouts of the batches fed and not yet consumed
 
     def __call__(self):
         self._epoch += 1
@@ -72,7 +76,9 @@ class EpochSource:
                 if item is _END or self._abort == epoch:
                     return
                 if self.whole_batches:
-                    item = tuple(a[None] for a in item)  # views: the batch is the only sample
+                    buffer, layout = item
+                    self._layouts.append(layout)
+                    item = (buffer[None],)  # a view: the batch's buffer is the one sample of the one input
                 if self.no_copy:
                     # held here, not in the generator: DALI may still read them after the epoch's generator
                     # ends; holding them also keeps the engine's buffer pool from recycling their memory
@@ -83,16 +89,19 @@ class EpochSource:
 
     @property
     def num_inputs(self) -> int:
-        """Arrays per fed batch (``external_source``'s outputs): one per output name unless a source adds some."""
-        return len(self.names)
+        """Arrays per fed batch (``external_source``'s outputs): one packed buffer, or one per output name
+        unless a source adds some."""
+        return 1 if self.whole_batches else len(self.names)
 
     def consumed(self):
-        """The oldest fed batch's iteration has run (its outputs are out): DALI reads it no more.
+        """The oldest fed batch's iteration has run (its outputs are out): DALI reads it no more. Returns
+        that batch's layout (``whole_batches``), else None.
 
         DALI runs iterations in feeding order, one batch each, so the oldest held batch is that one.
         """
         if self._fed:
             self._fed.popleft()
+        return self._layouts.popleft() if self._layouts else None
 
     def interrupt(self):
         self._abort = self._epoch
@@ -124,4 +133,4 @@ class InProcessSource(EpochSource):
 
     def batches(self):
         for batch in self.rec.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):
-            yield tuple(batch[n] for n in self.names)
+            yield batch.packed()

@@ -32,21 +32,18 @@ class _Ring:
     def __init__(self, slots, freed):
         self.slots, self.freed, self.blocks, self.idle = slots, freed, [], []
 
-    def send(self, out, arrays):
-        nbytes = sum(a.nbytes for a in arrays)
+    def send(self, out, blob, layout):
+        """One packed batch (``Batch.packed``): its buffer into a free block in one copy, then its name."""
+        nbytes = blob.nbytes
         if not self.blocks:  # sized by the first (largest) batch
             self.blocks = [shared_memory.SharedMemory(create=True, size=max(nbytes, 1)) for _ in range(self.slots)]
             self.idle = list(range(self.slots))
         if nbytes > self.blocks[0].size:  # cannot happen for fixed batch sizes; stay correct anyway
-            out.put(("batch", tuple(arrays)))
+            out.put(("batch", (blob, layout)))
             return
         slot = self.idle.pop() if self.idle else self.freed.get()
-        buf, layout, off = self.blocks[slot].buf, [], 0
-        for a in arrays:
-            np.ndarray(a.shape, a.dtype, buffer=buf, offset=off)[...] = a
-            layout.append((a.dtype.str, a.shape, off))
-            off += a.nbytes
-        out.put(("shm", (slot, self.blocks[slot].name, layout)))
+        np.ndarray(nbytes, np.uint8, buffer=self.blocks[slot].buf)[...] = blob
+        out.put(("shm", (slot, self.blocks[slot].name, nbytes, layout)))
 
     def close(self):
         for b in self.blocks:
@@ -89,12 +86,11 @@ def _worker(job: _Job, ch: _Channels):
         store = engine.UIHStore.open(job.root, version=job.version)
         rec = engine.Reconstructor(store, job.projection, device="cpu", prefetch=1)
         mine = engine.shard(rec.read_thin(job.thin_source, job.extra), job.num, job.index)
-        names = output_names(rec, job.extra)
         while ch.ctrl.get() == "epoch":
             for b in rec.iter_batches(mine, job.batch_size, extra_columns=job.extra):
                 if ch.abort.is_set():
                     break
-                ring.send(ch.out, [b[n] for n in names])
+                ring.send(ch.out, *b.packed())
             ch.out.put(("done", None))
     except BaseException as e:  # noqa: BLE001 - shipped to the consumer
         ch.out.put(("error", f"{type(e).__name__}: {e}\n--- worker {job.index} traceback ---\n"
@@ -147,9 +143,9 @@ class WorkerPoolSource(EpochSource):
                 for i in list(active):
                     kind, payload = self._get(i)
                     if kind == "shm":
-                        slot, name, layout = payload
+                        slot, name, nbytes, layout = payload
                         pending = (i, slot)
-                        yield self._view(name, layout)
+                        yield self._view(name, nbytes), layout
                         self._freed[i].put(slot)  # DALI copied the batch in when it took it
                         pending = None
                     elif kind == "batch":
@@ -173,14 +169,14 @@ class WorkerPoolSource(EpochSource):
                         elif kind != "batch":
                             break
 
-    def _view(self, name, layout):
+    def _view(self, name, nbytes):
         shm = self._maps.get(name)
         if shm is None:
             # attaching registers the block with the resource tracker again (Python < 3.13); spawned
             # workers share this process's tracker, which keeps one entry per name, so the worker's
             # unlink removes it. Unregistering here too made the tracker fail on that second removal.
             shm = self._maps[name] = shared_memory.SharedMemory(name=name)
-        return tuple(np.ndarray(shape, np.dtype(dt), buffer=shm.buf, offset=off) for dt, shape, off in layout)
+        return np.ndarray(nbytes, np.uint8, buffer=shm.buf)
 
     def close(self):
         for shm in self._maps.values():

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from engine import _deps
+import functools
+
+import numpy as np
+
+from engine import Batch, _deps
 
 from ._epochs import Epochs
+
+
+@functools.cache
+def _torch_dtype(dtype):
+    """torch's dtype for a NumPy dtype (the layout of a packed batch names NumPy's)."""
+    return _deps.torch().from_numpy(np.empty(0, dtype)).dtype
 
 
 class UIHIterator:
@@ -29,13 +39,18 @@ class UIHIterator:
         return self
 
     def __next__(self) -> dict:
-        torch, outs = self._torch, self._epochs.next_outputs()
+        torch, (outs, layout) = self._torch, self._epochs.next_outputs()
+        if layout is not None:  # one packed batch: views of one buffer
+            with self._device:
+                buffer = torch.from_dlpack(outs[0].as_tensor())[0]
+            if not self._epochs.shares_buffers:
+                buffer = buffer.clone()
+            self._epochs.done()
+            return Batch.unpack(buffer, layout, _torch_dtype)
         names, jagged = list(self.pipe.uih_names), self.pipe.uih_layout == "jagged"
         k = names.index("lengths")
         with self._device:
             tensors = [torch.from_dlpack(o.as_tensor()) for o in outs[k if jagged else 0:]]
-            if self.pipe.uih_whole_batches:  # the batch was DALI's one sample
-                tensors = [t[0] for t in tensors]
             if jagged:  # one sample per row: each column's rows end to end
                 total = int(tensors[0].sum())
                 tensors[:0] = [torch.from_dlpack(o.as_reshaped_tensor([total])) for o in outs[:k]]

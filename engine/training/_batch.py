@@ -10,9 +10,10 @@ from .. import _deps
 class Batch(Mapping):
     """Read-only mapping ``name -> array`` (NumPy on CPU, CuPy on CUDA), in the order of the thin rows."""
 
-    def __init__(self, arrays: dict, device: str):
+    def __init__(self, arrays: dict, device: str, packed=None):
         self._arrays = arrays
         self.device = device
+        self._packed = packed
 
     def __getitem__(self, key):
         return self._arrays[key]
@@ -33,6 +34,29 @@ class Batch(Mapping):
         torch = _deps.torch()
         return {k: torch.from_dlpack(v) for k, v in self._arrays.items()}
 
+    def packed(self):
+        """``(buffer, layout)`` when every array of the batch is a view of one contiguous byte buffer (padded
+        batches are), else None: ``buffer`` is a 1-D uint8 array on the batch's device, ``layout`` one
+        ``(name, dtype, shape, offset)`` per array, in this mapping's order, each offset aligned for its dtype.
+
+        One buffer moves in one piece (a DALI input, a shared-memory block) and ``unpack`` gives the arrays
+        back as views; the arrays are views of ``buffer`` already, so nothing is copied here.
+        """
+        return self._packed
+
+    @staticmethod
+    def unpack(buffer, layout, dtype=None) -> dict:
+        """The arrays of a packed batch (``packed()``) as views of ``buffer``, a 1-D uint8 array of any kind
+        that slices and has ``.view(dtype)`` and ``.reshape`` (NumPy, CuPy, torch). ``dtype`` maps the
+        layout's NumPy dtypes to ``buffer``'s library (torch's, say); None keeps them."""
+        out = {}
+        for name, dt, shape, off in layout:
+            n = dt.itemsize
+            for d in shape:
+                n *= d
+            out[name] = buffer[off:off + n].view(dt if dtype is None else dtype(dt)).reshape(shape)
+        return out
+
     def to_numpy(self) -> dict:
         """Host copies (or the arrays themselves on CPU)."""
         return {k: (v.get() if hasattr(v, "get") else v) for k, v in self._arrays.items()}
@@ -40,3 +64,4 @@ class Batch(Mapping):
     def __repr__(self):
         shapes = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype}" for k, v in self._arrays.items())
         return f"Batch(device={self.device!r}, {shapes})"
+

@@ -344,27 +344,55 @@ class Reconstructor:
         sel = xp.empty((n, 5), np.int64)
         be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel, stream=stream)
         c8, c4 = len(self._cols8), len(self._cols4)
-        lengths = xp.empty(n, np.int32)
-        arrays = {}
+        arrays, packed = {}, None
         if p.layout == "jagged":  # rows packed end to end: offsets from the slicing's counts
+            lengths = xp.empty(n, np.int32)
             offsets = xp.zeros(n + 1, np.int64)
             offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
             total = int(offsets[-1])
             out8, out4 = be.empty((c8, total), np.int64), be.empty((c4, total), np.int32)
             out = kernels.Output(out8, out4, lengths, offsets[:-1], 0)
-        else:
-            out8, out4 = be.empty((c8, n, L), np.int64), be.empty((c4, n, L), np.int32)
+        else:  # one buffer for the whole batch (Batch.packed): it can then move in one piece
+            blob, layout, views = self._packed_views(n, L, {c: v.dtype for c, v in ch.extras.items()})
+            out8, out4, lengths, *extras = views
+            packed = (blob, layout)
             out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
                                  xp.arange(n, dtype=np.int64) * L, L)
         be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out,
                     stream=stream)
-        ch.life.done = be.record()
         for c in p.columns:
             words, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
             arrays[c] = words[i].view(self._dtypes[c])
         arrays["lengths"] = lengths
         if p.layout == "jagged":
             arrays["offsets"] = offsets
-        for c, v in ch.extras.items():
-            arrays[c] = be.own(v[a:b])
-        return Batch(arrays, self.device)
+            for c, v in ch.extras.items():
+                arrays[c] = be.own(v[a:b])
+        else:
+            for (c, v), dst in zip(ch.extras.items(), extras):
+                dst[...] = v[a:b]  # on this thread's stream, like the kernels
+                arrays[c] = dst
+        ch.life.done = be.record()
+        return Batch(arrays, self.device, packed)
+
+    def _packed_views(self, n: int, L: int, extras: dict) -> tuple:
+        """One byte buffer for a padded batch of ``n`` rows and its views: the int64 and int32 word
+        matrices, ``lengths``, one array per extra column; plus the ``Batch.packed`` layout of the outputs."""
+        c8, c4 = len(self._cols8), len(self._cols4)
+        parts = [(np.dtype(np.int64), (c8, n, L)), (np.dtype(np.int32), (c4, n, L)), (np.dtype(np.int32), (n,)),
+                 *((np.dtype(d), (n,)) for d in extras.values())]
+        offs, end = [], 0
+        for dt, shape in parts:
+            offs.append(end)
+            end += -(-dt.itemsize * int(np.prod(shape)) // 64) * 64  # 64-byte aligned starts
+        blob = self.backend.empty((max(end, 1),), np.uint8)
+        views = [blob[o:o + dt.itemsize * int(np.prod(shape))].view(dt).reshape(shape)
+                 for (dt, shape), o in zip(parts, offs)]
+        layout = []
+        for c in self.projection.columns:
+            i8 = c in self._cols8
+            lane = self._cols8.index(c) if i8 else self._cols4.index(c)
+            layout.append((c, self._dtypes[c], (n, L), offs[0 if i8 else 1] + lane * n * L * (8 if i8 else 4)))
+        layout.append(("lengths", np.dtype(np.int32), (n,), offs[2]))
+        layout += [(c, np.dtype(d), (n,), o) for (c, d), o in zip(extras.items(), offs[3:])]
+        return blob, layout, views
