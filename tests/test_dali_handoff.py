@@ -2,6 +2,7 @@
 time, epochs start only when asked for, and the padding is placed where it is cheapest."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 import engine
@@ -59,10 +60,35 @@ def test_fed_batches_are_released_once_their_outputs_are_out(setup, pad_in_dali)
         next(it)
         assert len(src._fed) <= (2 if src.no_copy else 0)  # only what DALI has not run yet
     it.reset()
-    assert len(src._fed) == 0
+    assert len(src._fed) == len(src._layouts) == 0
     for _ in it:
         pass
-    assert len(src._fed) == 0
+    assert len(src._fed) == len(src._layouts) == 0
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_padded_batch_crosses_dali_as_one_packed_input(setup, workers, monkeypatch):
+    """One DALI input of one sample per batch (``Batch.packed``), whatever the columns and extras: DALI's
+    costs are per input and per sample. The batch's layout reaches the iterator with that iteration."""
+    store, thin = setup
+    thin = thin.append_column("example_id", pa.array(np.arange(len(thin)) * 3))
+    proj = engine.Projection(["item_id", "dwell_ms", "ts"], max_len=48, pad_value=-3)
+    rec = engine.Reconstructor(store, proj, device="cpu")
+    want = [{k: np.array(v) for k, v in b.items()} for b in rec.iter_batches(thin, 32, extra_columns=["example_id"])]
+    pipe = uih_pipeline(rec, thin, batch_size=32, workers=workers, extra_columns=["example_id"], pad_in_dali=False)
+    assert pipe.uih_source.num_inputs == 1 and pipe.max_batch_size == 1 and pipe.uih_batch_size == 32
+    it = UIHIterator(pipe)
+    try:
+        got = list(it)
+    finally:
+        it.close()
+    assert len(got) == len(want)  # in order in process, round-robin from workers: matched by first id
+    by_first = {int(w["example_id"][0]): w for w in want}
+    for g in got:
+        exp = by_first[int(g["example_id"][0])]
+        assert list(g) == list(exp)
+        for k, v in exp.items():
+            np.testing.assert_array_equal(g[k].numpy(), v)
 
 
 def test_the_next_epoch_starts_only_when_asked_for(setup):

@@ -7,6 +7,7 @@ import pytest
 from test_reconstruct_model import project
 
 import engine
+from engine import Batch
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
@@ -303,3 +304,41 @@ def test_segments_the_seq_cut_excludes_are_never_opened(tmp_path):
     newest = len(store.view.segments) - 1
     assert {s for s, _ in store.view._pf} == {newest}  # footers opened: the newest segment's only
     store.close()
+
+
+@pytest.mark.parametrize("name, device, rows", [("all-left", "cpu", None), ("right-pad", "cpu", None),
+                                                ("huge", "cpu", None), ("len-1", "cuda-sim", 5)])
+def test_padded_batches_are_packed_in_one_buffer(history, name, device, rows):
+    """``Batch.packed()``: every array of a padded batch is a view of one buffer, laid out as it says."""
+    store, thin, _ = history
+    thin = thin.slice(0, rows).append_column("w", pa.array(np.arange(rows or len(thin)) * 0.5))
+    rec = engine.Reconstructor(store, PROJECTIONS[name], device=device)
+    for b in rec.iter_batches(thin, 16, extra_columns=["example_id", "w"]):
+        buffer, layout = b.packed()
+        assert buffer.dtype == np.uint8 and buffer.ndim == 1
+        assert [name for name, *_ in layout] == list(b)
+        for (k, dtype, shape, off), (k2, v) in zip(layout, Batch.unpack(buffer, layout).items()):
+            assert k == k2 and v.dtype == dtype == b[k].dtype and v.shape == shape == b[k].shape
+            assert off % 64 == 0 and np.shares_memory(v, buffer)
+            assert v.ctypes.data == b[k].ctypes.data  # the batch's arrays are these views
+            np.testing.assert_array_equal(v, b[k])
+        ends = sorted((off, off + dtype.itemsize * int(np.prod(shape))) for _, dtype, shape, off in layout)
+        assert all(e <= s for (_, e), (s, _) in zip(ends, ends[1:])) and ends[-1][1] <= buffer.nbytes
+
+
+def test_packed_batches_unpack_as_torch_views(history):
+    import torch
+    store, thin, _ = history
+    b = engine.Reconstructor(store, PROJECTIONS["right-pad"], device="cpu").reconstruct(thin)
+    buffer, layout = b.packed()
+    t = Batch.unpack(torch.from_numpy(buffer), layout, lambda d: torch.from_numpy(np.empty(0, d)).dtype)
+    for k in b:
+        assert t[k].data_ptr() == b[k].ctypes.data
+        np.testing.assert_array_equal(t[k].numpy(), b[k])
+
+
+def test_jagged_batches_are_not_packed(history):
+    store, thin, _ = history
+    p = PROJECTIONS["all-left"]
+    jagged = engine.Projection(p.columns, max_len=p.max_len, layout="jagged")
+    assert engine.Reconstructor(store, jagged, device="cpu").reconstruct(thin).packed() is None
