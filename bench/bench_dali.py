@@ -8,7 +8,7 @@ them (``uih.jobs.late_job``: cold page cache, batch 256, prefetch 2).
 DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``), e.g. the full ``uih bench``
 workload: ``uih.replay.build(DATA, WorkloadConfig(users=3000, days=4, median_history=2000,
 requests_per_user_day=2.0), fat=False)``. Runs alternate direct, DALI, direct, DALI... per tenant so that
-machine noise hits both alike; medians are reported, with each run's ratio. ``--pad-in-dali true|false``
+machine noise hits both alike; medians are reported, with each run's ratio. ``--pad-in-dali true|false|after``
 forces where long rows are padded (``dali_plugin._jagged``) instead of the automatic choice.
 ``--layout jagged`` measures the tenants' jagged projections (values and offsets, no padding) both ways.
 ``--dali-malloc-threshold`` sets ``DALI_MALLOC_POOL_THRESHOLD`` for this process instead of
@@ -32,14 +32,15 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tenants", default=",".join(t.name for t in TENANTS))
     ap.add_argument("--json", default=None)
-    ap.add_argument("--pad-in-dali", choices=["auto", "true", "false"], default="auto")
+    ap.add_argument("--pad-in-dali", choices=["auto", "true", "false", "after"], default="auto")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--layout", choices=["padded", "jagged"], default="padded")
     ap.add_argument("--dali-malloc-threshold", default=None)
     args = ap.parse_args()
     if args.dali_malloc_threshold:  # before any DALI allocation: DALI reads it once per process
         os.environ["DALI_MALLOC_POOL_THRESHOLD"] = args.dali_malloc_threshold
-    options = {} if args.pad_in_dali == "auto" else {"pad_in_dali": args.pad_in_dali == "true"}
+    options = {} if args.pad_in_dali == "auto" else \
+        {"pad_in_dali": "after" if args.pad_in_dali == "after" else args.pad_in_dali == "true"}
     thin = file_list(os.path.join(args.data, "thin"))
     store = os.path.join(args.data, "store")
     rows = []

@@ -6,7 +6,7 @@ import os
 
 from engine import UIHError, _deps
 
-from ._jagged import JaggedSource, dali_pads, pad_graph
+from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph
 from ._source import InProcessSource
 from ._workers import WorkerPoolSource
 
@@ -73,14 +73,16 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         processes, each owning a user shard; batches interleave round-robin (same rows, other order).
     extra_columns : list of str
         Pass-through thin-row columns (labels, ids) to output too, ``[B]`` each, after ``lengths``.
-    pad_in_dali : "auto" or bool
-        In-process CPU pipelines only: feed DALI each row's events and let DALI pad them (True), or feed
-        the engine's padded batches (False). "auto": pad in DALI when rows are long (``_jagged``). Same
-        batches either way.
+    pad_in_dali : "auto", False, "after" or True
+        Where a padded projection's rows are padded. False: by the engine, and the padded batch crosses
+        DALI. In-process CPU pipelines only: "after": the rows cross DALI unpadded and ``UIHIterator`` pads
+        them with the engine's kernel (``Reconstructor.pad``); True: each row is a DALI sample and DALI's
+        ``slice`` pads it. "auto": "after" for long rows (``_jagged``), else False. Same batches either way.
 
-    A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline: DALI carries each row's events
-    as a sample of its own, with no padding anywhere, and ``UIHIterator`` hands out each column's values
-    of all rows plus ``offsets`` and ``lengths``, as ``iter_batches`` does.
+    Every batch but DALI-padded ones crosses DALI as one input of one sample (``engine.Batch.packed``).
+    A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline, with no padding anywhere:
+    ``UIHIterator`` hands out each column's values of all rows plus ``offsets`` and ``lengths``, as
+    ``iter_batches`` does.
     """
     use_dali_host_pool()
     dali = _deps.dali()
@@ -96,16 +98,23 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
                        "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
                        "batches already in device memory")
     if pad_in_dali == "auto":
-        pad_in_dali = not gpu and not workers and not jagged and dali_pads(rec)
+        pad_in_dali = "after" if not gpu and not workers and not jagged and long_rows(rec) else False
+    elif pad_in_dali not in (True, False, "after"):
+        raise UIHError(f"pad_in_dali must be 'auto', True, False or 'after', got {pad_in_dali!r}")
     elif pad_in_dali and (gpu or workers or jagged):
-        raise UIHError("pad_in_dali=True needs an in-process CPU pipeline (device_id=None, workers=0) and a "
-                       "padded projection")
+        raise UIHError(f"pad_in_dali={pad_in_dali!r} needs an in-process CPU pipeline (device_id=None, "
+                       "workers=0) and a padded projection")
+    elif pad_in_dali is True and not dali_can_pad(rec):
+        raise UIHError(f"pad_in_dali=True: DALI's fill value is a float32, which cannot carry the pad value "
+                       f"of {rec.projection} exactly; use pad_in_dali='after' (the engine pads after DALI)")
+    pads_after = pad_in_dali == "after"
     if workers:
         source = WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns)
-    elif pad_in_dali or jagged:
+    elif pad_in_dali is True:
         source = JaggedSource(rec, thin_source, batch_size, extra=extra_columns)
     else:
-        source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns)
+        source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns,
+                                 feeder=jagged_twin(rec) if pads_after else None)
     pipe = dali.Pipeline(batch_size=1 if source.whole_batches else batch_size, num_threads=num_threads,
                          device_id=device_id,
                          prefetch_queue_depth=prefetch_queue_depth)
@@ -116,11 +125,12 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
             kwargs["no_copy"] = True
         outs = fn.external_source(source=source, num_outputs=source.num_inputs, batch=True, cycle="raise", **kwargs)
-        pipe.set_outputs(*(pad_graph(fn, outs, rec) if pad_in_dali else outs))
+        pipe.set_outputs(*(pad_graph(fn, outs, rec) if pad_in_dali is True else outs))
     pipe.build()
     pipe.uih_names = source.names
     pipe.uih_source = source
     pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
     pipe.uih_layout = rec.projection.layout
     pipe.uih_batch_size = batch_size  # rows per batch (DALI's own batch_size counts samples)
+    pipe.uih_pad = rec if pads_after else None  # pads each jagged batch after DALI (UIHIterator)
     return pipe

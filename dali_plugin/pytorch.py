@@ -43,26 +43,18 @@ class UIHIterator:
         if layout is not None:  # one packed batch: views of one buffer
             with self._device:
                 buffer = torch.from_dlpack(outs[0].as_tensor())[0]
-            if not self._epochs.shares_buffers:
-                buffer = buffer.clone()
+            if self.pipe.uih_pad is not None:  # a jagged batch to pad, into the engine's own buffers
+                batch = self.pipe.uih_pad.pad(Batch.unpack(buffer.numpy(), layout)).to_torch()
+            else:
+                batch = Batch.unpack(buffer if self._epochs.shares_buffers else buffer.clone(), layout, _torch_dtype)
             self._epochs.done()
-            return Batch.unpack(buffer, layout, _torch_dtype)
-        names, jagged = list(self.pipe.uih_names), self.pipe.uih_layout == "jagged"
-        k = names.index("lengths")
-        with self._device:
-            tensors = [torch.from_dlpack(o.as_tensor()) for o in outs[k if jagged else 0:]]
-            if jagged:  # one sample per row: each column's rows end to end
-                total = int(tensors[0].sum())
-                tensors[:0] = [torch.from_dlpack(o.as_reshaped_tensor([total])) for o in outs[:k]]
+            return batch
+        with self._device:  # DALI-padded rows: one output per name
+            tensors = [torch.from_dlpack(o.as_tensor()) for o in outs]
         if not self._epochs.shares_buffers:
             tensors = [t.clone() for t in tensors]
         self._epochs.done()
-        if jagged:  # iter_batches' keys, in its order: columns, lengths, offsets, extras
-            offsets = torch.zeros(len(tensors[k]) + 1, dtype=torch.int64)
-            torch.cumsum(tensors[k], 0, out=offsets[1:])
-            names.insert(k + 1, "offsets")
-            tensors.insert(k + 1, offsets)
-        return dict(zip(names, tensors))
+        return dict(zip(self.pipe.uih_names, tensors))
 
     def reset(self):
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.

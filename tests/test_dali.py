@@ -35,7 +35,7 @@ def as_numpy(batch):
     return {k: v.numpy() for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+@pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
 @pytest.mark.parametrize("tenant", TENANTS)
 @pytest.mark.parametrize("batch_size", [1, 16, 101, 256])
 def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size, pad_in_dali):
@@ -85,12 +85,13 @@ def test_worker_processes_yield_the_same_rows(setup):
         it.close()
 
 
-@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+@pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
 def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, pad_in_dali):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=1)
     pipe = uih_pipeline(rec, thin, batch_size=8, pad_in_dali=pad_in_dali)
-    feeder = pipe.uih_source.twin if pad_in_dali else rec  # the reconstructor that feeds the pipeline
+    src = pipe.uih_source  # the reconstructor that feeds the pipeline:
+    feeder = src.twin if pad_in_dali is True else src.feeder
     real, calls = feeder._prepare, []
 
     def broken(t, extra=()):
@@ -123,7 +124,7 @@ def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
         uih_pipeline(rec, thin, batch_size=8, device_id=0)
 
 
-@pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+@pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
 def test_extra_columns_travel_with_their_rows(setup, pad_in_dali):
     store, thin = setup
     thin = thin.append_column("label", pa.array(np.arange(len(thin)) % 2 == 0))

@@ -7,11 +7,11 @@ import pytest
 
 import engine
 from dali_plugin import UIHIterator, uih_pipeline
-from dali_plugin._jagged import MIN_ROW_BYTES, dali_pads
+from dali_plugin._jagged import MIN_ROW_BYTES, dali_can_pad, long_rows
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
-MODES = pytest.mark.parametrize("pad_in_dali", [False, True], ids=["engine-pads", "dali-pads"])
+MODES = pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
 
 
 @pytest.fixture(scope="module")
@@ -103,26 +103,34 @@ def test_the_next_epoch_starts_only_when_asked_for(setup):
     assert pipe.uih_source._epoch == 2
 
 
-def test_padding_goes_to_dali_only_for_long_rows_and_exact_pad_values(setup):
-    store, _ = setup
+def test_long_rows_cross_dali_unpadded_and_dali_pads_only_exact_values(setup):
+    store, thin = setup
     rec = lambda *a, **k: engine.Reconstructor(store, engine.Projection(*a, **k), device="cpu")  # noqa: E731
-    long_rows = MIN_ROW_BYTES // 8  # item_id is int64
-    assert not dali_pads(rec(["item_id"], max_len=long_rows // 2))
-    assert dali_pads(rec(["item_id"], max_len=long_rows))
-    assert dali_pads(rec(["item_id"], max_len=long_rows, pad_value=-(2**24)))
-    # DALI's fill value is a float32: a pad it cannot carry exactly stays with the engine
-    assert not dali_pads(rec(["item_id"], max_len=long_rows, pad_value=2**24 + 1))
+    long = MIN_ROW_BYTES // 8  # item_id is int64
+    assert not long_rows(rec(["item_id"], max_len=long // 2)) and long_rows(rec(["item_id"], max_len=long))
+    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8).uih_pad is not None  # "auto"
+    assert uih_pipeline(rec(["item_id"], max_len=long // 2), thin, batch_size=8).uih_pad is None
+    assert dali_can_pad(rec(["item_id"], max_len=8, pad_value=-(2**24)))
+    # DALI's fill value is a float32: a pad it cannot carry exactly is refused, "after" carries it
+    inexact = rec(["item_id"], max_len=8, pad_value=2**24 + 1)
+    assert not dali_can_pad(inexact)
+    with pytest.raises(engine.UIHError, match="float32"):
+        uih_pipeline(inexact, thin, batch_size=8, pad_in_dali=True)
+    got = next(iter(UIHIterator(uih_pipeline(inexact, thin, batch_size=8, pad_in_dali="after"))))
+    assert np.array_equal(got["item_id"].numpy(), inexact.reconstruct(thin.slice(0, 8))["item_id"])
     with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
-        uih_pipeline(rec(["item_id"], max_len=8), setup[1], batch_size=8, workers=1, pad_in_dali=True)
+        uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, workers=1, pad_in_dali="after")
+    with pytest.raises(engine.UIHError, match="'after'"):
+        uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, pad_in_dali="later")
 
 
-def test_long_rows_padded_by_dali_equal_iter_batches(setup):
-    """The auto choice on a row long enough for DALI to pad (mostly padding, like the longseq tenant)."""
+def test_long_rows_padded_after_dali_equal_iter_batches(setup):
+    """The auto choice on rows long enough to cross DALI unpadded (mostly padding, like longseq)."""
     store, thin = setup
     proj = engine.Projection(["item_id", "action"], max_len=MIN_ROW_BYTES // 12 + 1, pad_value=7)
     rec = engine.Reconstructor(store, proj, device="cpu")
     pipe = uih_pipeline(rec, thin, batch_size=64)
-    assert pipe.uih_source.no_copy  # fed unpadded
+    assert pipe.uih_pad is rec and pipe.uih_source.feeder.projection.layout == "jagged"  # fed unpadded
     got = [b for b in UIHIterator(pipe)]
     want = rec.reconstruct(thin)
     for k in ("item_id", "action", "lengths"):

@@ -337,8 +337,51 @@ def test_packed_batches_unpack_as_torch_views(history):
         np.testing.assert_array_equal(t[k].numpy(), b[k])
 
 
-def test_jagged_batches_are_not_packed(history):
+@pytest.mark.parametrize("name", ["all-left", "right-pad", "types-window"])
+def test_jagged_batches_are_packed_too(history, name):
+    store, thin, _ = history
+    p = PROJECTIONS[name]
+    jagged = engine.Projection(p.columns, max_len=p.max_len, actions=p.actions, window_us=p.window_us,
+                               align=p.align, layout="jagged")
+    b = engine.Reconstructor(store, jagged, device="cpu").reconstruct(thin, extra_columns=["example_id"])
+    buffer, layout = b.packed()
+    assert [k for k, *_ in layout] == list(b) == [*p.columns, "lengths", "offsets", "example_id"]
+    for k, v in Batch.unpack(buffer, layout).items():
+        assert v.ctypes.data == b[k].ctypes.data and v.shape == b[k].shape
+    assert b["offsets"][-1] == b["lengths"].sum() == len(b[p.columns[0]])
+
+
+def _jagged_of(p: engine.Projection) -> engine.Projection:
+    return engine.Projection(p.columns, max_len=p.max_len, actions=p.actions, window_us=p.window_us,
+                             align=p.align, pad_value=p.pad_value, layout="jagged")
+
+
+@pytest.mark.parametrize("name, device", [(n, "cpu") for n in PROJECTIONS] + [("right-pad", "cuda-sim")])
+def test_pad_turns_a_jagged_batch_into_the_padded_one(history, name, device):
+    """``Reconstructor.pad``: the jagged batch of the same rows, padded, equals the padded projection's
+    batch array for array (dtypes, alignment, pad values, extra columns), packed like it."""
+    store, thin, _ = history
+    thin = thin.slice(0, 9) if device == "cuda-sim" else thin
+    p = PROJECTIONS[name]
+    padded = engine.Reconstructor(store, p, device=device)
+    want = padded.reconstruct(thin, extra_columns=["example_id"])
+    jagged = engine.Reconstructor(store, _jagged_of(p), device=device).reconstruct(thin, extra_columns=["example_id"])
+    got = padded.pad(jagged)
+    assert list(got) == list(want) and got.packed() is not None
+    for k in want:
+        assert got[k].dtype == want[k].dtype, k
+        np.testing.assert_array_equal(np.asarray(got[k]).view(np.uint8), np.asarray(want[k]).view(np.uint8))
+
+
+def test_pad_refuses_what_it_cannot_pad(history):
     store, thin, _ = history
     p = PROJECTIONS["all-left"]
-    jagged = engine.Projection(p.columns, max_len=p.max_len, layout="jagged")
-    assert engine.Reconstructor(store, jagged, device="cpu").reconstruct(thin).packed() is None
+    jagged = engine.Reconstructor(store, _jagged_of(p), device="cpu")
+    batch = jagged.reconstruct(thin)
+    with pytest.raises(engine.SchemaError, match="jagged already"):
+        jagged.pad(batch)
+    shorter = engine.Reconstructor(store, engine.Projection(p.columns, max_len=3), device="cpu")
+    with pytest.raises(engine.SchemaError, match="max_len is 3"):
+        shorter.pad(batch)
+    with pytest.raises(engine.SchemaError, match="offsets"):
+        engine.Reconstructor(store, p, device="cpu").pad({c: batch[c] for c in p.columns})

@@ -192,6 +192,43 @@ class Reconstructor:
                     batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
                 yield batch  # outside: the caller's own work between batches keeps its thread settings
 
+    def pad(self, jagged) -> Batch:
+        """The padded batch of a jagged one: ``jagged`` maps this projection's columns to the values of all
+        rows end to end, plus ``offsets`` ``[B + 1]`` and ``lengths`` ``[B]`` (what a ``layout="jagged"``
+        projection of the same columns, order and ``max_len`` yields); its other ``[B]`` arrays (extra
+        columns) pass through. The result equals the padded projection's batch of the same rows: rows
+        aligned and padded as this projection says, by the same assembly kernel, in one packed buffer.
+        """
+        p, be, xp = self.projection, self.backend, self.backend.xp
+        if p.layout != "padded":
+            raise SchemaError(f"pad() makes padded batches; {p} is jagged already")
+        missing = [c for c in [*p.columns, "offsets", "lengths"] if c not in jagged]
+        if missing:
+            raise SchemaError(f"pad() needs a jagged batch with {missing}; make it with layout='jagged'")
+        lengths, offsets = xp.asarray(jagged["lengths"]), xp.asarray(jagged["offsets"], np.int64)
+        n, L = len(lengths), p.max_len
+        if len(offsets) != n + 1 or (n and int(lengths.max()) > L):
+            raise SchemaError(f"pad() got {n} rows with {len(offsets)} offsets and rows up to "
+                              f"{int(lengths.max()) if n else 0} events; max_len is {L}")
+        words = [xp.stack([xp.asarray(jagged[c]).view(w) for c in cols]) if cols else xp.empty((0, 0), w)
+                 for cols, w in ((self._cols8, np.int64), (self._cols4, np.int32))]
+        none, zeros = xp.empty(0, np.int64), xp.zeros(n, np.int64)
+        # every row is one run of the tail; the lanes' types are _source's, so no kernel compiles anew
+        tail = kernels.Source(*words, none, none, xp.empty(0, self._schema_dtype(self._etype)))
+        ex = kernels.Examples(zeros, zeros, zeros, offsets[:-1], offsets[1:], zeros)
+        sel = xp.zeros((n, 5), np.int64)
+        sel[:, 3], sel[:, 4] = offsets[:-1], lengths
+        extras = {k: xp.asarray(v) for k, v in jagged.items() if k not in (*p.columns, "offsets", "lengths")}
+        blob, layout, (out8, out4, lens, *ext) = self._packed_views(n, L, {k: v.dtype for k, v in extras.items()})
+        out = kernels.Output(out8.reshape(len(self._cols8), n * L), out4.reshape(len(self._cols4), n * L), lens,
+                             xp.arange(n, dtype=np.int64) * L, L)
+        flt = self._filter._replace(use_types=False, use_window=False)
+        be.assemble(tail, kernels.Runs(xp.zeros(1, np.int64), none, none), tail, flt, ex, sel, L,
+                    p.align == "right", self._pad, out, stream=be.launch_stream())
+        for v, dst in zip(extras.values(), ext):
+            dst[...] = v
+        return self._batch(blob, layout)
+
     def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
         projection reads plus ``extra_columns``: what a worker or shard needs to hold."""
@@ -344,42 +381,37 @@ class Reconstructor:
         sel = xp.empty((n, 5), np.int64)
         be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel, stream=stream)
         c8, c4 = len(self._cols8), len(self._cols4)
-        arrays, packed = {}, None
+        extras = {c: v.dtype for c, v in ch.extras.items()}
         if p.layout == "jagged":  # rows packed end to end: offsets from the slicing's counts
-            lengths = xp.empty(n, np.int32)
             offsets = xp.zeros(n + 1, np.int64)
             offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
             total = int(offsets[-1])
-            out8, out4 = be.empty((c8, total), np.int64), be.empty((c4, total), np.int32)
-            out = kernels.Output(out8, out4, lengths, offsets[:-1], 0)
-        else:  # one buffer for the whole batch (Batch.packed): it can then move in one piece
-            blob, layout, views = self._packed_views(n, L, {c: v.dtype for c, v in ch.extras.items()})
-            out8, out4, lengths, *extras = views
-            packed = (blob, layout)
+            blob, layout, (out8, out4, lengths, offs, *ext) = self._packed_views(n, L, extras, total)
+            offs[...] = offsets
+            out = kernels.Output(out8, out4, lengths, offs[:-1], 0)
+        else:
+            blob, layout, (out8, out4, lengths, *ext) = self._packed_views(n, L, extras)
             out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
                                  xp.arange(n, dtype=np.int64) * L, L)
         be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out,
                     stream=stream)
-        for c in p.columns:
-            words, i = (out8, self._cols8.index(c)) if c in self._cols8 else (out4, self._cols4.index(c))
-            arrays[c] = words[i].view(self._dtypes[c])
-        arrays["lengths"] = lengths
-        if p.layout == "jagged":
-            arrays["offsets"] = offsets
-            for c, v in ch.extras.items():
-                arrays[c] = be.own(v[a:b])
-        else:
-            for (c, v), dst in zip(ch.extras.items(), extras):
-                dst[...] = v[a:b]  # on this thread's stream, like the kernels
-                arrays[c] = dst
+        for v, dst in zip(ch.extras.values(), ext):
+            dst[...] = v[a:b]  # on this thread's stream, like the kernels
         ch.life.done = be.record()
-        return Batch(arrays, self.device, packed)
+        return self._batch(blob, layout)
 
-    def _packed_views(self, n: int, L: int, extras: dict) -> tuple:
-        """One byte buffer for a padded batch of ``n`` rows and its views: the int64 and int32 word
-        matrices, ``lengths``, one array per extra column; plus the ``Batch.packed`` layout of the outputs."""
+    def _batch(self, blob, layout) -> Batch:
+        """The ``Batch`` of one packed buffer (every array a view of it)."""
+        return Batch(Batch.unpack(blob, layout), self.device, (blob, layout))
+
+    def _packed_views(self, n: int, L: int, extras: dict, total=None) -> tuple:
+        """One byte buffer for a batch of ``n`` rows and its views: the int64 and int32 word matrices
+        (``[C, n, L]`` padded, ``[C, total]`` jagged), ``lengths``, jagged ``offsets``, one array per extra
+        column; plus the ``Batch.packed`` layout of the outputs (columns, lengths, offsets, extras)."""
         c8, c4 = len(self._cols8), len(self._cols4)
-        parts = [(np.dtype(np.int64), (c8, n, L)), (np.dtype(np.int32), (c4, n, L)), (np.dtype(np.int32), (n,)),
+        rows = (n, L) if total is None else (total,)
+        parts = [(np.dtype(np.int64), (c8, *rows)), (np.dtype(np.int32), (c4, *rows)), (np.dtype(np.int32), (n,)),
+                 *([] if total is None else [(np.dtype(np.int64), (n + 1,))]),
                  *((np.dtype(d), (n,)) for d in extras.values())]
         offs, end = [], 0
         for dt, shape in parts:
@@ -388,11 +420,14 @@ class Reconstructor:
         blob = self.backend.empty((max(end, 1),), np.uint8)
         views = [blob[o:o + dt.itemsize * int(np.prod(shape))].view(dt).reshape(shape)
                  for (dt, shape), o in zip(parts, offs)]
-        layout = []
-        for c in self.projection.columns:
-            i8 = c in self._cols8
-            lane = self._cols8.index(c) if i8 else self._cols4.index(c)
-            layout.append((c, self._dtypes[c], (n, L), offs[0 if i8 else 1] + lane * n * L * (8 if i8 else 4)))
+        lane = int(np.prod(rows))  # words per column
+
+        def at(c):
+            return offs[0] + self._cols8.index(c) * lane * 8 if c in self._cols8 else \
+                offs[1] + self._cols4.index(c) * lane * 4
+        layout = [(c, self._dtypes[c], rows, at(c)) for c in self.projection.columns]
         layout.append(("lengths", np.dtype(np.int32), (n,), offs[2]))
-        layout += [(c, np.dtype(d), (n,), o) for (c, d), o in zip(extras.items(), offs[3:])]
+        if total is not None:
+            layout.append(("offsets", np.dtype(np.int64), (n + 1,), offs[3]))
+        layout += [(c, np.dtype(d), (n,), o) for (c, d), o in zip(extras.items(), offs[len(parts) - len(extras):])]
         return blob, layout, views
