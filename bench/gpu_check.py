@@ -167,6 +167,14 @@ def check_reconstructor(xp, device, store, thin, s, rows) -> dict:
             bad.append(f"{name}: reconstruct")
         if not _same(_concat(list(rec.iter_batches(thin, batch_size=s["batch"]))), cpu):
             bad.append(f"{name}: iter_batches")
+        buffer, layout = got.packed()  # every array a view of one device buffer
+        if not all(_ptr(v) == _ptr(got[k]) for k, v in engine.Batch.unpack(buffer, layout).items()):
+            bad.append(f"{name}: packed layout")
+        jagged = engine.Reconstructor(store, engine.Projection(
+            p.columns, max_len=p.max_len, actions=p.actions, window_us=p.window_us, align=p.align,
+            pad_value=p.pad_value, layout="jagged"), device=device).reconstruct(thin)
+        if not _same(rec.pad(jagged), cpu):  # the jagged batch, packed, padded on the device
+            bad.append(f"{name}: pad of the jagged batch")
         # no arena reuse budget, one batch per chunk, deep prefetch: slots and buffers are recycled while
         # the previous chunks' kernels may still run, so a missing event between the streams shows here
         churn = engine.Reconstructor(store, p, device=device, cache_bytes=0, chunk_batches=1, prefetch=3)
@@ -175,7 +183,7 @@ def check_reconstructor(xp, device, store, thin, s, rows) -> dict:
         t = got.to_torch()
         if not all(t[c].is_cuda == on_gpu and t[c].data_ptr() == _ptr(got[c]) for c in got):
             copied.append(name)
-    rows.append([f"Reconstructor {device} == cpu, {len(recs)} projections, reconstruct + iter_batches",
+    rows.append([f"Reconstructor {device} == cpu, {len(recs)} projections, reconstruct + iter_batches + pad",
                  "equal" if not bad else "DIFFERENT: " + "; ".join(bad[:3]), _verdict(not bad)])
     where = "CUDA" if on_gpu else "host"
     rows.append([f"Batch.to_torch() zero-copy ({where} tensors, same pointers)",
@@ -232,8 +240,8 @@ def check_dali(xp, rec, thin, want, s, rows) -> None:
     from dali_plugin import UIHIterator, uih_pipeline
     pipe = uih_pipeline(rec, thin, batch_size=s["batch"])  # device_id="auto"
     placed = pipe.uih_device == ("gpu" if rec.device == "cuda" else "cpu")
-    fed = next(pipe.uih_source.batches())
-    fed_ok = all(isinstance(a, xp.ndarray) for a in fed[:len(rec.projection.columns) + 1])
+    buffer, layout = next(pipe.uih_source.batches())  # one packed batch: its buffer where the rec runs
+    fed_ok = isinstance(buffer, xp.ndarray) and [n for n, *_ in layout] == [*rec.projection.columns, "lengths"]
     got = list(UIHIterator(pipe))
     out_ok = all(v.is_cuda == (rec.device == "cuda") for b in got for v in b.values())
     equal = bool(got) and _same({k: np.concatenate([b[k].cpu().numpy() for b in got]) for k in want}, want)
