@@ -10,6 +10,7 @@ example, user, segment and row group, never per event.
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ class Reconstructor:
         self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
         self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
+        self._pack_plans = {}  # (rows, max_len, jagged total, extras) -> how a batch is packed
 
     def clear_cache(self):
         """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
@@ -408,26 +410,37 @@ class Reconstructor:
         """One byte buffer for a batch of ``n`` rows and its views: the int64 and int32 word matrices
         (``[C, n, L]`` padded, ``[C, total]`` jagged), ``lengths``, jagged ``offsets``, one array per extra
         column; plus the ``Batch.packed`` layout of the outputs (columns, lengths, offsets, extras)."""
+        key = (n, L, total, tuple(extras.items()))
+        plan = self._pack_plans.get(key)
+        if plan is None:  # a few shapes per job (full batches, the last one): planned once each
+            plan = self._pack_plans[key] = self._pack_plan(n, L, extras, total)
+        parts, size, layout = plan
+        blob = self.backend.empty((size,), np.uint8)
+        return blob, layout, [blob[a:b].view(dt).reshape(shape) for dt, shape, a, b in parts]
+
+    def _pack_plan(self, n: int, L: int, extras: dict, total) -> tuple:
+        """``(parts, size, layout)`` of ``_packed_views``: each part's dtype, shape and byte range."""
         c8, c4 = len(self._cols8), len(self._cols4)
         rows = (n, L) if total is None else (total,)
-        parts = [(np.dtype(np.int64), (c8, *rows)), (np.dtype(np.int32), (c4, *rows)), (np.dtype(np.int32), (n,)),
-                 *([] if total is None else [(np.dtype(np.int64), (n + 1,))]),
-                 *((np.dtype(d), (n,)) for d in extras.values())]
-        offs, end = [], 0
-        for dt, shape in parts:
-            offs.append(end)
-            end += -(-dt.itemsize * int(np.prod(shape)) // 64) * 64  # 64-byte aligned starts
-        blob = self.backend.empty((max(end, 1),), np.uint8)
-        views = [blob[o:o + dt.itemsize * int(np.prod(shape))].view(dt).reshape(shape)
-                 for (dt, shape), o in zip(parts, offs)]
-        lane = int(np.prod(rows))  # words per column
+        shapes = [(np.dtype(np.int64), (c8, *rows)), (np.dtype(np.int32), (c4, *rows)), (np.dtype(np.int32), (n,)),
+                  *([] if total is None else [(np.dtype(np.int64), (n + 1,))]),
+                  *((np.dtype(d), (n,)) for d in extras.values())]
+        parts, end = [], 0
+        for dt, shape in shapes:
+            nbytes = dt.itemsize * math.prod(shape)
+            parts.append((dt, shape, end, end + nbytes))
+            end += -(-nbytes // 64) * 64  # 64-byte aligned starts
+        lane = math.prod(rows)  # words per column
 
         def at(c):
-            return offs[0] + self._cols8.index(c) * lane * 8 if c in self._cols8 else \
-                offs[1] + self._cols4.index(c) * lane * 4
+            return parts[0][2] + self._cols8.index(c) * lane * 8 if c in self._cols8 else \
+                parts[1][2] + self._cols4.index(c) * lane * 4
         layout = [(c, self._dtypes[c], rows, at(c)) for c in self.projection.columns]
-        layout.append(("lengths", np.dtype(np.int32), (n,), offs[2]))
+        layout.append(("lengths", np.dtype(np.int32), (n,), parts[2][2]))
         if total is not None:
-            layout.append(("offsets", np.dtype(np.int64), (n + 1,), offs[3]))
-        layout += [(c, np.dtype(d), (n,), o) for (c, d), o in zip(extras.items(), offs[len(parts) - len(extras):])]
-        return blob, layout, views
+            layout.append(("offsets", np.dtype(np.int64), (n + 1,), parts[3][2]))
+        extra_parts = parts[len(shapes) - len(extras):]
+        layout += [(c, np.dtype(d), (n,), part[2]) for (c, d), part in zip(extras.items(), extra_parts)]
+        if len(self._pack_plans) > 64:  # jagged totals vary batch to batch: keep the cache small
+            self._pack_plans.clear()
+        return parts, max(end, 1), layout
