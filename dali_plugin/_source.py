@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import numba
 
-from engine import Reconstructor
+from engine import Reconstructor, UIHError
 
 _END = object()
 
@@ -30,6 +30,15 @@ def _kernel_threads(n):
         yield
     finally:
         numba.set_num_threads(before)
+
+
+def _packed(batch) -> tuple:
+    """``batch.packed()``, or an error that says which batches can cross DALI in one piece."""
+    packed = batch.packed()
+    if packed is None:
+        raise UIHError("a batch crossing DALI must be packed in one buffer (Batch.packed()), as the "
+                       f"Reconstructor's batches are; got {batch!r}")
+    return packed
 
 
 def output_names(rec: Reconstructor, extra=()) -> list:
@@ -136,4 +145,4 @@ class InProcessSource(EpochSource):
 
     def batches(self):
         for batch in self.feeder.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):
-            yield batch.packed()
+            yield _packed(batch)

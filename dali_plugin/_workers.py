@@ -23,7 +23,7 @@ import numpy as np
 import engine
 from engine import UIHError
 
-from ._source import EpochSource, output_names
+from ._source import EpochSource, _packed, output_names
 
 
 class _Ring:
@@ -90,7 +90,7 @@ def _worker(job: _Job, ch: _Channels):
             for b in rec.iter_batches(mine, job.batch_size, extra_columns=job.extra):
                 if ch.abort.is_set():
                     break
-                ring.send(ch.out, *b.packed())
+                ring.send(ch.out, *_packed(b))
             ch.out.put(("done", None))
     except BaseException as e:  # noqa: BLE001 - shipped to the consumer
         ch.out.put(("error", f"{type(e).__name__}: {e}\n--- worker {job.index} traceback ---\n"

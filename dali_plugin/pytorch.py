@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
-from engine import Batch, _deps
+from engine import Batch, UIHError, _deps
 
 from ._epochs import Epochs
 
@@ -15,6 +16,15 @@ from ._epochs import Epochs
 def _torch_dtype(dtype):
     """torch's dtype for a NumPy dtype (the layout of a packed batch names NumPy's)."""
     return _deps.torch().from_numpy(np.empty(0, dtype)).dtype
+
+
+def _check_size(buffer, layout) -> None:
+    """The layout must be the fed batch's: DALI runs iterations in feeding order, and the source hands the
+    layouts over in that order; a layout out of step would cut the wrong bytes, so it is an error."""
+    end = max((off + dt.itemsize * math.prod(shape) for _, dt, shape, off in layout), default=0)
+    if buffer.numel() != max(-(-end // 64) * 64, 1):  # the packed size: the layout's end, 64-byte aligned
+        raise UIHError(f"a DALI output of {buffer.numel()} bytes does not match its batch's layout ({end} "
+                       "bytes): the pipeline's iterations and its source's batches are out of step")
 
 
 class UIHIterator:
@@ -41,14 +51,15 @@ class UIHIterator:
     def __next__(self) -> dict:
         torch, (outs, layout) = self._torch, self._epochs.next_outputs()
         if layout is not None:  # one packed batch: views of one buffer
-            with self._device:
-                buffer = torch.from_dlpack(outs[0].as_tensor())[0]
-            if self.pipe.uih_pad is not None:  # a jagged batch to pad, into the engine's own buffers
-                batch = self.pipe.uih_pad.pad(Batch.unpack(buffer.numpy(), layout)).to_torch()
-            else:
-                batch = Batch.unpack(buffer if self._epochs.shares_buffers else buffer.clone(), layout, _torch_dtype)
-            self._epochs.done()
-            return batch
+            try:
+                with self._device:
+                    buffer = torch.from_dlpack(outs[0].as_tensor())[0]
+                _check_size(buffer, layout)
+                if self.pipe.uih_pad is not None:  # a jagged batch to pad, into the engine's own buffers
+                    return self.pipe.uih_pad.pad(Batch.unpack(buffer.numpy(), layout)).to_torch()
+                return Batch.unpack(buffer if self._epochs.shares_buffers else buffer.clone(), layout, _torch_dtype)
+            finally:
+                self._epochs.done()
         with self._device:  # DALI-padded rows: one output per name
             tensors = [torch.from_dlpack(o.as_tensor()) for o in outs]
         if not self._epochs.shares_buffers:

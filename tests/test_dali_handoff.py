@@ -67,7 +67,7 @@ def test_fed_batches_are_released_once_their_outputs_are_out(setup, pad_in_dali)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_a_padded_batch_crosses_dali_as_one_packed_input(setup, workers, monkeypatch):
+def test_a_padded_batch_crosses_dali_as_one_packed_input(setup, workers):
     """One DALI input of one sample per batch (``Batch.packed``), whatever the columns and extras: DALI's
     costs are per input and per sample. The batch's layout reaches the iterator with that iteration."""
     store, thin = setup
@@ -136,3 +136,22 @@ def test_long_rows_padded_after_dali_equal_iter_batches(setup):
     for k in ("item_id", "action", "lengths"):
         assert np.array_equal(np.concatenate([g[k].numpy() for g in got]), want[k])
     assert rec.stats["events_read"] > 0  # the job's reads count on the caller's reconstructor
+
+
+def test_a_layout_out_of_step_with_dalis_iterations_is_an_error(setup, monkeypatch):
+    """The layouts travel beside DALI, in feeding order; one that does not fit its output is refused
+    rather than cutting the wrong bytes (jagged batches differ in size from batch to batch)."""
+    from dali_plugin._source import EpochSource
+    store, thin = setup
+    rec = engine.Reconstructor(store, engine.Projection(["item_id", "ts"], max_len=64, layout="jagged"), device="cpu")
+    real = EpochSource.consumed
+
+    def skewed(self):
+        layout = list(real(self))
+        name, dt, shape, off = layout[-1]  # the last array: its end is the buffer's
+        layout[-1] = (name, dt, (shape[0] + 100,), off)  # as if the batch were another's
+        return layout
+
+    monkeypatch.setattr(EpochSource, "consumed", skewed)
+    with pytest.raises(engine.UIHError, match="out of step"):
+        next(iter(UIHIterator(uih_pipeline(rec, thin, batch_size=16))))

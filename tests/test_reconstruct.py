@@ -383,5 +383,17 @@ def test_pad_refuses_what_it_cannot_pad(history):
     shorter = engine.Reconstructor(store, engine.Projection(p.columns, max_len=3), device="cpu")
     with pytest.raises(engine.SchemaError, match="max_len is 3"):
         shorter.pad(batch)
+    padded = engine.Reconstructor(store, p, device="cpu")
     with pytest.raises(engine.SchemaError, match="offsets"):
-        engine.Reconstructor(store, p, device="cpu").pad({c: batch[c] for c in p.columns})
+        padded.pad({c: batch[c] for c in p.columns})
+    # rows that do not tile the values: the kernel would read past them (unchecked on a GPU)
+    bad_step = dict(batch)
+    bad_step["lengths"] = batch["lengths"].copy()
+    bad_step["lengths"][0] += 1
+    short = dict(batch)
+    short["item_id"] = batch["item_id"][:-1]
+    shifted = dict(batch)
+    shifted["offsets"] = batch["offsets"] + 1
+    for bad in (bad_step, short, shifted):
+        with pytest.raises(engine.SchemaError, match="steps are the lengths"):
+            padded.pad(bad)

@@ -13,7 +13,7 @@ class Batch(Mapping):
     def __init__(self, arrays: dict, device: str, packed=None):
         self._arrays = arrays
         self.device = device
-        self._packed = packed
+        self._packed = packed if packed is None else (packed[0], tuple(packed[1]))
 
     def __getitem__(self, key):
         return self._arrays[key]
@@ -35,12 +35,15 @@ class Batch(Mapping):
         return {k: torch.from_dlpack(v) for k, v in self._arrays.items()}
 
     def packed(self):
-        """``(buffer, layout)`` when every array of the batch is a view of one contiguous byte buffer (padded
-        batches are), else None: ``buffer`` is a 1-D uint8 array on the batch's device, ``layout`` one
-        ``(name, dtype, shape, offset)`` per array, in this mapping's order, each offset aligned for its dtype.
+        """``(buffer, layout)``: every array of the batch is a view of one contiguous byte buffer (the
+        reconstructor's batches are, padded and jagged), else None. ``buffer`` is a 1-D uint8 array on the
+        batch's device, ``layout`` one ``(name, dtype, shape, offset)`` per array, in this mapping's order,
+        each offset 64-byte aligned.
 
         One buffer moves in one piece (a DALI input, a shared-memory block) and ``unpack`` gives the arrays
-        back as views; the arrays are views of ``buffer`` already, so nothing is copied here.
+        back as views; the arrays are views of ``buffer`` already, so nothing is copied here. The flip
+        side: any one array held keeps the whole buffer alive, so copy the small ones (``lengths``, labels)
+        you keep across many batches.
         """
         return self._packed
 

@@ -212,6 +212,12 @@ class Reconstructor:
         if len(offsets) != n + 1 or (n and int(lengths.max()) > L):
             raise SchemaError(f"pad() got {n} rows with {len(offsets)} offsets and rows up to "
                               f"{int(lengths.max()) if n else 0} events; max_len is {L}")
+        # the kernel trusts these bounds (the CUDA twin reads unchecked): rows must tile each column's values
+        sizes = [len(jagged[c]) for c in p.columns]
+        if int(offsets[0]) != 0 or bool((offsets[1:] - offsets[:-1] != lengths).any()) or \
+                any(k != int(offsets[-1]) for k in sizes):
+            raise SchemaError(f"pad() needs offsets from 0 whose steps are the lengths and whose end is each "
+                              f"column's length ({sizes} values, offsets end at {int(offsets[-1])})")
         words = [xp.stack([xp.asarray(jagged[c]).view(w) for c in cols]) if cols else xp.empty((0, 0), w)
                  for cols, w in ((self._cols8, np.int64), (self._cols4, np.int32))]
         none, zeros = xp.empty(0, np.int64), xp.zeros(n, np.int64)
