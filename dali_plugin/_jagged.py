@@ -34,7 +34,7 @@ from ._source import EpochSource, output_names
 MIN_ROW_BYTES = 256 << 10
 
 
-def float_exact(value: np.ndarray) -> bool:
+def _float_exact(value: np.ndarray) -> bool:
     """Whether DALI's fill value, a float32 argument, carries the pad value exactly."""
     f = np.float32(value)
     return bool(np.isfinite(f)) and float(f) == value.item()  # Python compares int with float exactly
@@ -48,7 +48,7 @@ def long_rows(rec: Reconstructor) -> bool:
 
 def dali_can_pad(rec: Reconstructor) -> bool:
     """Whether DALI's ``slice`` can write ``rec``'s pad values exactly (``pad_in_dali=True``)."""
-    return all(float_exact(rec.projection.pad_for(rec.store.schema.dtype(c))) for c in rec.projection.columns)
+    return all(_float_exact(rec.projection.pad_for(rec.store.schema.dtype(c))) for c in rec.projection.columns)
 
 
 def jagged_twin(rec: Reconstructor) -> Reconstructor:

@@ -130,7 +130,6 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     pipe.uih_names = source.names
     pipe.uih_source = source
     pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
-    pipe.uih_layout = rec.projection.layout
     pipe.uih_batch_size = batch_size  # rows per batch (DALI's own batch_size counts samples)
     pipe.uih_pad = rec if pads_after else None  # pads each jagged batch after DALI (UIHIterator)
     return pipe

@@ -137,7 +137,7 @@ class InProcessSource(EpochSource):
     def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=(), feeder=None):
         super().__init__(output_names(rec, extra))
         # ``feeder``: the reconstructor whose batches cross DALI, when not ``rec`` (the jagged twin of a padded
-        # projection that ``UIHIterator`` pads after DALI, see ``_jagged.pads_after``)
+        # projection that ``UIHIterator`` pads after DALI, see ``_jagged``)
         self.rec, self.feeder = rec, feeder or rec
         self.thin_source, self.batch_size, self.extra = thin_source, batch_size, list(extra)
         if rec.device == "cpu":  # a CUDA reconstructor's batches are copied on its stream, as before

@@ -13,7 +13,7 @@ class Batch(Mapping):
     def __init__(self, arrays: dict, device: str, packed=None):
         self._arrays = arrays
         self.device = device
-        self._packed = packed if packed is None else (packed[0], tuple(packed[1]))
+        self._packed = packed
 
     def __getitem__(self, key):
         return self._arrays[key]

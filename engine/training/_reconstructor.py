@@ -149,7 +149,7 @@ class Reconstructor:
         self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
         self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
-        self._pack_plans = {}  # (rows, max_len, jagged total, extras) -> how a batch is packed
+        self._pack_plans = {}  # padded (rows, max_len, extras) -> how a batch is packed
 
     def clear_cache(self):
         """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
@@ -416,11 +416,16 @@ class Reconstructor:
         """One byte buffer for a batch of ``n`` rows and its views: the int64 and int32 word matrices
         (``[C, n, L]`` padded, ``[C, total]`` jagged), ``lengths``, jagged ``offsets``, one array per extra
         column; plus the ``Batch.packed`` layout of the outputs (columns, lengths, offsets, extras)."""
-        key = (n, L, total, tuple(extras.items()))
-        plan = self._pack_plans.get(key)
-        if plan is None:  # a few shapes per job (full batches, the last one): planned once each
-            plan = self._pack_plans[key] = self._pack_plan(n, L, extras, total)
-        parts, size, layout = plan
+        if total is not None:  # jagged: the event total differs batch to batch, nothing to reuse
+            parts, size, layout = self._pack_plan(n, L, extras, total)
+        else:  # padded: a few shapes per job (full batches, the last one), each planned once
+            key = (n, L, tuple(extras.items()))
+            plan = self._pack_plans.get(key)
+            if plan is None:
+                if len(self._pack_plans) >= 64:  # keep the cache small whatever the batch sizes
+                    self._pack_plans.clear()
+                plan = self._pack_plans[key] = self._pack_plan(n, L, extras, None)
+            parts, size, layout = plan
         blob = self.backend.empty((size,), np.uint8)
         return blob, layout, [blob[a:b].view(dt).reshape(shape) for dt, shape, a, b in parts]
 
@@ -447,6 +452,4 @@ class Reconstructor:
             layout.append(("offsets", np.dtype(np.int64), (n + 1,), parts[3][2]))
         extra_parts = parts[len(shapes) - len(extras):]
         layout += [(c, np.dtype(d), (n,), part[2]) for (c, d), part in zip(extras.items(), extra_parts)]
-        if len(self._pack_plans) > 64:  # jagged totals vary batch to batch: keep the cache small
-            self._pack_plans.clear()
-        return parts, max(end, 1), layout
+        return parts, max(end, 1), tuple(layout)  # a tuple: shared by every batch of this shape
