@@ -1,4 +1,5 @@
-"""The compiled per-chunk planners against plain references: a chunk's users (``_plan.plan_users``) and a
+"""The compiled per-chunk planners against plain references: a chunk's users (``_plan.plan_users``), its
+thin-row checks and window starts (``_plan.plan_chunk``) and a
 segment part's rows per user (``_segment_index.select_runs``)."""
 
 import numpy as np
@@ -40,6 +41,32 @@ def test_plan_users_matches_numpy(chunk):
     assert got.bad == (int(bad[0]) if len(bad) else -1)
     if len(bad):
         assert got.bad_sealed == sealed[bad[0]]
+
+
+def _window_start(rts, window_us):
+    """The window start by Python integers: ``request_ts - window_us``, floored at the smallest int64."""
+    lo = -(1 << 63)
+    return np.array([max(int(r) - window_us, lo) for r in rts], np.int64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(chunks(), st.data())
+def test_plan_chunk_plans_windows_and_checks(chunk, data):
+    uid, imm_hw, _, max_len, su, se = chunk
+    n = len(uid)
+    big = st.integers(-(1 << 63), (1 << 63) - 1)
+    rts = np.array(data.draw(st.lists(big, min_size=n, max_size=n)), np.int64)
+    version = np.array(data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)), np.int64)
+    imm = imm_hw - data.draw(st.integers(0, 3)) * (np.arange(n) % 2)  # sometimes negative
+    window = data.draw(st.one_of(st.none(), st.integers(0, (1 << 63) - 1)))
+    got = _plan.plan_chunk(uid, imm, version, rts, window, max_len, su, se)
+    ts_min = np.full(n, np.iinfo(np.int64).min, np.int64) if window is None else _window_start(rts, window)
+    assert np.array_equal(got.ts_min, ts_min)
+    assert got.max_version == (int(version.max()) if n else -1)
+    assert got.min_imm_hw == (int(imm.min()) if n else 0)
+    want = _plan.plan_users(uid, imm, ts_min, max_len, su, se)
+    for a, b in zip(got.users, want):
+        assert np.array_equal(a, b)
 
 
 @st.composite

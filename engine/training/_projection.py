@@ -13,15 +13,6 @@ INT64_MAX = np.iinfo(np.int64).max
 NOT_EVENT_COLUMNS = frozenset({"user_id", "request_ts", "store_id", "version", "imm_hw", "lengths", "sealed"})
 
 
-def window_start(request_ts: np.ndarray, window_us: int) -> np.ndarray:
-    """``request_ts - window_us``, saturating at the smallest int64 instead of wrapping around."""
-    rts = np.asarray(request_ts, np.int64)
-    lo = np.iinfo(np.int64).min
-    w = np.int64(window_us)  # <= INT64_MAX (the constructor saturates), so ``lo + w`` cannot overflow
-    with np.errstate(over="ignore"):  # the wrapped differences are the ones np.where discards
-        return np.where(rts < lo + w, lo, rts - w)
-
-
 class Projection:
     """A tenant's view of the shared thin rows (SPEC §2).
 

@@ -14,6 +14,7 @@ import math
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +28,6 @@ from ..serving._segments import ROW_GROUP_ROWS
 from . import _backends, _plan
 from ._batch import Batch
 from ._prefetch import prefetch as background
-from ._projection import window_start
 from ._thin_source import THIN_META, rechunk, thin_batches
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
@@ -45,6 +45,16 @@ class _Chunk:
     events_read: int
     extras: dict  # pass-through columns carried into the batches
     life: _Life
+
+
+class _Pack(NamedTuple):
+    """How a batch of one shape is packed (``Reconstructor._pack_plan``)."""
+
+    parts: list  # per part (word matrices, lengths, offsets, extras): dtype, shape, byte range
+    size: int  # buffer bytes
+    layout: tuple  # ``Batch.packed``'s layout
+    picks: list  # per layout entry: its name, part, lane (None: the whole part) and dtype
+    starts: object  # padded: each row's first output position (``kernels.Output.row_start``), else None
 
 
 class _Life:
@@ -137,8 +147,18 @@ class Reconstructor:
         width = {c: self._schema_dtype(c).itemsize for c in extra}
         self._lanes = ([*self._cols8, *(c for c in extra if width[c] == 8)],
                        [*self._cols4, *(c for c in extra if width[c] == 4)])
-        self._read = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]])) if "columns" in self.pushdown \
-            else ["seq", "ts", *schema.columns]
+        self._tail_cols = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]]))  # thin tail_<c> per lane column
+        self._tail_names = [f"tail_{c}" for c in self._tail_cols]
+        self._read = list(self._tail_cols) if "columns" in self.pushdown else ["seq", "ts", *schema.columns]
+        # the kernels' seq, ts and event-type lanes: (8- or 4-byte lanes, index, dtype), or an empty array
+        xp = self.backend.xp
+        self._source_lanes = [(0, self._lanes[0].index(c), dt, None) if c in self._lanes[0] else
+                              (1, self._lanes[1].index(c), dt, None) if c in self._lanes[1] else
+                              (None, None, dt, xp.zeros(0, dt))
+                              for c, dt in (("seq", np.int64), ("ts", np.int64),
+                                            (self._etype, self._schema_dtype(self._etype)))]
+        self._no_tail = None  # the tail source of a chunk without tail events, made once
+        self._mine = pa.array([store.store_id], pa.string())  # snapshot()'s store_id dictionary
         self.cache_bytes = int(cache_bytes)
         self._fill_lock = threading.Lock()
         self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
@@ -227,15 +247,16 @@ class Reconstructor:
         sel = xp.zeros((n, 5), np.int64)
         sel[:, 3], sel[:, 4] = offsets[:-1], lengths
         extras = {k: xp.asarray(v) for k, v in jagged.items() if k not in (*p.columns, "offsets", "lengths")}
-        blob, layout, (out8, out4, lens, *ext) = self._packed_views(n, L, {k: v.dtype for k, v in extras.items()})
+        blob, pack, views = self._packed_views(n, L, {k: v.dtype for k, v in extras.items()})
+        out8, out4, lens, *ext = views
         out = kernels.Output(out8.reshape(len(self._cols8), n * L), out4.reshape(len(self._cols4), n * L), lens,
-                             xp.arange(n, dtype=np.int64) * L, L)
+                             pack.starts, L)
         flt = self._filter._replace(use_types=False, use_window=False)
         be.assemble(tail, kernels.Runs(xp.zeros(1, np.int64), none, none), tail, flt, ex, sel, L,
                     p.align == "right", self._pad, out, stream=be.launch_stream())
         for v, dst in zip(extras.values(), ext):
             dst[...] = v
-        return self._batch(blob, layout)
+        return self._batch(blob, pack, views)
 
     def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
@@ -246,7 +267,7 @@ class Reconstructor:
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
     def _as_thin(self, thin, extra=()) -> pa.Table:
         t = thin if isinstance(thin, pa.Table) else pa.table(thin)
-        have = set(t.column_names)  # a fresh list per access: read once
+        have = set(t.schema.names)  # a fresh list per access: read once
         missing = [c for c in [*self.thin_columns, *extra] if c not in have]
         if missing:
             raise SchemaError(f"thin rows lack column(s) {missing} needed by {self.projection}; "
@@ -269,39 +290,63 @@ class Reconstructor:
     def _other_store_ids(self, col: pa.ChunkedArray) -> list:
         """Store ids in ``col`` other than this store's, sorted (the same one is named every run)."""
         mine = self.store.store_id
-        if pa.types.is_dictionary(col.type) and not col.null_count and all(
-                c.dictionary.to_pylist() == [mine] for c in col.chunks):
+        if isinstance(col.type, pa.DictionaryType) and not col.null_count and all(
+                c.dictionary.equals(self._mine) for c in col.chunks):
             return []  # snapshot()'s usual form: every chunk's dictionary is this one id, no row read
         ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
         ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
         return sorted((i for i in ids if i != mine), key=str)
 
-    def _validate(self, t: pa.Table, ts_min) -> tuple:
-        """``(plan, imm_hw)``: the chunk's users planned, once the thin rows are known to point into this
-        store's sealed events."""
+    def _validate(self, t: pa.Table) -> tuple:
+        """``(plan, imm_hw, ts_min)``: the chunk's users planned and each row's window start, once the thin
+        rows are known to point into this store's sealed events."""
         other = self._other_store_ids(t.column("store_id"))
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        version, uid, imm_hw = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw"))
-        if len(t) and version.max() > self.store.version:
-            raise VersionError(f"thin row logged at store version {int(version.max())}, but the store "
+        uid, imm_hw = t.column("user_id").to_numpy(), t.column("imm_hw").to_numpy()
+        c = _plan.plan_chunk(uid, imm_hw, t.column("version").to_numpy(), t.column("request_ts").to_numpy(),
+                             self.projection.window_us if self._use_window else None, self.projection.max_len,
+                             *self.store.view.user_counts())
+        if c.max_version > self.store.version:
+            raise VersionError(f"thin row logged at store version {c.max_version}, but the store "
                                f"is at version {self.store.version}; reopen the store (UIHStore.open) to see it")
-        if len(t) and imm_hw.min() < 0:
+        if c.min_imm_hw < 0:
             raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
-        plan = _plan.plan_users(uid, imm_hw, ts_min, self.projection.max_len, *self.store.view.user_counts())
+        plan = c.users
         if plan.bad >= 0:
             b = plan.bad
             raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
                                f"(version {self.store.version}) has only {plan.bad_sealed} sealed events for "
                                "that user; it was logged against another store")
-        return plan, imm_hw
+        return plan, imm_hw, c.ts_min
 
     def _tails(self, t: pa.Table):
-        offsets, _ = _list_parts(t.column("tail_seq"))
+        """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there
+        are no tail events), and the rows' offsets into them (``[n + 1]``, from 0), after checking every
+        tail column's lists match ``tail_seq``'s."""
+        seq, cols = t.column("tail_seq"), [t.column(name) for name in self._tail_names]
+        if seq.num_chunks == 1 and not seq.null_count and all(
+                c.num_chunks == 1 and not c.null_count for c in cols):
+            # snapshot()'s form, read as is: one chunk per column, every column's lists at tail_seq's offsets
+            # (compared in Arrow, not in NumPy: this runs per chunk and per tail column)
+            o = seq.chunk(0).offsets
+            if all(c.chunk(0).offsets.equals(o) for c in cols):
+                o = o.to_numpy()
+                lo, hi = int(o[0]), int(o[-1])
+                if lo == hi:
+                    return None, (o - lo if lo else o)  # no tail events (all sealed): no values to read
+                out = {}
+                for c, col in zip(self._tail_cols, cols):
+                    v = col.chunk(0).values
+                    if lo or hi != len(v):
+                        v = v.slice(lo, hi - lo)
+                    out[c] = v.to_numpy(zero_copy_only=False).astype(self._schema_dtype(c), copy=False)
+                return out, (o - lo if lo else o)
+        offsets, _ = _list_parts(seq)
         out = {}
-        for c in dict.fromkeys([*self._lanes[0], *self._lanes[1]]):
-            off, flat = _list_parts(t.column(f"tail_{c}"))
+        for c, col in zip(self._tail_cols, cols):
+            off, flat = _list_parts(col)
             if len(off) != len(offsets) or (off != offsets).any():  # np.array_equal's checks cost more
                 raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
             out[c] = flat.astype(self._schema_dtype(c), copy=False)
@@ -317,9 +362,7 @@ class Reconstructor:
 
     def _prepare_on_stream(self, t: pa.Table, extra) -> _Chunk:
         p, be = self.projection, self.backend
-        rts = t.column("request_ts").to_numpy()
-        ts_min = window_start(rts, p.window_us) if self._use_window else np.full(len(rts), kernels.NO_WINDOW, np.int64)
-        plan, imm_hw = self._validate(t, ts_min)
+        plan, imm_hw, ts_min = self._validate(t)
         tails, t_off = self._tails(t)
         users, inv = plan.users, plan.inv
         rows = "rows" in self.pushdown
@@ -358,20 +401,17 @@ class Reconstructor:
 
     def _source(self, w8, w4) -> kernels.Source:
         """The kernels' view of lanes ``w8``/``w4``: the filter's ts and event type, the seq lane."""
-        xp, (l8, l4) = self.backend.xp, self._lanes
+        words = (w8, w4)  # a column sits in the lanes of its width, so each view is exact
+        return kernels.Source(w8, w4, *(words[k][i].view(dt) if k is not None else empty
+                                        for k, i, dt, empty in self._source_lanes))
 
-        def lane(c, dtype):  # a column sits in the lanes of its width, so the view is exact
-            if c in l8:
-                return w8[l8.index(c)].view(dtype)
-            if c in l4:
-                return w4[l4.index(c)].view(dtype)
-            return xp.zeros(0, dtype)
-        return kernels.Source(w8, w4, lane("seq", np.int64), lane("ts", np.int64),
-                              lane(self._etype, self._schema_dtype(self._etype)))
-
-    def _tail_source(self, tails: dict, n: int, keep=None) -> kernels.Source:
+    def _tail_source(self, tails, n: int, keep=None) -> kernels.Source:
         """The logged tails laid out as the arena's lanes (one copy of the tail events, which are few)."""
         be, (l8, l4) = self.backend, self._lanes
+        if n == 0:  # no tail events (all sealed): one empty source, made once, which kernels only read
+            if self._no_tail is None:
+                self._no_tail = self._source(be.xp.empty((len(l8), 0), np.int64), be.xp.empty((len(l4), 0), np.int32))
+            return self._no_tail
         w8 = be.xp.empty((len(l8), n), np.int64)
         w4 = be.xp.empty((len(l4), n), np.int32)
         for words, names in ((w8, l8), (w4, l4)):
@@ -383,7 +423,7 @@ class Reconstructor:
     def _assemble(self, ch: _Chunk, a: int, b: int) -> Batch:
         p, be, xp = self.projection, self.backend, self.backend.xp
         n, L = b - a, p.max_len
-        ex = kernels.Examples(*(v[a:b] for v in ch.examples))
+        ex = ch.examples if (a, b) == (0, ch.n) else kernels.Examples(*(v[a:b] for v in ch.examples))
         be.wait(ch.life.ready)  # this thread's stream runs after the producer's copies of the chunk
         stream = be.launch_stream()
         sel = xp.empty((n, 5), np.int64)
@@ -394,43 +434,48 @@ class Reconstructor:
             offsets = xp.zeros(n + 1, np.int64)
             offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
             total = int(offsets[-1])
-            blob, layout, (out8, out4, lengths, offs, *ext) = self._packed_views(n, L, extras, total)
+            blob, pack, views = self._packed_views(n, L, extras, total)
+            out8, out4, lengths, offs, *ext = views
             offs[...] = offsets
             out = kernels.Output(out8, out4, lengths, offs[:-1], 0)
         else:
-            blob, layout, (out8, out4, lengths, *ext) = self._packed_views(n, L, extras)
-            out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
-                                 xp.arange(n, dtype=np.int64) * L, L)
+            blob, pack, views = self._packed_views(n, L, extras)
+            out8, out4, lengths, *ext = views
+            out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths, pack.starts, L)
         be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out,
                     stream=stream)
         for v, dst in zip(ch.extras.values(), ext):
             dst[...] = v[a:b]  # on this thread's stream, like the kernels
         ch.life.done = be.record()
-        return self._batch(blob, layout)
+        return self._batch(blob, pack, views)
 
-    def _batch(self, blob, layout) -> Batch:
-        """The ``Batch`` of one packed buffer (every array a view of it)."""
-        return Batch(Batch.unpack(blob, layout), self.device, (blob, layout))
+    def _batch(self, blob, pack: _Pack, views: list) -> Batch:
+        """The ``Batch`` of one packed buffer: every array a view of it, taken from the part views
+        (the same arrays ``Batch.unpack`` gives from the layout, without recomputing each byte range)."""
+        arrays = {}
+        for name, part, lane, dt in pack.picks:
+            v = views[part] if lane is None else views[part][lane]
+            arrays[name] = v if v.dtype == dt else v.view(dt)
+        return Batch(arrays, self.device, (blob, pack.layout))
 
     def _packed_views(self, n: int, L: int, extras: dict, total=None) -> tuple:
-        """One byte buffer for a batch of ``n`` rows and its views: the int64 and int32 word matrices
-        (``[C, n, L]`` padded, ``[C, total]`` jagged), ``lengths``, jagged ``offsets``, one array per extra
-        column; plus the ``Batch.packed`` layout of the outputs (columns, lengths, offsets, extras)."""
+        """One byte buffer for a batch of ``n`` rows, its ``_Pack`` plan and the plan's part views: the
+        int64 and int32 word matrices (``[C, n, L]`` padded, ``[C, total]`` jagged), ``lengths``, jagged
+        ``offsets``, one array per extra column."""
         if total is not None:  # jagged: the event total differs batch to batch, nothing to reuse
-            parts, size, layout = self._pack_plan(n, L, extras, total)
+            pack = self._pack_plan(n, L, extras, total)
         else:  # padded: a few shapes per job (full batches, the last one), each planned once
             key = (n, L, tuple(extras.items()))
-            plan = self._pack_plans.get(key)
-            if plan is None:
+            pack = self._pack_plans.get(key)
+            if pack is None:
                 if len(self._pack_plans) >= 64:  # keep the cache small whatever the batch sizes
                     self._pack_plans.clear()
-                plan = self._pack_plans[key] = self._pack_plan(n, L, extras, None)
-            parts, size, layout = plan
-        blob = self.backend.empty((size,), np.uint8)
-        return blob, layout, [blob[a:b].view(dt).reshape(shape) for dt, shape, a, b in parts]
+                pack = self._pack_plans[key] = self._pack_plan(n, L, extras, None)
+        blob = self.backend.empty((pack.size,), np.uint8)
+        return blob, pack, [blob[a:b].view(dt).reshape(shape) for dt, shape, a, b in pack.parts]
 
-    def _pack_plan(self, n: int, L: int, extras: dict, total) -> tuple:
-        """``(parts, size, layout)`` of ``_packed_views``: each part's dtype, shape and byte range."""
+    def _pack_plan(self, n: int, L: int, extras: dict, total) -> _Pack:
+        """How ``_packed_views`` packs a batch of ``n`` rows (``total`` events if jagged)."""
         c8, c4 = len(self._cols8), len(self._cols4)
         rows = (n, L) if total is None else (total,)
         shapes = [(np.dtype(np.int64), (c8, *rows)), (np.dtype(np.int32), (c4, *rows)), (np.dtype(np.int32), (n,)),
@@ -452,4 +497,8 @@ class Reconstructor:
             layout.append(("offsets", np.dtype(np.int64), (n + 1,), parts[3][2]))
         extra_parts = parts[len(shapes) - len(extras):]
         layout += [(c, np.dtype(d), (n,), part[2]) for (c, d), part in zip(extras.items(), extra_parts)]
-        return parts, max(end, 1), tuple(layout)  # a tuple: shared by every batch of this shape
+        picks = [(c, 0, self._cols8.index(c), self._dtypes[c]) if c in self._cols8 else
+                 (c, 1, self._cols4.index(c), self._dtypes[c]) for c in self.projection.columns]
+        picks += [(name, k, None, dt) for k, (name, dt, _, _) in enumerate(layout[len(picks):], start=2)]
+        starts = self.backend.xp.arange(n, dtype=np.int64) * L if total is None else None
+        return _Pack(parts, max(end, 1), tuple(layout), picks, starts)  # the layout is shared by every batch
