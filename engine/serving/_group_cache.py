@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+from numba import njit
 
 
 class GroupCache:
@@ -39,6 +40,24 @@ class GroupCache:
     def clear(self):
         self._d.clear()
         self.used = 0
+
+
+@njit(cache=True, nogil=True)
+def _pin(pins, used, slots, tick):
+    for s in slots:
+        pins[s] += 1
+        used[s] = tick
+
+
+@njit(cache=True, nogil=True)
+def _unpin(pins, keyed, slots):
+    """Unpin ``slots``; True when every slot this leaves idle still holds a keyed (reusable) block."""
+    cached = True
+    for s in slots:
+        pins[s] -= 1
+        if pins[s] == 0 and not keyed[s]:
+            cached = False
+    return cached
 
 
 class GroupArena:
@@ -82,8 +101,7 @@ class GroupArena:
             found = list(map(self._slot.get, keys))
             missing = [i for i, s in enumerate(found) if s is None] if None in found else []
             hits = np.array([s for s in found if s is not None] if missing else found, np.int64)
-            self._pins[hits] += 1  # pinned before any miss takes a slot: a miss never evicts a hit
-            self._used[hits] = self._tick
+            _pin(self._pins, self._used, hits, self._tick)  # before any miss takes a slot: a miss never evicts a hit
             if missing:
                 new = len(missing) - len(self._free)
                 if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
@@ -100,10 +118,9 @@ class GroupArena:
         """Unpin; slots beyond the budget are freed as soon as nothing uses them (budget 0: no reuse)."""
         with self._lock:
             slots = np.asarray(slots, np.int64)
-            self._pins[slots] -= 1
-            idle = slots[self._pins[slots] == 0]
-            if len(self._slot) <= self.max_slots and self._keyed[idle].all():
+            if _unpin(self._pins, self._keyed, slots) and len(self._slot) <= self.max_slots:
                 return  # the usual case: every idle slot stays cached for the next chunk
+            idle = slots[self._pins[slots] == 0]
             for s in idle.tolist():
                 if self._keyed[s] and len(self._slot) <= self.max_slots:
                     continue

@@ -11,6 +11,7 @@ user, only the row groups that hold the needed rows, only the named columns:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,20 @@ class RunSet:
     @property
     def num_events(self) -> int:
         return int(self.start[-1])
+
+
+_FILE_KEYS: dict = {}
+_FILE_KEYS_LOCK = threading.Lock()
+
+
+def _file_key(file: str) -> int:
+    """The arena key base of a segment file: its blocks' keys are ``base + block``. Integer keys, because
+    every chunk looks up each block it reads, and ints hash faster than ``(file, block)`` tuples."""
+    k = _FILE_KEYS.get(file)
+    if k is None:
+        with _FILE_KEYS_LOCK:
+            k = _FILE_KEYS.setdefault(file, len(_FILE_KEYS) << 32)
+    return k
 
 
 def _bounds(users, seq_lo, seq_hi) -> tuple:
@@ -216,7 +231,7 @@ class ImmutableView:
                 if all_groups:
                     need, which = np.arange(len(bgroup)), blk
                 file = self.segments[s][part]["file"]
-                slots, missing = arena.acquire([(file, b) for b in need.tolist()])
+                slots, missing = arena.acquire((need + _file_key(file)).tolist())
                 pinned.append(slots)
                 if missing:
                     self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
