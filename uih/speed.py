@@ -12,7 +12,7 @@ import numpy as np
 
 import engine
 
-from .fmt import median_time
+from .fmt import median_time, median_times
 from .workload import DAY_US
 
 COLUMNS = ["item_id", "action", "ts"]  # 20 bytes per event
@@ -39,20 +39,21 @@ def assembly_speed(store, lengths, batch: int, users: int) -> list:
         chunk = rec._prepare(rec._as_thin(thin))
         out = rec._assemble(chunk, 0, chunk.n)
         nbytes = sum(out[c].nbytes for c in p.columns)
-        t_asm = median_time(lambda: rec._assemble(chunk, 0, chunk.n), repeat=7)
-        t_e2e = median_time(lambda: rec.reconstruct(thin), repeat=3)
         src = torch.empty(nbytes, dtype=torch.uint8)
         src.fill_(1)
         dst = torch.empty_like(src)
-        t_copy = median_time(lambda: dst.copy_(src), repeat=7)
-        t_copy_mem = _copy_from_memory(dst)
+        # each warm, in runs of its own calls, taken in turn so that the ratios to the copies hold on a
+        # machine whose speed swings
+        t_asm, t_e2e, t_copy, t_copy_mem = median_times(
+            [lambda: rec._assemble(chunk, 0, chunk.n), lambda: rec.reconstruct(thin), lambda: dst.copy_(src),  # noqa: B023
+             _copy_from_memory(dst)], repeat=5, budget=0.3, rounds=5)
         lens = torch.from_numpy(out["lengths"].astype(np.int64))
         offsets = torch.zeros(batch + 1, dtype=torch.int64)
         torch.cumsum(lens, 0, out=offsets[1:])
         vals = [torch.from_numpy(np.concatenate([out[c][b, :out["lengths"][b]] for b in range(batch)]))
                 .reshape(-1, 1) for c in p.columns]
         aten = torch.ops.aten._jagged_to_padded_dense_forward
-        t_aten = median_time(lambda: [aten(v, [offsets], [L], 0.0) for v in vals], repeat=5)  # noqa: B023
+        t_aten = median_time(lambda: [aten(v, [offsets], [L], 0.0) for v in vals], repeat=5, budget=0.3)  # noqa: B023
         gb = nbytes / 1e9
         rows.append({"max_len": L, "batch": batch, "bytes": nbytes, "assembly_gbps": gb / t_asm,
                      "end_to_end_gbps": gb / t_e2e, "copy_gbps": gb / t_copy, "copy_mem_gbps": gb / t_copy_mem,
@@ -61,10 +62,10 @@ def assembly_speed(store, lengths, batch: int, users: int) -> list:
     return rows
 
 
-def _copy_from_memory(dst, span: int = 1 << 30) -> float:
-    """Median seconds of a 2-thread copy into ``dst`` from a source not in any cache: each repetition
-    reads the next slice of a ``span``-byte buffer (larger than this machine's last-level cache), as
-    reconstruction reads decoded columns that the previous batches pushed out of cache."""
+def _copy_from_memory(dst, span: int = 1 << 30):
+    """A 2-thread copy into ``dst`` from a source not in any cache: each call reads the next slice of a
+    ``span``-byte buffer (larger than this machine's last-level cache), as reconstruction reads decoded
+    columns that the previous batches pushed out of cache."""
     import torch
     n = dst.numel()
     k = max(span // max(n, 1), 2)
@@ -74,7 +75,7 @@ def _copy_from_memory(dst, span: int = 1 << 30) -> float:
     def copy():
         dst.copy_(src[at[0] * n:(at[0] + 1) * n])
         at[0] = (at[0] + 1) % k
-    return median_time(copy, repeat=7)
+    return copy
 
 
 def _cold(rec) -> None:
