@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
@@ -21,9 +20,9 @@ def _torch_dtype(dtype):
 def _check_size(buffer, layout) -> None:
     """The layout must be the fed batch's: DALI runs iterations in feeding order, and the source hands the
     layouts over in that order; a layout out of step would cut the wrong bytes, so it is an error."""
-    end = max((off + dt.itemsize * math.prod(shape) for _, dt, shape, off in layout), default=0)
-    if buffer.numel() != max(-(-end // 64) * 64, 1):  # the packed size: the layout's end, 64-byte aligned
-        raise UIHError(f"a DALI output of {buffer.numel()} bytes does not match its batch's layout ({end} "
+    want = Batch.packed_nbytes(layout)
+    if buffer.numel() != want:
+        raise UIHError(f"a DALI output of {buffer.numel()} bytes does not match its batch's layout ({want} "
                        "bytes): the pipeline's iterations and its source's batches are out of step")
 
 

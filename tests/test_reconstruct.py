@@ -324,6 +324,7 @@ def test_padded_batches_are_packed_in_one_buffer(history, name, device, rows):
             np.testing.assert_array_equal(v, b[k])
         ends = sorted((off, off + dtype.itemsize * int(np.prod(shape))) for _, dtype, shape, off in layout)
         assert all(e <= s for (_, e), (s, _) in zip(ends, ends[1:])) and ends[-1][1] <= buffer.nbytes
+        assert buffer.nbytes == Batch.packed_nbytes(layout) == max(-(-ends[-1][1] // 64) * 64, 1)
 
 
 def test_packed_batches_unpack_as_torch_views(history):
@@ -346,6 +347,7 @@ def test_jagged_batches_are_packed_too(history, name):
     b = engine.Reconstructor(store, jagged, device="cpu").reconstruct(thin, extra_columns=["example_id"])
     buffer, layout = b.packed()
     assert [k for k, *_ in layout] == list(b) == [*p.columns, "lengths", "offsets", "example_id"]
+    assert buffer.nbytes == Batch.packed_nbytes(layout)
     for k, v in Batch.unpack(buffer, layout).items():
         assert v.ctypes.data == b[k].ctypes.data and v.shape == b[k].shape
     assert b["offsets"][-1] == b["lengths"].sum() == len(b[p.columns[0]])

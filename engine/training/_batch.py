@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
+import numpy as np
+
 from .. import _deps
+
+#: every array of a packed batch starts at a multiple of this many bytes, and the buffer ends at one
+PACK_ALIGN = 64
 
 
 class Batch(Mapping):
@@ -46,6 +52,13 @@ class Batch(Mapping):
         you keep across many batches.
         """
         return self._packed
+
+    @staticmethod
+    def packed_nbytes(layout) -> int:
+        """Bytes of the buffer of a packed batch of ``layout`` (``packed()``): where its last array ends,
+        rounded up to the alignment (at least one byte, so that an empty batch still has a buffer)."""
+        end = max((off + np.dtype(dt).itemsize * math.prod(shape) for _, dt, shape, off in layout), default=0)
+        return max(-(-end // PACK_ALIGN) * PACK_ALIGN, 1)
 
     @staticmethod
     def unpack(buffer, layout, dtype=None) -> dict:

@@ -26,7 +26,7 @@ from .._errors import SchemaError, VersionError
 from ..serving._group_cache import GroupArena
 from ..serving._segments import ROW_GROUP_ROWS
 from . import _backends, _plan
-from ._batch import Batch
+from ._batch import PACK_ALIGN, Batch
 from ._prefetch import prefetch as background
 from ._thin_source import THIN_META, rechunk, thin_batches
 
@@ -485,7 +485,7 @@ class Reconstructor:
         for dt, shape in shapes:
             nbytes = dt.itemsize * math.prod(shape)
             parts.append((dt, shape, end, end + nbytes))
-            end += -(-nbytes // 64) * 64  # 64-byte aligned starts
+            end += -(-nbytes // PACK_ALIGN) * PACK_ALIGN  # aligned starts
         lane = math.prod(rows)  # words per column
 
         def at(c):
@@ -501,4 +501,5 @@ class Reconstructor:
                  (c, 1, self._cols4.index(c), self._dtypes[c]) for c in self.projection.columns]
         picks += [(name, k, None, dt) for k, (name, dt, _, _) in enumerate(layout[len(picks):], start=2)]
         starts = self.backend.xp.arange(n, dtype=np.int64) * L if total is None else None
-        return _Pack(parts, max(end, 1), tuple(layout), picks, starts)  # the layout is shared by every batch
+        layout = tuple(layout)  # shared by every batch of this shape
+        return _Pack(parts, Batch.packed_nbytes(layout), layout, picks, starts)
