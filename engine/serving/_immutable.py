@@ -107,6 +107,35 @@ def cut_at_blocks(bstart, r0, cnt):
     return run, blk, lo, num, need, np.searchsorted(need, blk)
 
 
+@njit(cache=True, nogil=True)
+def place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, slot_rows, dense):
+    """Per piece of ``cut_at_blocks``, once its blocks have ``slots``: its user's rank, its arena position
+    and its first seq (dense seqs of a main part; -1 where they are sparse and read from the seq lane).
+    One compiled pass instead of ten NumPy calls per segment of every chunk."""
+    n = len(run)
+    rank, pos, seq0 = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    for i in range(n):
+        r = run[i]
+        rank[i] = ranks[r]
+        pos[i] = slots[which[i]] * slot_rows + (lo[i] - bstart[blk[i]])
+        seq0[i] = q0[r] + (lo[i] - r0[r]) if dense else -1
+    return rank, pos, seq0
+
+
+@njit(cache=True, nogil=True)
+def run_offsets(count, rank, users):
+    """``(start, user_runs)`` of runs of ``count`` events owned by users ``rank`` (sorted): the runs'
+    offsets, and each of ``users`` users' first run."""
+    start = np.zeros(len(count) + 1, np.int64)
+    per = np.zeros(users + 1, np.int64)
+    for j in range(len(count)):
+        start[j + 1] = start[j] + count[j]
+        per[rank[j] + 1] += 1
+    for u in range(users):
+        per[u + 1] += per[u]
+    return start, per
+
+
 def put_blocks(words, lane, col, dst, src, n):
     """``words[lane, dst[i]:dst[i] + n[i]] = col[src[i]:src[i] + n[i]]`` for each block (host arrays)."""
     for d, a, k in zip(dst.tolist(), src.tolist(), n.tolist()):
@@ -235,9 +264,8 @@ class ImmutableView:
                 pinned.append(slots)
                 if missing:
                     self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
-                pos = slots[which] * R + (lo - bstart[blk])
-                seq0 = q0[run] + (lo - r0[run]) if part == "main" else np.full(len(run), -1, np.int64)
-                pieces.append((ranks[run], pos, num, seq0))
+                rank, pos, seq0 = place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, R, part == "main")
+                pieces.append((rank, pos, num, seq0))
         except BaseException:
             for p in pinned:
                 arena.release(p)
@@ -252,8 +280,8 @@ class ImmutableView:
             rank, pos, count, seq0 = (np.concatenate(c) for c in zip(*pieces))
             order = np.argsort(rank, kind="stable")
             rank, pos, count, seq0 = rank[order], pos[order], count[order], seq0[order]
-        return RunSet(offsets_of(count), pos, seq0, offsets_of(np.bincount(rank, minlength=len(users))),
-                      arena.w8, arena.w4, slots)
+        start, user_runs = run_offsets(count, rank, len(users))
+        return RunSet(start, pos, seq0, user_runs, arena.w8, arena.w4, slots)
 
     def _fill(self, arena, s, part, blocks, slots, lanes, read_columns, read_groups, put):
         """Decode the row groups holding ``blocks`` and copy each block into its arena slot."""
