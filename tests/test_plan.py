@@ -1,6 +1,6 @@
 """The compiled per-chunk planners against plain references: a chunk's users (``_plan.plan_users``), its
 thin-row checks and window starts (``_plan.plan_chunk``) and a
-segment part's rows per user (``_segment_index.select_runs``)."""
+segment part's rows per user (``_segment_index.select_runs``) and its runs placed in the arena."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -129,3 +129,27 @@ def test_select_runs_skips_whole_old_strides_only():
                                         _segment_index.TS_STRIDE]
     got = _segment_index.select_runs(idx, one, np.array([0]), np.array([1500]), np.array([20000]), True)
     assert len(got[0]) == 0  # nothing new enough: the user is not read at all
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_placing_runs_matches_numpy(data):
+    """``place_pieces`` and ``run_offsets`` against the NumPy steps they replace."""
+    from engine.serving import _immutable
+    n_users = data.draw(st.integers(1, 6))
+    bstart = np.cumsum([0] + data.draw(st.lists(st.integers(1, 50), min_size=1, max_size=8))).astype(np.int64)
+    k = data.draw(st.integers(0, n_users))
+    ranks = np.array(sorted(data.draw(st.sets(st.integers(0, n_users - 1), min_size=k, max_size=k))), np.int64)
+    r0 = np.array([data.draw(st.integers(0, int(bstart[-1]) - 1)) for _ in ranks], np.int64)
+    cnt = np.array([data.draw(st.integers(0, int(bstart[-1] - a))) for a in r0], np.int64)
+    q0 = np.array(data.draw(st.lists(st.integers(0, 1000), min_size=k, max_size=k)), np.int64)
+    run, blk, lo, num, need, which = _immutable.cut_at_blocks(bstart, r0, cnt)
+    slots = np.array(data.draw(st.permutations(range(len(need)))), np.int64)
+    dense = data.draw(st.booleans())
+    rank, pos, seq0 = _immutable.place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, 16, dense)
+    assert np.array_equal(rank, ranks[run])
+    assert np.array_equal(pos, slots[which] * 16 + (lo - bstart[blk]))
+    assert np.array_equal(seq0, q0[run] + (lo - r0[run]) if dense else np.full(len(run), -1))
+    start, user_runs = _immutable.run_offsets(num, rank, n_users)
+    assert np.array_equal(start, np.r_[0, np.cumsum(num)])
+    assert np.array_equal(user_runs, np.r_[0, np.cumsum(np.bincount(rank, minlength=n_users))])
