@@ -3,6 +3,7 @@ them (``uih.jobs.late_job``: cold page cache, batch 256, prefetch 2).
 
     python bench/bench_dali.py DATA [--repeats 3] [--tenants ranking,longseq] [--pad-in-dali auto]
                                     [--batch-size 256] [--dali-malloc-threshold 32M] [--layout jagged]
+                                    [--batches-per-iteration auto|N]
                                     [--json out.json]
 
 DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``), e.g. the full ``uih bench``
@@ -36,11 +37,14 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--layout", choices=["padded", "jagged"], default="padded")
     ap.add_argument("--dali-malloc-threshold", default=None)
+    ap.add_argument("--batches-per-iteration", default="auto", help="auto or an int (uih_pipeline's option)")
     args = ap.parse_args()
     if args.dali_malloc_threshold:  # before any DALI allocation: DALI reads it once per process
         os.environ["DALI_MALLOC_POOL_THRESHOLD"] = args.dali_malloc_threshold
     options = {} if args.pad_in_dali == "auto" else \
         {"pad_in_dali": "after" if args.pad_in_dali == "after" else args.pad_in_dali == "true"}
+    if args.batches_per_iteration != "auto":
+        options["batches_per_iteration"] = int(args.batches_per_iteration)
     thin = file_list(os.path.join(args.data, "thin"))
     store = os.path.join(args.data, "store")
     rows = []
@@ -58,7 +62,8 @@ def main() -> int:
                "direct_s": statistics.median(direct), "dali_s": statistics.median(dali),
                "ratio": statistics.median(dali) / statistics.median(direct), "run_ratios": ratios,
                "load": os.getloadavg()[0], "batch_size": args.batch_size, "layout": args.layout,
-               "dali_malloc_threshold": os.environ.get("DALI_MALLOC_POOL_THRESHOLD")}
+               "dali_malloc_threshold": os.environ.get("DALI_MALLOC_POOL_THRESHOLD"),
+               "batches_per_iteration": args.batches_per_iteration}
         rows.append(row)
         print(f"{t.name:10s} L={t.max_len:6d} direct {row['direct_s']:.3f} s  dali {row['dali_s']:.3f} s  "
               f"ratio {row['ratio']:.2f}x  per run {', '.join(f'{x:.2f}' for x in ratios)}  "

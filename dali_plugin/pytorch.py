@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections import deque
 
 import numpy as np
 
@@ -43,11 +44,23 @@ class UIHIterator:
         self._epochs = Epochs(pipe)
         self._device = (self._torch.device("cuda", pipe.device_id) if pipe.uih_device == "gpu"
                         else self._torch.device("cpu"))
+        self._pending = deque()  # batches of the current DALI iteration not yet handed out
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
+        if self._pending:  # the rest of an iteration that carried several batches
+            return self._pending.popleft()
+        batch = self._next_iteration()
+        rows, size = int(batch["lengths"].shape[0]), self.pipe.uih_batch_size
+        if getattr(self.pipe, "uih_group", 1) == 1 or rows <= size:
+            return batch
+        # padded: every array is [rows, ...], so each batch is a view of consecutive rows
+        self._pending.extend({k: v[a:a + size] for k, v in batch.items()} for a in range(size, rows, size))
+        return {k: v[:size] for k, v in batch.items()}
+
+    def _next_iteration(self) -> dict:
         torch, (outs, layout) = self._torch, self._epochs.next_outputs()
         if layout is not None:  # one packed batch: views of one buffer
             try:
@@ -71,6 +84,7 @@ class UIHIterator:
 
         The source ends the epoch early and the few batches DALI already prefetched are dropped.
         """
+        self._pending.clear()
         self._epochs.drain()
 
     def close(self):

@@ -70,6 +70,45 @@ def test_reset_restarts_the_epoch(setup, workers, pad_in_dali):
         it.close()
 
 
+@pytest.mark.parametrize("group", [1, 3, 8])
+@pytest.mark.parametrize("batch_size", [1, 16, 101])
+def test_several_batches_per_dali_iteration_are_the_same_batches(setup, group, batch_size):
+    """A DALI iteration carrying ``group`` batches hands them out one by one: the batches of iter_batches,
+    in order, the last one short, for every epoch; a reset in the middle of an iteration starts afresh."""
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    want = [{k: np.asarray(v) for k, v in b.items()} for b in rec.iter_batches(thin, batch_size)]
+    pipe = uih_pipeline(rec, thin, batch_size=batch_size, batches_per_iteration=group, pad_in_dali=False)
+    assert pipe.uih_group == group
+    it = UIHIterator(pipe)
+    for epoch in range(3):
+        if epoch == 1:  # stop inside the first iteration's batches
+            next(it)
+            it.reset()
+        got = [as_numpy(b) for b in it]
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert list(g) == list(w)
+            for k in w:
+                assert g[k].dtype == w[k].dtype
+                np.testing.assert_array_equal(g[k], w[k])
+
+
+def test_batches_per_iteration_auto_and_its_errors(setup):
+    store, thin = setup
+    small = engine.Reconstructor(store, TENANTS["right"], device="cpu")  # 40 events x 20 B per row
+    assert uih_pipeline(small, thin, batch_size=16).uih_group == 8
+    assert uih_pipeline(small, thin, batch_size=16, pad_in_dali="after").uih_group == 1
+    big = engine.Reconstructor(store, engine.Projection(["item_id", "ts"], max_len=1 << 15), device="cpu")
+    assert uih_pipeline(big, thin, batch_size=64, pad_in_dali=False).uih_group == 1  # 64 x 512 KB per batch
+    for bad in (0, -1, 1.5, "4", True):
+        with pytest.raises(engine.UIHError, match="batches_per_iteration"):
+            uih_pipeline(small, thin, batch_size=16, batches_per_iteration=bad)
+    for kwargs in ({"pad_in_dali": True}, {"pad_in_dali": "after"}, {"workers": 1}):
+        with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
+            uih_pipeline(small, thin, batch_size=16, batches_per_iteration=2, **kwargs)
+
+
 def test_worker_processes_yield_the_same_rows(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
@@ -96,7 +135,7 @@ def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, pad_in_dali):
 
     def broken(t, extra=()):
         calls.append(1)
-        if len(calls) >= 3:
+        if len(calls) >= 2:  # a later chunk fails, mid-epoch
             raise RuntimeError("segment unreadable")
         return real(t, extra)
 

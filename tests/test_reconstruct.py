@@ -399,3 +399,22 @@ def test_pad_refuses_what_it_cannot_pad(history):
     for bad in (bad_step, short, shifted):
         with pytest.raises(engine.SchemaError, match="steps are the lengths"):
             padded.pad(bad)
+
+
+def test_chunk_rows_changes_the_chunks_not_the_batches(history):
+    """``iter_batches(chunk_rows=)``: how many thin rows share a chunk (their users read once); the batches
+    are the same whatever it is, and a chunk never splits a batch."""
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["types-window"], device="cpu")
+    want = list(rec.iter_batches(thin, 7))
+    for rows in (7, 21, 700):
+        before = rec.stats["chunks"]
+        got = list(rec.iter_batches(thin, 7, chunk_rows=rows))
+        assert rec.stats["chunks"] - before == -(-len(thin) // rows)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            for k in w:
+                np.testing.assert_array_equal(g[k], w[k])
+    for bad in (0, 6, 10, -7):
+        with pytest.raises(engine.SchemaError, match="chunk_rows"):
+            list(rec.iter_batches(thin, 7, chunk_rows=bad))

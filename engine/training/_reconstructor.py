@@ -190,18 +190,23 @@ class Reconstructor:
         return self._assemble(chunk, 0, chunk.n)
 
     def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True,
-                     extra_columns=()):
+                     extra_columns=(), chunk_rows=None):
         """Batches of ``batch_size`` rows (the last may be smaller) over Parquet path(s) or a Table.
 
         The next chunk is read and laid out in a background thread while the current one is assembled.
         ``extra_columns`` carries pass-through columns (labels, ids...) into each batch as ``[B]`` arrays.
+        ``chunk_rows``: thin rows per chunk, whose users are read once (data affinity), a multiple of
+        ``batch_size``; by default ``batch_size * chunk_batches``, or ``batch_size`` with ``affinity=False``.
         """
         extra = list(extra_columns)
         if int(batch_size) < 1:
             raise SchemaError(f"batch_size must be >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
         depth = self.prefetch if prefetch is None else int(prefetch)
-        rows = batch_size * (self.chunk_batches if affinity else 1)
+        rows = batch_size * (self.chunk_batches if affinity else 1) if chunk_rows is None else int(chunk_rows)
+        if rows < batch_size or rows % batch_size:
+            raise SchemaError(f"chunk_rows must be a positive multiple of batch_size ({batch_size}), got "
+                              f"{chunk_rows!r}: a batch never spans two chunks")
 
         def produce():
             for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
