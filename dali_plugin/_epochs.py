@@ -11,8 +11,9 @@ from __future__ import annotations
 
 
 class Epochs:
-    """``next_outputs()`` per batch until ``StopIteration`` at the end of an epoch; the next call starts
-    the next epoch. ``done()`` after each batch's outputs were taken over lets the pipeline run on."""
+    """``next_outputs()`` per DALI iteration until ``StopIteration`` at the end of an epoch; the next call
+    starts the next epoch. ``done()`` after each iteration's outputs were taken over lets the pipeline run
+    on."""
 
     def __init__(self, pipe):
         self.pipe = pipe

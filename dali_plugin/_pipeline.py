@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 
 from engine import UIHError, _deps
@@ -68,13 +69,14 @@ def _batches_per_iteration(rec, batch_size: int, extra, requested, groupable: bo
             return 1
         p = rec.projection
         row = p.max_len * sum(rec.store.schema.dtype(c).itemsize for c in p.columns) + 4 + 8 * len(extra)
-        return max(1, min(8, ITERATION_BYTES // max(row * batch_size, 1)))
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        # at most a chunk's batches, so that the engine's chunks keep their rows (and prefetching its pace)
+        return max(1, min(8, rec.chunk_batches, ITERATION_BYTES // max(row * batch_size, 1)))
+    if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 1:
         raise UIHError(f"batches_per_iteration must be 'auto' or an int >= 1, got {requested!r}")
     if requested > 1 and not groupable:
         raise UIHError(f"batches_per_iteration={requested} needs an in-process CPU pipeline (device_id=None, "
                        "workers=0) of a padded projection whose rows cross DALI padded (pad_in_dali False)")
-    return requested
+    return int(requested)
 
 
 def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_threads=2, workers=0,
@@ -106,7 +108,9 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         Batches one DALI iteration carries, made by the engine at once and copied by DALI in one piece;
         ``UIHIterator`` hands them out one by one, the same batches in the same order. In-process CPU
         pipelines of padded rows that cross DALI padded only. "auto": as many as fit ``ITERATION_BYTES``
-        (at most 8), else 1. Prefetching (``prefetch_queue_depth``) counts iterations.
+        (at most 8, and at most ``rec.chunk_batches``), else 1; more than ``rec.chunk_batches`` makes the
+        engine's chunks hold one group. Prefetching (``prefetch_queue_depth``) counts iterations, and a
+        batch the caller keeps keeps its iteration's whole buffer alive.
 
     Every batch but DALI-padded ones crosses DALI as one input of one sample (``engine.Batch.packed``).
     A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline, with no padding anywhere:

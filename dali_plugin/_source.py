@@ -1,7 +1,8 @@
 """Framework-neutral batch sources for DALI's ``external_source``: in-process or worker processes.
 
 A source is a generator *function*: DALI calls it again at every epoch (``cycle="raise"``), and it
-yields one tuple per batch: one packed batch's bytes (``engine.Batch.packed``: the projected columns
+yields one tuple per DALI iteration (one batch, or several made at once: ``InProcessSource.group``): one
+packed batch's bytes (``engine.Batch.packed``: the projected columns
 ``[B, max_len]``, ``lengths [B]`` and the extra columns in one buffer, whose layout ``UIHIterator`` gets
 from ``consumed()``), or, from ``_jagged``'s source, each column's rows unpadded, one sample per row.
 """
@@ -106,7 +107,7 @@ class EpochSource:
         """The oldest fed batch's iteration has run (its outputs are out): DALI reads it no more. Returns
         that batch's layout (``whole_batches``), else None.
 
-        DALI runs iterations in feeding order, one batch each, so the oldest held batch is that one.
+        DALI runs iterations in feeding order, one fed item each, so the oldest held item is that one.
         """
         if self._fed:
             self._fed.popleft()

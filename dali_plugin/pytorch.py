@@ -33,8 +33,9 @@ class UIHIterator:
 
     Every thin row appears exactly once per epoch, in the pipeline source's order; iteration ends at
     the end of an epoch and the next ``for`` starts the next one (``reset()`` restarts early). The
-    tensors share DALI's output memory where DALI gives every batch buffers of its own (see ``_epochs``);
-    a batch the caller keeps is never overwritten by later ones.
+    tensors share DALI's output memory where DALI gives every iteration buffers of its own (see
+    ``_epochs``); a batch the caller keeps is never overwritten by later ones (and keeps the buffer of its
+    DALI iteration, which may carry several batches, alive: copy what you keep for long).
     """
 
     def __init__(self, pipe):
@@ -54,7 +55,7 @@ class UIHIterator:
             return self._pending.popleft()
         batch = self._next_iteration()
         rows, size = int(batch["lengths"].shape[0]), self.pipe.uih_batch_size
-        if getattr(self.pipe, "uih_group", 1) == 1 or rows <= size:
+        if self.pipe.uih_group == 1 or rows <= size:
             return batch
         # padded: every array is [rows, ...], so each batch is a view of consecutive rows
         self._pending.extend({k: v[a:a + size] for k, v in batch.items()} for a in range(size, rows, size))
@@ -88,4 +89,5 @@ class UIHIterator:
         self._epochs.drain()
 
     def close(self):
+        self._pending.clear()
         self.pipe.uih_source.close()

@@ -52,6 +52,18 @@ def test_a_miss_never_evicts_a_hit_of_the_same_request():
     assert a.acquire(["b"])[1] == [0]
 
 
+def test_a_slot_released_twice_at_once_is_freed_once():
+    """Two pins of one slot released together: both pins go, and the slot is free once, so two later
+    blocks never share it."""
+    a = arena(0)
+    s1, _ = a.acquire(["a"])
+    s2, _ = a.acquire(["a"])
+    assert list(s1) == list(s2)
+    a.release(np.concatenate([s1, s2]))
+    got = [int(a.acquire([k])[0][0]) for k in ("x", "y")]
+    assert got[0] != got[1]
+
+
 def test_budget_zero_reuses_nothing():
     a = arena(0)
     s, miss = a.acquire(["a"])

@@ -76,9 +76,12 @@ def test_several_batches_per_dali_iteration_are_the_same_batches(setup, group, b
     """A DALI iteration carrying ``group`` batches hands them out one by one: the batches of iter_batches,
     in order, the last one short, for every epoch; a reset in the middle of an iteration starts afresh."""
     store, thin = setup
+    thin = thin.append_column("label", pa.array(np.arange(len(thin)) * 0.25))
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
-    want = [{k: np.asarray(v) for k, v in b.items()} for b in rec.iter_batches(thin, batch_size)]
-    pipe = uih_pipeline(rec, thin, batch_size=batch_size, batches_per_iteration=group, pad_in_dali=False)
+    want = [{k: np.asarray(v) for k, v in b.items()} for b in rec.iter_batches(thin, batch_size,
+                                                                                 extra_columns=["label"])]
+    pipe = uih_pipeline(rec, thin, batch_size=batch_size, batches_per_iteration=group, pad_in_dali=False,
+                        extra_columns=["label"])
     assert pipe.uih_group == group
     it = UIHIterator(pipe)
     for epoch in range(3):
@@ -98,6 +101,9 @@ def test_batches_per_iteration_auto_and_its_errors(setup):
     store, thin = setup
     small = engine.Reconstructor(store, TENANTS["right"], device="cpu")  # 40 events x 20 B per row
     assert uih_pipeline(small, thin, batch_size=16).uih_group == 8
+    assert uih_pipeline(small, thin, batch_size=16, batches_per_iteration=np.int64(3)).uih_group == 3
+    fewer = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=2)
+    assert uih_pipeline(fewer, thin, batch_size=16).uih_group == 2  # never more than a chunk's batches
     assert uih_pipeline(small, thin, batch_size=16, pad_in_dali="after").uih_group == 1
     big = engine.Reconstructor(store, engine.Projection(["item_id", "ts"], max_len=1 << 15), device="cpu")
     assert uih_pipeline(big, thin, batch_size=64, pad_in_dali=False).uih_group == 1  # 64 x 512 KB per batch
@@ -135,7 +141,7 @@ def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, pad_in_dali):
 
     def broken(t, extra=()):
         calls.append(1)
-        if len(calls) >= 2:  # a later chunk fails, mid-epoch
+        if len(calls) >= 3:
             raise RuntimeError("segment unreadable")
         return real(t, extra)
 

@@ -1,6 +1,6 @@
-"""The compiled per-chunk planners against plain references: a chunk's users (``_plan.plan_users``), its
-thin-row checks and window starts (``_plan.plan_chunk``) and a
-segment part's rows per user (``_segment_index.select_runs``) and its runs placed in the arena."""
+"""The compiled per-chunk planners against plain references: a chunk's users and window starts
+(``_plan.plan_chunk``), a segment part's rows per user (``_segment_index.select_runs``) and its runs
+placed in the arena."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -10,23 +10,33 @@ from engine.serving import _segment_index
 from engine.training import _plan
 
 
+def _window_start(rts, window_us):
+    """The window start by Python integers: ``request_ts - window_us``, floored at the smallest int64."""
+    lo = -(1 << 63)
+    return np.array([max(int(r) - window_us, lo) for r in rts], np.int64)
+
+
 @st.composite
 def chunks(draw):
     n = draw(st.integers(0, 40))
     uid = np.array(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)), np.int64)
     imm_hw = np.array(draw(st.lists(st.integers(0, 60), min_size=n, max_size=n)), np.int64)
-    ts_min = np.array(draw(st.lists(st.integers(-(1 << 62), 1 << 62), min_size=n, max_size=n)), np.int64)
+    big = st.integers(-(1 << 63), (1 << 63) - 1)
+    rts = np.array(draw(st.lists(big, min_size=n, max_size=n)), np.int64)
+    window = draw(st.one_of(st.none(), st.integers(0, (1 << 63) - 1)))
     sealed_users = np.array(sorted(draw(st.sets(st.integers(0, 12)))), np.int64)
     sealed_end = np.array(draw(st.lists(st.integers(0, 60), min_size=len(sealed_users),
                                         max_size=len(sealed_users))), np.int64)
-    return uid, imm_hw, ts_min, draw(st.integers(1, 80)), sealed_users, sealed_end
+    return uid, imm_hw, rts, window, draw(st.integers(1, 80)), sealed_users, sealed_end
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(chunks())
-def test_plan_users_matches_numpy(chunk):
-    uid, imm_hw, ts_min, max_len, su, se = chunk
-    got = _plan.plan_users(uid, imm_hw, ts_min, max_len, su, se)
+def test_plan_chunk_matches_numpy(chunk):
+    uid, imm_hw, rts, window, max_len, su, se = chunk
+    got, ts_min = _plan.plan_chunk(uid, imm_hw, rts, window, max_len, su, se)
+    want_ts = np.full(len(uid), np.iinfo(np.int64).min, np.int64) if window is None else _window_start(rts, window)
+    assert np.array_equal(ts_min, want_ts)
     users, inv = np.unique(uid, return_inverse=True)
     assert np.array_equal(got.users, users) and np.array_equal(got.inv, inv.reshape(-1))
     hi = np.zeros(len(users), np.int64)
@@ -34,39 +44,13 @@ def test_plan_users_matches_numpy(chunk):
     lo = np.full(len(users), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(lo, inv, imm_hw - max_len)
     ts = np.full(len(users), np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(ts, inv, ts_min)
+    np.minimum.at(ts, inv, want_ts)
     assert np.array_equal(got.seq_hi, hi) and np.array_equal(got.seq_lo, lo) and np.array_equal(got.ts_lo, ts)
     sealed = np.array([dict(zip(su.tolist(), se.tolist())).get(u, 0) for u in uid.tolist()], np.int64)
     bad = np.flatnonzero(imm_hw > sealed)
     assert got.bad == (int(bad[0]) if len(bad) else -1)
     if len(bad):
         assert got.bad_sealed == sealed[bad[0]]
-
-
-def _window_start(rts, window_us):
-    """The window start by Python integers: ``request_ts - window_us``, floored at the smallest int64."""
-    lo = -(1 << 63)
-    return np.array([max(int(r) - window_us, lo) for r in rts], np.int64)
-
-
-@settings(max_examples=200, deadline=None)
-@given(chunks(), st.data())
-def test_plan_chunk_plans_windows_and_checks(chunk, data):
-    uid, imm_hw, _, max_len, su, se = chunk
-    n = len(uid)
-    big = st.integers(-(1 << 63), (1 << 63) - 1)
-    rts = np.array(data.draw(st.lists(big, min_size=n, max_size=n)), np.int64)
-    version = np.array(data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n)), np.int64)
-    imm = imm_hw - data.draw(st.integers(0, 3)) * (np.arange(n) % 2)  # sometimes negative
-    window = data.draw(st.one_of(st.none(), st.integers(0, (1 << 63) - 1)))
-    got = _plan.plan_chunk(uid, imm, version, rts, window, max_len, su, se)
-    ts_min = np.full(n, np.iinfo(np.int64).min, np.int64) if window is None else _window_start(rts, window)
-    assert np.array_equal(got.ts_min, ts_min)
-    assert got.max_version == (int(version.max()) if n else -1)
-    assert got.min_imm_hw == (int(imm.min()) if n else 0)
-    want = _plan.plan_users(uid, imm, ts_min, max_len, su, se)
-    for a, b in zip(got.users, want):
-        assert np.array_equal(a, b)
 
 
 @st.composite

@@ -262,15 +262,22 @@ def test_window_checkpoints_skip_old_rows_exactly(tmp_path):
 
 
 def test_thin_row_forms_give_the_same_batches(history):
-    """Slices, one chunk or many, plain-string store ids: the same rows reconstruct alike; tails whose
-    list lengths disagree, or null tails, are refused."""
+    """Slices, one chunk or many, plain-string store ids, tail columns laid out unlike each other: the same
+    rows reconstruct alike; tails whose list lengths disagree, or null tails, are refused."""
     store, thin, _ = history
     rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")
     part = thin.slice(7, 40)  # list chunks whose offsets do not start at 0
     want = rec.reconstruct(part.combine_chunks())
     sid = part.column("store_id").cast(pa.string())
+    j = part.schema.get_field_index("tail_item_id")
+    items = part.column("tail_item_id").combine_chunks()
+    rebased = pa.concat_arrays([pa.array([[1, 2, 3]], items.type), items]).slice(1)  # raw offsets from 3
     forms = [part, pa.concat_tables([part.slice(0, 11), part.slice(11)]),
-             part.set_column(part.schema.get_field_index("store_id"), "store_id", sid)]
+             part.set_column(part.schema.get_field_index("store_id"), "store_id", sid),
+             # one tail column chunked unlike tail_seq, offset elsewhere, or with 64-bit offsets
+             part.set_column(j, "tail_item_id", pa.chunked_array([items.slice(0, 11), items.slice(11)])),
+             part.set_column(j, "tail_item_id", pa.chunked_array([rebased])),
+             part.set_column(j, "tail_item_id", pa.chunked_array([items.cast(pa.large_list(pa.int64()))]))]
     for form in forms:
         got = rec.reconstruct(form)
         for c in want.keys():

@@ -78,8 +78,8 @@ class GroupArena:
         self.max_slots = max(0, budget // max(self.row_bytes * slot_rows, 1))
         self.w8 = xp.empty((n8, 0), xp.int64)
         self.w4 = xp.empty((n4, 0), xp.int32)
-        # bookkeeping per slot in arrays, so that pinning and unpinning a chunk's slots is a few vectorized
-        # steps rather than Python work per slot (it runs twice per chunk)
+        # bookkeeping per slot in arrays, so that pinning and unpinning a chunk's slots is one compiled loop
+        # rather than Python work per slot (it runs twice per chunk)
         self._slot = {}  # key -> slot
         self._key = []  # slot -> key, None when the slot holds nothing reusable
         self._keyed = np.zeros(0, bool)
@@ -120,7 +120,7 @@ class GroupArena:
             slots = np.asarray(slots, np.int64)
             if _unpin(self._pins, self._keyed, slots) and len(self._slot) <= self.max_slots:
                 return  # the usual case: every idle slot stays cached for the next chunk
-            idle = slots[self._pins[slots] == 0]
+            idle = np.unique(slots[self._pins[slots] == 0])  # a slot listed twice is freed once
             for s in idle.tolist():
                 if self._keyed[s] and len(self._slot) <= self.max_slots:
                     continue

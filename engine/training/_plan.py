@@ -1,4 +1,4 @@
-"""The users of a chunk of thin rows, planned and checked in one compiled pass.
+"""The users of a chunk of thin rows and their window starts, planned in one compiled pass.
 
 Each chunk needs its distinct users (sorted), each row's user rank, and per user the seq range and the
 oldest window start its rows ask for, plus the check that no row points past its user's sealed events.
@@ -66,30 +66,11 @@ def _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end):
     return users, inv, seq_hi, seq_lo, ts_lo, bad, bad_sealed
 
 
-def plan_users(uid, imm_hw, ts_min, max_len: int, sealed_users, sealed_end) -> UserPlan:
-    """Plan rows ``uid`` / ``imm_hw`` (``imm_hw >= 0``) with window starts ``ts_min`` against the store's
-    sealed counts (``sealed_users`` increasing, ``sealed_end`` their event counts)."""
-    as64 = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731  one compiled signature
-    users, inv, hi, lo, ts_lo, bad, bad_sealed = _plan(as64(uid), as64(imm_hw), as64(ts_min), np.int64(max_len),
-                                                       as64(sealed_users), as64(sealed_end))
-    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed))
-
-
-class ChunkPlan(NamedTuple):
-    """``plan_chunk``'s answer: the users planned, each row's window start, and what the checks found."""
-
-    users: UserPlan
-    ts_min: np.ndarray  # [n] each row's window start (``NO_WINDOW`` without a window)
-    max_version: int  # largest store version a row was logged at (-1: no rows)
-    min_imm_hw: int  # smallest imm_hw (0: no rows); negative means the rows were not made by snapshot()
-
-
 @njit(cache=True, nogil=True)
-def _plan_chunk(uid, imm_hw, version, request_ts, window_us, use_window, max_len, sealed_users, sealed_end):
+def _plan_chunk(uid, imm_hw, request_ts, window_us, use_window, max_len, sealed_users, sealed_end):
     n = len(uid)
     ts_min = np.empty(n, np.int64)
     lo = NO_WINDOW
-    max_version, min_imm = -1, 0
     for i in range(n):
         # ``request_ts - window_us``, saturating at the smallest int64 instead of wrapping: window_us >= 0
         # (Projection saturates it), so lo + w cannot overflow, and a difference that would wrap is
@@ -100,23 +81,17 @@ def _plan_chunk(uid, imm_hw, version, request_ts, window_us, use_window, max_len
             ts_min[i] = lo
         else:
             ts_min[i] = request_ts[i] - window_us
-        max_version = max(max_version, version[i])
-        min_imm = imm_hw[i] if i == 0 else min(min_imm, imm_hw[i])
-    plan = _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end)
-    return plan, ts_min, max_version, min_imm
+    return _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end), ts_min
 
 
-def plan_chunk(uid, imm_hw, version, request_ts, window_us, max_len: int, sealed_users, sealed_end) -> ChunkPlan:
-    """The thin-row columns of a chunk planned and checked in one compiled call: each row's window start
-    (``window_us`` None: no window), the rows' largest version and smallest imm_hw (for the caller's
-    checks, which word the errors), and the users planned as ``plan_users`` does.
-
-    One call instead of a window computation, two reductions and the planner: at a batch of 128 rows each
-    NumPy call's fixed cost is a visible share of a whole ``reconstruct``."""
+def plan_chunk(uid, imm_hw, request_ts, window_us, max_len: int, sealed_users, sealed_end) -> tuple:
+    """``(UserPlan, ts_min)``: the rows ``uid`` / ``imm_hw`` (``imm_hw >= 0``) of a chunk planned against the
+    store's sealed counts (``sealed_users`` increasing, ``sealed_end`` their event counts), with each row's
+    window start ``ts_min`` (``window_us`` None: ``NO_WINDOW``), in one compiled call: at a batch of 128
+    rows each NumPy call's fixed cost is a visible share of a whole ``reconstruct``."""
     as64 = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731  one compiled signature
     use_window = window_us is not None
-    (users, inv, hi, lo, ts_lo, bad, bad_sealed), ts_min, max_version, min_imm = _plan_chunk(
-        as64(uid), as64(imm_hw), as64(version), as64(request_ts), np.int64(window_us if use_window else 0),
-        use_window, np.int64(max_len), as64(sealed_users), as64(sealed_end))
-    return ChunkPlan(UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed)), ts_min, int(max_version),
-                     int(min_imm))
+    (users, inv, hi, lo, ts_lo, bad, bad_sealed), ts_min = _plan_chunk(
+        as64(uid), as64(imm_hw), as64(request_ts), np.int64(window_us if use_window else 0), use_window,
+        np.int64(max_len), as64(sealed_users), as64(sealed_end))
+    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed)), ts_min

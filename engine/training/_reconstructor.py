@@ -11,6 +11,7 @@ example, user, segment and row group, never per event.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 import weakref
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ class _Pack(NamedTuple):
     size: int  # buffer bytes
     layout: tuple  # ``Batch.packed``'s layout
     picks: list  # per layout entry: its name, part, lane (None: the whole part) and dtype
-    starts: object  # padded: each row's first output position (``kernels.Output.row_start``), else None
+    starts: object  # padded, on the host: each row's first output position (``kernels.Output``), else None
 
 
 class _Life:
@@ -68,7 +69,7 @@ class _Life:
 
 def _list_parts(col: pa.ChunkedArray) -> tuple:
     """``(offsets [n + 1] from 0, values)`` of a list column without null lists, read from the list
-    arrays' own offsets: a single chunk (the usual case) converts without copying a value."""
+    arrays' own offsets (``_tails``' general path; a single chunk converts without copying a value)."""
     if col.null_count:
         raise SchemaError(f"a thin tail column ({col.type}) has null lists; an empty tail is an empty list")
     if col.num_chunks == 1:  # a few pyarrow calls: this runs per tail column of every chunk
@@ -196,17 +197,19 @@ class Reconstructor:
         The next chunk is read and laid out in a background thread while the current one is assembled.
         ``extra_columns`` carries pass-through columns (labels, ids...) into each batch as ``[B]`` arrays.
         ``chunk_rows``: thin rows per chunk, whose users are read once (data affinity), a multiple of
-        ``batch_size``; by default ``batch_size * chunk_batches``, or ``batch_size`` with ``affinity=False``.
+        ``batch_size``; by default ``batch_size * chunk_batches``, or ``batch_size`` with ``affinity=False``
+        (given, it sets the chunks whatever ``affinity`` says).
         """
         extra = list(extra_columns)
         if int(batch_size) < 1:
             raise SchemaError(f"batch_size must be >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
         depth = self.prefetch if prefetch is None else int(prefetch)
-        rows = batch_size * (self.chunk_batches if affinity else 1) if chunk_rows is None else int(chunk_rows)
-        if rows < batch_size or rows % batch_size:
+        rows = batch_size * (self.chunk_batches if affinity else 1) if chunk_rows is None else chunk_rows
+        if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < batch_size or rows % batch_size:
             raise SchemaError(f"chunk_rows must be a positive multiple of batch_size ({batch_size}), got "
                               f"{chunk_rows!r}: a batch never spans two chunks")
+        rows = int(rows)
 
         def produce():
             for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
@@ -255,7 +258,7 @@ class Reconstructor:
         blob, pack, views = self._packed_views(n, L, {k: v.dtype for k, v in extras.items()})
         out8, out4, lens, *ext = views
         out = kernels.Output(out8.reshape(len(self._cols8), n * L), out4.reshape(len(self._cols4), n * L), lens,
-                             pack.starts, L)
+                             self._row_starts(pack, n, L), L)
         flt = self._filter._replace(use_types=False, use_window=False)
         be.assemble(tail, kernels.Runs(xp.zeros(1, np.int64), none, none), tail, flt, ex, sel, L,
                     p.align == "right", self._pad, out, stream=be.launch_stream())
@@ -309,22 +312,21 @@ class Reconstructor:
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        uid, imm_hw = t.column("user_id").to_numpy(), t.column("imm_hw").to_numpy()
-        c = _plan.plan_chunk(uid, imm_hw, t.column("version").to_numpy(), t.column("request_ts").to_numpy(),
-                             self.projection.window_us if self._use_window else None, self.projection.max_len,
-                             *self.store.view.user_counts())
-        if c.max_version > self.store.version:
-            raise VersionError(f"thin row logged at store version {c.max_version}, but the store "
+        version, uid, imm_hw = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw"))
+        if len(t) and version.max() > self.store.version:  # checked before the store's indexes are read
+            raise VersionError(f"thin row logged at store version {int(version.max())}, but the store "
                                f"is at version {self.store.version}; reopen the store (UIHStore.open) to see it")
-        if c.min_imm_hw < 0:
+        if len(t) and imm_hw.min() < 0:
             raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
-        plan = c.users
+        plan, ts_min = _plan.plan_chunk(uid, imm_hw, t.column("request_ts").to_numpy(),
+                                        self.projection.window_us if self._use_window else None,
+                                        self.projection.max_len, *self.store.view.user_counts())
         if plan.bad >= 0:
             b = plan.bad
             raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
                                f"(version {self.store.version}) has only {plan.bad_sealed} sealed events for "
                                "that user; it was logged against another store")
-        return plan, imm_hw, c.ts_min
+        return plan, imm_hw, ts_min
 
     def _tails(self, t: pa.Table):
         """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there
@@ -446,13 +448,18 @@ class Reconstructor:
         else:
             blob, pack, views = self._packed_views(n, L, extras)
             out8, out4, lengths, *ext = views
-            out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths, pack.starts, L)
+            out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
+                                 self._row_starts(pack, n, L), L)
         be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out,
                     stream=stream)
         for v, dst in zip(ch.extras.values(), ext):
             dst[...] = v[a:b]  # on this thread's stream, like the kernels
         ch.life.done = be.record()
         return self._batch(blob, pack, views)
+
+    def _row_starts(self, pack: _Pack, n: int, L: int):
+        """Each padded row's first output position: the plan's on the host, a fresh array on a device."""
+        return pack.starts if pack.starts is not None else self.backend.xp.arange(n, dtype=np.int64) * L
 
     def _batch(self, blob, pack: _Pack, views: list) -> Batch:
         """The ``Batch`` of one packed buffer: every array a view of it, taken from the part views
@@ -505,6 +512,8 @@ class Reconstructor:
         picks = [(c, 0, self._cols8.index(c), self._dtypes[c]) if c in self._cols8 else
                  (c, 1, self._cols4.index(c), self._dtypes[c]) for c in self.projection.columns]
         picks += [(name, k, None, dt) for k, (name, dt, _, _) in enumerate(layout[len(picks):], start=2)]
-        starts = self.backend.xp.arange(n, dtype=np.int64) * L if total is None else None
+        # host only: a device array made once would be read by kernels on other streams than the one that
+        # made it (and freed to its stream's pool while they might), so on a GPU each batch makes its own
+        starts = np.arange(n, dtype=np.int64) * L if total is None and self.backend.xp is np else None
         layout = tuple(layout)  # shared by every batch of this shape
         return _Pack(parts, Batch.packed_nbytes(layout), layout, picks, starts)
