@@ -455,7 +455,8 @@ def render(R, figs) -> str:
               "reads decoded columns that earlier batches pushed out of cache, so the memory copy is its ceiling; "
               "the cache copy is the upper bound of any copy. Every figure is a median of warm calls: the kernels, "
               "reconstruct and the two copies are each timed in runs of their own calls, five rounds taken in turn "
-              "(as many calls as fit 0.3 s, up to 101), so that a slow spell of the machine hits all four alike.", ""]
+              "(as many calls as fit 0.3 s, up to 100 in all, after 0.2 s of untimed calls), so that a slow spell "
+              "of the machine hits all four alike.", ""]
     if s.get("batch_rows"):
         lines += [f"The shortest rows (max_len {s['batch_rows'][0]['max_len']:,}) at other batch sizes: a call's "
                   "fixed work (validating the thin rows, finding runs, the tails) is per call, so larger batches "

@@ -46,7 +46,7 @@ def assembly_speed(store, lengths, batch: int, users: int) -> list:
         # machine whose speed swings
         t_asm, t_e2e, t_copy, t_copy_mem = median_times(
             [lambda: rec._assemble(chunk, 0, chunk.n), lambda: rec.reconstruct(thin), lambda: dst.copy_(src),  # noqa: B023
-             _copy_from_memory(dst)], repeat=5, budget=0.3, rounds=5)
+             _copy_from_memory(dst)], repeat=5, budget=0.3, rounds=5, warm_s=0.2)
         lens = torch.from_numpy(out["lengths"].astype(np.int64))
         offsets = torch.zeros(batch + 1, dtype=torch.int64)
         torch.cumsum(lens, 0, out=offsets[1:])
