@@ -137,3 +137,13 @@ def test_placing_runs_matches_numpy(data):
     start, user_runs = _immutable.run_offsets(num, rank, n_users)
     assert np.array_equal(start, np.r_[0, np.cumsum(num)])
     assert np.array_equal(user_runs, np.r_[0, np.cumsum(np.bincount(rank, minlength=n_users))])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=8), st.data())
+def test_example_runs_matches_numpy(counts, data):
+    user_runs = np.r_[0, np.cumsum(counts)].astype(np.int64)
+    inv = np.array(data.draw(st.lists(st.integers(0, max(len(counts) - 1, 0)), max_size=20 if counts else 0)),
+                   np.int64)
+    r_lo, r_hi = _plan.example_runs(user_runs, inv)
+    assert np.array_equal(r_lo, user_runs[:-1][inv]) and np.array_equal(r_hi, user_runs[1:][inv])

@@ -52,6 +52,11 @@ class CpuBackend:
     def to_device(self, a, keep=None):
         return np.ascontiguousarray(a)
 
+    def index_array(self, a, keep=None):
+        """``a`` as a contiguous int64 array where the kernels read it: here the host array itself when it
+        is one already (per chunk this runs for each of the runs' and examples' arrays)."""
+        return np.ascontiguousarray(a, np.int64)
+
     def own(self, a):
         """``a`` as an array the caller may keep (a view is enough: host memory is never recycled under it)."""
         return a
@@ -117,6 +122,9 @@ class SimulatedCudaBackend(CpuBackend):
 
     def to_device(self, a, keep=None):
         return np.array(a, copy=True)  # the simulator copies every argument back: it must be writable
+
+    def index_array(self, a, keep=None):
+        return self.to_device(np.ascontiguousarray(a, np.int64), keep)
 
     def own(self, a):
         return np.array(a, copy=True)
@@ -224,6 +232,10 @@ class CudaBackend:
         staged[...] = a
         keep.append(mem)
         return staged
+
+    def index_array(self, a, keep=None):
+        """``a`` as contiguous int64 on the device (``to_device``)."""
+        return self.to_device(np.ascontiguousarray(a, np.int64), keep)
 
     def to_device(self, a, keep=None):
         """``a`` on the device, copied on this thread's stream. Large arrays go through pinned memory (one

@@ -95,3 +95,14 @@ def plan_chunk(uid, imm_hw, request_ts, window_us, max_len: int, sealed_users, s
         as64(uid), as64(imm_hw), as64(request_ts), np.int64(window_us if use_window else 0), use_window,
         np.int64(max_len), as64(sealed_users), as64(sealed_end))
     return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed)), ts_min
+
+
+@njit(cache=True, nogil=True)
+def example_runs(user_runs, inv):
+    """``(r_lo, r_hi)``: each row's user's runs, from the users' first runs ``user_runs`` ``[U + 1]`` and
+    the rows' user ranks ``inv``."""
+    n = len(inv)
+    r_lo, r_hi = np.empty(n, np.int64), np.empty(n, np.int64)
+    for i in range(n):
+        r_lo[i], r_hi[i] = user_runs[inv[i]], user_runs[inv[i] + 1]
+    return r_lo, r_hi

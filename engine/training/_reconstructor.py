@@ -10,6 +10,7 @@ example, user, segment and row group, never per event.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import threading
@@ -385,8 +386,8 @@ class Reconstructor:
                                       ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups, put=put,
                                       all_groups="users" not in self.pushdown)
         try:
-            dev = lambda v: be.to_device(np.ascontiguousarray(v, np.int64), keep)  # noqa: E731
-            per = (rs.user_runs[:-1][inv], rs.user_runs[1:][inv], imm_hw, t_off[:-1], t_off[1:], ts_min)
+            dev = functools.partial(be.index_array, keep=keep)
+            per = (*_plan.example_runs(rs.user_runs, inv), imm_hw, t_off[:-1], t_off[1:], ts_min)
             parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*map(dev, (rs.start, rs.pos, rs.seq0))),
                          tail=self._tail_source(tails, int(t_off[-1]), keep), examples=kernels.Examples(*map(dev, per)),
                          extras=self._extras(t, extra, keep))
