@@ -112,8 +112,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         engine's chunks hold one group. Prefetching (``prefetch_queue_depth``) counts iterations, and a
         batch the caller keeps keeps its iteration's whole buffer alive.
 
-    Every batch but DALI-padded ones crosses DALI as one input (``engine.Batch.packed``), cut into as many
-    samples as DALI has threads (a power of two, up to 8) on CPU, one sample on GPU.
+    Every batch but DALI-padded ones crosses DALI as one input of one sample (``engine.Batch.packed``).
     A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline, with no padding anywhere:
     ``UIHIterator`` hands out each column's values of all rows plus ``offsets`` and ``lengths``, as
     ``iter_batches`` does.
@@ -151,9 +150,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     else:
         source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns,
                                  feeder=jagged_twin(rec) if pads_after else None, group=group)
-    if source.whole_batches and not gpu:  # a CPU pipeline copies its samples in parallel: one per thread
-        source.parts = min(8, 1 << (max(1, int(num_threads)).bit_length() - 1))
-    pipe = dali.Pipeline(batch_size=source.parts if source.whole_batches else batch_size, num_threads=num_threads,
+    pipe = dali.Pipeline(batch_size=1 if source.whole_batches else batch_size, num_threads=num_threads,
                          device_id=device_id,
                          prefetch_queue_depth=prefetch_queue_depth)
     with pipe:

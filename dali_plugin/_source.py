@@ -67,10 +67,6 @@ class EpochSource:
     #: 256 rows of 1K events (4.2 MB) took 2.6-2.8 ms per iteration fed as 256 samples, 1.1-1.5 ms as one;
     #: an iteration that copies nothing ~130 us with one input, ~95 us more per further input
     whole_batches = True
-    #: samples a packed batch is cut into (a power of two up to 8: ``Batch.packed_nbytes`` splits evenly).
-    #: DALI copies each sample on a thread of its own: on 2 cores, with fixed arrays and no engine, a 21 MB
-    #: batch took 2.2-2.3 ms per iteration as one sample and 1.1-1.3 ms as two, for the same CPU time
-    parts = 1
 
     def __init__(self, names):
         self.names = names
@@ -92,9 +88,7 @@ class EpochSource:
                 if self.whole_batches:
                     buffer, layout = item
                     self._layouts.append(layout)
-                    # a view: the batch's buffer cut into ``parts`` equal samples of the one input, which
-                    # DALI copies on as many threads into one contiguous output
-                    item = (buffer.reshape(self.parts, -1),)
+                    item = (buffer[None],)  # a view: the batch's buffer is the one sample of the one input
                 if self.no_copy:
                     # held here, not in the generator: DALI may still read them after the epoch's generator
                     # ends; holding them also keeps the engine's buffer pool from recycling their memory

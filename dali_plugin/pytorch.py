@@ -27,14 +27,6 @@ def _check_size(buffer, layout) -> None:
                        "bytes): the pipeline's iterations and its source's batches are out of step")
 
 
-def _whole(torch, out):
-    """The one packed buffer of a DALI output whose samples are its consecutive parts: a view where DALI
-    wrote them into one block (it does for the outputs of a CPU pipeline), else joined by a copy."""
-    if out.is_dense_tensor():
-        return torch.from_dlpack(out.as_tensor()).reshape(-1)
-    return torch.cat([torch.from_numpy(np.asarray(out[i])).reshape(-1) for i in range(len(out))])
-
-
 class UIHIterator:
     """Iterate a ``uih_pipeline``: one dict per batch, ``{column: [B, max_len], "lengths": [B]}`` (for a
     ``layout="jagged"`` projection: ``{column: [N] values of all rows, "lengths": [B], "offsets": [B + 1]}``).
@@ -74,7 +66,7 @@ class UIHIterator:
         if layout is not None:  # one packed batch: views of one buffer
             try:
                 with self._device:
-                    buffer = _whole(torch, outs[0])
+                    buffer = torch.from_dlpack(outs[0].as_tensor())[0]
                 _check_size(buffer, layout)
                 if self.pipe.uih_pad is not None:  # a jagged batch to pad, into the engine's own buffers
                     return self.pipe.uih_pad.pad(Batch.unpack(buffer.numpy(), layout)).to_torch()

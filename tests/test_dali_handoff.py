@@ -76,8 +76,7 @@ def test_a_padded_batch_crosses_dali_as_one_packed_input(setup, workers):
     rec = engine.Reconstructor(store, proj, device="cpu")
     want = [{k: np.array(v) for k, v in b.items()} for b in rec.iter_batches(thin, 32, extra_columns=["example_id"])]
     pipe = uih_pipeline(rec, thin, batch_size=32, workers=workers, extra_columns=["example_id"], pad_in_dali=False)
-    src = pipe.uih_source
-    assert src.num_inputs == 1 and pipe.max_batch_size == src.parts == 2 and pipe.uih_batch_size == 32
+    assert pipe.uih_source.num_inputs == 1 and pipe.max_batch_size == 1 and pipe.uih_batch_size == 32
     it = UIHIterator(pipe)
     try:
         got = list(it)
@@ -156,17 +155,3 @@ def test_a_layout_out_of_step_with_dalis_iterations_is_an_error(setup, monkeypat
     monkeypatch.setattr(EpochSource, "consumed", skewed)
     with pytest.raises(engine.UIHError, match="out of step"):
         next(iter(UIHIterator(uih_pipeline(rec, thin, batch_size=16))))
-
-
-def test_a_dali_output_in_separate_samples_is_joined_in_order():
-    """A packed batch crosses DALI cut into samples; DALI's CPU outputs keep them in one block (a view),
-    and where a list of samples is not one block the iterator joins them by a copy, in order."""
-    import torch
-    from nvidia.dali.backend import TensorCPU, TensorListCPU
-
-    from dali_plugin.pytorch import _whole
-    parts = [np.arange(64, dtype=np.uint8) + 64 * k for k in range(4)]
-    for contiguous in (True, False):
-        tl = TensorListCPU([TensorCPU(p) for p in parts], contiguous=contiguous)
-        got = _whole(torch, tl)
-        np.testing.assert_array_equal(got.numpy(), np.concatenate(parts))

@@ -331,7 +331,7 @@ def test_padded_batches_are_packed_in_one_buffer(history, name, device, rows):
             np.testing.assert_array_equal(v, b[k])
         ends = sorted((off, off + dtype.itemsize * int(np.prod(shape))) for _, dtype, shape, off in layout)
         assert all(e <= s for (_, e), (s, _) in zip(ends, ends[1:])) and ends[-1][1] <= buffer.nbytes
-        assert buffer.nbytes == Batch.packed_nbytes(layout) == max(-(-ends[-1][1] // 512), 1) * 512
+        assert buffer.nbytes == Batch.packed_nbytes(layout) == max(-(-ends[-1][1] // 64) * 64, 1)
 
 
 def test_packed_batches_unpack_as_torch_views(history):

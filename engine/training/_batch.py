@@ -9,11 +9,8 @@ import numpy as np
 
 from .. import _deps
 
-#: every array of a packed batch starts at a multiple of this many bytes
+#: every array of a packed batch starts at a multiple of this many bytes, and the buffer ends at one
 PACK_ALIGN = 64
-#: and the buffer's size is a multiple of this one, so that it splits into 2, 4 or 8 equal, aligned parts
-#: (DALI copies a batch fed as several samples on several threads)
-PACK_END = 8 * PACK_ALIGN
 
 
 class Batch(Mapping):
@@ -59,9 +56,9 @@ class Batch(Mapping):
     @staticmethod
     def packed_nbytes(layout) -> int:
         """Bytes of the buffer of a packed batch of ``layout`` (``packed()``): where its last array ends,
-        rounded up to a multiple of ``PACK_END`` (at least one, so that an empty batch still has a buffer)."""
+        rounded up to the alignment (at least one byte, so that an empty batch still has a buffer)."""
         end = max((off + np.dtype(dt).itemsize * math.prod(shape) for _, dt, shape, off in layout), default=0)
-        return max(-(-end // PACK_END), 1) * PACK_END
+        return max(-(-end // PACK_ALIGN) * PACK_ALIGN, 1)
 
     @staticmethod
     def unpack(buffer, layout, dtype=None) -> dict:
