@@ -79,3 +79,25 @@ def test_amplification_stays_under_its_threshold(quick):
     for d in R["writes"]["per_day"]:
         assert d["late"] <= WRITE_AMP_MAX * d["floor"], d
         assert d["log"] <= 0.2 * d["floor"] and d["segments"] >= 1 and 0 < d["sidecars"] < d["seal"]
+
+
+def test_median_times_runs_as_many_calls_as_the_budget_allows():
+    """``uih.fmt.median_times``: at least ``repeat`` timed calls, more (up to 100) where they fit the budget,
+    judged by the untimed calls, warm-up time included or not."""
+    import time
+
+    from uih.fmt import median_times
+    calls = []
+
+    def f():
+        calls.append(1)
+        time.sleep(0.001)
+
+    for kwargs in ({}, {"warm_s": 0.05}, {"warmup": 0, "warm_s": 0.05}):
+        calls.clear()
+        (t,) = median_times([f], repeat=5, budget=1.0, rounds=5, **kwargs)
+        untimed = len(calls) - 100
+        assert untimed >= 0 and t >= 0.001  # 100 timed calls fit 1 s of 1 ms calls
+    calls.clear()
+    median_times([f, f], repeat=5, rounds=3)  # no budget: at least 5 timed calls each
+    assert len(calls) >= 2 * (5 + 3)

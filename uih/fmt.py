@@ -60,30 +60,33 @@ def median_time(fn, repeat=5, warmup=1, budget=None) -> float:
 
 
 def median_times(fns, repeat=5, warmup=1, budget=None, rounds=1, warm_s=0.0) -> list:
-    """Median wall time of each of ``fns`` over ``repeat`` timed runs after ``warmup`` untimed ones.
+    """Median wall time of each of ``fns`` over at least ``repeat`` timed runs after ``warmup`` untimed ones.
 
     ``rounds`` > 1 splits the runs into that many rounds taken in turn (``fns[0]`` warm-up and runs,
     then ``fns[1]``'s, ..., then the next round): each function is timed warm, in a run of its own calls,
     while a slow spell of a shared machine still hits every one of them alike, so their ratios hold.
-    ``budget`` (seconds): more than ``repeat`` runs (up to 100 per function) when they fit it, judged by
-    the first round's warm-up; a call of a few hundred microseconds swings by tens of percent, and a
-    median of three of them says little. ``warm_s``: before its first round, each function is also run
-    for that long untimed (a Python-heavy call takes tens of calls to reach its steady speed)."""
+    ``budget`` (seconds): more runs (up to 100 per function) when they fit it, judged by the first round's
+    untimed calls; a call of a few hundred microseconds swings by tens of percent, and a median of three
+    of them says little. ``warm_s``: before its first round, each function is also run for that long
+    untimed (a Python-heavy call takes tens of calls to reach its steady speed)."""
+    rounds = max(1, rounds)
     times = [[] for _ in fns]
     per = [None] * len(fns)  # timed runs per function and round, fixed in the first round
-    for _ in range(max(1, rounds)):
+    for _ in range(rounds):
         for k, fn in enumerate(fns):
+            calls, t0 = 0, time.perf_counter()
             for _ in range(warmup):
-                t = time.perf_counter()
                 fn()
+                calls += 1
             if per[k] is None:
                 end = time.perf_counter() + warm_s
                 while time.perf_counter() < end:
                     fn()
+                    calls += 1
                 n = repeat
-                if budget and warmup:
-                    n = max(repeat, min(100, int(budget / max(time.perf_counter() - t, 1e-9))))
-                per[k] = max(1, n // max(1, rounds))
+                if budget and calls:  # one call's time, from the untimed ones
+                    n = max(repeat, min(100, int(budget * calls / max(time.perf_counter() - t0, 1e-9))))
+                per[k] = max(-(-repeat // rounds), n // rounds)
             for _ in range(per[k]):
                 t = time.perf_counter()
                 fn()
