@@ -40,10 +40,15 @@ def _float_exact(value: np.ndarray) -> bool:
     return bool(np.isfinite(f)) and float(f) == value.item()  # Python compares int with float exactly
 
 
+def padded_row_bytes(rec: Reconstructor) -> int:
+    """Bytes of one padded row of ``rec``'s projection, all its columns."""
+    p = rec.projection
+    return p.max_len * sum(rec.store.schema.dtype(c).itemsize for c in p.columns)
+
+
 def long_rows(rec: Reconstructor) -> bool:
     """Whether ``rec``'s padded rows are long enough to cross DALI unpadded (CPU pipelines only)."""
-    p, dtypes = rec.projection, [rec.store.schema.dtype(c) for c in rec.projection.columns]
-    return rec.device == "cpu" and p.max_len * sum(d.itemsize for d in dtypes) >= MIN_ROW_BYTES
+    return rec.device == "cpu" and padded_row_bytes(rec) >= MIN_ROW_BYTES
 
 
 def dali_can_pad(rec: Reconstructor) -> bool:

@@ -7,7 +7,7 @@ import os
 
 from engine import UIHError, _deps
 
-from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph
+from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
 from ._source import InProcessSource
 from ._workers import WorkerPoolSource
 
@@ -67,8 +67,7 @@ def _batches_per_iteration(rec, batch_size: int, extra, requested, groupable: bo
     if requested == "auto":
         if not groupable:
             return 1
-        p = rec.projection
-        row = p.max_len * sum(rec.store.schema.dtype(c).itemsize for c in p.columns) + 4 + 8 * len(extra)
+        row = padded_row_bytes(rec) + 4 + 8 * len(extra)  # plus its length and extra columns
         # at most a chunk's batches, so that the engine's chunks keep their rows (and prefetching its pace)
         return max(1, min(8, rec.chunk_batches, ITERATION_BYTES // max(row * batch_size, 1)))
     if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 1:

@@ -76,10 +76,8 @@ def _list_parts(col: pa.ChunkedArray) -> tuple:
     if col.num_chunks == 1:  # a few pyarrow calls: this runs per tail column of every chunk
         c = col.chunk(0)
         o = c.offsets.to_numpy()
-        lo, hi, v = int(o[0]), int(o[-1]), c.values
-        if lo or hi != len(v):
-            v = v.slice(lo, hi - lo)
-        return (o - lo if lo else o), v.to_numpy(zero_copy_only=False)
+        lo, hi = int(o[0]), int(o[-1])
+        return (o - lo if lo else o), _values(c, lo, hi)
     offs, vals, end = [np.zeros(1, np.int64)], [], 0
     for chunk in col.chunks:
         o = chunk.offsets.to_numpy()
@@ -89,6 +87,15 @@ def _list_parts(col: pa.ChunkedArray) -> tuple:
     values = vals[0] if len(vals) == 1 else (np.concatenate(vals) if vals else
                                              np.zeros(0, col.type.value_type.to_pandas_dtype()))
     return np.concatenate(offs), values
+
+
+def _values(arr: pa.ListArray, lo: int, hi: int):
+    """The values of list array ``arr`` between raw offsets ``lo`` and ``hi`` (its lists' whole extent, when
+    they are its offsets' ends) as NumPy, without copying a value where the type allows."""
+    v = arr.values
+    if lo or hi != len(v):
+        v = v.slice(lo, hi - lo)
+    return v.to_numpy(zero_copy_only=False)
 
 
 def _release(backend, arena, slots, life):
@@ -344,12 +351,8 @@ class Reconstructor:
                 lo, hi = int(o[0]), int(o[-1])
                 if lo == hi:
                     return None, (o - lo if lo else o)  # no tail events (all sealed): no values to read
-                out = {}
-                for c, col in zip(self._tail_cols, cols):
-                    v = col.chunk(0).values
-                    if lo or hi != len(v):
-                        v = v.slice(lo, hi - lo)
-                    out[c] = v.to_numpy(zero_copy_only=False).astype(self._schema_dtype(c), copy=False)
+                out = {c: _values(col.chunk(0), lo, hi).astype(self._schema_dtype(c), copy=False)
+                       for c, col in zip(self._tail_cols, cols)}
                 return out, (o - lo if lo else o)
         offsets, _ = _list_parts(seq)
         out = {}
