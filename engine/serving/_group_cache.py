@@ -114,6 +114,11 @@ class GroupArena:
                     self._used[s] = self._tick
         return np.array(found, np.int64), missing
 
+    def holds(self, keys: list) -> np.ndarray:
+        """Whether a slot holds each of ``keys`` now (no pin: it may be evicted before it is acquired)."""
+        with self._lock:
+            return np.fromiter(map(self._slot.__contains__, keys), bool, len(keys))
+
     def release(self, slots) -> None:
         """Unpin; slots beyond the budget are freed as soon as nothing uses them (budget 0: no reuse)."""
         with self._lock:

@@ -11,6 +11,7 @@ user, only the row groups that hold the needed rows, only the named columns:
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -153,6 +154,8 @@ class ImmutableView:
         self._idx = {}
         self._pf = {}
         self._blocks = {}
+        self._ranges = {}
+        self._open_lock = threading.Lock()
         self._counts = None
         self.cache = GroupCache(cache_bytes)
 
@@ -181,12 +184,16 @@ class ImmutableView:
         """``load(root, part_entry)`` once per segment part; a file gone since the manifest was read
         (retention) becomes the typed error readers retry on."""
         key = (s, part)
-        if key not in cache:
-            try:
-                cache[key] = load(self.root, self.segments[s][part])
-            except FileNotFoundError as e:
-                raise _manifest.gone(self.root, self.manifest["version"], e.filename, what) from None
-        return cache[key]
+        got = cache.get(key)
+        if got is None:
+            with self._open_lock:  # the planning and decoding threads may both ask first: open it once
+                got = cache.get(key)
+                if got is None:
+                    try:
+                        got = cache[key] = load(self.root, self.segments[s][part])
+                    except FileNotFoundError as e:
+                        raise _manifest.gone(self.root, self.manifest["version"], e.filename, what) from None
+        return got
 
     def index(self, s: int, part: str) -> dict:
         return self._opened(self._idx, s, part, _segment_index.load, "segment index")
@@ -234,6 +241,68 @@ class ImmutableView:
             start = rg_start[group] + range_indices(np.zeros(len(rg), np.int64), per) * slot_rows
             self._blocks[key] = (np.r_[start, rg.sum()].astype(np.int64), group, rg_start)
         return self._blocks[key]
+
+    def _chunk_ranges(self, s: int, part: str) -> tuple:
+        """``(names, start, size)``: each column chunk's first byte and compressed bytes, ``[groups, columns]``,
+        from the footer (dictionary page included), once per part."""
+        key = (s, part)
+        if key not in self._ranges:
+            md = self.parquet(s, part).metadata
+            start = np.zeros((md.num_row_groups, md.num_columns), np.int64)
+            size = np.zeros_like(start)
+            for g in range(md.num_row_groups):
+                rg = md.row_group(g)
+                for j in range(md.num_columns):
+                    cc = rg.column(j)
+                    start[g, j] = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+                    size[g, j] = cc.total_compressed_size
+            self._ranges[key] = ([md.schema.column(j).name for j in range(md.num_columns)], start, size)
+        return self._ranges[key]
+
+    def will_need(self, users, read_columns: list, seq_lo=None, seq_hi=None, ts_min=None, rare_types=None,
+                  all_groups=False, arena=None) -> int:
+        """Ask the OS to start reading the bytes a ``runs`` call with the same arguments will decode, and
+        return at once (``posix_fadvise(WILLNEED)``): called a chunk ahead, the reads overlap the decoding
+        of earlier chunks instead of stalling it. Only the ``read_columns`` chunks of the row groups holding
+        needed rows are asked for, ranges merged only where they touch, so nothing beyond what ``runs``
+        reads is fetched; given the ``arena`` it will fill, only the groups of blocks it lacks, found as
+        ``runs`` finds them. Local stores only (object storage is read in coalesced ranged requests
+        instead). Returns the bytes asked for."""
+        if _fs.is_remote(self.root) or not hasattr(os, "posix_fadvise"):
+            return 0
+        users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
+        total = 0
+        for s, part, _, r0, cnt, _ in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
+            file = self.segments[s][part]["file"]
+            if arena is not None:  # the blocks ``runs`` will find missing, as it finds them
+                bstart, bgroup, _ = self.blocks(s, part, arena.slot_rows)
+                need = np.arange(len(bgroup)) if all_groups else cut_at_blocks(bstart, r0, cnt)[4]
+                groups = np.unique(bgroup[need[~arena.holds((need + _file_key(file)).tolist())]])
+            else:  # the row groups holding needed rows
+                rows = _segments.row_group_rows(self.parquet(s, part))
+                groups = np.arange(len(rows)) if all_groups else cut_at_blocks(offsets_of(rows), r0, cnt)[4]
+            if not len(groups):
+                continue
+            names, start, size = self._chunk_ranges(s, part)
+            cols = [names.index(c) for c in read_columns if c in names]
+            lo, n = start[groups][:, cols].ravel(), size[groups][:, cols].ravel()
+            order = np.argsort(lo, kind="stable")
+            lo, hi = lo[order], lo[order] + n[order]
+            # merge ranges that touch or overlap: one request per contiguous run of column chunks
+            new = np.r_[True, lo[1:] > np.maximum.accumulate(hi)[:-1]]
+            first = np.flatnonzero(new)
+            los, his = lo[first], np.maximum.reduceat(hi, first)
+            try:  # advice only: a file that cannot be opened here fails typed when it is read
+                fd = os.open(str(self.root / file), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                for a, b in zip(los.tolist(), his.tolist()):
+                    os.posix_fadvise(fd, a, b - a, os.POSIX_FADV_WILLNEED)
+            finally:
+                os.close(fd)
+            total += int((his - los).sum())
+        return total
 
     def runs(self, users, arena, lanes: tuple, read_columns: list, seq_lo=None, seq_hi=None, ts_min=None,
              rare_types=None, read_groups=None, put=None, all_groups=False) -> RunSet:

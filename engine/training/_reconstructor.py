@@ -10,6 +10,7 @@ example, user, segment and row group, never per event.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import numbers
@@ -47,6 +48,20 @@ class _Chunk:
     events_read: int
     extras: dict  # pass-through columns carried into the batches
     life: _Life
+
+
+class _Planned(NamedTuple):
+    """A chunk's thin rows, checked and planned, before any store data is decoded (``Reconstructor._plan``)."""
+
+    t: pa.Table
+    plan: _plan.UserPlan
+    imm_hw: np.ndarray
+    ts_min: np.ndarray  # per example: the window's first ts
+    tails: dict | None  # per tail lane column: the values of all rows' tails (None: no tail events)
+    t_off: np.ndarray  # the rows' offsets into the tails
+    seq_lo: np.ndarray | None  # per user: the pushed-down seq range and window, None where not pushed down
+    ts_min_u: np.ndarray | None
+    rare: list | None  # the event types whose sidecars may be read instead of the main parts
 
 
 class _Pack(NamedTuple):
@@ -195,7 +210,7 @@ class Reconstructor:
         ``extra_columns``: pass-through columns of the thin rows (labels, ids...) to carry along, ``[B]``.
         """
         extra = list(extra_columns)
-        chunk = self._prepare(self._as_thin(thin, extra), extra)
+        chunk = self._prepare(self._plan(self._as_thin(thin, extra)), extra)
         return self._assemble(chunk, 0, chunk.n)
 
     def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True,
@@ -219,9 +234,18 @@ class Reconstructor:
                               f"{chunk_rows!r}: a batch never spans two chunks")
         rows = int(rows)
 
-        def produce():
+        def tables():
             for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
-                yield self._prepare(table, extra)
+                yield self._plan(table, hint=depth > 0)
+
+        def produce():
+            # two stages ahead of the kernels when prefetching: one thread reads and checks the thin rows and
+            # asks the OS for the store bytes they need (I/O in flight, little CPU), the other decodes and
+            # stages chunks; without prefetch, all in this thread
+            planned = background(tables, depth, name="uih-plan") if depth > 0 else tables()
+            with contextlib.closing(planned):
+                for ready in planned:
+                    yield self._prepare(ready, extra)
 
         busy = threading.Event()  # set while the prefetch thread prepares a chunk
         for chunk in background(produce, depth, busy=busy):
@@ -366,20 +390,30 @@ class Reconstructor:
     def _schema_dtype(self, c):
         return self.store.schema.dtype(c)
 
-    def _prepare(self, t: pa.Table, extra=()) -> _Chunk:
-        self.backend.reap()  # slots and buffers of chunks whose kernels have finished
-        with self.backend.producer_stream():
-            return self._prepare_on_stream(t, extra)
-
-    def _prepare_on_stream(self, t: pa.Table, extra) -> _Chunk:
-        p, be = self.projection, self.backend
+    def _plan(self, t: pa.Table, hint: bool = False) -> _Planned:
+        """A chunk's thin rows checked and planned (host only, no decoding); ``hint``: ask the OS now for
+        the store bytes its decoding will read, so that the reads run while earlier chunks are decoded."""
         plan, imm_hw, ts_min = self._validate(t)
         tails, t_off = self._tails(t)
+        p, rows = self.projection, "rows" in self.pushdown
+        ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off,
+                         seq_lo=plan.seq_lo if rows and not (self._use_types or self._use_window) else None,
+                         ts_min_u=plan.ts_lo if rows and self._use_window else None,
+                         rare=p.actions if (self._use_types and "types" in self.pushdown) else None)
+        if hint:
+            self.store.view.will_need(plan.users, self._read, ready.seq_lo, plan.seq_hi, ready.ts_min_u, ready.rare,
+                                      all_groups="users" not in self.pushdown, arena=self._arena)
+        return ready
+
+    def _prepare(self, ready: _Planned, extra=()) -> _Chunk:
+        self.backend.reap()  # slots and buffers of chunks whose kernels have finished
+        with self.backend.producer_stream():
+            return self._prepare_on_stream(ready, extra)
+
+    def _prepare_on_stream(self, ready: _Planned, extra) -> _Chunk:
+        be, t, plan, imm_hw, ts_min, tails, t_off = self.backend, *ready[:6]
         users, inv = plan.users, plan.inv
-        rows = "rows" in self.pushdown
-        seq_lo = plan.seq_lo if rows and not (self._use_types or self._use_window) else None
-        ts_min_u = plan.ts_lo if rows and self._use_window else None
-        rare = p.actions if (self._use_types and "types" in self.pushdown) else None
+        seq_lo, ts_min_u, rare = ready.seq_lo, ready.ts_min_u, ready.rare
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
         keep = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
         put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731

@@ -1,0 +1,123 @@
+"""Read-ahead advice: the prefetching planner asks the OS for exactly the bytes decoding will read.
+
+``ImmutableView.will_need`` is called a chunk ahead (``Reconstructor.iter_batches`` with prefetch). It must
+ask for the column chunks of exactly the row groups ``runs`` decodes (nothing more, or it would read bytes
+no projection needs), skip what the arena already holds, and never change a result.
+"""
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import engine
+from engine.serving import _segments
+from engine.serving._group_cache import GroupArena
+
+COLS = {"item_id": "int64", "action": "int32", "dwell_ms": "int32"}
+DAY = 86_400_000_000
+
+
+@pytest.fixture
+def small_groups_store(tmp_path, monkeypatch):
+    """Three sealed segments of 256-row groups, 40 users, then a snapshot per user."""
+    monkeypatch.setattr(_segments, "ROW_GROUP_ROWS", 256)
+    rng = np.random.default_rng(7)
+    store = engine.UIHStore.create(tmp_path / "s", columns=COLS, event_type_column="action")
+    for d in range(3):
+        n = 3000
+        store.append({"user_id": rng.integers(0, 40, n), "ts": d * DAY + np.sort(rng.integers(0, DAY, n)),
+                      "item_id": rng.integers(0, 1 << 40, n), "action": rng.integers(0, 4, n).astype(np.int32),
+                      "dwell_ms": rng.integers(0, 1000, n).astype(np.int32)})
+        store.seal((d + 1) * DAY)
+    thin = store.snapshot({"user_id": np.arange(40), "request_ts": np.full(40, 3 * DAY)})
+    yield store, thin
+    store.close()
+
+
+def _advice(monkeypatch) -> list:
+    """Record every WILLNEED advice as (file, first byte, end byte)."""
+    got = []
+
+    def advise(fd, offset, length, advice):
+        assert advice == os.POSIX_FADV_WILLNEED
+        got.append((os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), offset, offset + length))
+    monkeypatch.setattr(os, "posix_fadvise", advise)
+    return got
+
+
+def _chunk_bytes(path, groups, columns) -> set:
+    """Every byte of the named columns' chunks in ``groups`` of the file, from its footer."""
+    md = pq.ParquetFile(path).metadata
+    names = [md.schema.column(j).name for j in range(md.num_columns)]
+    out = set()
+    for g in groups:
+        for c in columns:
+            cc = md.row_group(g).column(names.index(c))
+            first = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+            out.update(range(first, first + cc.total_compressed_size))
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this OS")
+@pytest.mark.parametrize("cut", ["all", "recent"])
+def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monkeypatch, cut):
+    store, _ = small_groups_store
+    view = store.view
+    assert max(len(_segments.row_group_rows(view.parquet(s, "main"))) for s in range(len(view.segments))) > 4
+    users = np.array([1, 5, 6, 20, 33], np.int64)
+    seq_lo = None if cut == "all" else np.array([200, 0, 150, 300, 10], np.int64)
+    columns = ["item_id", "dwell_ms"]
+    decoded = {}
+
+    def read_groups(pf, path, groups, cols, name):
+        decoded.setdefault(os.path.basename(path), set()).update(groups)
+        return _segments.read_groups_arrow(pf, path, groups, cols, name)
+
+    advised = _advice(monkeypatch)
+    asked = view.will_need(users, columns, seq_lo=seq_lo)
+    arena = GroupArena(np, 1, 1, 64, budget=1 << 30)  # 64-row blocks: several per group
+    rs = view.runs(users, arena, (["item_id"], ["dwell_ms"]), columns, seq_lo=seq_lo, read_groups=read_groups)
+    assert rs.num_events > 0 and decoded
+    for file in {f for f, _, _ in advised} | set(decoded):
+        path = store.root / "segments" / file if (store.root / "segments" / file).exists() else None
+        path = path or next(p for p in store.root.rglob(file))
+        want = _chunk_bytes(path, sorted(decoded.get(file, ())), columns)
+        have = set()
+        for f, a, b in advised:
+            if f == file:
+                assert not have & set(range(a, b)), "a byte was asked for twice"
+                have.update(range(a, b))
+        assert have == want, file
+    assert asked == sum(b - a for _, a, b in advised)
+
+    # what the arena already holds is not asked for again
+    advised.clear()
+    assert view.will_need(users, columns, seq_lo=seq_lo, arena=arena) == 0 and advised == []
+    arena.release(rs.slots)
+
+
+@pytest.mark.parametrize("prefetch", [0, 1, 3])
+def test_prefetch_with_advice_changes_no_batch(small_groups_store, prefetch):
+    store, thin = small_groups_store
+    p = engine.Projection(["item_id", "action", "dwell_ms"], max_len=300)
+    want = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
+    rec = engine.Reconstructor(store, p, device="cpu", chunk_batches=2, prefetch=prefetch)
+    batches = list(rec.iter_batches(thin, batch_size=7))
+    for c in want:
+        np.testing.assert_array_equal(np.concatenate([b[c] for b in batches]), want[c])
+
+
+def test_a_bad_chunk_fails_typed_after_the_good_ones_with_prefetch(small_groups_store):
+    """The planning thread checks the thin rows now; its errors still reach the caller in chunk order."""
+    store, thin = small_groups_store
+    bad = thin.slice(0, 5).set_column(thin.schema.get_field_index("imm_hw"), "imm_hw",
+                                      pa.array(np.full(5, 10 ** 9, np.int64)))
+    rows = pa.concat_tables([thin.slice(0, 10), bad])
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=50), device="cpu", prefetch=2)
+    it = rec.iter_batches(rows, batch_size=5, chunk_rows=10)
+    assert [b.size for b in (next(it), next(it))] == [5, 5]
+    with pytest.raises(engine.VersionError, match="imm_hw"):
+        next(it)
