@@ -38,6 +38,9 @@ def test_json_is_complete(quick):
         assert r["examples"] == R["reads"]["tenants"][0]["late"]["examples"] and r["events"] > 0
         assert r["staging_s"] > 0 and r["assembly_s"] >= 0 and r["slicing_s"] > 0 and r["thin_s"] > 0
     assert "## Where the time goes, per tenant" in (out / "REPORT.md").read_text()
+    pf = R["pipeline"]["prefetch"]  # prefetch on and off measured on every tenant, in pairs
+    assert {r["tenant"] for r in pf} == tenants
+    assert all(r["on_s"] > 0 and r["off_s"] > 0 and len(r["pair_ratios"]) >= 5 for r in pf)
     assert R["peers"]["duckdb_equal"] is True
     assert (out / "REPORT.md").read_text().startswith("# UIH late materialization")
     # labels are measured: here (no GPU, or the simulator switch) both the reconstructor and DALI ran on CPU

@@ -37,11 +37,11 @@ def test_chunk_preparation_calls_do_not_grow_with_events(tmp_path, actions):
         rec = engine.Reconstructor(store, engine.Projection(COLUMNS, max_len=history, actions=actions),
                                    device="cpu", prefetch=0)
         t = rec._as_thin(thin)
-        rec._prepare(t)  # warm: row groups decoded, arena blocks filled
+        rec._prepare(rec._plan(t))  # warm: row groups decoded, arena blocks filled
         arena, used = rec._arena, []
         real = arena.acquire
         arena.acquire = lambda keys: used.append(len(keys)) or real(keys)  # noqa: B023
-        counts.append(_calls(lambda: rec._prepare(t)))  # noqa: B023
+        counts.append(_calls(lambda: rec._prepare(rec._plan(t))))  # noqa: B023
         events.append(rec.stats["events_read"] // 2)  # the warm-up's and the counted chunk's
         blocks.append(sum(used))
         store.close()

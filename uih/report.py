@@ -286,9 +286,21 @@ def section_pipeline(out: Path, cfg, repeats) -> dict:
     for (label, _), r in zip(settings, jobs):
         rows.append({"setting": label, "seconds": r["seconds"], "read_bytes": r["read_bytes"],
                      "rchar": r["rchar"], "examples_per_s": r["examples"] / r["seconds"]})
+    # prefetch on and off on every tenant, in pairs taken in turn (on first, then off first...), the pair's
+    # ratio counted too: a single cold job swings by 10-20% on a small shared machine
+    tenants = []
+    for t in cfg.tenants:
+        runs = {2: [], 0: []}
+        for r in range(max(repeats, 5)):
+            for depth in ((2, 0) if r % 2 == 0 else (0, 2)):
+                runs[depth].append(late_job(out / "store", thin, t.projection(), via_dali=False,
+                                            prefetch=depth)["seconds"])
+        tenants.append({"tenant": t.name, "max_len": t.max_len, "on_s": float(np.median(runs[2])),
+                        "off_s": float(np.median(runs[0])),
+                        "pair_ratios": [a / b for a, b in zip(runs[2], runs[0])]})
     # worker processes: steady epochs (what a training loop sees after the first), startup apart
     workers = [dali_epochs(out / "store", thin, p, w, epochs=1 + max(repeats, 2)) for w in (0, 1, 2)]
-    return {"tenant": cfg.tenants[0].name, "rows": rows, "workers": workers}
+    return {"tenant": cfg.tenants[0].name, "rows": rows, "workers": workers, "prefetch": tenants}
 
 
 # ---- report -------------------------------------------------------------------------------------
@@ -495,6 +507,15 @@ def render(R, figs) -> str:
               table([[r["setting"], f"{r['seconds']:.2f} s", f"{r['examples_per_s']:,.0f}", mb(r["read_bytes"]),
                       mb(r["rchar"])] for r in pl["rows"]],
                     ["setting", "time", "examples/s", "read from disk", "read incl. page cache"]), ""]
+    if pl.get("prefetch"):
+        lines += ["Prefetch on and off on every tenant (direct iter_batches, cold page cache), in pairs taken in turn: "
+                  "medians, and the range of the pairs' on/off ratios. With prefetch, one thread reads and checks "
+                  "the next chunks' thin rows and asks the OS for the store bytes they need, another decodes and "
+                  "stages them, while the caller's thread runs the kernels.", "",
+                  table([[r["tenant"], r["max_len"], f"{r['on_s']:.2f} s", f"{r['off_s']:.2f} s",
+                          f"{r['on_s'] / r['off_s']:.2f}x",
+                          f"{min(r['pair_ratios']):.2f}-{max(r['pair_ratios']):.2f}"] for r in pl["prefetch"]],
+                        ["tenant", "max_len", "prefetch on", "prefetch off", "on / off", "pairs on / off"]), ""]
     if pl.get("workers"):
         base = pl["workers"][0]["epoch_s"]
         lines += ["The same tenant through the DALI CPU pipeline, reconstructed in process and by 1 and 2 worker "

@@ -36,7 +36,7 @@ def assembly_speed(store, lengths, batch: int, users: int) -> list:
         p = engine.Projection(COLUMNS, max_len=L)
         rec = engine.Reconstructor(store, p, device="cpu")
         # the kernels alone: prepare one chunk, then time only its assembly (private steps, on purpose)
-        chunk = rec._prepare(rec._as_thin(thin))
+        chunk = rec._prepare(rec._plan(rec._as_thin(thin)))
         out = rec._assemble(chunk, 0, chunk.n)
         nbytes = sum(out[c].nbytes for c in p.columns)
         src = torch.empty(nbytes, dtype=torch.uint8)
@@ -97,7 +97,7 @@ def _prepare_times(rec, tables: list, repeat: int, stage_repeat: int) -> tuple:
             if not decoded:
                 _cold(rec)
             for t in tables:
-                rec._prepare(t)  # private steps, on purpose: each stage timed alone
+                rec._prepare(rec._plan(t))  # private steps, on purpose: each stage timed alone
         return run
     return (median_time(prepare(True, False), repeat=repeat), median_time(prepare(False, False), repeat=repeat),
             median_time(prepare(False, True), repeat=stage_repeat))
@@ -115,7 +115,7 @@ def where_time_goes(store, lengths, batch: int, users: int, repeat: int = 5) -> 
         rec = engine.Reconstructor(store, engine.Projection(COLUMNS, max_len=L), device="cpu", prefetch=0)
         t = rec._as_thin(thin)
         t_disk, t_decode, t_stage = _prepare_times(rec, [t], repeat, 2 * repeat)
-        chunk = rec._prepare(t)
+        chunk = rec._prepare(rec._plan(t))
         t_kernels = median_time(lambda: rec._assemble(chunk, 0, chunk.n), repeat=2 * repeat)  # noqa: B023
         row = {"max_len": L, "events": int(chunk.events_read), "read_ms": 1e3 * max(t_disk - t_decode, 0.0),
                "decode_ms": 1e3 * max(t_decode - t_stage, 0.0), "staging_ms": 1e3 * t_stage,
@@ -228,7 +228,7 @@ def tenant_stages(store_path, thin_source, proj, batch_size: int = 256, repeat: 
     t_slice = t_asm = t_torch = 0.0
     events = out_bytes = n_batches = 0
     for t in chunks:  # one chunk in use at a time, as in a job
-        c = rec._prepare(t)
+        c = rec._prepare(rec._plan(t))
         spans = [(a, min(a + batch_size, c.n)) for a in range(0, c.n, batch_size)]
 
         def slicing():
