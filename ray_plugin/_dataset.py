@@ -49,8 +49,10 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     actor_cls : type
         ``Reconstruct`` or a subclass of it (extra metrics, fault injection in tests).
     **ray_remote_args
-        Passed to the actors (``max_restarts``, ``max_task_retries``, ``runtime_env``...). Ray Data's
-        defaults restart a dead actor and retry its call; examples of a failed call are never kept.
+        Ray Data's named remote parameters for the actors (``memory``, ``resources``, ``runtime_env``,
+        ``label_selector``, ``accelerator_type``...), passed to ``map_batches``. Ray Data restarts a dead actor
+        and retries its call by default; examples of a failed call are never kept. (Other ``ray.remote``
+        options such as ``max_restarts`` still pass through, but Ray 2.60 deprecates them and 2.64 drops them.)
 
     Returns
     -------

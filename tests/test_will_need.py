@@ -121,3 +121,22 @@ def test_a_bad_chunk_fails_typed_after_the_good_ones_with_prefetch(small_groups_
     assert [b.size for b in (next(it), next(it))] == [5, 5]
     with pytest.raises(engine.VersionError, match="imm_hw"):
         next(it)
+
+
+def test_leaving_early_stops_both_prefetch_threads(small_groups_store):
+    import gc
+    import threading
+    import time
+
+    store, thin = small_groups_store
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=50), device="cpu", prefetch=2)
+    it = rec.iter_batches(pa.concat_tables([thin] * 20), batch_size=4, chunk_rows=8)
+    next(it)
+    assert {"uih-plan", "uih-prefetch"} <= {t.name for t in threading.enumerate()}
+    it.close()
+    del it
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while any(t.name in ("uih-plan", "uih-prefetch") for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a prefetch thread outlived its iterator"
+        time.sleep(0.02)

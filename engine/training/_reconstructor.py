@@ -59,6 +59,7 @@ class _Planned(NamedTuple):
     ts_min: np.ndarray  # per example: the window's first ts
     tails: dict | None  # per tail lane column: the values of all rows' tails (None: no tail events)
     t_off: np.ndarray  # the rows' offsets into the tails
+    view: object  # the store's immutable tier as the chunk was planned against it
     seq_lo: np.ndarray | None  # per user: the pushed-down seq range and window, None where not pushed down
     ts_min_u: np.ndarray | None
     rare: list | None  # the event types whose sidecars may be read instead of the main parts
@@ -337,7 +338,7 @@ class Reconstructor:
         ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
         return sorted((i for i in ids if i != mine), key=str)
 
-    def _validate(self, t: pa.Table) -> tuple:
+    def _validate(self, t: pa.Table, view) -> tuple:
         """``(plan, imm_hw, ts_min)``: the chunk's users planned and each row's window start, once the thin
         rows are known to point into this store's sealed events."""
         other = self._other_store_ids(t.column("store_id"))
@@ -352,7 +353,7 @@ class Reconstructor:
             raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
         plan, ts_min = _plan.plan_chunk(uid, imm_hw, t.column("request_ts").to_numpy(),
                                         self.projection.window_us if self._use_window else None,
-                                        self.projection.max_len, *self.store.view.user_counts())
+                                        self.projection.max_len, *view.user_counts())
         if plan.bad >= 0:
             b = plan.bad
             raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
@@ -393,15 +394,16 @@ class Reconstructor:
     def _plan(self, t: pa.Table, hint: bool = False) -> _Planned:
         """A chunk's thin rows checked and planned (host only, no decoding); ``hint``: ask the OS now for
         the store bytes its decoding will read, so that the reads run while earlier chunks are decoded."""
-        plan, imm_hw, ts_min = self._validate(t)
+        view = self.store.view  # one version for the chunk, from its plan to its runs, whatever seals meanwhile
+        plan, imm_hw, ts_min = self._validate(t, view)
         tails, t_off = self._tails(t)
         p, rows = self.projection, "rows" in self.pushdown
-        ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off,
+        ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off, view,
                          seq_lo=plan.seq_lo if rows and not (self._use_types or self._use_window) else None,
                          ts_min_u=plan.ts_lo if rows and self._use_window else None,
                          rare=p.actions if (self._use_types and "types" in self.pushdown) else None)
         if hint:
-            self.store.view.will_need(plan.users, self._read, ready.seq_lo, plan.seq_hi, ready.ts_min_u, ready.rare,
+            view.will_need(plan.users, self._read, ready.seq_lo, plan.seq_hi, ready.ts_min_u, ready.rare,
                                       all_groups="users" not in self.pushdown, arena=self._arena)
         return ready
 
@@ -419,7 +421,7 @@ class Reconstructor:
         put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:
-            rs = self.store.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=plan.seq_hi,
+            rs = ready.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=plan.seq_hi,
                                       ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups, put=put,
                                       all_groups="users" not in self.pushdown)
         try:
