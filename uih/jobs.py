@@ -40,6 +40,38 @@ def warm_up_dali() -> None:
     torch.from_dlpack(out.as_tensor())  # the hand-off dali_plugin.UIHIterator makes
 
 
+def warm_up_jobs(store_path, thin_files, fat_files, projections, batch_size=256, device="auto", rows=64) -> None:
+    """Run each projection once, on the first ``rows`` thin rows and the first fat rows, through every loader
+    a measurement will time (direct, DALI, Fat Row), before any of them is timed: the first job of a process
+    otherwise pays for loading Numba's compiled kernels from its disk cache (the better part of a second on
+    2 cores), DALI's libraries and the Fat Row path's first use, and would count them as its own time and
+    bytes. Nothing measured later depends on this: each job drops the page cache of its files and opens the
+    store afresh (an empty arena)."""
+    import pyarrow as pa
+
+    from .fatrows import fat_batches
+    warm_up_dali()
+    from dali_plugin import UIHIterator, uih_pipeline
+    store = open_pinned(store_path)
+    try:
+        first = pq.ParquetFile(parquet_files(thin_files)[0])
+        thin = pa.Table.from_batches([next(first.iter_batches(batch_size=rows))])
+        for p in projections:
+            rec = Reconstructor(store, p, device=device)
+            for _ in rec.iter_batches(thin, batch_size):
+                pass
+            it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size))
+            try:
+                for _ in it:
+                    pass
+            finally:
+                it.close()
+            if fat_files:
+                next(iter(fat_batches(parquet_files(fat_files)[:1], p, batch_size)), None)
+    finally:
+        store.close()
+
+
 def open_pinned(store_path):
     """A read-only view at the newest version: no log replay, no lock, only what reconstruction reads."""
     return UIHStore.open(store_path, version=versions(store_path)[-1])
