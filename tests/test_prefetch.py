@@ -54,3 +54,22 @@ def test_cpu_kernels_leave_a_core_to_a_busy_producer_and_get_it_back():
     assert numba.get_num_threads() == before
     with be.sharing_cores(False):
         assert numba.get_num_threads() == before
+
+
+def test_the_producer_is_closed_as_soon_as_the_consumer_leaves():
+    """Not when garbage-collected: a producer may own a stage (a thread) of its own to stop."""
+    closed, held = threading.Event(), []
+
+    def items():
+        try:
+            yield from range(100)
+        finally:
+            closed.set()
+
+    def produce():  # the generator is referenced elsewhere too: only an explicit close() ends it now
+        held.append(items())
+        return held[-1]
+    it = prefetch(produce, depth=1)
+    assert next(it) == 0
+    it.close()  # the consumer leaves; the producer thread closes its generator before it ends
+    assert closed.wait(5)

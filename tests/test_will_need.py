@@ -15,34 +15,36 @@ import pytest
 import engine
 from engine.serving import _segments
 from engine.serving._group_cache import GroupArena
+from uih.workload import COLUMNS, random_events
 
-COLS = {"item_id": "int64", "action": "int32", "dwell_ms": "int32"}
 DAY = 86_400_000_000
 
 
 @pytest.fixture
 def small_groups_store(tmp_path, monkeypatch):
-    """Three sealed segments of 256-row groups, 40 users, then a snapshot per user."""
+    """Three sealed segments of 256-row groups, 60 users, a rare event type (sidecar parts), then a
+    snapshot per user."""
     monkeypatch.setattr(_segments, "ROW_GROUP_ROWS", 256)
     rng = np.random.default_rng(7)
-    store = engine.UIHStore.create(tmp_path / "s", columns=COLS, event_type_column="action")
+    store = engine.UIHStore.create(tmp_path / "s", columns=COLUMNS, event_type_column="action")
     for d in range(3):
-        n = 3000
-        store.append({"user_id": rng.integers(0, 40, n), "ts": d * DAY + np.sort(rng.integers(0, DAY, n)),
-                      "item_id": rng.integers(0, 1 << 40, n), "action": rng.integers(0, 4, n).astype(np.int32),
-                      "dwell_ms": rng.integers(0, 1000, n).astype(np.int32)})
+        ev = random_events(rng, range(60), 6000, t0=d * DAY, span=DAY)
+        ev["action"] = rng.choice(4, len(ev["ts"]), p=[0.77, 0.15, 0.05, 0.03]).astype(np.int32)
+        store.append(ev)
         store.seal((d + 1) * DAY)
-    thin = store.snapshot({"user_id": np.arange(40), "request_ts": np.full(40, 3 * DAY)})
+    thin = store.snapshot({"user_id": np.arange(60), "request_ts": np.full(60, 3 * DAY)})
     yield store, thin
     store.close()
 
 
 def _advice(monkeypatch) -> list:
     """Record every WILLNEED advice as (file, first byte, end byte)."""
-    got = []
+    got, real = [], os.posix_fadvise
 
     def advise(fd, offset, length, advice):
-        assert advice == os.POSIX_FADV_WILLNEED
+        if advice != os.POSIX_FADV_WILLNEED:  # opening a segment declares random access: not advice
+            return real(fd, offset, length, advice)
+        assert length > 0  # a length of 0 would mean "to the end of the file"
         got.append((os.path.basename(os.readlink(f"/proc/self/fd/{fd}")), offset, offset + length))
     monkeypatch.setattr(os, "posix_fadvise", advise)
     return got
@@ -61,7 +63,11 @@ def _chunk_bytes(path, groups, columns) -> set:
     return out
 
 
-@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="no posix_fadvise on this OS")
+needs_advice = pytest.mark.skipif(not (hasattr(os, "posix_fadvise") and os.path.isdir("/proc/self/fd")),
+                                  reason="no posix_fadvise or /proc/self/fd on this OS")
+
+
+@needs_advice
 @pytest.mark.parametrize("cut", ["all", "recent"])
 def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monkeypatch, cut):
     store, _ = small_groups_store
@@ -69,7 +75,7 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
     assert max(len(_segments.row_group_rows(view.parquet(s, "main"))) for s in range(len(view.segments))) > 4
     users = np.array([1, 5, 6, 20, 33], np.int64)
     seq_lo = None if cut == "all" else np.array([200, 0, 150, 300, 10], np.int64)
-    columns = ["item_id", "dwell_ms"]
+    columns = ["item_id", "action", "dwell_ms"]  # event types: dictionary-encoded, a page before the data
     decoded = {}
 
     def read_groups(pf, path, groups, cols, name):
@@ -78,8 +84,9 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
 
     advised = _advice(monkeypatch)
     asked = view.will_need(users, columns, seq_lo=seq_lo)
-    arena = GroupArena(np, 1, 1, 64, budget=1 << 30)  # 64-row blocks: several per group
-    rs = view.runs(users, arena, (["item_id"], ["dwell_ms"]), columns, seq_lo=seq_lo, read_groups=read_groups)
+    arena = GroupArena(np, 1, 2, 64, budget=1 << 30)  # 64-row blocks: several per group
+    rs = view.runs(users, arena, (["item_id"], ["action", "dwell_ms"]), columns, seq_lo=seq_lo,
+                   read_groups=read_groups)
     assert rs.num_events > 0 and decoded
     for file in {f for f, _, _ in advised} | set(decoded):
         path = store.root / "segments" / file if (store.root / "segments" / file).exists() else None
@@ -97,6 +104,68 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
     advised.clear()
     assert view.will_need(users, columns, seq_lo=seq_lo, arena=arena) == 0 and advised == []
     arena.release(rs.slots)
+
+
+PROJECTIONS = {"plain": dict(columns=["item_id", "dwell_ms"]),
+               "rare-type": dict(columns=["item_id", "surface"], actions=[3]),
+               "window": dict(columns=["item_id"], window_us=DAY // 2),
+               "types-window": dict(columns=["item_id"], actions=[1, 3], window_us=DAY),
+               "seq": dict(columns=["seq"])}
+
+
+@needs_advice
+@pytest.mark.parametrize("cache", [1 << 16, 1 << 30])  # blocks evicted and read again, or kept and skipped
+@pytest.mark.parametrize("off", [None, "users", "rows", "columns", "types"])
+@pytest.mark.parametrize("name", PROJECTIONS)
+def test_each_chunk_is_advised_exactly_what_it_decodes(small_groups_store, monkeypatch, name, off, cache):
+    """Through the reconstructor, as prefetching calls it: per chunk, the advised bytes are the decoded
+    column chunks, whatever the projection (sidecars, windows, seqs), the pushdown dimensions and what
+    the arena already holds."""
+    store, thin = small_groups_store
+    p = engine.Projection(max_len=40, **PROJECTIONS[name])
+    rec = engine.Reconstructor(store, p, device="cpu", pushdown=engine.Reconstructor.PUSHDOWN - {off},
+                               cache_bytes=cache)
+    decoded = []
+    read = rec.backend.read_groups
+
+    def recording(pf, path, groups, cols, name):
+        decoded.append((path, list(groups), list(cols)))
+        return read(pf, path, groups, cols, name)
+    monkeypatch.setattr(rec.backend, "read_groups", recording)
+    advised = _advice(monkeypatch)
+    parts = set()
+    for lo in range(0, len(thin), 8):
+        advised.clear()
+        decoded.clear()
+        rec._prepare(rec._plan(rec._as_thin(thin.slice(lo, 8)), hint=True))  # private steps: one chunk
+        want, have = {}, {}
+        for path, groups, cols in decoded:
+            want.setdefault(os.path.basename(path), set()).update(_chunk_bytes(path, groups, cols))
+            parts.add(os.path.basename(path))
+        for f, a, b in advised:
+            have.setdefault(f, set()).update(range(a, b))
+        assert want == have, (name, off, lo)
+    assert parts  # every case decoded something
+    if cache > 1 << 20:  # the arena held what later chunks needed: not decoded again, not advised
+        assert rec.stats["chunks"] > 1
+    if name == "rare-type" and off != "types":
+        assert any("rare" in f for f in parts)  # the sidecars were read, and advised
+
+
+def test_advice_that_fails_never_fails_the_job(small_groups_store, monkeypatch):
+    store, thin = small_groups_store
+
+    real = os.posix_fadvise
+
+    def broken(fd, offset, length, advice):
+        if advice == os.POSIX_FADV_WILLNEED:
+            raise OSError(22, "read-ahead advice not supported here")
+        return real(fd, offset, length, advice)
+    monkeypatch.setattr(os, "posix_fadvise", broken)
+    p = engine.Projection(["item_id"], max_len=50)
+    want = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
+    got = list(engine.Reconstructor(store, p, device="cpu", prefetch=2).iter_batches(thin, batch_size=8))
+    np.testing.assert_array_equal(np.concatenate([b["item_id"] for b in got]), want["item_id"])
 
 
 @pytest.mark.parametrize("prefetch", [0, 1, 3])
@@ -140,3 +209,35 @@ def test_leaving_early_stops_both_prefetch_threads(small_groups_store):
     while any(t.name in ("uih-plan", "uih-prefetch") for t in threading.enumerate()):
         assert time.monotonic() < deadline, "a prefetch thread outlived its iterator"
         time.sleep(0.02)
+
+
+def test_a_seal_between_planning_steps_never_fails_a_chunk(small_groups_store):
+    """A chunk is planned against one view, at least as new as its rows: rows logged right after a seal
+    must not be checked against the store's new version and then planned against the view before it."""
+    store, _ = small_groups_store
+    rng = np.random.default_rng(11)
+    ev = random_events(rng, range(60), 3000, t0=3 * DAY, span=DAY)
+    store.append(ev)
+    stale = store.view
+    store.seal(4 * DAY)  # a new version: the rows below point at events only its view has sealed
+    thin = store.snapshot({"user_id": np.arange(60), "request_ts": np.full(60, 4 * DAY)})
+    p = engine.Projection(["item_id"], max_len=300)
+    want = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
+
+    class Racing:
+        """The store, whose first look at ``view`` still sees the view from before the seal."""
+
+        def __init__(self):
+            self.looks = [stale]
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        @property
+        def view(self):
+            return self.looks.pop() if self.looks else store.view
+
+    rec = engine.Reconstructor(store, p, device="cpu")
+    rec.store = Racing()
+    got = rec.reconstruct(thin)
+    np.testing.assert_array_equal(got["item_id"], want["item_id"])

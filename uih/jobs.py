@@ -52,10 +52,14 @@ def warm_up_jobs(store_path, thin_files, fat_files, projections, batch_size=256,
     from .fatrows import fat_batches
     warm_up_dali()
     from dali_plugin import UIHIterator, uih_pipeline
+    paths = parquet_files(thin_files)
+    if not paths:
+        return
+    with pq.ParquetFile(paths[0]) as first:
+        thin = pa.Table.from_batches([next(first.iter_batches(batch_size=rows))])
+    fat = parquet_files(fat_files)[:1] if fat_files else []
     store = open_pinned(store_path)
     try:
-        first = pq.ParquetFile(parquet_files(thin_files)[0])
-        thin = pa.Table.from_batches([next(first.iter_batches(batch_size=rows))])
         for p in projections:
             rec = Reconstructor(store, p, device=device)
             for _ in rec.iter_batches(thin, batch_size):
@@ -66,8 +70,10 @@ def warm_up_jobs(store_path, thin_files, fat_files, projections, batch_size=256,
                     pass
             finally:
                 it.close()
-            if fat_files:
-                next(iter(fat_batches(parquet_files(fat_files)[:1], p, batch_size)), None)
+            if fat:
+                batches = fat_batches(fat, p, batch_size)
+                next(batches, None)
+                batches.close()
     finally:
         store.close()
 

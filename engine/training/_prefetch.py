@@ -47,6 +47,9 @@ def prefetch(produce, depth: int = 2, name: str = "uih-prefetch", busy: threadin
                 flag.clear()
                 if item is _DONE or not put(item):
                     break
+            close = getattr(it, "close", None)  # a generator: closed now, not when collected, since it
+            if close is not None:  # may own a stage (a thread) of its own
+                close()
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, never swallowed
             flag.clear()
             put(_Failure(e))

@@ -338,17 +338,24 @@ class Reconstructor:
         ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
         return sorted((i for i in ids if i != mine), key=str)
 
-    def _validate(self, t: pa.Table, view) -> tuple:
-        """``(plan, imm_hw, ts_min)``: the chunk's users planned and each row's window start, once the thin
+    def _validate(self, t: pa.Table) -> tuple:
+        """``(plan, imm_hw, ts_min, view)``: the chunk's users planned against ``view``, the store's
+        immutable tier at a version no older than any row's, and each row's window start, once the thin
         rows are known to point into this store's sealed events."""
         other = self._other_store_ids(t.column("store_id"))
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
         version, uid, imm_hw = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw"))
-        if len(t) and version.max() > self.store.version:  # checked before the store's indexes are read
-            raise VersionError(f"thin row logged at store version {int(version.max())}, but the store "
-                               f"is at version {self.store.version}; reopen the store (UIHStore.open) to see it")
+        # the view the chunk is planned against, checked by its own version (a seal may land at any time:
+        # a view older than a row would lack its sealed events), before the store's indexes are read
+        view = self.store.view
+        newest = int(version.max()) if len(t) else -1
+        if newest > int(view.manifest["version"]):
+            view = self.store.view  # a seal landed since the first look: take the new view, once
+            if newest > int(view.manifest["version"]):
+                raise VersionError(f"thin row logged at store version {newest}, but the store is at version "
+                                   f"{int(view.manifest['version'])}; reopen the store (UIHStore.open) to see it")
         if len(t) and imm_hw.min() < 0:
             raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
         plan, ts_min = _plan.plan_chunk(uid, imm_hw, t.column("request_ts").to_numpy(),
@@ -357,9 +364,9 @@ class Reconstructor:
         if plan.bad >= 0:
             b = plan.bad
             raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
-                               f"(version {self.store.version}) has only {plan.bad_sealed} sealed events for "
-                               "that user; it was logged against another store")
-        return plan, imm_hw, ts_min
+                               f"(version {int(view.manifest['version'])}) has only {plan.bad_sealed} sealed events "
+                               "for that user; it was logged against another store")
+        return plan, imm_hw, ts_min, view
 
     def _tails(self, t: pa.Table):
         """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there
@@ -394,8 +401,7 @@ class Reconstructor:
     def _plan(self, t: pa.Table, hint: bool = False) -> _Planned:
         """A chunk's thin rows checked and planned (host only, no decoding); ``hint``: ask the OS now for
         the store bytes its decoding will read, so that the reads run while earlier chunks are decoded."""
-        view = self.store.view  # one version for the chunk, from its plan to its runs, whatever seals meanwhile
-        plan, imm_hw, ts_min = self._validate(t, view)
+        plan, imm_hw, ts_min, view = self._validate(t)  # one version for the chunk, from plan to runs
         tails, t_off = self._tails(t)
         p, rows = self.projection, "rows" in self.pushdown
         ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off, view,
@@ -403,8 +409,11 @@ class Reconstructor:
                          ts_min_u=plan.ts_lo if rows and self._use_window else None,
                          rare=p.actions if (self._use_types and "types" in self.pushdown) else None)
         if hint:
-            view.will_need(plan.users, self._read, ready.seq_lo, plan.seq_hi, ready.ts_min_u, ready.rare,
-                                      all_groups="users" not in self.pushdown, arena=self._arena)
+            try:
+                view.will_need(plan.users, self._read, ready.seq_lo, plan.seq_hi, ready.ts_min_u, ready.rare,
+                               all_groups="users" not in self.pushdown, arena=self._arena)
+            except Exception:  # noqa: BLE001 - advice only: the chunk's own reads raise any real error, in order
+                pass
         return ready
 
     def _prepare(self, ready: _Planned, extra=()) -> _Chunk:
