@@ -156,6 +156,7 @@ class ImmutableView:
         self._blocks = {}
         self._ranges = {}
         self._open_lock = threading.Lock()
+        self._opening = {}  # (what, (segment, part)) -> the lock its first opening holds
         self._counts = None
         self.cache = GroupCache(cache_bytes)
 
@@ -186,7 +187,9 @@ class ImmutableView:
         key = (s, part)
         got = cache.get(key)
         if got is None:
-            with self._open_lock:  # the planning and decoding threads may both ask first: open it once
+            with self._open_lock:  # the planning and decoding threads may both ask first: open it once,
+                lock = self._opening.setdefault((what, key), threading.Lock())  # other files meanwhile
+            with lock:
                 got = cache.get(key)
                 if got is None:
                     try:
