@@ -422,23 +422,22 @@ class Reconstructor:
             return self._prepare_on_stream(ready, extra)
 
     def _prepare_on_stream(self, ready: _Planned, extra) -> _Chunk:
-        be, t, plan, imm_hw, ts_min, tails, t_off = self.backend, *ready[:6]
+        be, t, plan, imm_hw, t_off = self.backend, ready.t, ready.plan, ready.imm_hw, ready.t_off
         users, inv = plan.users, plan.inv
-        seq_lo, ts_min_u, rare = ready.seq_lo, ready.ts_min_u, ready.rare
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
         keep = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
         put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:
-            rs = ready.view.runs(users, arena, self._lanes, self._read, seq_lo=seq_lo, seq_hi=plan.seq_hi,
-                                      ts_min=ts_min_u, rare_types=rare, read_groups=be.read_groups, put=put,
-                                      all_groups="users" not in self.pushdown)
+            rs = ready.view.runs(users, arena, self._lanes, self._read, seq_lo=ready.seq_lo, seq_hi=plan.seq_hi,
+                                 ts_min=ready.ts_min_u, rare_types=ready.rare, read_groups=be.read_groups, put=put,
+                                 all_groups="users" not in self.pushdown)
         try:
             dev = functools.partial(be.index_array, keep=keep)
-            per = (*_plan.example_runs(rs.user_runs, inv), imm_hw, t_off[:-1], t_off[1:], ts_min)
+            per = (*_plan.example_runs(rs.user_runs, inv), imm_hw, t_off[:-1], t_off[1:], ready.ts_min)
             parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*map(dev, (rs.start, rs.pos, rs.seq0))),
-                         tail=self._tail_source(tails, int(t_off[-1]), keep), examples=kernels.Examples(*map(dev, per)),
-                         extras=self._extras(t, extra, keep))
+                         tail=self._tail_source(ready.tails, int(t_off[-1]), keep),
+                         examples=kernels.Examples(*map(dev, per)), extras=self._extras(t, extra, keep))
         except BaseException:
             be.synchronize()  # copies already queued may still read the staging or write the slots
             arena.release(rs.slots)
