@@ -5,10 +5,12 @@ from __future__ import annotations
 import numbers
 import os
 
+import numpy as np
+
 from engine import UIHError, _deps
 
 from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
-from ._source import InProcessSource
+from ._source import AssemblingSource, InProcessSource
 from ._workers import WorkerPoolSource
 
 #: DALI's own host memory pool serves host allocations above this size (``DALI_MALLOC_POOL_THRESHOLD``).
@@ -78,8 +80,41 @@ def _batches_per_iteration(rec, batch_size: int, extra, requested, groupable: bo
     return int(requested)
 
 
+#: column dtypes the in-DALI assembly writes (``_assemble_op.DALI_TYPES``), kept here so that choosing it
+#: does not import (and compile) the operator
+_ASSEMBLED_DTYPES = {np.dtype(t) for t in (np.int64, np.int32, np.float64, np.float32, np.uint64, np.uint32)}
+_MAX_OUTPUTS = 6  # NumbaFunction's limit
+
+
+def _assembly_blocker(rec, extra, gpu, workers, jagged, pad_in_dali, batches_per_iteration):
+    """Why ``uih_pipeline`` cannot assemble batches inside DALI (``_assemble_op``), or None."""
+    if gpu or workers or jagged:
+        return ("assembling inside DALI needs an in-process CPU pipeline (device_id=None, workers=0) of a "
+                "padded projection")
+    if pad_in_dali not in ("auto", False):
+        return f"pad_in_dali={pad_in_dali!r} crosses DALI unpadded rows; assembling inside DALI pads them there"
+    if batches_per_iteration not in ("auto", 1):
+        return ("batches_per_iteration groups batches the engine wrote; assembling inside DALI writes each "
+                "batch in DALI and copies nothing, so it takes batches_per_iteration='auto' or 1")
+    p, schema = rec.projection, rec.store.schema
+    if len(p.columns) + 1 + bool(extra) > _MAX_OUTPUTS:
+        return (f"assembling inside DALI writes at most {_MAX_OUTPUTS} outputs (columns, lengths and, with "
+                f"extra columns, their bytes); {p} has {len(p.columns)} columns")
+    odd = [c for c in p.columns if np.dtype(schema.dtype(c)) not in _ASSEMBLED_DTYPES]
+    if odd:
+        return f"assembling inside DALI writes 4- and 8-byte int and float columns, not {odd}"
+    if p.actions is not None and np.dtype(schema.dtype(schema.event_type_column)).itemsize != 4:
+        return "assembling inside DALI filters on a 4-byte event-type column"
+    try:
+        import nvidia.dali.plugin.numba  # noqa: F401
+    except ImportError as e:
+        return f"assembling inside DALI needs DALI's numba plugin ({e})"
+    return None
+
+
 def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_threads=2, workers=0,
-                 prefetch_queue_depth=2, extra_columns=(), pad_in_dali="auto", batches_per_iteration="auto"):
+                 prefetch_queue_depth=2, extra_columns=(), pad_in_dali="auto", batches_per_iteration="auto",
+                 assemble_in_dali="auto"):
     """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``.
 
     Parameters
@@ -110,6 +145,13 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         (at most 8, and at most ``rec.chunk_batches``), else 1; more than ``rec.chunk_batches`` makes the
         engine's chunks hold one group. Prefetching (``prefetch_queue_depth``) counts iterations, and a
         batch the caller keeps keeps its iteration's whole buffer alive.
+    assemble_in_dali : "auto", True or False
+        True: the engine's kernels run as a DALI operator (``_assemble_op``) and write each batch straight
+        into DALI's output buffers, ``num_threads`` shares of its rows at once; the engine only plans and
+        decodes, and nothing is copied. In-process CPU pipelines of padded projections with at most 5
+        outputs (columns, lengths, one more for all extra columns), ``pad_in_dali`` and
+        ``batches_per_iteration`` left alone. False: the engine writes each batch and DALI copies it (as
+        above). "auto": True where it applies. Same batches either way.
 
     Every batch but DALI-padded ones crosses DALI as one input of one sample (``engine.Batch.packed``).
     A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline, with no padding anywhere:
@@ -129,27 +171,36 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         raise UIHError("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
                        "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
                        "batches already in device memory")
-    if pad_in_dali == "auto":
-        pad_in_dali = "after" if not gpu and not workers and not jagged and long_rows(rec) else False
-    elif pad_in_dali not in (True, False, "after"):
+    if pad_in_dali not in ("auto", True, False, "after"):
         raise UIHError(f"pad_in_dali must be 'auto', True, False or 'after', got {pad_in_dali!r}")
-    elif pad_in_dali and (gpu or workers or jagged):
+    elif pad_in_dali not in ("auto", False) and (gpu or workers or jagged):
         raise UIHError(f"pad_in_dali={pad_in_dali!r} needs an in-process CPU pipeline (device_id=None, "
                        "workers=0) and a padded projection")
     elif pad_in_dali is True and not dali_can_pad(rec):
         raise UIHError(f"pad_in_dali=True: DALI's fill value is a float32, which cannot carry the pad value "
                        f"of {rec.projection} exactly; use pad_in_dali='after' (the engine pads after DALI)")
+    blocker = _assembly_blocker(rec, extra_columns, gpu, workers, jagged, pad_in_dali, batches_per_iteration)
+    if assemble_in_dali not in ("auto", True, False):
+        raise UIHError(f"assemble_in_dali must be 'auto', True or False, got {assemble_in_dali!r}")
+    if assemble_in_dali is True and blocker:
+        raise UIHError(f"assemble_in_dali=True: {blocker}")
+    assembling = assemble_in_dali is not False and blocker is None
+    if pad_in_dali == "auto":
+        pad_in_dali = "after" if not gpu and not workers and not jagged and not assembling and long_rows(rec) else False
     pads_after = pad_in_dali == "after"
     group = _batches_per_iteration(rec, batch_size, extra_columns, batches_per_iteration,
-                                   groupable=not (gpu or workers or jagged or pad_in_dali))
-    if workers:
+                                   groupable=not (gpu or workers or jagged or pad_in_dali or assembling))
+    if assembling:
+        source = AssemblingSource(rec, thin_source, batch_size, extra=extra_columns, shares=num_threads)
+    elif workers:
         source = WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns)
     elif pad_in_dali is True:
         source = JaggedSource(rec, thin_source, batch_size, extra=extra_columns)
     else:
         source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns,
                                  feeder=jagged_twin(rec) if pads_after else None, group=group)
-    pipe = dali.Pipeline(batch_size=1 if source.whole_batches else batch_size, num_threads=num_threads,
+    samples = source.shares if assembling else (1 if source.whole_batches else batch_size)
+    pipe = dali.Pipeline(batch_size=samples, num_threads=num_threads,
                          device_id=device_id,
                          prefetch_queue_depth=prefetch_queue_depth)
     with pipe:
@@ -159,10 +210,15 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
             kwargs["no_copy"] = True
         outs = fn.external_source(source=source, num_outputs=source.num_inputs, batch=True, cycle="raise", **kwargs)
+        if assembling:
+            from ._assemble_op import operator  # compiled (or loaded from Numba's cache) on first use
+            outs = operator([(c, rec.store.schema.dtype(c)) for c in rec.projection.columns],
+                            bool(extra_columns))(*outs)
         pipe.set_outputs(*(pad_graph(fn, outs, rec) if pad_in_dali is True else outs))
     pipe.build()
     pipe.uih_names = source.names
     pipe.uih_source = source
+    pipe.uih_assembles = assembling  # batches written by the DALI operator (``_assemble_op``)
     pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
     pipe.uih_batch_size = batch_size  # rows per batch (DALI's own batch_size counts samples)
     pipe.uih_group = group  # batches per DALI iteration, which UIHIterator splits

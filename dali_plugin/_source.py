@@ -9,12 +9,14 @@ from ``consumed()``), or, from ``_jagged``'s source, each column's rows unpadded
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from contextlib import contextmanager
 
 import numba
+import numpy as np
 
-from engine import Reconstructor, UIHError
+from engine import Reconstructor, UIHError, _deps
 
 _END = object()
 
@@ -116,6 +118,10 @@ class EpochSource:
     def interrupt(self):
         self._abort = self._epoch
 
+    def to_batch(self, tensors: list) -> dict:
+        """One iteration's outputs (torch tensors, in output order) as the batch ``UIHIterator`` hands out."""
+        return dict(zip(self.names, tensors))
+
     def batches(self):
         raise NotImplementedError
 
@@ -154,3 +160,62 @@ class InProcessSource(EpochSource):
         chunk = rows * -(-f.chunk_batches // self.group)
         for batch in f.iter_batches(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra):
             yield _packed(batch)
+
+
+class _Fed(tuple):
+    """One iteration's inputs for DALI, holding ``keep`` (what they point into) as long as they are held."""
+
+    keep = None
+
+
+class AssemblingSource(EpochSource):
+    """Batches of ``rec.iter_unassembled`` in order, written by a DALI operator (``_assemble_op``): each
+    iteration feeds the chunk's decoded lanes in place plus small plans, one DALI sample per share of the
+    batch's rows (``shares`` of them, the pipeline's threads, where the rows divide evenly), and the
+    operator writes the batch into DALI's outputs. Held until consumed: the fed lanes are arena slots the
+    engine must not reuse before the operator has read them."""
+
+    whole_batches = False
+    no_copy = True
+
+    def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=(), shares: int = 2):
+        super().__init__(output_names(rec, extra))
+        self.rec, self.thin_source, self.batch_size, self.extra = rec, thin_source, batch_size, list(extra)
+        self.shares = max(1, int(shares))
+        self._extra_dtypes = []  # the extra columns' dtypes, as the thin rows give them
+
+    @property
+    def num_inputs(self) -> int:
+        return 5
+
+    def batches(self):
+        from ._assemble_op import chunk_plan, share_plan
+        last = plan = None
+        for u in self.rec.iter_unassembled(self.thin_source, self.batch_size, extra_columns=self.extra):
+            if u.keep is not last:  # once per chunk: what every share of its batches reads
+                last, plan = u.keep, chunk_plan(u)
+            k = max(d for d in range(1, min(self.shares, u.rows) + 1) if u.rows % d == 0)
+            step = u.rows // k
+            shares = [share_plan(u, a, a + step, self.extra) for a in range(0, u.rows, step)]
+            dims = np.empty((step, u.max_len, int(shares[0][1]), 0), np.uint8)  # sizes the outputs, holds nothing
+            self._extra_dtypes = [u.extras[c].dtype for c in self.extra]
+            item = _Fed(([u.src.w8] * k, [u.src.w4] * k, [plan] * k, shares, [dims] * k))
+            item.keep = u
+            yield item
+
+    def to_batch(self, tensors: list) -> dict:
+        """Each output is ``[shares, rows per share, ...]``: the batch's rows in order once flattened."""
+        ncols = len(self.rec.projection.columns)
+        out = {name: t.reshape(-1, *t.shape[2:]) for name, t in zip(self.names[:ncols + 1], tensors)}
+        if self.extra:  # the extra columns' bytes, side by side per row
+            raw, at = tensors[ncols + 1].reshape(-1, tensors[ncols + 1].shape[-1]), 0
+            for name, dt in zip(self.extra, self._extra_dtypes):
+                size = np.dtype(dt).itemsize
+                out[name] = raw[:, at:at + size].contiguous().view(_torch_dtype(dt)).reshape(-1)
+                at += size
+        return out
+
+
+@functools.cache
+def _torch_dtype(dtype):
+    return _deps.torch().from_numpy(np.empty(0, dtype)).dtype

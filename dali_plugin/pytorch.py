@@ -78,7 +78,7 @@ class UIHIterator:
         if not self._epochs.shares_buffers:
             tensors = [t.clone() for t in tensors]
         self._epochs.done()
-        return dict(zip(self.pipe.uih_names, tensors))
+        return self.pipe.uih_source.to_batch(tensors)
 
     def reset(self):
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.

@@ -9,8 +9,8 @@ Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Fil
 """
 
 from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
-from .assembly import assemble_cpu, assemble_cuda
-from .slicing import slice_cpu, slice_cuda
+from .assembly import assemble_cpu, assemble_cuda, assemble_serial
+from .slicing import slice_cpu, slice_cuda, slice_serial
 
-__all__ = ["slice_cpu", "slice_cuda", "assemble_cpu", "assemble_cuda", "make_filter", "NO_WINDOW",
+__all__ = ["slice_cpu", "slice_cuda", "slice_serial", "assemble_cpu", "assemble_cuda", "assemble_serial", "make_filter", "NO_WINDOW",
            "Source", "Runs", "Filter", "Examples", "Words", "Output"]

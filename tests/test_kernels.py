@@ -15,7 +15,8 @@ from kernels.reference import run as run_twins
 
 
 def run(twin, case, max_len, right, actions, window, pad8, pad4, jagged=False):
-    fns = (kernels.slice_cpu, kernels.assemble_cpu) if twin == "cpu" else (kernels.slice_cuda, kernels.assemble_cuda)
+    fns = {"cpu": (kernels.slice_cpu, kernels.assemble_cpu), "serial": (kernels.slice_serial, kernels.assemble_serial),
+           "cuda-sim": (kernels.slice_cuda, kernels.assemble_cuda)}[twin]
     return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4, jagged=jagged)
 
 
@@ -26,7 +27,7 @@ def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, 
         np.testing.assert_array_equal(g, w)
 
 
-TWINS = ["cpu", "cuda-sim"]
+TWINS = ["cpu", "serial", "cuda-sim"]  # serial: the CPU twin without its parallel loop (DALI runs it)
 _PRODUCTION_THREADS = CUDA_THREADS  # as shipped (read at import); the conftest lowers it per test
 
 

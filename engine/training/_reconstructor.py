@@ -32,6 +32,7 @@ from . import _backends, _plan
 from ._batch import PACK_ALIGN, Batch
 from ._prefetch import prefetch as background
 from ._thin_source import THIN_META, rechunk, thin_batches
+from ._unassembled import Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
 
@@ -225,6 +226,39 @@ class Reconstructor:
         (given, it sets the chunks whatever ``affinity`` says).
         """
         extra = list(extra_columns)
+        batch_size, depth, rows = self._batching(batch_size, prefetch, affinity, chunk_rows)
+
+        busy = threading.Event()  # set while the prefetch thread prepares a chunk
+        for chunk in self._chunks(thin_source, rows, depth, extra, busy):
+            for a in range(0, chunk.n, batch_size):
+                with self.backend.sharing_cores(busy.is_set()):
+                    batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
+                yield batch  # outside: the caller's own work between batches keeps its thread settings
+
+    def iter_unassembled(self, thin_source, batch_size: int, prefetch=None, extra_columns=(), chunk_rows=None):
+        """``iter_batches``' batches (same rows, same order, same arguments), planned and staged but not
+        written: an ``Unassembled`` per batch, for a consumer that runs the kernels into memory of its own
+        (``dali_plugin``'s DALI operator writes each batch straight into DALI's output buffers). CPU
+        reconstructors of padded projections; ``Unassembled.assemble()`` gives what the writes must equal.
+        """
+        if self.device != "cpu" or self.projection.layout != "padded":
+            raise SchemaError(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one is "
+                              f"{self.device!r}, {self.projection}: use iter_batches")
+        extra = list(extra_columns)
+        batch_size, depth, rows = self._batching(batch_size, prefetch, True, chunk_rows)
+        p = self.projection
+        columns = tuple((c, self._dtypes[c], 8, self._cols8.index(c)) if c in self._cols8 else
+                        (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
+        lanes = tuple(None if k is None else ((8, 4)[k], i) for k, i, _, _ in self._source_lanes)
+        for chunk in self._chunks(thin_source, rows, depth, extra, threading.Event()):
+            for a in range(0, chunk.n, batch_size):
+                b = min(a + batch_size, chunk.n)
+                ex = chunk.examples if (a, b) == (0, chunk.n) else kernels.Examples(*(v[a:b] for v in chunk.examples))
+                yield Unassembled(b - a, chunk.src, chunk.runs, chunk.tail, self._filter, ex, self._pad, p.max_len,
+                                  p.align == "right", columns, lanes, {c: v[a:b] for c, v in chunk.extras.items()}, chunk)
+
+    def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
+        """``(batch_size, prefetch depth, rows per chunk)`` of ``iter_batches``' arguments, checked."""
         if int(batch_size) < 1:
             raise SchemaError(f"batch_size must be >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
@@ -233,8 +267,11 @@ class Reconstructor:
         if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < batch_size or rows % batch_size:
             raise SchemaError(f"chunk_rows must be a positive multiple of batch_size ({batch_size}), got "
                               f"{chunk_rows!r}: a batch never spans two chunks")
-        rows = int(rows)
+        return batch_size, depth, int(rows)
 
+    def _chunks(self, thin_source, rows: int, depth: int, extra: list, busy: threading.Event):
+        """Prepared chunks of ``rows`` thin rows, ``depth`` ahead in background threads (0: none); ``busy``
+        is set while the decoding thread prepares one."""
         def tables():
             for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
                 yield self._plan(table, hint=depth > 0)
@@ -248,12 +285,7 @@ class Reconstructor:
                 for ready in planned:
                     yield self._prepare(ready, extra)
 
-        busy = threading.Event()  # set while the prefetch thread prepares a chunk
-        for chunk in background(produce, depth, busy=busy):
-            for a in range(0, chunk.n, batch_size):
-                with self.backend.sharing_cores(busy.is_set()):
-                    batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
-                yield batch  # outside: the caller's own work between batches keeps its thread settings
+        return background(produce, depth, busy=busy)
 
     def pad(self, jagged) -> Batch:
         """The padded batch of a jagged one: ``jagged`` maps this projection's columns to the values of all
