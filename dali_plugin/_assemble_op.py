@@ -22,6 +22,7 @@ extra columns, their bytes ``[rows, bytes]``.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import carray, cfunc, njit
 from numba import types as nt
@@ -83,7 +84,7 @@ def _lane4(w, k, i):
 
 
 @njit
-def _write(outs, w8, w4, cp, sp):
+def _write(outs, w8p, w4p, w8, w4, cp, sp):
     """One share of a batch: slice its rows, then assemble each column into its own output."""
     h = _i64(cp, 0, _HEADER)
     L, right, R, n_type, ncols = h[0], h[1] != 0, h[2], h[6], h[7]
@@ -98,9 +99,11 @@ def _write(outs, w8, w4, cp, sp):
     for i in range(n_type):
         flt.type_ok[i] = ok[i] != 0
     at += n_type
-    t8 = carray(address_as_void_pointer(cp + 8 * at), (c8, T), dtype=np.int64)
+    t8p = cp + 8 * at
+    t8 = carray(address_as_void_pointer(t8p), (c8, T), dtype=np.int64)
     at += c8 * T
-    t4 = carray(address_as_void_pointer(cp + 8 * at), (c4, T), dtype=np.int32)
+    t4p = cp + 8 * at
+    t4 = carray(address_as_void_pointer(t4p), (c4, T), dtype=np.int32)
     s = _i64(sp, 0, 2)
     rows, nbytes = s[0], s[1]
     ex = kernels.Examples(_i64(sp, 2, rows), _i64(sp, 2 + rows, rows), _i64(sp, 2 + 2 * rows, rows),
@@ -108,25 +111,35 @@ def _write(outs, w8, w4, cp, sp):
     # the filter's lanes (seq and ts are 8-byte columns, the event type a 4-byte one)
     src = kernels.Source(w8, w4, _lane8(w8, h[8], h[9]), _lane8(w8, h[10], h[11]), _lane4(w4, h[12], h[13]))
     tail = kernels.Source(t8, t4, _lane8(t8, h[8], h[9]), _lane8(t8, h[10], h[11]), _lane4(t4, h[12], h[13]))
+    numba.set_num_threads(1)  # this DALI thread's share on one core: DALI runs a share per thread
     sel = np.empty((rows, 5), np.int64)
-    kernels.slice_serial(src, runs, tail, flt, ex, L, sel)
+    kernels.slice_jit(src, runs, tail, flt, ex, L, sel)
     lengths = carray(address_as_void_pointer(outs[ncols]), rows, dtype=np.int32)
     starts = np.arange(rows) * L
     e8, e4 = np.empty((0, rows * L), np.int64), np.empty((0, rows * L), np.int32)
+    # lanes as C-contiguous arrays of their own (a slice of the lanes' matrix would be typed as strided, and
+    # the kernels' block copies would compile to element loops)
+    n8, n4 = w8.shape[1], w4.shape[1]
+    a8, a4 = np.empty((0, n8), np.int64), np.empty((0, n4), np.int32)
+    z8, z4 = np.empty((0, T), np.int64), np.empty((0, T), np.int32)
     for c in range(ncols):  # one column at a time: each output is a buffer of its own
         width, lane, pad = cols[3 * c], cols[3 * c + 1], cols[3 * c + 2]
         if width == 8:
             o8 = carray(address_as_void_pointer(outs[c]), (1, rows * L), dtype=np.int64)
-            kernels.assemble_serial(
-                kernels.Source(w8[lane:lane + 1], w4[:0], src.seq, src.ts, src.etype), runs,
-                kernels.Source(t8[lane:lane + 1], t4[:0], tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
+            s8 = carray(address_as_void_pointer(w8p + 8 * lane * n8), (1, n8), dtype=np.int64)
+            q8 = carray(address_as_void_pointer(t8p + 8 * lane * T), (1, T), dtype=np.int64)
+            kernels.assemble_jit(
+                kernels.Source(s8, a4, src.seq, src.ts, src.etype), runs,
+                kernels.Source(q8, z4, tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
                 kernels.Words(np.full(1, pad, np.int64), np.zeros(0, np.int32)),
                 kernels.Output(o8, e4, lengths, starts, L))
         else:
             o4 = carray(address_as_void_pointer(outs[c]), (1, rows * L), dtype=np.int32)
-            kernels.assemble_serial(
-                kernels.Source(w8[:0], w4[lane:lane + 1], src.seq, src.ts, src.etype), runs,
-                kernels.Source(t8[:0], t4[lane:lane + 1], tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
+            s4 = carray(address_as_void_pointer(w4p + 4 * lane * n4), (1, n4), dtype=np.int32)
+            q4 = carray(address_as_void_pointer(t4p + 4 * lane * T), (1, T), dtype=np.int32)
+            kernels.assemble_jit(
+                kernels.Source(a8, s4, src.seq, src.ts, src.etype), runs,
+                kernels.Source(z8, q4, tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
                 kernels.Words(np.zeros(0, np.int64), np.full(1, np.int32(pad), np.int32)),
                 kernels.Output(e8, o4, lengths, starts, L))
     if nbytes > 0:
@@ -143,7 +156,7 @@ def _run(out_ptr, out_shapes, out_ndims, n_out, in_ptr, in_shapes, in_ndims, n_i
     s4 = _shape(in_shapes, in_ndims, 1, 0, 1)
     w8 = carray(address_as_void_pointer(ins[0]), (s8[0], s8[1]), dtype=np.int64)
     w4 = carray(address_as_void_pointer(ins[1]), (s4[0], s4[1]), dtype=np.int32)
-    _write(outs, w8, w4, ins[2], ins[3])
+    _write(outs, ins[0], ins[1], w8, w4, ins[2], ins[3])
 
 
 class _Assemble(NumbaFunction):

@@ -9,8 +9,8 @@ Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Fil
 """
 
 from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
-from .assembly import assemble_cpu, assemble_cuda, assemble_serial
-from .slicing import slice_cpu, slice_cuda, slice_serial
+from .assembly import assemble_cpu, assemble_cuda, assemble_jit
+from .slicing import slice_cpu, slice_cuda, slice_jit
 
-__all__ = ["slice_cpu", "slice_cuda", "slice_serial", "assemble_cpu", "assemble_cuda", "assemble_serial", "make_filter", "NO_WINDOW",
+__all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit", "make_filter", "NO_WINDOW",
            "Source", "Runs", "Filter", "Examples", "Words", "Output"]

@@ -52,53 +52,47 @@ def _row(out, sel, b, right):
     return out.starts[b], width, off, n
 
 
-@njit(inline="always")
-def _assemble_row(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, lengths, b):
-    """Example ``b``'s row: its kept events copied from the runs and the tail, padding around them.
-    Writes go to the plain arrays ``w8``/``w4``/``lengths`` (``out``'s), not through ``out``: Numba's
-    parfors lose writes made through a tuple member inside a prange body (reads are fine)."""
-    filtered = flt.use_types or flt.use_window
-    imm_lo, imm_hi, tail_lo = sel[b, 0], sel[b, 1], sel[b, 3]
-    base, width, off, n = _row(out, sel, b, right)
-    lengths[b] = n
-    _pad(w8, pad.w8, base, base + off)
-    _pad(w4, pad.w4, base, base + off)
-    _pad(w8, pad.w8, base + off + n, base + width)
-    _pad(w4, pad.w4, base + off + n, base + width)
-    dst = base + off
-    # immutable part: walk the runs, one contiguous copy per run when nothing is filtered
-    v = imm_lo
-    j = run_of(runs, ex.r_lo[b], ex.r_hi[b], v) if imm_lo < imm_hi else 0
-    while v < imm_hi:
-        end = min(imm_hi, runs.start[j + 1])
-        p = runs.pos[j] + v - runs.start[j]
-        if not filtered:
-            _copy_run(src.w8, w8, dst, p, end - v)
-            _copy_run(src.w4, w4, dst, p, end - v)
-            dst += end - v
-        else:
-            for i in range(p, p + end - v):
-                if keep_event(i, src, flt, ex.ts_min[b]):
-                    _copy_event(src, w8, w4, dst, i)
-                    dst += 1
-        v = end
-        j += 1
-    # the logged tail, straight from the thin rows' values
-    if not filtered:
-        _copy_run(tail.w8, w8, dst, tail_lo, sel[b, 4])
-        _copy_run(tail.w4, w4, dst, tail_lo, sel[b, 4])
-    else:
-        for i in range(tail_lo, ex.t_hi[b]):
-            if keep_event(i, tail, flt, ex.ts_min[b]):
-                _copy_event(tail, w8, w4, dst, i)
-                dst += 1
-
-
 @njit(parallel=True, nogil=True, cache=True)
 def _assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
-    w8, w4, lengths = out.w8, out.w4, out.lengths  # unpacked before the parallel loop (``_assemble_row``)
+    # Unpack the outputs before the parallel loop: Numba's parfors lose writes made through a tuple
+    # member inside a prange body (reads are fine), so every write goes to a plain array variable.
+    w8, w4, lengths = out.w8, out.w4, out.lengths
+    filtered = flt.use_types or flt.use_window
     for b in prange(sel.shape[0]):
-        _assemble_row(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, lengths, b)
+        imm_lo, imm_hi, tail_lo = sel[b, 0], sel[b, 1], sel[b, 3]
+        base, width, off, n = _row(out, sel, b, right)
+        lengths[b] = n
+        _pad(w8, pad.w8, base, base + off)
+        _pad(w4, pad.w4, base, base + off)
+        _pad(w8, pad.w8, base + off + n, base + width)
+        _pad(w4, pad.w4, base + off + n, base + width)
+        dst = base + off
+        # immutable part: walk the runs, one contiguous copy per run when nothing is filtered
+        v = imm_lo
+        j = run_of(runs, ex.r_lo[b], ex.r_hi[b], v) if imm_lo < imm_hi else 0
+        while v < imm_hi:
+            end = min(imm_hi, runs.start[j + 1])
+            p = runs.pos[j] + v - runs.start[j]
+            if not filtered:
+                _copy_run(src.w8, w8, dst, p, end - v)
+                _copy_run(src.w4, w4, dst, p, end - v)
+                dst += end - v
+            else:
+                for i in range(p, p + end - v):
+                    if keep_event(i, src, flt, ex.ts_min[b]):
+                        _copy_event(src, w8, w4, dst, i)
+                        dst += 1
+            v = end
+            j += 1
+        # the logged tail, straight from the thin rows' values
+        if not filtered:
+            _copy_run(tail.w8, w8, dst, tail_lo, sel[b, 4])
+            _copy_run(tail.w4, w4, dst, tail_lo, sel[b, 4])
+        else:
+            for i in range(tail_lo, ex.t_hi[b]):
+                if keep_event(i, tail, flt, ex.ts_min[b]):
+                    _copy_event(tail, w8, w4, dst, i)
+                    dst += 1
 
 
 def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
@@ -108,16 +102,8 @@ def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream
         _assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
 
 
-# A separate function, not ``_assemble_cpu`` compiled serially: Numba's disk cache keys compiled code by
-# the Python function, not by its options (see ``slicing``).
-@njit(nogil=True, cache=True)
-def assemble_serial(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
-    """The CPU twin on the calling thread only (no parallel loop), callable from other compiled code:
-    for a caller that runs several at once on threads of its own (a DALI operator, ``dali_plugin``).
-    Same contract and results as ``assemble_cpu``."""
-    for b in range(sel.shape[0]):
-        _assemble_row(src, runs, tail, flt, ex, sel, right, pad, out, out.w8, out.w4, out.lengths, b)
-
+#: ``assemble_cpu`` callable from compiled code (see ``slicing.slice_jit``)
+assemble_jit = _assemble_cpu
 
 cuda = None  # bound to numba.cuda by CudaKernel on first launch
 

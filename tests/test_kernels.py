@@ -2,8 +2,10 @@
 
 import types
 
+import numba
 import numpy as np
 import pytest
+from numba import njit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,8 +17,8 @@ from kernels.reference import run as run_twins
 
 
 def run(twin, case, max_len, right, actions, window, pad8, pad4, jagged=False):
-    fns = {"cpu": (kernels.slice_cpu, kernels.assemble_cpu), "serial": (kernels.slice_serial, kernels.assemble_serial),
-           "cuda-sim": (kernels.slice_cuda, kernels.assemble_cuda)}[twin]
+    fns = {"cpu": (kernels.slice_cpu, kernels.assemble_cpu), "cuda-sim": (kernels.slice_cuda, kernels.assemble_cuda),
+           "jit": (_slice_jit, _assemble_jit)}[twin]
     return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4, jagged=jagged)
 
 
@@ -27,7 +29,36 @@ def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, 
         np.testing.assert_array_equal(g, w)
 
 
-TWINS = ["cpu", "serial", "cuda-sim"]  # serial: the CPU twin without its parallel loop (DALI runs it)
+TWINS = ["cpu", "jit", "cuda-sim"]  # jit: the CPU twin's entry points for compiled callers, on one thread
+
+
+@njit
+def _one_thread_slice(src, runs, tail, flt, ex, max_len, sel):
+    numba.set_num_threads(1)  # as the DALI operator runs them: one Numba thread per DALI thread
+    kernels.slice_jit(src, runs, tail, flt, ex, max_len, sel)
+
+
+@njit
+def _one_thread_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
+    numba.set_num_threads(1)
+    kernels.assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+
+
+def _slice_jit(*args, stream=0):
+    before = numba.get_num_threads()
+    try:
+        _one_thread_slice(*args)
+    finally:
+        numba.set_num_threads(before)
+
+
+def _assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
+    before = numba.get_num_threads()
+    try:
+        if sel.shape[0]:
+            _one_thread_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+    finally:
+        numba.set_num_threads(before)
 _PRODUCTION_THREADS = CUDA_THREADS  # as shipped (read at import); the conftest lowers it per test
 
 
