@@ -177,7 +177,8 @@ def operator(columns, extra: bool):
         out_types.append(dali_types.UINT8)
         outs_ndim.append(2)
     return _Assemble(run_fn=None, setup_fn=True, out_types=out_types, outs_ndim=outs_ndim,
-                     in_types=[dali_types.INT64, dali_types.INT32, dali_types.INT64, dali_types.INT64, dali_types.UINT8],
+                     in_types=[dali_types.INT64, dali_types.INT32, dali_types.INT64, dali_types.INT64,
+                               dali_types.UINT8],
                      ins_ndim=[2, 2, 1, 1, 4], batch_processing=False)
 
 

@@ -86,16 +86,13 @@ _ASSEMBLED_DTYPES = {np.dtype(t) for t in (np.int64, np.int32, np.float64, np.fl
 _MAX_OUTPUTS = 6  # NumbaFunction's limit
 
 
-def _assembly_blocker(rec, extra, gpu, workers, jagged, pad_in_dali, batches_per_iteration):
+def _assembly_blocker(rec, extra, gpu, workers, jagged, pad_in_dali):
     """Why ``uih_pipeline`` cannot assemble batches inside DALI (``_assemble_op``), or None."""
     if gpu or workers or jagged:
         return ("assembling inside DALI needs an in-process CPU pipeline (device_id=None, workers=0) of a "
                 "padded projection")
     if pad_in_dali not in ("auto", False):
         return f"pad_in_dali={pad_in_dali!r} crosses DALI unpadded rows; assembling inside DALI pads them there"
-    if batches_per_iteration not in ("auto", 1):
-        return ("batches_per_iteration groups batches the engine wrote; assembling inside DALI writes each "
-                "batch in DALI and copies nothing, so it takes batches_per_iteration='auto' or 1")
     p, schema = rec.projection, rec.store.schema
     if len(p.columns) + 1 + bool(extra) > _MAX_OUTPUTS:
         return (f"assembling inside DALI writes at most {_MAX_OUTPUTS} outputs (columns, lengths and, with "
@@ -149,8 +146,9 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         True: the engine's kernels run as a DALI operator (``_assemble_op``) and write each batch straight
         into DALI's output buffers, ``num_threads`` shares of its rows at once; the engine only plans and
         decodes, and nothing is copied. In-process CPU pipelines of padded projections with at most 5
-        outputs (columns, lengths, one more for all extra columns), ``pad_in_dali`` and
-        ``batches_per_iteration`` left alone. False: the engine writes each batch and DALI copies it (as
+        outputs (columns, lengths, one more for all extra columns) and ``pad_in_dali`` left alone;
+        ``batches_per_iteration`` applies as above (DALI's fixed cost per iteration, paid once per group).
+        False: the engine writes each batch and DALI copies it (as
         above). "auto": True where it applies. Same batches either way.
 
     Every batch but DALI-padded ones crosses DALI as one input of one sample (``engine.Batch.packed``).
@@ -179,7 +177,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
     elif pad_in_dali is True and not dali_can_pad(rec):
         raise UIHError(f"pad_in_dali=True: DALI's fill value is a float32, which cannot carry the pad value "
                        f"of {rec.projection} exactly; use pad_in_dali='after' (the engine pads after DALI)")
-    blocker = _assembly_blocker(rec, extra_columns, gpu, workers, jagged, pad_in_dali, batches_per_iteration)
+    blocker = _assembly_blocker(rec, extra_columns, gpu, workers, jagged, pad_in_dali)
     if assemble_in_dali not in ("auto", True, False):
         raise UIHError(f"assemble_in_dali must be 'auto', True or False, got {assemble_in_dali!r}")
     if assemble_in_dali is True and blocker:
@@ -189,9 +187,9 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         pad_in_dali = "after" if not gpu and not workers and not jagged and not assembling and long_rows(rec) else False
     pads_after = pad_in_dali == "after"
     group = _batches_per_iteration(rec, batch_size, extra_columns, batches_per_iteration,
-                                   groupable=not (gpu or workers or jagged or pad_in_dali or assembling))
+                                   groupable=not (gpu or workers or jagged or pad_in_dali))
     if assembling:
-        source = AssemblingSource(rec, thin_source, batch_size, extra=extra_columns, shares=num_threads)
+        source = AssemblingSource(rec, thin_source, batch_size, extra=extra_columns, shares=num_threads, group=group)
     elif workers:
         source = WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns)
     elif pad_in_dali is True:

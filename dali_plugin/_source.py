@@ -178,10 +178,11 @@ class AssemblingSource(EpochSource):
     whole_batches = False
     no_copy = True
 
-    def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=(), shares: int = 2):
+    def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=(), shares: int = 2, group: int = 1):
         super().__init__(output_names(rec, extra))
         self.rec, self.thin_source, self.batch_size, self.extra = rec, thin_source, batch_size, list(extra)
         self.shares = max(1, int(shares))
+        self.group = int(group)  # batches per iteration, as ``InProcessSource.group``
         self._extra_dtypes = []  # the extra columns' dtypes, as the thin rows give them
 
     @property
@@ -191,7 +192,9 @@ class AssemblingSource(EpochSource):
     def batches(self):
         from ._assemble_op import chunk_plan, share_plan
         last = plan = None
-        for u in self.rec.iter_unassembled(self.thin_source, self.batch_size, extra_columns=self.extra):
+        rows = self.batch_size * self.group
+        chunk = rows * -(-self.rec.chunk_batches // self.group)  # as ``InProcessSource``
+        for u in self.rec.iter_unassembled(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra):
             if u.keep is not last:  # once per chunk: what every share of its batches reads
                 last, plan = u.keep, chunk_plan(u)
             k = max(d for d in range(1, min(self.shares, u.rows) + 1) if u.rows % d == 0)

@@ -12,5 +12,6 @@ from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, m
 from .assembly import assemble_cpu, assemble_cuda, assemble_jit
 from .slicing import slice_cpu, slice_cuda, slice_jit
 
-__all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit", "make_filter", "NO_WINDOW",
+__all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit", "make_filter",
+           "NO_WINDOW",
            "Source", "Runs", "Filter", "Examples", "Words", "Output"]

@@ -136,7 +136,7 @@ def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, pad_in_dali):
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=1)
     pipe = uih_pipeline(rec, thin, batch_size=8, pad_in_dali=pad_in_dali)
     src = pipe.uih_source  # the reconstructor that feeds the pipeline:
-    feeder = src.twin if pad_in_dali is True else src.feeder
+    feeder = src.twin if pad_in_dali is True else getattr(src, "feeder", src.rec)  # rec: assembled in DALI
     real, calls = feeder._prepare, []
 
     def broken(t, extra=()):

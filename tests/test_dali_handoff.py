@@ -75,7 +75,8 @@ def test_a_padded_batch_crosses_dali_as_one_packed_input(setup, workers):
     proj = engine.Projection(["item_id", "dwell_ms", "ts"], max_len=48, pad_value=-3)
     rec = engine.Reconstructor(store, proj, device="cpu")
     want = [{k: np.array(v) for k, v in b.items()} for b in rec.iter_batches(thin, 32, extra_columns=["example_id"])]
-    pipe = uih_pipeline(rec, thin, batch_size=32, workers=workers, extra_columns=["example_id"], pad_in_dali=False)
+    pipe = uih_pipeline(rec, thin, batch_size=32, workers=workers, extra_columns=["example_id"], pad_in_dali=False,
+                        assemble_in_dali=False)
     assert pipe.uih_source.num_inputs == 1 and pipe.max_batch_size == 1 and pipe.uih_batch_size == 32
     it = UIHIterator(pipe)
     try:
@@ -108,8 +109,11 @@ def test_long_rows_cross_dali_unpadded_and_dali_pads_only_exact_values(setup):
     rec = lambda *a, **k: engine.Reconstructor(store, engine.Projection(*a, **k), device="cpu")  # noqa: E731
     long = MIN_ROW_BYTES // 8  # item_id is int64
     assert not long_rows(rec(["item_id"], max_len=long // 2)) and long_rows(rec(["item_id"], max_len=long))
-    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8).uih_pad is not None  # "auto"
-    assert uih_pipeline(rec(["item_id"], max_len=long // 2), thin, batch_size=8).uih_pad is None
+    # "auto", where the engine writes the batches (assembled in DALI, rows are padded there, by the kernels)
+    old = {"assemble_in_dali": False}
+    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8, **old).uih_pad is not None
+    assert uih_pipeline(rec(["item_id"], max_len=long // 2), thin, batch_size=8, **old).uih_pad is None
+    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8).uih_pad is None
     assert dali_can_pad(rec(["item_id"], max_len=8, pad_value=-(2**24)))
     # DALI's fill value is a float32: a pad it cannot carry exactly is refused, "after" carries it
     inexact = rec(["item_id"], max_len=8, pad_value=2**24 + 1)
@@ -129,7 +133,7 @@ def test_long_rows_padded_after_dali_equal_iter_batches(setup):
     store, thin = setup
     proj = engine.Projection(["item_id", "action"], max_len=MIN_ROW_BYTES // 12 + 1, pad_value=7)
     rec = engine.Reconstructor(store, proj, device="cpu")
-    pipe = uih_pipeline(rec, thin, batch_size=64)
+    pipe = uih_pipeline(rec, thin, batch_size=64, assemble_in_dali=False)
     assert pipe.uih_pad is rec and pipe.uih_source.feeder.projection.layout == "jagged"  # fed unpadded
     got = [b for b in UIHIterator(pipe)]
     want = rec.reconstruct(thin)

@@ -5,9 +5,9 @@ import types
 import numba
 import numpy as np
 import pytest
-from numba import njit
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 import kernels
 from kernels._common import CUDA_THREADS

@@ -2,8 +2,8 @@
 
 ``_projection`` (what a tenant reads), ``_reconstructor`` (the ``Reconstructor``), ``_batch`` (its
 output), ``_thin_source`` (thin rows from Parquet or tables, sharding), ``_prefetch`` (the background
-stage), ``_backends`` (the one place that chooses CPU or GPU) and ``_buffer_pool`` (recycled host
-output buffers).
+stage), ``_unassembled`` (batches staged for a consumer that writes them), ``_backends`` (the one
+place that chooses CPU or GPU) and ``_buffer_pool`` (recycled host output buffers).
 """
 
 from ._batch import Batch

@@ -255,7 +255,8 @@ class Reconstructor:
                 b = min(a + batch_size, chunk.n)
                 ex = chunk.examples if (a, b) == (0, chunk.n) else kernels.Examples(*(v[a:b] for v in chunk.examples))
                 yield Unassembled(b - a, chunk.src, chunk.runs, chunk.tail, self._filter, ex, self._pad, p.max_len,
-                                  p.align == "right", columns, lanes, {c: v[a:b] for c, v in chunk.extras.items()}, chunk)
+                                  p.align == "right", columns, lanes,
+                                  {c: v[a:b] for c, v in chunk.extras.items()}, chunk)
 
     def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
         """``(batch_size, prefetch depth, rows per chunk)`` of ``iter_batches``' arguments, checked."""
