@@ -3,7 +3,7 @@ them (``uih.jobs.late_job``: cold page cache, batch 256, prefetch 2).
 
     python bench/bench_dali.py DATA [--repeats 3] [--tenants ranking,longseq] [--pad-in-dali auto]
                                     [--batch-size 256] [--dali-malloc-threshold 32M] [--layout jagged]
-                                    [--batches-per-iteration auto|N]
+                                    [--batches-per-iteration auto|N] [--assemble-in-dali auto|true|false]
                                     [--json out.json]
 
 DATA is a folder written by ``uih.replay.build`` (``store/`` and ``thin/``), e.g. the full ``uih bench``
@@ -38,11 +38,15 @@ def main() -> int:
     ap.add_argument("--layout", choices=["padded", "jagged"], default="padded")
     ap.add_argument("--dali-malloc-threshold", default=None)
     ap.add_argument("--batches-per-iteration", default="auto", help="auto or an int (uih_pipeline's option)")
+    ap.add_argument("--assemble-in-dali", choices=["auto", "true", "false"], default="auto",
+                    help="uih_pipeline's option: the engine's kernels write DALI's outputs (true) or DALI copies")
     args = ap.parse_args()
     if args.dali_malloc_threshold:  # before any DALI allocation: DALI reads it once per process
         os.environ["DALI_MALLOC_POOL_THRESHOLD"] = args.dali_malloc_threshold
     options = {} if args.pad_in_dali == "auto" else \
         {"pad_in_dali": "after" if args.pad_in_dali == "after" else args.pad_in_dali == "true"}
+    if args.assemble_in_dali != "auto":
+        options["assemble_in_dali"] = args.assemble_in_dali == "true"
     if args.batches_per_iteration != "auto":
         options["batches_per_iteration"] = int(args.batches_per_iteration)
     thin = file_list(os.path.join(args.data, "thin"))
