@@ -240,8 +240,13 @@ def check_dali(xp, rec, thin, want, s, rows) -> None:
     from dali_plugin import UIHIterator, uih_pipeline
     pipe = uih_pipeline(rec, thin, batch_size=s["batch"])  # device_id="auto"
     placed = pipe.uih_device == ("gpu" if rec.device == "cuda" else "cpu")
-    buffer, layout = next(pipe.uih_source.batches())  # one packed batch: its buffer where the rec runs
-    fed_ok = isinstance(buffer, xp.ndarray) and [n for n, *_ in layout] == [*rec.projection.columns, "lengths"]
+    item = next(pipe.uih_source.batches())
+    if getattr(pipe, "uih_assembles", False):  # kernels inside DALI (CPU): the chunk's lanes and plans, on the host
+        fed_ok = (len(item) == pipe.uih_source.num_inputs
+                  and all(isinstance(a, np.ndarray) for part in item for a in part))
+    else:  # one packed batch: its buffer where the rec runs
+        buffer, layout = item
+        fed_ok = isinstance(buffer, xp.ndarray) and [n for n, *_ in layout] == [*rec.projection.columns, "lengths"]
     got = list(UIHIterator(pipe))
     out_ok = all(v.is_cuda == (rec.device == "cuda") for b in got for v in b.values())
     equal = bool(got) and _same({k: np.concatenate([b[k].cpu().numpy() for b in got]) for k in want}, want)
