@@ -115,6 +115,59 @@ def _write(outs, w8p, w4p, w8, w4, cp, sp):
     sel = np.empty((rows, 5), np.int64)
     kernels.slice_jit(src, runs, tail, flt, ex, L, sel)
     lengths = carray(address_as_void_pointer(outs[ncols]), rows, dtype=np.int32)
+    if (flt.use_types or flt.use_window) and ncols > 1:
+        _write_blocks(outs, src, runs, tail, flt, ex, sel, L, right, cols, lengths)
+    else:
+        _write_columns(outs, w8p, w4p, w8, w4, t8p, t4p, T, src, runs, tail, flt, ex, sel, L, right, cols, lengths)
+    if nbytes > 0:
+        src_bytes = carray(address_as_void_pointer(sp + 8 * (2 + _EX * rows)), rows * nbytes, dtype=np.uint8)
+        dst = carray(address_as_void_pointer(outs[ncols + 1]), rows * nbytes, dtype=np.uint8)
+        dst[:] = src_bytes
+
+
+#: bytes of a filtered share's scratch rows, small enough to stay in cache until copied out (``_write_blocks``)
+_BLOCK_BYTES = 1 << 18
+
+
+@njit
+def _write_blocks(outs, src, runs, tail, flt, ex, sel, L, right, cols, lengths):
+    """Filtered rows of several columns: all columns in one filtering pass per block of rows, into scratch
+    rows that stay in cache, each column then copied to its own output. Written column by column, every
+    column would test every candidate event against the filter again."""
+    ncols, rows = len(cols) // 3, len(lengths)
+    c8 = 0
+    for c in range(ncols):
+        c8 += cols[3 * c] == 8
+    c4 = ncols - c8
+    pad8, pad4 = np.empty(c8, np.int64), np.empty(c4, np.int32)
+    for c in range(ncols):  # the output columns are the first lanes of each width, in order
+        if cols[3 * c] == 8:
+            pad8[cols[3 * c + 1]] = cols[3 * c + 2]
+        else:
+            pad4[cols[3 * c + 1]] = cols[3 * c + 2]
+    k = max(1, min(rows, _BLOCK_BYTES // (L * (8 * c8 + 4 * c4))))
+    s8, s4 = np.empty((c8, k * L), np.int64), np.empty((c4, k * L), np.int32)
+    starts = np.arange(k) * L
+    for b0 in range(0, rows, k):
+        b1 = min(rows, b0 + k)
+        exb = kernels.Examples(ex.r_lo[b0:b1], ex.r_hi[b0:b1], ex.imm_hw[b0:b1], ex.t_lo[b0:b1], ex.t_hi[b0:b1],
+                               ex.ts_min[b0:b1])
+        kernels.assemble_jit(src, runs, tail, flt, exb, sel[b0:b1], L, right, kernels.Words(pad8, pad4),
+                             kernels.Output(s8, s4, lengths[b0:b1], starts[:b1 - b0], L))
+        n = (b1 - b0) * L
+        for c in range(ncols):
+            if cols[3 * c] == 8:
+                o8 = carray(address_as_void_pointer(outs[c]), rows * L, dtype=np.int64)
+                o8[b0 * L:b0 * L + n] = s8[cols[3 * c + 1], :n]
+            else:
+                o4 = carray(address_as_void_pointer(outs[c]), rows * L, dtype=np.int32)
+                o4[b0 * L:b0 * L + n] = s4[cols[3 * c + 1], :n]
+
+
+@njit
+def _write_columns(outs, w8p, w4p, w8, w4, t8p, t4p, T, src, runs, tail, flt, ex, sel, L, right, cols, lengths):
+    """Each column written by the kernels straight into its own output (one column's lanes at a time)."""
+    ncols, rows = len(cols) // 3, len(lengths)
     starts = np.arange(rows) * L
     e8, e4 = np.empty((0, rows * L), np.int64), np.empty((0, rows * L), np.int32)
     # lanes as C-contiguous arrays of their own (a slice of the lanes' matrix would be typed as strided, and
@@ -142,10 +195,6 @@ def _write(outs, w8p, w4p, w8, w4, cp, sp):
                 kernels.Source(z8, q4, tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
                 kernels.Words(np.zeros(0, np.int64), np.full(1, np.int32(pad), np.int32)),
                 kernels.Output(e8, o4, lengths, starts, L))
-    if nbytes > 0:
-        src_bytes = carray(address_as_void_pointer(sp + 8 * (2 + _EX * rows)), rows * nbytes, dtype=np.uint8)
-        dst = carray(address_as_void_pointer(outs[ncols + 1]), rows * nbytes, dtype=np.uint8)
-        dst[:] = src_bytes
 
 
 @cfunc(_RUN_SIG, nopython=True, cache=True)

@@ -62,16 +62,22 @@ def placement(rec, device_id="auto"):
 #: arrays and no engine, 130 us per iteration for a 10 KB batch and 340 us for 2.6 MB, of which a plain
 #: copy takes 250 us; and every batch the engine makes has its own fixed host work.
 ITERATION_BYTES = 16 << 20
+#: the same where batches are assembled inside DALI (``assemble_in_dali``): its iterations feed five inputs
+#: per share of rows and copy nothing, so their fixed cost weighs more. Purchase (4 MB batches) through DALI
+#: on 2 cores, cold jobs, 1 / 4 / 8 batches per iteration: 1.47x / 1.14-1.19x / 1.03x the direct time, and
+#: +0.23 / +0.10-0.14 / -0.01 s of CPU time
+ASSEMBLED_ITERATION_BYTES = 64 << 20
 
 
-def _batches_per_iteration(rec, batch_size: int, extra, requested, groupable: bool) -> int:
+def _batches_per_iteration(rec, batch_size: int, extra, requested, groupable: bool,
+                           budget: int = ITERATION_BYTES) -> int:
     """How many batches one DALI iteration carries (``uih_pipeline``'s ``batches_per_iteration``)."""
     if requested == "auto":
         if not groupable:
             return 1
         row = padded_row_bytes(rec) + 4 + 8 * len(extra)  # plus its length and extra columns
         # at most a chunk's batches, so that the engine's chunks keep their rows (and prefetching its pace)
-        return max(1, min(8, rec.chunk_batches, ITERATION_BYTES // max(row * batch_size, 1)))
+        return max(1, min(8, rec.chunk_batches, budget // max(row * batch_size, 1)))
     if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 1:
         raise UIHError(f"batches_per_iteration must be 'auto' or an int >= 1, got {requested!r}")
     if requested > 1 and not groupable:
@@ -139,6 +145,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         Batches one DALI iteration carries, made by the engine at once and copied by DALI in one piece;
         ``UIHIterator`` hands them out one by one, the same batches in the same order. In-process CPU
         pipelines of padded rows that cross DALI padded only. "auto": as many as fit ``ITERATION_BYTES``
+        (``ASSEMBLED_ITERATION_BYTES`` when assembling in DALI)
         (at most 8, and at most ``rec.chunk_batches``), else 1; more than ``rec.chunk_batches`` makes the
         engine's chunks hold one group. Prefetching (``prefetch_queue_depth``) counts iterations, and a
         batch the caller keeps keeps its iteration's whole buffer alive.
@@ -187,7 +194,8 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         pad_in_dali = "after" if not gpu and not workers and not jagged and not assembling and long_rows(rec) else False
     pads_after = pad_in_dali == "after"
     group = _batches_per_iteration(rec, batch_size, extra_columns, batches_per_iteration,
-                                   groupable=not (gpu or workers or jagged or pad_in_dali))
+                                   groupable=not (gpu or workers or jagged or pad_in_dali),
+                                   budget=ASSEMBLED_ITERATION_BYTES if assembling else ITERATION_BYTES)
     if assembling:
         source = AssemblingSource(rec, thin_source, batch_size, extra=extra_columns, shares=num_threads, group=group)
     elif workers:
