@@ -178,23 +178,26 @@ def _write_columns(outs, w8p, w4p, w8, w4, t8p, t4p, T, src, runs, tail, flt, ex
     for c in range(ncols):  # one column at a time: each output is a buffer of its own
         width, lane, pad = cols[3 * c], cols[3 * c + 1], cols[3 * c + 2]
         if width == 8:
-            o8 = carray(address_as_void_pointer(outs[c]), (1, rows * L), dtype=np.int64)
-            s8 = carray(address_as_void_pointer(w8p + 8 * lane * n8), (1, n8), dtype=np.int64)
-            q8 = carray(address_as_void_pointer(t8p + 8 * lane * T), (1, T), dtype=np.int64)
-            kernels.assemble_jit(
-                kernels.Source(s8, a4, src.seq, src.ts, src.etype), runs,
-                kernels.Source(q8, z4, tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
-                kernels.Words(np.full(1, pad, np.int64), np.zeros(0, np.int32)),
-                kernels.Output(o8, e4, lengths, starts, L))
+            _column(src, tail, runs, flt, ex, sel, L, right, lengths, starts,
+                    carray(address_as_void_pointer(w8p + 8 * lane * n8), (1, n8), dtype=np.int64), a4,
+                    carray(address_as_void_pointer(t8p + 8 * lane * T), (1, T), dtype=np.int64), z4,
+                    np.full(1, pad, np.int64), np.zeros(0, np.int32),
+                    carray(address_as_void_pointer(outs[c]), (1, rows * L), dtype=np.int64), e4)
         else:
-            o4 = carray(address_as_void_pointer(outs[c]), (1, rows * L), dtype=np.int32)
-            s4 = carray(address_as_void_pointer(w4p + 4 * lane * n4), (1, n4), dtype=np.int32)
-            q4 = carray(address_as_void_pointer(t4p + 4 * lane * T), (1, T), dtype=np.int32)
-            kernels.assemble_jit(
-                kernels.Source(a8, s4, src.seq, src.ts, src.etype), runs,
-                kernels.Source(z8, q4, tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
-                kernels.Words(np.zeros(0, np.int64), np.full(1, np.int32(pad), np.int32)),
-                kernels.Output(e8, o4, lengths, starts, L))
+            _column(src, tail, runs, flt, ex, sel, L, right, lengths, starts,
+                    a8, carray(address_as_void_pointer(w4p + 4 * lane * n4), (1, n4), dtype=np.int32),
+                    z8, carray(address_as_void_pointer(t4p + 4 * lane * T), (1, T), dtype=np.int32),
+                    np.zeros(0, np.int64), np.full(1, np.int32(pad), np.int32),
+                    e8, carray(address_as_void_pointer(outs[c]), (1, rows * L), dtype=np.int32))
+
+
+@njit
+def _column(src, tail, runs, flt, ex, sel, L, right, lengths, starts, s8, s4, q8, q4, p8, p4, o8, o4):
+    """The kernels' assembly of one column: its lane of the sources (``s*``, ``q*``), pad word and output
+    (``o*``) in the lanes of its width, nothing in the others."""
+    kernels.assemble_jit(kernels.Source(s8, s4, src.seq, src.ts, src.etype), runs,
+                         kernels.Source(q8, q4, tail.seq, tail.ts, tail.etype), flt, ex, sel, L, right,
+                         kernels.Words(p8, p4), kernels.Output(o8, o4, lengths, starts, L))
 
 
 @cfunc(_RUN_SIG, nopython=True, cache=True)
