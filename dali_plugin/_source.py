@@ -9,14 +9,13 @@ from ``consumed()``), or, from ``_jagged``'s source, each column's rows unpadded
 
 from __future__ import annotations
 
-import functools
 from collections import deque
 from contextlib import contextmanager
 
 import numba
 import numpy as np
 
-from engine import Reconstructor, UIHError, _deps
+from engine import Reconstructor, UIHError
 
 _END = object()
 
@@ -211,14 +210,10 @@ class AssemblingSource(EpochSource):
         ncols = len(self.rec.projection.columns)
         out = {name: t.reshape(-1, *t.shape[2:]) for name, t in zip(self.names[:ncols + 1], tensors)}
         if self.extra:  # the extra columns' bytes, side by side per row
+            from .pytorch import _torch_dtype as torch_dtype  # torch's dtypes, named once for the package
             raw, at = tensors[ncols + 1].reshape(-1, tensors[ncols + 1].shape[-1]), 0
             for name, dt in zip(self.extra, self._extra_dtypes):
                 size = np.dtype(dt).itemsize
-                out[name] = raw[:, at:at + size].contiguous().view(_torch_dtype(dt)).reshape(-1)
+                out[name] = raw[:, at:at + size].contiguous().view(torch_dtype(dt)).reshape(-1)
                 at += size
         return out
-
-
-@functools.cache
-def _torch_dtype(dtype):
-    return _deps.torch().from_numpy(np.empty(0, dtype)).dtype
