@@ -182,7 +182,7 @@ class AssemblingSource(EpochSource):
         self.rec, self.thin_source, self.batch_size, self.extra = rec, thin_source, batch_size, list(extra)
         self.shares = max(1, int(shares))
         self.group = int(group)  # batches per iteration, as ``InProcessSource.group``
-        self._extra_dtypes = []  # the extra columns' dtypes, as the thin rows give them
+        self._extra_dtypes = None  # the extra columns' dtypes, as the thin rows give them: fixed for a job
 
     @property
     def num_inputs(self) -> int:
@@ -200,7 +200,8 @@ class AssemblingSource(EpochSource):
             step = u.rows // k
             shares = [share_plan(u, a, a + step, self.extra) for a in range(0, u.rows, step)]
             dims = np.empty((step, u.max_len, int(shares[0][1]), 0), np.uint8)  # sizes the outputs, holds nothing
-            self._extra_dtypes = [u.extras[c].dtype for c in self.extra]
+            if self._extra_dtypes is None:
+                self._extra_dtypes = [u.extras[c].dtype for c in self.extra]
             item = _Fed(([u.src.w8] * k, [u.src.w4] * k, [plan] * k, shares, [dims] * k))
             item.keep = u
             yield item

@@ -143,3 +143,9 @@ def test_tiny_arena_with_dali_running_ahead(setup):
     want = [dict(b) for b in rec.iter_batches(thin, 5)]
     _, got = batches(rec, thin, 5, prefetch_queue_depth=3)
     check_equal(got, want)
+
+
+def test_choosing_the_path_knows_every_dtype_the_operator_writes():
+    # ``_pipeline`` keeps its own copy so that choosing the path never compiles the operator
+    from dali_plugin import _assemble_op, _pipeline
+    assert _pipeline._ASSEMBLED_DTYPES == set(_assemble_op.DALI_TYPES)

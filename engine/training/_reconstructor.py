@@ -50,6 +50,10 @@ class _Chunk:
     extras: dict  # pass-through columns carried into the batches
     life: _Life
 
+    def rows(self, a: int, b: int) -> kernels.Examples:
+        """The examples of rows ``[a, b)`` (a batch of the chunk)."""
+        return self.examples if (a, b) == (0, self.n) else kernels.Examples(*(v[a:b] for v in self.examples))
+
 
 class _Planned(NamedTuple):
     """A chunk's thin rows, checked and planned, before any store data is decoded (``Reconstructor._plan``)."""
@@ -253,9 +257,8 @@ class Reconstructor:
         for chunk in self._chunks(thin_source, rows, depth, extra, threading.Event()):
             for a in range(0, chunk.n, batch_size):
                 b = min(a + batch_size, chunk.n)
-                ex = chunk.examples if (a, b) == (0, chunk.n) else kernels.Examples(*(v[a:b] for v in chunk.examples))
-                yield Unassembled(b - a, chunk.src, chunk.runs, chunk.tail, self._filter, ex, self._pad, p.max_len,
-                                  p.align == "right", columns, lanes,
+                yield Unassembled(b - a, chunk.src, chunk.runs, chunk.tail, self._filter, chunk.rows(a, b), self._pad,
+                                  p.max_len, p.align == "right", columns, lanes,
                                   {c: v[a:b] for c, v in chunk.extras.items()}, chunk)
 
     def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
@@ -511,7 +514,7 @@ class Reconstructor:
     def _assemble(self, ch: _Chunk, a: int, b: int) -> Batch:
         p, be, xp = self.projection, self.backend, self.backend.xp
         n, L = b - a, p.max_len
-        ex = ch.examples if (a, b) == (0, ch.n) else kernels.Examples(*(v[a:b] for v in ch.examples))
+        ex = ch.rows(a, b)
         be.wait(ch.life.ready)  # this thread's stream runs after the producer's copies of the chunk
         stream = be.launch_stream()
         sel = xp.empty((n, 5), np.int64)

@@ -24,8 +24,8 @@ class Unassembled(NamedTuple):
     (``width`` 8) or of ``src.w4``/``tail.w4`` (``width`` 4), and its pad word is ``pad.w8[lane]`` or
     ``pad.w4[lane]``. ``lanes``: where ``Source.seq``, ``.ts`` and ``.etype`` sit, ``(width, lane)`` as for
     columns (None: an empty array, nothing reads it). ``extras``: the batch's pass-through columns,
-    ``[rows]`` each. ``keep``: hold it until
-    the kernels are done (it pins the decoded row groups ``src`` reads).
+    ``[rows]`` each. ``keep``: hold it until the kernels are done (it pins the decoded row groups ``src``
+    reads).
     """
 
     rows: int
