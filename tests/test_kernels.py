@@ -65,13 +65,28 @@ _PRODUCTION_THREADS = CUDA_THREADS  # as shipped (read at import); the conftest 
 FILTERS = st.sampled_from([(None, None), ((1, 3), None), (None, 300), ((0, 2), 500), ((7,), None)])
 
 
-@pytest.mark.parametrize("twin", TWINS)
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31), max_len=st.integers(1, 40), right=st.booleans(), filt=FILTERS,
-       sparse=st.booleans(), jagged=st.booleans())
-def test_random_cases_match_reference(twin, seed, max_len, right, filt, sparse, jagged):
+CASES = dict(seed=st.integers(0, 2**31), max_len=st.integers(1, 40), right=st.booleans(), filt=FILTERS,
+             sparse=st.booleans(), jagged=st.booleans())
+
+
+def _random_case(twin, seed, max_len, right, filt, sparse, jagged):
     case = make_case(seed, sparse=sparse)
     check(twin, case, max_len, right, actions=filt[0], window=filt[1], jagged=jagged)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+@settings(max_examples=25, deadline=None)
+@given(**CASES)
+def test_random_cases_match_reference(twin, **case):
+    _random_case(twin, **case)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("twin", TWINS)
+@settings(max_examples=300, deadline=None)
+@given(**CASES)
+def test_many_random_cases_match_reference(twin, **case):
+    _random_case(twin, **case)
 
 
 EDGE = {
