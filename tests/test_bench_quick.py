@@ -104,3 +104,18 @@ def test_median_times_runs_as_many_calls_as_the_budget_allows():
     calls.clear()
     median_times([f, f], repeat=5, rounds=3)  # no budget: at least 5 timed calls each
     assert len(calls) >= 2 * (5 + 3)
+
+
+def test_median_jobs_lets_each_compared_job_follow_the_disturbing_one_equally_often():
+    from uih.report import median_jobs
+    order = []
+
+    def job(name):
+        return lambda: order.append(name) or {"seconds": float(len(order)), "read_bytes": 1}
+
+    median_jobs([job("dali"), job("direct"), job("fat")], 3, first=2)
+    after_fat = [order[i + 1] for i in range(len(order) - 1) if order[i] == "fat"]
+    assert order.count("fat") == 4 and sorted(after_fat) == ["dali", "dali", "direct", "direct"]
+    order.clear()
+    median_jobs([job("a"), job("b"), job("c")], 3)  # plain rotation: each job first once
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
