@@ -22,14 +22,20 @@ extra columns, their bytes ``[rows, bytes]``.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+from llvmlite import ir
 from numba import carray, cfunc, njit
 from numba import types as nt
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.ufunc import parallel as _numba_parallel
 from nvidia.dali import types as dali_types
 from nvidia.dali.plugin.numba import NumbaFunction, address_as_void_pointer
 
 import kernels
+
+# the threading layer's symbols (``_one_kernel_thread``'s) must be known before the cfuncs below link
+_numba_parallel._launch_threads()
 
 #: at most this many outputs (and inputs) per NumbaFunction
 MAX_OUTPUTS = 6
@@ -42,6 +48,19 @@ DALI_TYPES = {np.dtype(np.int64): dali_types.INT64, np.dtype(np.int32): dali_typ
 
 _RUN_SIG = nt.void(nt.uint64, nt.uint64, nt.uint64, nt.int32, nt.uint64, nt.uint64, nt.uint64, nt.int32)
 _SETUP_SIG = nt.void(nt.uint64, nt.uint64, nt.int32, nt.uint64, nt.uint64, nt.int32, nt.int32)
+
+
+@intrinsic
+def _one_kernel_thread(typingctx):
+    """``numba.set_num_threads(1)`` for the calling thread, through the threading layer's symbol. Numba's own
+    jitted ``set_num_threads`` calls it through a ctypes pointer, a "dynamic global" that keeps every
+    function using it out of Numba's disk cache: the operator was compiled again, ~20 s, in every process."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(32)]),
+                                            "set_num_threads")
+        builder.call(fn, [ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+    return nt.void(), codegen
 
 
 @njit(inline="always")
@@ -111,7 +130,7 @@ def _write(outs, w8p, w4p, w8, w4, cp, sp):
     # the filter's lanes (seq and ts are 8-byte columns, the event type a 4-byte one)
     src = kernels.Source(w8, w4, _lane8(w8, h[8], h[9]), _lane8(w8, h[10], h[11]), _lane4(w4, h[12], h[13]))
     tail = kernels.Source(t8, t4, _lane8(t8, h[8], h[9]), _lane8(t8, h[10], h[11]), _lane4(t4, h[12], h[13]))
-    numba.set_num_threads(1)  # this DALI thread's share on one core: DALI runs a share per thread
+    _one_kernel_thread()  # this DALI thread's share on one core: DALI runs a share per thread
     sel = np.empty((rows, 5), np.int64)
     kernels.slice_jit(src, runs, tail, flt, ex, L, sel)
     lengths = carray(address_as_void_pointer(outs[ncols]), rows, dtype=np.int32)

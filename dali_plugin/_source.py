@@ -193,7 +193,12 @@ class AssemblingSource(EpochSource):
         last = plan = None
         rows = self.batch_size * self.group
         chunk = rows * -(-self.rec.chunk_batches // self.group)  # as ``InProcessSource``
-        for u in self.rec.iter_unassembled(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra):
+        # DALI runs prefetch_queue_depth iterations before it hands out the first: full groups there made
+        # the first batch of a job wait for two groups (purchase: 16 batches, +0.1 s of a 0.4 s job), so
+        # the first iterations carry 1, 2, 4, ... batches
+        ramp = [self.batch_size * (1 << k) for k in range(8) if (1 << k) < self.group]
+        for u in self.rec.iter_unassembled(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra,
+                                           first_sizes=ramp):
             if u.keep is not last:  # once per chunk: what every share of its batches reads
                 last, plan = u.keep, chunk_plan(u)
             k = max(d for d in range(1, min(self.shares, u.rows) + 1) if u.rows % d == 0)

@@ -149,3 +149,11 @@ def test_choosing_the_path_knows_every_dtype_the_operator_writes():
     # ``_pipeline`` keeps its own copy so that choosing the path never compiles the operator
     from dali_plugin import _assemble_op, _pipeline
     assert _pipeline._ASSEMBLED_DTYPES == set(_assemble_op.DALI_TYPES)
+
+
+def test_the_operator_can_be_cached_on_disk():
+    # a "dynamic global" (e.g. Numba's jitted set_num_threads, a ctypes pointer) keeps a function out of
+    # Numba's disk cache: every process would compile the operator again (~20 s)
+    from dali_plugin import _assemble_op
+    for f in (_assemble_op._run, _assemble_op._setup):
+        assert not f._library.has_dynamic_globals, f

@@ -239,27 +239,37 @@ class Reconstructor:
                     batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
                 yield batch  # outside: the caller's own work between batches keeps its thread settings
 
-    def iter_unassembled(self, thin_source, batch_size: int, prefetch=None, extra_columns=(), chunk_rows=None):
+    def iter_unassembled(self, thin_source, batch_size: int, prefetch=None, extra_columns=(), chunk_rows=None,
+                         first_sizes=()):
         """``iter_batches``' batches (same rows, same order, same arguments), planned and staged but not
         written: an ``Unassembled`` per batch, for a consumer that runs the kernels into memory of its own
         (``dali_plugin``'s DALI operator writes each batch straight into DALI's output buffers). CPU
         reconstructors of padded projections; ``Unassembled.assemble()`` gives what the writes must equal.
+
+        ``first_sizes``: rows of the first batches, before batches of ``batch_size`` (each cut at the end of
+        its chunk, as every batch is): a consumer that queues whole batches ahead (DALI's prefetching)
+        gets its first rows sooner.
         """
         if self.device != "cpu" or self.projection.layout != "padded":
             raise SchemaError(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one is "
                               f"{self.device!r}, {self.projection}: use iter_batches")
         extra = list(extra_columns)
         batch_size, depth, rows = self._batching(batch_size, prefetch, True, chunk_rows)
+        if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in first_sizes):
+            raise SchemaError(f"first_sizes must be ints >= 1, got {list(first_sizes)!r}")
         p = self.projection
         columns = tuple((c, self._dtypes[c], 8, self._cols8.index(c)) if c in self._cols8 else
                         (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
         lanes = tuple(None if k is None else ((8, 4)[k], i) for k, i, _, _ in self._source_lanes)
+        sizes = iter(first_sizes)
         for chunk in self._chunks(thin_source, rows, depth, extra, threading.Event()):
-            for a in range(0, chunk.n, batch_size):
-                b = min(a + batch_size, chunk.n)
+            a = 0
+            while a < chunk.n:
+                b = min(a + next(sizes, batch_size), chunk.n)
                 yield Unassembled(b - a, chunk.src, chunk.runs, chunk.tail, self._filter, chunk.rows(a, b), self._pad,
                                   p.max_len, p.align == "right", columns, lanes,
                                   {c: v[a:b] for c, v in chunk.extras.items()}, chunk)
+                a = b
 
     def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
         """``(batch_size, prefetch depth, rows per chunk)`` of ``iter_batches``' arguments, checked."""
