@@ -157,3 +157,27 @@ def test_the_operator_can_be_cached_on_disk():
     from dali_plugin import _assemble_op
     for f in (_assemble_op._run, _assemble_op._setup):
         assert not f._library.has_dynamic_globals, f
+
+
+def test_first_sizes_cut_the_first_batches_and_keep_every_row(setup):
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["types"], device="cpu", chunk_batches=2)
+    want = [dict(b) for b in rec.iter_batches(thin, 40, extra_columns=["label"])]  # chunks of 80 rows
+    us = list(rec.iter_unassembled(thin, 40, extra_columns=["label"], first_sizes=[10, 20, 60]))
+    assert [u.rows for u in us] == [10, 20, 50, 17]  # 60 cut at its chunk's end, then batch_size
+    joined = {k: np.concatenate([u.assemble()[k] for u in us]) for k in want[0]}
+    check_equal([joined], [{k: np.concatenate([b[k] for b in want]) for k in want[0]}])
+    for bad in ([0], [3, -1], [2.5], [True]):
+        with pytest.raises(engine.SchemaError, match="first_sizes"):
+            next(rec.iter_unassembled(thin, 40, first_sizes=bad))
+
+
+def test_a_pipeline_opens_with_small_iterations(setup):
+    # DALI runs prefetch_queue_depth iterations before handing out the first: they carry 1, 2, ... batches
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["plain"], device="cpu")
+    pipe = uih_pipeline(rec, thin, batch_size=8, device_id=None, batches_per_iteration=5)
+    assert pipe.uih_assembles
+    rows = [int(np.prod(item[4][0].shape[:1])) * len(item[4]) for item in pipe.uih_source.batches()]
+    # chunks of 80 rows (two groups of 5 batches): 8 + 16 + 32, the rest of that chunk, then the last 17 rows
+    assert rows == [8, 16, 32, 24, 17]
