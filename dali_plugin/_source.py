@@ -220,6 +220,9 @@ class AssemblingSource(EpochSource):
             raw, at = tensors[ncols + 1].reshape(-1, tensors[ncols + 1].shape[-1]), 0
             for name, dt in zip(self.extra, self._extra_dtypes):
                 size = np.dtype(dt).itemsize
-                out[name] = raw[:, at:at + size].contiguous().view(torch_dtype(dt)).reshape(-1)
+                # a copy of its own whatever the rows: torch keeps the row stride of a one-row slice as
+                # it is (already "contiguous"), and a view of it as wider words then fails
+                col = raw.new_empty((raw.shape[0], size)).copy_(raw[:, at:at + size])
+                out[name] = col.view(torch_dtype(dt)).reshape(-1)
                 at += size
         return out

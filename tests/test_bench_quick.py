@@ -119,3 +119,6 @@ def test_median_jobs_lets_each_compared_job_follow_the_disturbing_one_equally_of
     order.clear()
     median_jobs([job("a"), job("b"), job("c")], 3)  # plain rotation: each job first once
     assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    for first, n in ((-1, 3), (3, 3), (0, 1)):
+        with pytest.raises(ValueError, match="first"):
+            median_jobs([job("a")] * n, 3, first=first)

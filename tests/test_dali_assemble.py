@@ -87,6 +87,19 @@ def test_extras_groups_and_shares(setup, group, num_threads):
     check_equal(old, want)
 
 
+@pytest.mark.parametrize("group", ["auto", 1, 4])
+def test_one_row_iterations_with_extras_of_mixed_widths(setup, group):
+    # a one-row iteration (batch_size 1: every iteration with group 1, the first with a ramp) carries
+    # extras of 8 + 4 + 1 bytes a row; each column must still be read as its own dtype
+    store, thin = setup
+    extra = ["rank", "weight", "label"]
+    rec = engine.Reconstructor(store, TENANTS["plain"], device="cpu", chunk_batches=3)
+    want = [dict(b) for b in rec.iter_batches(thin, 1, extra_columns=extra)]
+    pipe, got = batches(rec, thin, 1, extra, batches_per_iteration=group)
+    assert pipe.uih_assembles
+    check_equal(got, want)
+
+
 def test_two_epochs_and_reset(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["plain"], device="cpu")
@@ -170,6 +183,8 @@ def test_first_sizes_cut_the_first_batches_and_keep_every_row(setup):
     for bad in ([0], [3, -1], [2.5], [True]):
         with pytest.raises(engine.SchemaError, match="first_sizes"):
             next(rec.iter_unassembled(thin, 40, first_sizes=bad))
+    gen = (n for n in (10, 20, 60))  # a generator is read once, for the check and the cuts alike
+    assert [u.rows for u in rec.iter_unassembled(thin, 40, first_sizes=gen)] == [10, 20, 50, 17]
 
 
 def test_a_pipeline_opens_with_small_iterations(setup):

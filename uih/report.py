@@ -73,6 +73,8 @@ def median_jobs(fns: list, repeats, first=None) -> list:
     late job ran 0.1-0.3 s slower right after it, direct and DALI alike). It opens every repetition and the
     others rotate after it, ``repeats`` rounded up so that each of them follows it equally often; a plain
     rotation of three had the DALI job follow it twice in three repetitions and the direct job never."""
+    if first is not None and not (0 <= first < len(fns) and len(fns) > 1):
+        raise ValueError(f"first must index one of {len(fns)} jobs and leave others to compare, got {first!r}")
     runs = [[] for _ in fns]
     rest = [i for i in range(len(fns)) if i != first]
     if first is not None:

@@ -255,8 +255,9 @@ class Reconstructor:
                               f"{self.device!r}, {self.projection}: use iter_batches")
         extra = list(extra_columns)
         batch_size, depth, rows = self._batching(batch_size, prefetch, True, chunk_rows)
+        first_sizes = list(first_sizes)
         if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in first_sizes):
-            raise SchemaError(f"first_sizes must be ints >= 1, got {list(first_sizes)!r}")
+            raise SchemaError(f"first_sizes must be ints >= 1, got {first_sizes!r}")
         p = self.projection
         columns = tuple((c, self._dtypes[c], 8, self._cols8.index(c)) if c in self._cols8 else
                         (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
