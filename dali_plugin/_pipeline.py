@@ -145,8 +145,8 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         Batches one DALI iteration carries, made by the engine at once and copied by DALI in one piece;
         ``UIHIterator`` hands them out one by one, the same batches in the same order. In-process CPU
         pipelines of padded rows that cross DALI padded only. "auto": as many as fit ``ITERATION_BYTES``
-        (``ASSEMBLED_ITERATION_BYTES`` when assembling in DALI)
-        (at most 8, and at most ``rec.chunk_batches``), else 1; more than ``rec.chunk_batches`` makes the
+        (``ASSEMBLED_ITERATION_BYTES`` when assembling in DALI), at most 8 and at most
+        ``rec.chunk_batches``, else 1; more than ``rec.chunk_batches`` makes the
         engine's chunks hold one group. Prefetching (``prefetch_queue_depth``) counts iterations, and a
         batch the caller keeps keeps its iteration's whole buffer alive.
     assemble_in_dali : "auto", True or False

@@ -61,6 +61,7 @@ def _median(runs: list) -> dict:
     out = dict(runs[0])
     out["seconds"] = float(np.median([r["seconds"] for r in runs]))
     out["read_bytes"] = int(np.median([r["read_bytes"] for r in runs]))
+    out["runs"] = len(runs)
     return out
 
 
@@ -405,7 +406,7 @@ def render(R, figs) -> str:
         f"max {cfg['max_history']:,}), {cfg['days']} days, {cfg['requests_per_user_day']} requests/user/day with "
         f"{cfg['dense_features']} dense float features each, {cfg['late_share']:.0%} late arrivals, "
         f"{cfg['update_share']:.0%} updates. Bytes from `/proc/self/io` (page cache dropped first), cross-checked "
-        f"with file sizes; times are medians of {R['repeats']} run(s) ({-(-R['repeats'] // 2) * 2} where the "
+        f"with file sizes; times are medians of {R['repeats']} run(s) ({reads[0]['fat']['runs']} where the "
         "Fat Row job is compared: it opens each repetition and the other two jobs follow it equally often).", "",
         "## Headline", "",
         table([["bytes written (all days)", mb(w["late_total"]), mb(w["fat_total"][L]), mb(w["floor_total"]),
