@@ -2,16 +2,18 @@
 
 ``slicing``: which stored and logged events each example keeps (versioned cut, filters, last max_len).
 ``assembly``: copy of every projected column straight from the decoded runs and the logged tails into
-padded (left or right aligned) or jagged rows, plus lengths.
+padded (left or right aligned) or jagged rows, plus lengths; and both kernels at once for padded rows
+(``slice_assemble``: one parallel loop on CPU).
 ``reference``: the same contract in plain NumPy, one example at a time (the proof both twins must match).
 Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Filter``, ``Examples``,
 ``Words``, ``Output``). CUDA twins compile on first use, so importing this package never touches CUDA.
 """
 
 from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
-from .assembly import assemble_cpu, assemble_cuda, assemble_jit
+from .assembly import assemble_cpu, assemble_cuda, assemble_jit, slice_assemble_cpu, slice_assemble_cuda
 from .slicing import slice_cpu, slice_cuda, slice_jit
 
-__all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit", "make_filter",
+__all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit",
+           "slice_assemble_cpu", "slice_assemble_cuda", "make_filter",
            "NO_WINDOW",
            "Source", "Runs", "Filter", "Examples", "Words", "Output"]

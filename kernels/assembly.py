@@ -19,6 +19,7 @@ from numba import njit, prange
 
 from . import _common
 from ._common import keep_event, run_of
+from .slicing import slice_cuda, slice_filtered_one, slice_unfiltered_one
 
 
 # Slice assignments, not element loops: Numba lowers them to straight block copies and fills, 2-4x
@@ -52,47 +53,65 @@ def _row(out, sel, b, right):
     return out.starts[b], width, off, n
 
 
+@njit(inline="always")
+def _assemble_one(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, lengths, b):
+    """Row ``b`` of the output, written through the plain arrays ``w8``, ``w4``, ``lengths`` (``out``'s)."""
+    filtered = flt.use_types or flt.use_window
+    imm_lo, imm_hi, tail_lo = sel[b, 0], sel[b, 1], sel[b, 3]
+    base, width, off, n = _row(out, sel, b, right)
+    lengths[b] = n
+    _pad(w8, pad.w8, base, base + off)
+    _pad(w4, pad.w4, base, base + off)
+    _pad(w8, pad.w8, base + off + n, base + width)
+    _pad(w4, pad.w4, base + off + n, base + width)
+    dst = base + off
+    # immutable part: walk the runs, one contiguous copy per run when nothing is filtered
+    v = imm_lo
+    j = run_of(runs, ex.r_lo[b], ex.r_hi[b], v) if imm_lo < imm_hi else 0
+    while v < imm_hi:
+        end = min(imm_hi, runs.start[j + 1])
+        p = runs.pos[j] + v - runs.start[j]
+        if not filtered:
+            _copy_run(src.w8, w8, dst, p, end - v)
+            _copy_run(src.w4, w4, dst, p, end - v)
+            dst += end - v
+        else:
+            for i in range(p, p + end - v):
+                if keep_event(i, src, flt, ex.ts_min[b]):
+                    _copy_event(src, w8, w4, dst, i)
+                    dst += 1
+        v = end
+        j += 1
+    # the logged tail, straight from the thin rows' values
+    if not filtered:
+        _copy_run(tail.w8, w8, dst, tail_lo, sel[b, 4])
+        _copy_run(tail.w4, w4, dst, tail_lo, sel[b, 4])
+    else:
+        for i in range(tail_lo, ex.t_hi[b]):
+            if keep_event(i, tail, flt, ex.ts_min[b]):
+                _copy_event(tail, w8, w4, dst, i)
+                dst += 1
+
+
 @njit(parallel=True, nogil=True, cache=True)
 def _assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
     # Unpack the outputs before the parallel loop: Numba's parfors lose writes made through a tuple
     # member inside a prange body (reads are fine), so every write goes to a plain array variable.
     w8, w4, lengths = out.w8, out.w4, out.lengths
+    for b in prange(sel.shape[0]):
+        _assemble_one(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, lengths, b)
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _slice_assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
+    w8, w4, lengths = out.w8, out.w4, out.lengths  # plain array variables, as in _assemble_cpu
     filtered = flt.use_types or flt.use_window
     for b in prange(sel.shape[0]):
-        imm_lo, imm_hi, tail_lo = sel[b, 0], sel[b, 1], sel[b, 3]
-        base, width, off, n = _row(out, sel, b, right)
-        lengths[b] = n
-        _pad(w8, pad.w8, base, base + off)
-        _pad(w4, pad.w4, base, base + off)
-        _pad(w8, pad.w8, base + off + n, base + width)
-        _pad(w4, pad.w4, base + off + n, base + width)
-        dst = base + off
-        # immutable part: walk the runs, one contiguous copy per run when nothing is filtered
-        v = imm_lo
-        j = run_of(runs, ex.r_lo[b], ex.r_hi[b], v) if imm_lo < imm_hi else 0
-        while v < imm_hi:
-            end = min(imm_hi, runs.start[j + 1])
-            p = runs.pos[j] + v - runs.start[j]
-            if not filtered:
-                _copy_run(src.w8, w8, dst, p, end - v)
-                _copy_run(src.w4, w4, dst, p, end - v)
-                dst += end - v
-            else:
-                for i in range(p, p + end - v):
-                    if keep_event(i, src, flt, ex.ts_min[b]):
-                        _copy_event(src, w8, w4, dst, i)
-                        dst += 1
-            v = end
-            j += 1
-        # the logged tail, straight from the thin rows' values
-        if not filtered:
-            _copy_run(tail.w8, w8, dst, tail_lo, sel[b, 4])
-            _copy_run(tail.w4, w4, dst, tail_lo, sel[b, 4])
+        if filtered:
+            slice_filtered_one(src, runs, tail, flt, ex, max_len, sel, b)
         else:
-            for i in range(tail_lo, ex.t_hi[b]):
-                if keep_event(i, tail, flt, ex.ts_min[b]):
-                    _copy_event(tail, w8, w4, dst, i)
-                    dst += 1
+            slice_unfiltered_one(src, runs, tail, flt, ex, max_len, sel, b)
+        _assemble_one(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, lengths, b)
 
 
 def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
@@ -104,6 +123,22 @@ def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream
 
 #: ``assemble_cpu`` callable from compiled code (see ``slicing.slice_jit``)
 assemble_jit = _assemble_cpu
+
+
+def slice_assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
+    """``slice_cpu`` then ``assemble_cpu`` for padded rows (``out.width > 0``: each row's start is known
+    before its slicing), fused into one parallel loop: each example is sliced (``sel`` written as
+    ``slice_cpu`` writes it) and then assembled by the same thread. One compiled call per batch instead of
+    two: at short rows a call's fixed cost is a visible share of the batch."""
+    if sel.shape[0]:
+        _slice_assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+
+
+def slice_assemble_cuda(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
+    """CUDA twin of ``slice_assemble_cpu``: the slicing kernel, then the assembly kernel, on ``stream``
+    (the assembly reads ``sel`` in stream order; a block per example in each)."""
+    slice_cuda(src, runs, tail, flt, ex, max_len, sel, stream=stream)
+    assemble_cuda(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=stream)
 
 cuda = None  # bound to numba.cuda by CudaKernel on first launch
 

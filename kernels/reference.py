@@ -92,12 +92,14 @@ def reference(case, max_len, right, actions, window, pad8, pad4) -> tuple:
 
 
 def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4, xp=np,
-        jagged=False, stream=0) -> tuple:
+        jagged=False, stream=0, fused=None) -> tuple:
     """``(out8, out4, lengths)`` of a twin pair on ``case``, its arrays moved to ``xp`` (NumPy or CuPy),
     both kernels launched on ``stream``.
 
     The outputs start as garbage (77, -1): every slot must be written by the kernels. ``jagged``: the
     assembly writes exact-length rows, which are padded here (with ``pad8``/``pad4``) for comparison.
+    ``fused``: a ``slice_assemble`` twin run on a second output (padded), whose rows and ``sel`` must
+    equal the pair's (checked here).
     """
     d = {k: xp.asarray(v) for k, v in case.items()}
     B = len(case["r_lo"])
@@ -119,6 +121,12 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
                  xp.asarray(starts.astype(np.int64)), 0 if jagged else max_len)
     pad = Words(xp.asarray(np.asarray(pad8, np.int64)), xp.asarray(np.asarray(pad4, np.int32)))
     assemble_fn(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=stream)
+    if fused is not None and not jagged:
+        sel2 = xp.full((B, 5), -7, np.int64)
+        out2 = out._replace(w8=xp.full_like(out.w8, 77), w4=xp.full_like(out.w4, 77), lengths=xp.full(B, -1, np.int32))
+        fused(src, runs, tail, flt, ex, sel2, max_len, right, pad, out2, stream=stream)
+        for a, b in ((sel, sel2), *zip(out[:3], out2[:3])):
+            np.testing.assert_array_equal(_host(a), _host(b))
     if not jagged:
         return out.w8.reshape(len(out.w8), B, max_len), out.w4.reshape(len(out.w4), B, max_len), out.lengths
     host = [a.get() if hasattr(a, "get") else a for a in out]
@@ -131,3 +139,7 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
             rows[:, b, off:off + n[b]] = vals[:, starts[b]:starts[b] + n[b]]
         padded.append(rows)
     return padded[0], padded[1], host[2]
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)

@@ -68,6 +68,27 @@ def _put(sel, b, imm_lo, imm_hi, n_imm, tail_lo, n_tail):
     sel[b, 4] = n_tail
 
 
+@njit(inline="always")
+def slice_filtered_one(src, runs, tail, flt, ex, max_len, sel, b):
+    """Example ``b``'s ``sel`` row when events are filtered: backward scans, tail first."""
+    r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
+    imm_hi = visible_end(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
+    # tail first: it holds the newest events
+    tail_lo, n_tail = _scan_back(tail, runs, flt, ex.ts_min[b], 0, 0, ex.t_lo[b], ex.t_hi[b], max_len, False)
+    imm_lo, n_imm = _scan_back(src, runs, flt, ex.ts_min[b], r_lo, r_hi, runs.start[r_lo], imm_hi,
+                               max_len - n_tail, True)
+    _put(sel, b, imm_lo, imm_hi, n_imm, tail_lo, n_tail)
+
+
+@njit(inline="always")
+def slice_unfiltered_one(src, runs, tail, flt, ex, max_len, sel, b):
+    """Example ``b``'s ``sel`` row when nothing is filtered: a binary search and sums."""
+    imm_hi = visible_end(runs, src.seq, ex.r_lo[b], ex.r_hi[b], ex.imm_hw[b])
+    n_tail = min(ex.t_hi[b] - ex.t_lo[b], max_len)  # the newest events, tail first
+    n_imm = min(imm_hi - runs.start[ex.r_lo[b]], max_len - n_tail)
+    _put(sel, b, imm_hi - n_imm, imm_hi, n_imm, ex.t_hi[b] - n_tail, n_tail)
+
+
 # Two functions, not one compiled two ways: Numba's disk cache keys compiled code by the Python function,
 # not by its options, so a serial and a parallel build of one function share a cache entry, and whichever
 # compiled first served both. The serial build of the backward scans ran ~25x slower than the parallel
@@ -76,13 +97,7 @@ def _put(sel, b, imm_lo, imm_hi, n_imm, tail_lo, n_tail):
 @njit(parallel=True, nogil=True, cache=True)
 def _slice_filtered(src, runs, tail, flt, ex, max_len, sel):
     for b in prange(ex.r_lo.shape[0]):
-        r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
-        imm_hi = visible_end(runs, src.seq, r_lo, r_hi, ex.imm_hw[b])
-        # tail first: it holds the newest events
-        tail_lo, n_tail = _scan_back(tail, runs, flt, ex.ts_min[b], 0, 0, ex.t_lo[b], ex.t_hi[b], max_len, False)
-        imm_lo, n_imm = _scan_back(src, runs, flt, ex.ts_min[b], r_lo, r_hi, runs.start[r_lo], imm_hi,
-                                   max_len - n_tail, True)
-        _put(sel, b, imm_lo, imm_hi, n_imm, tail_lo, n_tail)
+        slice_filtered_one(src, runs, tail, flt, ex, max_len, sel, b)
 
 
 # Unfiltered slicing is a few binary searches and sums per example: serial, since waking the worker
@@ -90,10 +105,7 @@ def _slice_filtered(src, runs, tail, flt, ex, max_len, sel):
 @njit(nogil=True, cache=True)
 def _slice_unfiltered(src, runs, tail, flt, ex, max_len, sel):
     for b in range(ex.r_lo.shape[0]):
-        imm_hi = visible_end(runs, src.seq, ex.r_lo[b], ex.r_hi[b], ex.imm_hw[b])
-        n_tail = min(ex.t_hi[b] - ex.t_lo[b], max_len)  # the newest events, tail first
-        n_imm = min(imm_hi - runs.start[ex.r_lo[b]], max_len - n_tail)
-        _put(sel, b, imm_hi - n_imm, imm_hi, n_imm, ex.t_hi[b] - n_tail, n_tail)
+        slice_unfiltered_one(src, runs, tail, flt, ex, max_len, sel, b)
 
 
 def slice_cpu(src, runs, tail, flt, ex, max_len, sel, stream=0):

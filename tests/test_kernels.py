@@ -19,7 +19,9 @@ from kernels.reference import run as run_twins
 def run(twin, case, max_len, right, actions, window, pad8, pad4, jagged=False):
     fns = {"cpu": (kernels.slice_cpu, kernels.assemble_cpu), "cuda-sim": (kernels.slice_cuda, kernels.assemble_cuda),
            "jit": (_slice_jit, _assemble_jit)}[twin]
-    return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4, jagged=jagged)
+    # each twin's fused slice + assembly (padded) must give the pair's rows and sel, checked by run_twins
+    fused = {"cpu": kernels.slice_assemble_cpu, "cuda-sim": kernels.slice_assemble_cuda}.get(twin)
+    return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4, jagged=jagged, fused=fused)
 
 
 def check(twin, case, max_len, right=False, actions=None, window=None, pad8=(0, -1), pad4=(5,), jagged=False):

@@ -44,6 +44,7 @@ class CpuBackend:
     xp = np
     slice = staticmethod(kernels.slice_cpu)
     assemble = staticmethod(kernels.assemble_cpu)
+    slice_assemble = staticmethod(kernels.slice_assemble_cpu)
     read_groups = staticmethod(_segments.read_groups_arrow)
 
     def __init__(self):
@@ -114,6 +115,7 @@ class SimulatedCudaBackend(CpuBackend):
     name = "cuda-sim"
     slice = staticmethod(kernels.slice_cuda)
     assemble = staticmethod(kernels.assemble_cuda)
+    slice_assemble = staticmethod(kernels.slice_assemble_cuda)
 
     def __init__(self):
         super().__init__()
@@ -152,6 +154,7 @@ class CudaBackend:
     name = "cuda"
     slice = staticmethod(kernels.slice_cuda)
     assemble = staticmethod(kernels.assemble_cuda)
+    slice_assemble = staticmethod(kernels.slice_assemble_cuda)
     PINNED_MIN = 1 << 16  # smaller host copies go straight from pageable memory (the runtime stages them)
 
     def __init__(self):

@@ -27,6 +27,7 @@ class UserPlan(NamedTuple):
     ts_lo: np.ndarray  # [U] smallest window start: no row needs older events
     bad: int  # first row whose imm_hw exceeds its user's sealed events, or -1
     bad_sealed: int  # that user's sealed event count
+    imm_min: int  # the rows' smallest imm_hw (0 for no rows): ``bad`` is meaningful only where it is >= 0
 
 
 @njit(cache=True, nogil=True)
@@ -71,7 +72,9 @@ def _plan_chunk(uid, imm_hw, request_ts, window_us, use_window, max_len, sealed_
     n = len(uid)
     ts_min = np.empty(n, np.int64)
     lo = NO_WINDOW
+    imm_min = 0
     for i in range(n):
+        imm_min = min(imm_min, imm_hw[i])
         # ``request_ts - window_us``, saturating at the smallest int64 instead of wrapping: window_us >= 0
         # (Projection saturates it), so lo + w cannot overflow, and a difference that would wrap is
         # exactly one replaced by lo
@@ -81,20 +84,24 @@ def _plan_chunk(uid, imm_hw, request_ts, window_us, use_window, max_len, sealed_
             ts_min[i] = lo
         else:
             ts_min[i] = request_ts[i] - window_us
-    return _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end), ts_min
+    return _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end), ts_min, imm_min
+
+
+def _as64(a):
+    # one compiled signature; the thin rows' columns are int64 already, and this runs per chunk
+    return a if a.dtype == np.int64 and a.flags.c_contiguous else np.ascontiguousarray(a, np.int64)
 
 
 def plan_chunk(uid, imm_hw, request_ts, window_us, max_len: int, sealed_users, sealed_end) -> tuple:
-    """``(UserPlan, ts_min)``: the rows ``uid`` / ``imm_hw`` (``imm_hw >= 0``) of a chunk planned against the
+    """``(UserPlan, ts_min)``: the rows ``uid`` / ``imm_hw`` of a chunk planned against the
     store's sealed counts (``sealed_users`` increasing, ``sealed_end`` their event counts), with each row's
     window start ``ts_min`` (``window_us`` None: ``NO_WINDOW``), in one compiled call: at a batch of 128
     rows each NumPy call's fixed cost is a visible share of a whole ``reconstruct``."""
-    as64 = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731  one compiled signature
-    use_window = window_us is not None
-    (users, inv, hi, lo, ts_lo, bad, bad_sealed), ts_min = _plan_chunk(
+    as64, use_window = _as64, window_us is not None
+    (users, inv, hi, lo, ts_lo, bad, bad_sealed), ts_min, imm_min = _plan_chunk(
         as64(uid), as64(imm_hw), as64(request_ts), np.int64(window_us if use_window else 0), use_window,
         np.int64(max_len), as64(sealed_users), as64(sealed_end))
-    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed)), ts_min
+    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed), int(imm_min)), ts_min
 
 
 @njit(cache=True, nogil=True)

@@ -378,8 +378,9 @@ class Reconstructor:
     def _other_store_ids(self, col: pa.ChunkedArray) -> list:
         """Store ids in ``col`` other than this store's, sorted (the same one is named every run)."""
         mine = self.store.store_id
-        if isinstance(col.type, pa.DictionaryType) and not col.null_count and all(
-                c.dictionary.equals(self._mine) for c in col.chunks):
+        if isinstance(col.type, pa.DictionaryType) and not col.null_count and (
+                col.chunk(0).dictionary.equals(self._mine) if col.num_chunks == 1 else
+                all(c.dictionary.equals(self._mine) for c in col.chunks)):
             return []  # snapshot()'s usual form: every chunk's dictionary is this one id, no row read
         ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
         ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
@@ -403,11 +404,11 @@ class Reconstructor:
             if newest > int(view.manifest["version"]):
                 raise VersionError(f"thin row logged at store version {newest}, but the store is at version "
                                    f"{int(view.manifest['version'])}; reopen the store (UIHStore.open) to see it")
-        if len(t) and imm_hw.min() < 0:
-            raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
         plan, ts_min = _plan.plan_chunk(uid, imm_hw, t.column("request_ts").to_numpy(),
                                         self.projection.window_us if self._use_window else None,
                                         self.projection.max_len, *view.user_counts())
+        if plan.imm_min < 0:  # found by the planning pass: no NumPy reduction of its own
+            raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
         if plan.bad >= 0:
             b = plan.bad
             raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
@@ -529,10 +530,10 @@ class Reconstructor:
         be.wait(ch.life.ready)  # this thread's stream runs after the producer's copies of the chunk
         stream = be.launch_stream()
         sel = xp.empty((n, 5), np.int64)
-        be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel, stream=stream)
         c8, c4 = len(self._cols8), len(self._cols4)
         extras = {c: v.dtype for c, v in ch.extras.items()}
         if p.layout == "jagged":  # rows packed end to end: offsets from the slicing's counts
+            be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel, stream=stream)
             offsets = xp.zeros(n + 1, np.int64)
             offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
             total = int(offsets[-1])
@@ -545,8 +546,9 @@ class Reconstructor:
             out8, out4, lengths, *ext = views
             out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
                                  self._row_starts(pack, n, L), L)
-        be.assemble(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out,
-                    stream=stream)
+        # padded rows start where the plan says, so slicing and assembly run as one call
+        run = be.assemble if p.layout == "jagged" else be.slice_assemble
+        run(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out, stream=stream)
         for v, dst in zip(ch.extras.values(), ext):
             dst[...] = v[a:b]  # on this thread's stream, like the kernels
         ch.life.done = be.record()
