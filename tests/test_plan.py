@@ -140,10 +140,16 @@ def test_placing_runs_matches_numpy(data):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 5), max_size=8), st.data())
-def test_example_runs_matches_numpy(counts, data):
+@given(st.lists(st.integers(0, 5), max_size=8), st.data(), st.sampled_from([np.int32, np.int64]))
+def test_examples_match_numpy(counts, data, offsets_type):
     user_runs = np.r_[0, np.cumsum(counts)].astype(np.int64)
     inv = np.array(data.draw(st.lists(st.integers(0, max(len(counts) - 1, 0)), max_size=20 if counts else 0)),
                    np.int64)
-    r_lo, r_hi = _plan.example_runs(user_runs, inv)
-    assert np.array_equal(r_lo, user_runs[:-1][inv]) and np.array_equal(r_hi, user_runs[1:][inv])
+    n = len(inv)
+    imm_hw = np.array(data.draw(st.lists(st.integers(0, 1 << 40), min_size=n, max_size=n)), np.int64)
+    t_off = np.cumsum([0] + data.draw(st.lists(st.integers(0, 9), min_size=n, max_size=n))).astype(offsets_type)
+    ts_min = np.array(data.draw(st.lists(st.integers(-(1 << 63), (1 << 63) - 1), min_size=n, max_size=n)), np.int64)
+    got = _plan.examples(user_runs, inv, imm_hw, t_off, ts_min)
+    want = (user_runs[:-1][inv], user_runs[1:][inv], imm_hw, t_off[:-1], t_off[1:], ts_min)
+    for g, w in zip(got, want):
+        assert g.dtype == np.int64 and g.flags.c_contiguous and np.array_equal(g, w)

@@ -102,16 +102,17 @@ class GroupArena:
             missing = [i for i, s in enumerate(found) if s is None] if None in found else []
             hits = np.array([s for s in found if s is not None] if missing else found, np.int64)
             _pin(self._pins, self._used, hits, self._tick)  # before any miss takes a slot: a miss never evicts a hit
-            if missing:
-                new = len(missing) - len(self._free)
-                if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
-                    self._grow(min(self.slots + new, self.max_slots))
-                for i in missing:
-                    s = found[i] = self._take()
-                    self._slot[keys[i]] = s
-                    self._key[s], self._keyed[s] = keys[i], True
-                    self._pins[s] += 1
-                    self._used[s] = self._tick
+            if not missing:
+                return hits, missing  # every key held: the slots are the hits, in order
+            new = len(missing) - len(self._free)
+            if new > 0 and self.slots < self.max_slots:  # one growth for the whole request
+                self._grow(min(self.slots + new, self.max_slots))
+            for i in missing:
+                s = found[i] = self._take()
+                self._slot[keys[i]] = s
+                self._key[s], self._keyed[s] = keys[i], True
+                self._pins[s] += 1
+                self._used[s] = self._tick
         return np.array(found, np.int64), missing
 
     def holds(self, keys: list) -> np.ndarray:

@@ -55,8 +55,13 @@ class CpuBackend:
 
     def index_array(self, a, keep=None):
         """``a`` as a contiguous int64 array where the kernels read it: here the host array itself when it
-        is one already (per chunk this runs for each of the runs' and examples' arrays)."""
+        is one already."""
         return np.ascontiguousarray(a, np.int64)
+
+    def index_arrays(self, arrays, keep=None):
+        """Contiguous int64 host arrays (the planners' own) where the kernels read them: here, as they are
+        (per chunk this runs for the runs' and the examples' arrays)."""
+        return arrays
 
     def own(self, a):
         """``a`` as an array the caller may keep (a view is enough: host memory is never recycled under it)."""
@@ -127,6 +132,9 @@ class SimulatedCudaBackend(CpuBackend):
 
     def index_array(self, a, keep=None):
         return self.to_device(np.ascontiguousarray(a, np.int64), keep)
+
+    def index_arrays(self, arrays, keep=None):
+        return [self.index_array(a, keep) for a in arrays]
 
     def own(self, a):
         return np.array(a, copy=True)
@@ -239,6 +247,9 @@ class CudaBackend:
     def index_array(self, a, keep=None):
         """``a`` as contiguous int64 on the device (``to_device``)."""
         return self.to_device(np.ascontiguousarray(a, np.int64), keep)
+
+    def index_arrays(self, arrays, keep=None):
+        return [self.index_array(a, keep) for a in arrays]
 
     def to_device(self, a, keep=None):
         """``a`` on the device, copied on this thread's stream. Large arrays go through pinned memory (one

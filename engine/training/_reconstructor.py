@@ -481,11 +481,12 @@ class Reconstructor:
                                  ts_min=ready.ts_min_u, rare_types=ready.rare, read_groups=be.read_groups, put=put,
                                  all_groups="users" not in self.pushdown)
         try:
-            dev = functools.partial(be.index_array, keep=keep)
-            per = (*_plan.example_runs(rs.user_runs, inv), imm_hw, t_off[:-1], t_off[1:], ready.ts_min)
-            parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*map(dev, (rs.start, rs.pos, rs.seq0))),
+            # the runs' and examples' arrays are the planners' own int64 arrays, moved where the kernels read them
+            dev = functools.partial(be.index_arrays, keep=keep)
+            per = _plan.examples(rs.user_runs, inv, imm_hw, t_off, ready.ts_min)
+            parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*dev((rs.start, rs.pos, rs.seq0))),
                          tail=self._tail_source(ready.tails, int(t_off[-1]), keep),
-                         examples=kernels.Examples(*map(dev, per)), extras=self._extras(t, extra, keep))
+                         examples=kernels.Examples(*dev(per)), extras=self._extras(t, extra, keep))
         except BaseException:
             be.synchronize()  # copies already queued may still read the staging or write the slots
             arena.release(rs.slots)
