@@ -34,7 +34,11 @@ def chunks(draw):
 @given(chunks())
 def test_plan_chunk_matches_numpy(chunk):
     uid, imm_hw, rts, window, max_len, su, se = chunk
-    got, ts_min = _plan.plan_chunk(uid, imm_hw, rts, window, max_len, su, se)
+    version = np.arange(len(uid), dtype=np.int64)[::-1] * 3
+    got, ts_min = _plan.plan_chunk(uid, imm_hw, rts, window, max_len, su, se, version=version)
+    assert got.newest == (int(version.max()) if len(uid) else -1)
+    assert got.imm_min == min(0, int(imm_hw.min()) if len(uid) else 0)
+    assert _plan.plan_chunk(uid, imm_hw, rts, window, max_len, su, se)[0].newest == -1
     want_ts = np.full(len(uid), np.iinfo(np.int64).min, np.int64) if window is None else _window_start(rts, window)
     assert np.array_equal(ts_min, want_ts)
     users, inv = np.unique(uid, return_inverse=True)

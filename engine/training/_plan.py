@@ -28,6 +28,7 @@ class UserPlan(NamedTuple):
     bad: int  # first row whose imm_hw exceeds its user's sealed events, or -1
     bad_sealed: int  # that user's sealed event count
     imm_min: int  # the rows' smallest imm_hw (0 for no rows): ``bad`` is meaningful only where it is >= 0
+    newest: int  # the rows' largest store version (-1 for no rows, or where no versions were given)
 
 
 @njit(cache=True, nogil=True)
@@ -68,13 +69,15 @@ def _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end):
 
 
 @njit(cache=True, nogil=True)
-def _plan_chunk(uid, imm_hw, request_ts, window_us, use_window, max_len, sealed_users, sealed_end):
+def _plan_chunk(uid, imm_hw, request_ts, version, window_us, use_window, max_len, sealed_users, sealed_end):
     n = len(uid)
     ts_min = np.empty(n, np.int64)
     lo = NO_WINDOW
-    imm_min = 0
+    imm_min, newest = 0, -1
     for i in range(n):
         imm_min = min(imm_min, imm_hw[i])
+        if i < len(version):
+            newest = max(newest, version[i])
         # ``request_ts - window_us``, saturating at the smallest int64 instead of wrapping: window_us >= 0
         # (Projection saturates it), so lo + w cannot overflow, and a difference that would wrap is
         # exactly one replaced by lo
@@ -84,7 +87,7 @@ def _plan_chunk(uid, imm_hw, request_ts, window_us, use_window, max_len, sealed_
             ts_min[i] = lo
         else:
             ts_min[i] = request_ts[i] - window_us
-    return _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end), ts_min, imm_min
+    return _plan(uid, imm_hw, ts_min, max_len, sealed_users, sealed_end), ts_min, imm_min, newest
 
 
 def _as64(a):
@@ -92,16 +95,21 @@ def _as64(a):
     return a if a.dtype == np.int64 and a.flags.c_contiguous else np.ascontiguousarray(a, np.int64)
 
 
-def plan_chunk(uid, imm_hw, request_ts, window_us, max_len: int, sealed_users, sealed_end) -> tuple:
-    """``(UserPlan, ts_min)``: the rows ``uid`` / ``imm_hw`` of a chunk planned against the
-    store's sealed counts (``sealed_users`` increasing, ``sealed_end`` their event counts), with each row's
-    window start ``ts_min`` (``window_us`` None: ``NO_WINDOW``), in one compiled call: at a batch of 128
-    rows each NumPy call's fixed cost is a visible share of a whole ``reconstruct``."""
+_NONE = np.zeros(0, np.int64)
+
+
+def plan_chunk(uid, imm_hw, request_ts, window_us, max_len: int, sealed_users, sealed_end, version=None) -> tuple:
+    """``(UserPlan, ts_min)``: the rows ``uid`` / ``imm_hw`` of a chunk planned against the store's sealed
+    counts (``sealed_users`` increasing, ``sealed_end`` their event counts), with each row's window start
+    ``ts_min`` (``window_us`` None: ``NO_WINDOW``), and the checks' inputs (the rows' smallest ``imm_hw``,
+    their newest ``version``), in one compiled call: at a batch of 128 rows each NumPy call's fixed cost
+    (a reduction, a conversion) is a visible share of a whole ``reconstruct``."""
     as64, use_window = _as64, window_us is not None
-    (users, inv, hi, lo, ts_lo, bad, bad_sealed), ts_min, imm_min = _plan_chunk(
-        as64(uid), as64(imm_hw), as64(request_ts), np.int64(window_us if use_window else 0), use_window,
-        np.int64(max_len), as64(sealed_users), as64(sealed_end))
-    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed), int(imm_min)), ts_min
+    (users, inv, hi, lo, ts_lo, bad, bad_sealed), ts_min, imm_min, newest = _plan_chunk(
+        as64(uid), as64(imm_hw), as64(request_ts), _NONE if version is None else as64(version),
+        np.int64(window_us if use_window else 0), use_window, np.int64(max_len), as64(sealed_users),
+        as64(sealed_end))
+    return UserPlan(users, inv, hi, lo, ts_lo, int(bad), int(bad_sealed), int(imm_min), int(newest)), ts_min
 
 
 @njit(cache=True, nogil=True)

@@ -394,19 +394,18 @@ class Reconstructor:
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        version, uid, imm_hw = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw"))
-        # the view the chunk is planned against, checked by its own version (a seal may land at any time:
-        # a view older than a row would lack its sealed events), before the store's indexes are read
+        version, uid, imm_hw, rts = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw", "request_ts"))
+        # the view the chunk is planned against must be no older than any row (a seal may land at any time,
+        # and a view older than a row lacks its sealed events): planning finds the rows' newest version, and
+        # a view found too old is replaced once and the chunk planned again (rare: a seal in between)
         view = self.store.view
-        newest = int(version.max()) if len(t) else -1
-        if newest > int(view.manifest["version"]):
-            view = self.store.view  # a seal landed since the first look: take the new view, once
-            if newest > int(view.manifest["version"]):
-                raise VersionError(f"thin row logged at store version {newest}, but the store is at version "
+        plan, ts_min = self._plan_rows(uid, imm_hw, rts, version, view)
+        if plan.newest > int(view.manifest["version"]):
+            view = self.store.view
+            if plan.newest > int(view.manifest["version"]):
+                raise VersionError(f"thin row logged at store version {plan.newest}, but the store is at version "
                                    f"{int(view.manifest['version'])}; reopen the store (UIHStore.open) to see it")
-        plan, ts_min = _plan.plan_chunk(uid, imm_hw, t.column("request_ts").to_numpy(),
-                                        self.projection.window_us if self._use_window else None,
-                                        self.projection.max_len, *view.user_counts())
+            plan, ts_min = self._plan_rows(uid, imm_hw, rts, version, view)
         if plan.imm_min < 0:  # found by the planning pass: no NumPy reduction of its own
             raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
         if plan.bad >= 0:
@@ -415,6 +414,10 @@ class Reconstructor:
                                f"(version {int(view.manifest['version'])}) has only {plan.bad_sealed} sealed events "
                                "for that user; it was logged against another store")
         return plan, imm_hw, ts_min, view
+
+    def _plan_rows(self, uid, imm_hw, rts, version, view) -> tuple:
+        return _plan.plan_chunk(uid, imm_hw, rts, self.projection.window_us if self._use_window else None,
+                                self.projection.max_len, *view.user_counts(), version=version)
 
     def _tails(self, t: pa.Table):
         """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there
