@@ -124,6 +124,26 @@ def place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, slot_rows, d
 
 
 @njit(cache=True, nogil=True)
+def place_runs(slots, which, blk, lo, run, num, bstart, ranks, r0, q0, slot_rows, dense, users):
+    """``place_pieces`` then ``run_offsets`` in one pass, for the pieces of one part (already in user
+    order): ``(start, pos, seq0, user_runs)``. A chunk's users usually sit in one segment, so this is the
+    usual path: one compiled call where there were two."""
+    n = len(run)
+    pos, seq0 = np.empty(n, np.int64), np.empty(n, np.int64)
+    start = np.zeros(n + 1, np.int64)
+    per = np.zeros(users + 1, np.int64)
+    for i in range(n):
+        r = run[i]
+        pos[i] = slots[which[i]] * slot_rows + (lo[i] - bstart[blk[i]])
+        seq0[i] = q0[r] + (lo[i] - r0[r]) if dense else -1
+        start[i + 1] = start[i] + num[i]
+        per[ranks[r] + 1] += 1
+    for u in range(users):
+        per[u + 1] += per[u]
+    return start, pos, seq0, per
+
+
+@njit(cache=True, nogil=True)
 def run_offsets(count, rank, users):
     """``(start, user_runs)`` of runs of ``count`` events owned by users ``rank`` (sorted): the runs'
     offsets, and each of ``users`` users' first run."""
@@ -336,22 +356,23 @@ class ImmutableView:
                 pinned.append(slots)
                 if missing:
                     self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
-                rank, pos, seq0 = place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, R, part == "main")
-                pieces.append((rank, pos, num, seq0))
+                pieces.append((slots, which, blk, lo, run, num, bstart, ranks, r0, q0, R, part == "main"))
         except BaseException:
             for p in pinned:
                 arena.release(p)
             raise
+        if len(pieces) == 1:  # one part: placed in user order as they are
+            start, pos, seq0, user_runs = place_runs(*pieces[0], len(users))
+            return RunSet(start, pos, seq0, user_runs, arena.w8, arena.w4, pinned[0])
         slots = np.concatenate(pinned) if pinned else np.zeros(0, np.int64)
         if not pieces:
             z = np.zeros(0, np.int64)
             return RunSet(np.zeros(1, np.int64), z, z, np.zeros(len(users) + 1, np.int64), arena.w8, arena.w4, slots)
-        if len(pieces) == 1:
-            rank, pos, count, seq0 = pieces[0]
-        else:  # stable: keeps seal order (= seq order) within each user
-            rank, pos, count, seq0 = (np.concatenate(c) for c in zip(*pieces))
-            order = np.argsort(rank, kind="stable")
-            rank, pos, count, seq0 = rank[order], pos[order], count[order], seq0[order]
+        placed = [(*place_pieces(*p[:5], *p[6:]), p[5]) for p in pieces]  # (rank, pos, seq0, count) per part
+        # stable: keeps seal order (= seq order) within each user
+        rank, pos, seq0, count = (np.concatenate(c) for c in zip(*placed))
+        order = np.argsort(rank, kind="stable")
+        rank, pos, count, seq0 = rank[order], pos[order], count[order], seq0[order]
         start, user_runs = run_offsets(count, rank, len(users))
         return RunSet(start, pos, seq0, user_runs, arena.w8, arena.w4, slots)
 
