@@ -122,3 +122,18 @@ def test_median_jobs_lets_each_compared_job_follow_the_disturbing_one_equally_of
     for first, n in ((-1, 3), (3, 3), (0, 1)):
         with pytest.raises(ValueError, match="first"):
             median_jobs([job("a")] * n, 3, first=first)
+
+
+def test_pair_ratio_divides_within_each_repetition():
+    """A pair's ratio is taken within its repetition: a machine twice as slow in one repetition slows both
+    jobs of it, and the median of the pairs' ratios does not see it, while the ratio of the medians would."""
+    from uih.report import median_jobs, pair_ratio
+    speed = iter([1, 1, 2, 2, 1, 1, 2, 2])  # the machine's slowdown, job by job
+
+    def job(cost):
+        return lambda: {"seconds": cost * next(speed), "read_bytes": 1}
+
+    a, b = median_jobs([job(1.1), job(1.0)], 4)
+    assert a["each"] and len(a["each"]) == len(b["each"]) == 4
+    m, lo, hi = pair_ratio(a, b)
+    assert m == pytest.approx(1.1) and lo == pytest.approx(1.1) and hi == pytest.approx(1.1)
