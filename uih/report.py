@@ -73,6 +73,10 @@ def _pairs(a: dict, b: dict) -> str:
     return f"{m:.2f}x ({lo:.2f}-{hi:.2f})"
 
 
+def _spread(ratios: list) -> str:
+    return f"{np.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def pair_ratio(a: dict, b: dict) -> tuple:
     """``(median, lowest, highest)`` of ``a``'s time over ``b``'s within each repetition of one
     ``median_jobs`` call: jobs run side by side meet the machine's slow and fast minutes together, so on a
@@ -550,11 +554,9 @@ def render(R, figs) -> str:
                   "the next chunks' thin rows and asks the OS for the store bytes they need, another decodes and "
                   "stages them, while the caller's thread runs the kernels.", "",
                   table([[r["tenant"], r["max_len"], f"{r['on_s']:.2f} s", f"{r['off_s']:.2f} s",
-                          f"{r['on_s'] / r['off_s']:.2f}x",
-                          f"{np.median(r['pair_ratios']):.2f}x ({min(r['pair_ratios']):.2f}-{max(r['pair_ratios']):.2f})"]
-                         for r in pl["prefetch"]],
-                        ["tenant", "max_len", "prefetch on", "prefetch off", "on / off", "pairs on / off: median (range)"]),
-                  ""]
+                          f"{r['on_s'] / r['off_s']:.2f}x", _spread(r["pair_ratios"])] for r in pl["prefetch"]],
+                        ["tenant", "max_len", "prefetch on", "prefetch off", "on / off",
+                         "pairs on / off: median (range)"]), ""]
     if pl.get("workers"):
         base = pl["workers"][0]["epoch_s"]
         lines += ["The same tenant through the DALI CPU pipeline, reconstructed in process and by 1 and 2 worker "
