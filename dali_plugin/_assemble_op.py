@@ -132,11 +132,11 @@ def _write(outs, w8p, w4p, w8, w4, cp, sp):
     tail = kernels.Source(t8, t4, _lane8(t8, h[8], h[9]), _lane8(t8, h[10], h[11]), _lane4(t4, h[12], h[13]))
     _one_kernel_thread()  # this DALI thread's share on one core: DALI runs a share per thread
     sel = np.empty((rows, 5), np.int64)
-    kernels.slice_jit(src, runs, tail, flt, ex, L, sel)
     lengths = carray(address_as_void_pointer(outs[ncols]), rows, dtype=np.int32)
     if (flt.use_types or flt.use_window) and ncols > 1:
         _write_blocks(outs, src, runs, tail, flt, ex, sel, L, right, cols, lengths)
     else:
+        kernels.slice_jit(src, runs, tail, flt, ex, L, sel)
         _write_columns(outs, w8p, w4p, w8, w4, t8p, t4p, T, src, runs, tail, flt, ex, sel, L, right, cols, lengths)
     if nbytes > 0:
         src_bytes = carray(address_as_void_pointer(sp + 8 * (2 + _EX * rows)), rows * nbytes, dtype=np.uint8)
@@ -152,7 +152,8 @@ _BLOCK_BYTES = 1 << 18
 def _write_blocks(outs, src, runs, tail, flt, ex, sel, L, right, cols, lengths):
     """Filtered rows of several columns: all columns in one filtering pass per block of rows, into scratch
     rows that stay in cache, each column then copied to its own output. Written column by column, every
-    column would test every candidate event against the filter again."""
+    column would test every candidate event against the filter again. Each row is sliced right before it is
+    assembled (``kernels.slice_assemble_jit``), so the events its backward scan read are still in cache."""
     ncols, rows = len(cols) // 3, len(lengths)
     c8 = 0
     for c in range(ncols):
@@ -171,8 +172,8 @@ def _write_blocks(outs, src, runs, tail, flt, ex, sel, L, right, cols, lengths):
         b1 = min(rows, b0 + k)
         exb = kernels.Examples(ex.r_lo[b0:b1], ex.r_hi[b0:b1], ex.imm_hw[b0:b1], ex.t_lo[b0:b1], ex.t_hi[b0:b1],
                                ex.ts_min[b0:b1])
-        kernels.assemble_jit(src, runs, tail, flt, exb, sel[b0:b1], L, right, kernels.Words(pad8, pad4),
-                             kernels.Output(s8, s4, lengths[b0:b1], starts[:b1 - b0], L))
+        kernels.slice_assemble_jit(src, runs, tail, flt, exb, sel[b0:b1], L, right, kernels.Words(pad8, pad4),
+                                   kernels.Output(s8, s4, lengths[b0:b1], starts[:b1 - b0], L))
         n = (b1 - b0) * L
         for c in range(ncols):
             if cols[3 * c] == 8:

@@ -10,10 +10,17 @@ Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Fil
 """
 
 from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
-from .assembly import assemble_cpu, assemble_cuda, assemble_jit, slice_assemble_cpu, slice_assemble_cuda
+from .assembly import (
+                       assemble_cpu,
+                       assemble_cuda,
+                       assemble_jit,
+                       slice_assemble_cpu,
+                       slice_assemble_cuda,
+                       slice_assemble_jit,
+)
 from .slicing import slice_cpu, slice_cuda, slice_jit
 
 __all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit",
-           "slice_assemble_cpu", "slice_assemble_cuda", "make_filter",
+           "slice_assemble_cpu", "slice_assemble_cuda", "slice_assemble_jit", "make_filter",
            "NO_WINDOW",
            "Source", "Runs", "Filter", "Examples", "Words", "Output"]

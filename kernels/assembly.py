@@ -125,6 +125,10 @@ def assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream
 assemble_jit = _assemble_cpu
 
 
+#: ``slice_assemble_cpu`` callable from compiled code (``dali_plugin._assemble_op``), padded rows only
+slice_assemble_jit = _slice_assemble_cpu
+
+
 def slice_assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
     """``slice_cpu`` then ``assemble_cpu`` for padded rows (``out.width > 0``: each row's start is known
     before its slicing), fused into one parallel loop: each example is sliced (``sel`` written as
