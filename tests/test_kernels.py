@@ -20,7 +20,8 @@ def run(twin, case, max_len, right, actions, window, pad8, pad4, jagged=False):
     fns = {"cpu": (kernels.slice_cpu, kernels.assemble_cpu), "cuda-sim": (kernels.slice_cuda, kernels.assemble_cuda),
            "jit": (_slice_jit, _assemble_jit)}[twin]
     # each twin's fused slice + assembly (padded) must give the pair's rows and sel, checked by run_twins
-    fused = {"cpu": kernels.slice_assemble_cpu, "cuda-sim": kernels.slice_assemble_cuda}.get(twin)
+    fused = {"cpu": kernels.slice_assemble_cpu, "cuda-sim": kernels.slice_assemble_cuda,
+             "jit": _slice_assemble_jit}[twin]
     return run_twins(*fns, case, max_len, right, actions, window, pad8, pad4, jagged=jagged, fused=fused)
 
 
@@ -44,6 +45,21 @@ def _one_thread_slice(src, runs, tail, flt, ex, max_len, sel):
 def _one_thread_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
     numba.set_num_threads(1)
     kernels.assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+
+
+@njit
+def _one_thread_slice_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out):
+    numba.set_num_threads(1)
+    kernels.slice_assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+
+
+def _slice_assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
+    before = numba.get_num_threads()
+    try:
+        if sel.shape[0]:
+            _one_thread_slice_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+    finally:
+        numba.set_num_threads(before)
 
 
 def _slice_jit(*args, stream=0):
