@@ -134,13 +134,21 @@ def slice_assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out, 
     before its slicing), fused into one parallel loop: each example is sliced (``sel`` written as
     ``slice_cpu`` writes it) and then assembled by the same thread. One compiled call per batch instead of
     two: at short rows a call's fixed cost is a visible share of the batch."""
+    _padded_only(out)
     if sel.shape[0]:
         _slice_assemble_cpu(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
+
+
+def _padded_only(out):
+    if out.width <= 0:  # jagged rows start at offsets that the slicing's counts give: slice first
+        raise ValueError("slice_assemble writes padded rows (out.width > 0); for jagged output run slice, "
+                         "then assemble with the offsets of its counts")
 
 
 def slice_assemble_cuda(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
     """CUDA twin of ``slice_assemble_cpu``: the slicing kernel, then the assembly kernel, on ``stream``
     (the assembly reads ``sel`` in stream order; a block per example in each)."""
+    _padded_only(out)
     slice_cuda(src, runs, tail, flt, ex, max_len, sel, stream=stream)
     assemble_cuda(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=stream)
 

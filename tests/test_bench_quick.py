@@ -125,15 +125,17 @@ def test_median_jobs_lets_each_compared_job_follow_the_disturbing_one_equally_of
 
 
 def test_pair_ratio_divides_within_each_repetition():
-    """A pair's ratio is taken within its repetition: a machine twice as slow in one repetition slows both
-    jobs of it, and the median of the pairs' ratios does not see it, while the ratio of the medians would."""
+    """Each run's time is kept in repetition order, and a pair's ratio is taken within its repetition:
+    here the ratio of the medians (2.5 / 3 = 0.83) says a is faster, the pairs (0.5, 2, 0.1, 10) do not."""
     from uih.report import median_jobs, pair_ratio
-    speed = iter([1, 1, 2, 2, 1, 1, 2, 2])  # the machine's slowdown, job by job
+    order = []
 
-    def job(cost):
-        return lambda: {"seconds": cost * next(speed), "read_bytes": 1}
+    def job(name):
+        return lambda: order.append(name) or {"seconds": float(len(order)), "read_bytes": 1}
 
-    a, b = median_jobs([job(1.1), job(1.0)], 4)
-    assert a["each"] and len(a["each"]) == len(b["each"]) == 4
-    m, lo, hi = pair_ratio(a, b)
-    assert m == pytest.approx(1.1) and lo == pytest.approx(1.1) and hi == pytest.approx(1.1)
+    a, b = median_jobs([job("a"), job("b")], 4)  # a, b | b, a | a, b | b, a
+    assert a["each"] == [1.0, 4.0, 5.0, 8.0] and b["each"] == [2.0, 3.0, 6.0, 7.0]
+    m, lo, hi = pair_ratio({"each": [1, 2, 3, 40]}, {"each": [2, 1, 30, 4]})
+    assert (m, lo, hi) == (pytest.approx(1.25), pytest.approx(0.1), pytest.approx(10))
+    with pytest.raises(ValueError):  # runs of two calls never pair up silently
+        pair_ratio({"each": [1, 2]}, {"each": [1]})

@@ -174,10 +174,20 @@ def test_kernels_launch_on_the_stream_given(launches):
     stream = cuda.stream()
     case = make_case(3, n_ex=4)
     args = (case, 5, True, (0, 2), 300, (0, -1), (5,))
-    got = run_twins(kernels.slice_cuda, kernels.assemble_cuda, *args, stream=stream)
-    assert len(launches) == 2 and launches.streams == [stream, stream]
+    got = run_twins(kernels.slice_cuda, kernels.assemble_cuda, *args, stream=stream,
+                    fused=kernels.slice_assemble_cuda)
+    assert len(launches) == 4 and launches.streams == [stream] * 4  # the pair, then the fused twin's two
     for g, w in zip(got, reference(*args)):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("fused", [kernels.slice_assemble_cpu, kernels.slice_assemble_cuda])
+def test_fused_twins_refuse_jagged_output(fused):
+    """Jagged rows start at offsets the slicing's counts give, which a fused call cannot know first."""
+    z = np.zeros(0, np.int64)
+    out = kernels.Output(np.zeros((1, 0), np.int64), np.zeros((0, 0), np.int32), np.zeros(0, np.int32), z, 0)
+    with pytest.raises(ValueError, match="padded"):
+        fused(None, None, None, None, None, np.zeros((0, 5), np.int64), 4, False, None, out)
 
 
 def test_device_arguments_are_imported_without_a_host_sync(monkeypatch):

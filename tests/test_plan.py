@@ -20,7 +20,7 @@ def _window_start(rts, window_us):
 def chunks(draw):
     n = draw(st.integers(0, 40))
     uid = np.array(draw(st.lists(st.integers(0, 12), min_size=n, max_size=n)), np.int64)
-    imm_hw = np.array(draw(st.lists(st.integers(0, 60), min_size=n, max_size=n)), np.int64)
+    imm_hw = np.array(draw(st.lists(st.integers(-3, 60), min_size=n, max_size=n)), np.int64)  # < 0: refused
     big = st.integers(-(1 << 63), (1 << 63) - 1)
     rts = np.array(draw(st.lists(big, min_size=n, max_size=n)), np.int64)
     window = draw(st.one_of(st.none(), st.integers(0, (1 << 63) - 1)))

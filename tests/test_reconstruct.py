@@ -157,6 +157,15 @@ def test_version_errors(history, tmp_path):
     beyond = thin.set_column(thin.column_names.index("imm_hw"), "imm_hw", pa.array(np.full(len(thin), 10**7)))
     with pytest.raises(engine.VersionError, match="sealed"):
         rec.reconstruct(beyond)
+    negative = thin.set_column(thin.column_names.index("imm_hw"), "imm_hw",
+                               pa.array(np.r_[np.zeros(len(thin) - 1, np.int64), -1]))
+    with pytest.raises(engine.SchemaError, match="negative imm_hw"):
+        rec.reconstruct(negative)
+    for c in ("version", "user_id", "imm_hw", "request_ts"):
+        holed = thin.set_column(thin.column_names.index(c), c,
+                                pa.array([None, *thin.column(c).to_pylist()[1:]], pa.int64()))
+        with pytest.raises(engine.SchemaError, match=f"thin column {c} has 1 null"):
+            rec.reconstruct(holed)
     # a thin row against an older pinned view that has fewer sealed events
     old = engine.UIHStore.open(store.root, version=1)
     with pytest.raises(engine.VersionError):

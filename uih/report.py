@@ -81,7 +81,7 @@ def pair_ratio(a: dict, b: dict) -> tuple:
     """``(median, lowest, highest)`` of ``a``'s time over ``b``'s within each repetition of one
     ``median_jobs`` call: jobs run side by side meet the machine's slow and fast minutes together, so on a
     machine whose speed swings the ratio of a pair is steadier than the ratio of two medians."""
-    r = [x / y for x, y in zip(a["each"], b["each"])]
+    r = [x / y for x, y in zip(a["each"], b["each"], strict=True)]
     return float(np.median(r)), min(r), max(r)
 
 

@@ -357,23 +357,28 @@ class ImmutableView:
                 if missing:
                     self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
                 pieces.append((slots, which, blk, lo, run, num, bstart, ranks, r0, q0, R, part == "main"))
+            return self._placed(pieces, pinned, len(users), arena)
         except BaseException:
             for p in pinned:
                 arena.release(p)
             raise
+
+    @staticmethod
+    def _placed(pieces: list, pinned: list, users: int, arena) -> RunSet:
+        """The ``RunSet`` of each part's pinned, filled pieces (``runs``)."""
         if len(pieces) == 1:  # one part: placed in user order as they are
-            start, pos, seq0, user_runs = place_runs(*pieces[0], len(users))
+            start, pos, seq0, user_runs = place_runs(*pieces[0], users)
             return RunSet(start, pos, seq0, user_runs, arena.w8, arena.w4, pinned[0])
         slots = np.concatenate(pinned) if pinned else np.zeros(0, np.int64)
         if not pieces:
             z = np.zeros(0, np.int64)
-            return RunSet(np.zeros(1, np.int64), z, z, np.zeros(len(users) + 1, np.int64), arena.w8, arena.w4, slots)
+            return RunSet(np.zeros(1, np.int64), z, z, np.zeros(users + 1, np.int64), arena.w8, arena.w4, slots)
         placed = [(*place_pieces(*p[:5], *p[6:]), p[5]) for p in pieces]  # (rank, pos, seq0, count) per part
         # stable: keeps seal order (= seq order) within each user
         rank, pos, seq0, count = (np.concatenate(c) for c in zip(*placed))
         order = np.argsort(rank, kind="stable")
         rank, pos, count, seq0 = rank[order], pos[order], count[order], seq0[order]
-        start, user_runs = run_offsets(count, rank, len(users))
+        start, user_runs = run_offsets(count, rank, users)
         return RunSet(start, pos, seq0, user_runs, arena.w8, arena.w4, slots)
 
     def _fill(self, arena, s, part, blocks, slots, lanes, read_columns, read_groups, put):

@@ -394,10 +394,12 @@ class Reconstructor:
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        version, uid, imm_hw, rts = (t.column(c).to_numpy() for c in ("version", "user_id", "imm_hw", "request_ts"))
+        version, uid, imm_hw, rts = (self._pointer(t, c) for c in ("version", "user_id", "imm_hw", "request_ts"))
         # the view the chunk is planned against must be no older than any row (a seal may land at any time,
         # and a view older than a row lacks its sealed events): planning finds the rows' newest version, and
-        # a view found too old is replaced once and the chunk planned again (rare: a seal in between)
+        # a view found too old is replaced once and the chunk planned again (rare: a seal in between). That
+        # first plan reads the old view's sealed counts, which the store's current view has in memory
+        # already in all but its first chunk, and which the view it replaces held a moment ago.
         view = self.store.view
         plan, ts_min = self._plan_rows(uid, imm_hw, rts, version, view)
         if plan.newest > int(view.manifest["version"]):
@@ -414,6 +416,16 @@ class Reconstructor:
                                f"(version {int(view.manifest['version'])}) has only {plan.bad_sealed} sealed events "
                                "for that user; it was logged against another store")
         return plan, imm_hw, ts_min, view
+
+    @staticmethod
+    def _pointer(t: pa.Table, c: str):
+        """Thin column ``c`` (an integer pointer column) as NumPy, refusing nulls (Arrow would hand them
+        over as floats)."""
+        col = t.column(c)
+        if col.null_count:
+            raise SchemaError(f"thin column {c} has {col.null_count} null(s); every thin row needs a {c}: make "
+                              "thin rows with UIHStore.snapshot()")
+        return col.to_numpy()
 
     def _plan_rows(self, uid, imm_hw, rts, version, view) -> tuple:
         return _plan.plan_chunk(uid, imm_hw, rts, self.projection.window_us if self._use_window else None,
