@@ -53,30 +53,22 @@ def _one_thread_slice_assemble(src, runs, tail, flt, ex, sel, max_len, right, pa
     kernels.slice_assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
 
 
-def _slice_assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
-    before = numba.get_num_threads()
-    try:
-        if sel.shape[0]:
-            _one_thread_slice_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
-    finally:
-        numba.set_num_threads(before)
+def _on_one_thread(compiled):
+    """A twin's entry point for compiled callers, called as the DALI operator calls it (one Numba thread),
+    the caller's thread count restored after; nothing runs for no examples, as the other twins do."""
+    def call(*args, stream=0):
+        before = numba.get_num_threads()
+        try:
+            if args[4].r_lo.shape[0]:  # ex: every twin takes (src, runs, tail, flt, ex, ...)
+                compiled(*args)
+        finally:
+            numba.set_num_threads(before)
+    return call
 
 
-def _slice_jit(*args, stream=0):
-    before = numba.get_num_threads()
-    try:
-        _one_thread_slice(*args)
-    finally:
-        numba.set_num_threads(before)
-
-
-def _assemble_jit(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=0):
-    before = numba.get_num_threads()
-    try:
-        if sel.shape[0]:
-            _one_thread_assemble(src, runs, tail, flt, ex, sel, max_len, right, pad, out)
-    finally:
-        numba.set_num_threads(before)
+_slice_jit = _on_one_thread(_one_thread_slice)
+_assemble_jit = _on_one_thread(_one_thread_assemble)
+_slice_assemble_jit = _on_one_thread(_one_thread_slice_assemble)
 _PRODUCTION_THREADS = CUDA_THREADS  # as shipped (read at import); the conftest lowers it per test
 
 
