@@ -10,6 +10,8 @@ The front door: every public name is listed in ``__all__``. Behind it, two sides
 Their modules are private (underscored); import the names below from ``engine``.
 """
 
+import kernels  # noqa: F401  first: its import sets how Numba's disk cache is checked (kernels._cache)
+
 from ._errors import CorruptionError, ImmutableError, MissingDependency, SchemaError, UIHError, VersionError
 from .serving import UIHStore, publish
 from .training import Batch, Projection, Reconstructor, shard

@@ -9,14 +9,15 @@ Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Fil
 ``Words``, ``Output``). CUDA twins compile on first use, so importing this package never touches CUDA.
 """
 
+from . import _cache  # noqa: F401  first: importing it sets how Numba checks the kernels' disk cache
 from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
 from .assembly import (
-                       assemble_cpu,
-                       assemble_cuda,
-                       assemble_jit,
-                       slice_assemble_cpu,
-                       slice_assemble_cuda,
-                       slice_assemble_jit,
+    assemble_cpu,
+    assemble_cuda,
+    assemble_jit,
+    slice_assemble_cpu,
+    slice_assemble_cuda,
+    slice_assemble_jit,
 )
 from .slicing import slice_cpu, slice_cuda, slice_jit
 

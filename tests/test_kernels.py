@@ -289,3 +289,36 @@ def test_each_cached_compiled_function_has_its_own_disk_cache_entry():
     assert owners, "no cached dispatcher found: the check looks in the wrong place"
     shared = {f.__qualname__: len(d) for f, d in owners.items() if len(d) > 1}
     assert not shared, f"functions compiled by more than one cached dispatcher: {shared}"
+
+
+def test_every_cached_function_is_stamped_with_all_project_sources(tmp_path):
+    """A cached function's machine code holds what it inlines and calls from other modules (the fused
+    kernel inlines slicing.py's per-example code, the DALI operator calls both kernels), so its cache must
+    go stale when any of those files changes, not only its own (``kernels._cache``)."""
+    import importlib
+    import pkgutil
+
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+
+    import engine
+    import kernels as kernels_pkg
+    from kernels import _cache
+    cached = []
+    for pkg in (engine, kernels_pkg):
+        for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+            mod = importlib.import_module(info.name)
+            cached += [o for o in vars(mod).values()
+                       if isinstance(o, CPUDispatcher) and not isinstance(o._cache, NullCache)]
+    assert len(cached) > 10
+    for d in cached:
+        loc = d._cache._impl.locator
+        assert isinstance(loc, _cache.ProjectCacheLocator), (d.py_func.__qualname__, type(loc))
+        assert loc.get_source_stamp() == _cache.project_stamp()
+    files = {f for f, _, _ in _cache.project_stamp()}
+    assert {"kernels/slicing.py", "kernels/_common.py", "engine/training/_plan.py",
+            "dali_plugin/_assemble_op.py"} <= files
+    # anything outside the project keeps Numba's own locators
+    outside = tmp_path / "mod.py"
+    outside.write_text("def f():\n    return 1\n")
+    assert _cache.ProjectCacheLocator.from_function(lambda: 1, str(outside)) is None
