@@ -129,7 +129,7 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
             np.testing.assert_array_equal(_host(a), _host(b))
     if not jagged:
         return out.w8.reshape(len(out.w8), B, max_len), out.w4.reshape(len(out.w4), B, max_len), out.lengths
-    host = [a.get() if hasattr(a, "get") else a for a in out]
+    host = [_host(a) for a in out]
     padded = []
     for vals, p in ((host[0], pad8), (host[1], pad4)):
         rows = np.empty((vals.shape[0], B, max_len), vals.dtype)

@@ -142,7 +142,7 @@ def test_placing_runs_matches_numpy(data):
     assert np.array_equal(start, np.r_[0, np.cumsum(num)])
     assert np.array_equal(user_runs, np.r_[0, np.cumsum(np.bincount(rank, minlength=n_users))])
     # both at once, as one part's pieces are placed
-    got = _immutable.place_runs(slots, which, blk, lo, run, num, bstart, ranks, r0, q0, 16, dense, n_users)
+    got = _immutable.place_runs(slots, which, blk, lo, run, bstart, ranks, r0, q0, 16, dense, num, n_users)
     for g, w in zip(got, (start, pos, seq0, user_runs)):
         assert np.array_equal(g, w)
 

@@ -69,19 +69,23 @@ def _median(runs: list) -> dict:
 def _pairs(a: dict, b: dict) -> str:
     if "each" not in a or "each" not in b:  # results written before pairs were kept
         return "-"
-    m, lo, hi = pair_ratio(a, b)
-    return f"{m:.2f}x ({lo:.2f}-{hi:.2f})"
+    return _spread(pair_ratios(a, b))
 
 
 def _spread(ratios: list) -> str:
     return f"{np.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
+def pair_ratios(a: dict, b: dict) -> list:
+    """``a``'s time over ``b``'s within each repetition of one ``median_jobs`` call: jobs run side by side
+    meet the machine's slow and fast minutes together, so on a machine whose speed swings the ratio of a
+    pair is steadier than the ratio of two medians."""
+    return [x / y for x, y in zip(a["each"], b["each"], strict=True)]
+
+
 def pair_ratio(a: dict, b: dict) -> tuple:
-    """``(median, lowest, highest)`` of ``a``'s time over ``b``'s within each repetition of one
-    ``median_jobs`` call: jobs run side by side meet the machine's slow and fast minutes together, so on a
-    machine whose speed swings the ratio of a pair is steadier than the ratio of two medians."""
-    r = [x / y for x, y in zip(a["each"], b["each"], strict=True)]
+    """``(median, lowest, highest)`` of ``pair_ratios(a, b)``."""
+    r = pair_ratios(a, b)
     return float(np.median(r)), min(r), max(r)
 
 
@@ -324,14 +328,11 @@ def section_pipeline(out: Path, cfg, repeats) -> dict:
     # ratio counted too: a single cold job swings by 10-20% on a small shared machine
     tenants = []
     for t in cfg.tenants:
-        runs = {2: [], 0: []}
-        for r in range(max(repeats, 5)):
-            for depth in ((2, 0) if r % 2 == 0 else (0, 2)):
-                runs[depth].append(late_job(out / "store", thin, t.projection(), via_dali=False,
-                                            prefetch=depth)["seconds"])
-        tenants.append({"tenant": t.name, "max_len": t.max_len, "on_s": float(np.median(runs[2])),
-                        "off_s": float(np.median(runs[0])),
-                        "pair_ratios": [a / b for a, b in zip(runs[2], runs[0])]})
+        on, off = median_jobs([lambda depth=depth: late_job(out / "store", thin, t.projection(),  # noqa: B023
+                                                           via_dali=False, prefetch=depth) for depth in (2, 0)],
+                              max(repeats, 5))
+        tenants.append({"tenant": t.name, "max_len": t.max_len, "on_s": on["seconds"], "off_s": off["seconds"],
+                        "pair_ratios": pair_ratios(on, off)})
     # worker processes: steady epochs (what a training loop sees after the first), startup apart
     workers = [dali_epochs(out / "store", thin, p, w, epochs=1 + max(repeats, 2)) for w in (0, 1, 2)]
     return {"tenant": cfg.tenants[0].name, "rows": rows, "workers": workers, "prefetch": tenants}

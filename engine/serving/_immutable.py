@@ -124,10 +124,10 @@ def place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, slot_rows, d
 
 
 @njit(cache=True, nogil=True)
-def place_runs(slots, which, blk, lo, run, num, bstart, ranks, r0, q0, slot_rows, dense, users):
-    """``place_pieces`` then ``run_offsets`` in one pass, for the pieces of one part (already in user
-    order): ``(start, pos, seq0, user_runs)``. A chunk's users usually sit in one segment, so this is the
-    usual path: one compiled call where there were two."""
+def place_runs(slots, which, blk, lo, run, bstart, ranks, r0, q0, slot_rows, dense, num, users):
+    """``place_pieces`` (same arguments) then ``run_offsets`` of the pieces' counts ``num`` in one pass, for
+    the pieces of one part (already in user order): ``(start, pos, seq0, user_runs)``. A chunk's users
+    usually sit in one segment, so this is the usual path: one compiled call where there were two."""
     n = len(run)
     pos, seq0 = np.empty(n, np.int64), np.empty(n, np.int64)
     start = np.zeros(n + 1, np.int64)
@@ -356,7 +356,7 @@ class ImmutableView:
                 pinned.append(slots)
                 if missing:
                     self._fill(arena, s, part, need[missing], slots[missing], lanes, read_columns, read_groups, put)
-                pieces.append((slots, which, blk, lo, run, num, bstart, ranks, r0, q0, R, part == "main"))
+                pieces.append(((slots, which, blk, lo, run, bstart, ranks, r0, q0, R, part == "main"), num))
             return self._placed(pieces, pinned, len(users), arena)
         except BaseException:
             for p in pinned:
@@ -365,15 +365,17 @@ class ImmutableView:
 
     @staticmethod
     def _placed(pieces: list, pinned: list, users: int, arena) -> RunSet:
-        """The ``RunSet`` of each part's pinned, filled pieces (``runs``)."""
+        """The ``RunSet`` of each part's pinned, filled pieces (``runs``): ``(place_pieces' arguments,
+        counts)`` per part."""
         if len(pieces) == 1:  # one part: placed in user order as they are
-            start, pos, seq0, user_runs = place_runs(*pieces[0], users)
+            args, num = pieces[0]
+            start, pos, seq0, user_runs = place_runs(*args, num, users)
             return RunSet(start, pos, seq0, user_runs, arena.w8, arena.w4, pinned[0])
         slots = np.concatenate(pinned) if pinned else np.zeros(0, np.int64)
         if not pieces:
             z = np.zeros(0, np.int64)
             return RunSet(np.zeros(1, np.int64), z, z, np.zeros(users + 1, np.int64), arena.w8, arena.w4, slots)
-        placed = [(*place_pieces(*p[:5], *p[6:]), p[5]) for p in pieces]  # (rank, pos, seq0, count) per part
+        placed = [(*place_pieces(*args), num) for args, num in pieces]  # (rank, pos, seq0, count) per part
         # stable: keeps seal order (= seq order) within each user
         rank, pos, seq0, count = (np.concatenate(c) for c in zip(*placed))
         order = np.argsort(rank, kind="stable")

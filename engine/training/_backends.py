@@ -53,11 +53,6 @@ class CpuBackend:
     def to_device(self, a, keep=None):
         return np.ascontiguousarray(a)
 
-    def index_array(self, a, keep=None):
-        """``a`` as a contiguous int64 array where the kernels read it: here the host array itself when it
-        is one already."""
-        return np.ascontiguousarray(a, np.int64)
-
     def index_arrays(self, arrays, keep=None):
         """Contiguous int64 host arrays (the planners' own) where the kernels read them: here, as they are
         (per chunk this runs for the runs' and the examples' arrays)."""
@@ -130,11 +125,8 @@ class SimulatedCudaBackend(CpuBackend):
     def to_device(self, a, keep=None):
         return np.array(a, copy=True)  # the simulator copies every argument back: it must be writable
 
-    def index_array(self, a, keep=None):
-        return self.to_device(np.ascontiguousarray(a, np.int64), keep)
-
     def index_arrays(self, arrays, keep=None):
-        return [self.index_array(a, keep) for a in arrays]
+        return [self.to_device(np.ascontiguousarray(a, np.int64), keep) for a in arrays]
 
     def own(self, a):
         return np.array(a, copy=True)
@@ -244,12 +236,9 @@ class CudaBackend:
         keep.append(mem)
         return staged
 
-    def index_array(self, a, keep=None):
-        """``a`` as contiguous int64 on the device (``to_device``)."""
-        return self.to_device(np.ascontiguousarray(a, np.int64), keep)
-
     def index_arrays(self, arrays, keep=None):
-        return [self.index_array(a, keep) for a in arrays]
+        """Each of ``arrays`` as contiguous int64 on the device (``to_device``)."""
+        return [self.to_device(np.ascontiguousarray(a, np.int64), keep) for a in arrays]
 
     def to_device(self, a, keep=None):
         """``a`` on the device, copied on this thread's stream. Large arrays go through pinned memory (one

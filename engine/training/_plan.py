@@ -113,7 +113,11 @@ def plan_chunk(uid, imm_hw, request_ts, window_us, max_len: int, sealed_users, s
 
 
 @njit(cache=True, nogil=True)
-def _examples(user_runs, inv, imm_hw, t_off, ts_min):
+def examples(user_runs, inv, imm_hw, t_off, ts_min):
+    """The kernels' ``Examples`` fields, each a fresh contiguous int64 array: each row's user's runs
+    ``(r_lo, r_hi)`` from the users' first runs ``user_runs`` ``[U + 1]`` and the rows' user ranks ``inv``,
+    its ``imm_hw``, its tail ``(t_lo, t_hi)`` from the tails' offsets ``t_off`` ``[n + 1]`` (any integer
+    type) and its window start ``ts_min``. One compiled pass instead of a conversion per field."""
     n = len(inv)
     r_lo, r_hi, hw = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
     t_lo, t_hi, ts = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
@@ -121,11 +125,3 @@ def _examples(user_runs, inv, imm_hw, t_off, ts_min):
         r_lo[i], r_hi[i] = user_runs[inv[i]], user_runs[inv[i] + 1]
         hw[i], t_lo[i], t_hi[i], ts[i] = imm_hw[i], t_off[i], t_off[i + 1], ts_min[i]
     return r_lo, r_hi, hw, t_lo, t_hi, ts
-
-
-def examples(user_runs, inv, imm_hw, t_off, ts_min) -> tuple:
-    """The kernels' ``Examples`` fields, each a fresh contiguous int64 array: each row's user's runs
-    ``(r_lo, r_hi)`` from the users' first runs ``user_runs`` ``[U + 1]`` and the rows' user ranks ``inv``,
-    its ``imm_hw``, its tail ``(t_lo, t_hi)`` from the tails' offsets ``t_off`` ``[n + 1]`` (any integer
-    type) and its window start ``ts_min``. One compiled pass instead of a conversion per field."""
-    return _examples(user_runs, inv, imm_hw, t_off, ts_min)
