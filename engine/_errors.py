@@ -1,10 +1,15 @@
 """The error hierarchy of SPEC §4: one module, every public error derives from UIHError."""
 
-__all__ = ["UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError", "MissingDependency"]
+__all__ = ["UIHError", "InvalidArgument", "SchemaError", "ImmutableError", "VersionError", "CorruptionError",
+           "MissingDependency"]
 
 
 class UIHError(Exception):
     """Raised for any failure the engine reports on purpose; catch this to catch them all."""
+
+
+class InvalidArgument(UIHError, ValueError):
+    """Raised when an argument has a wrong type or value (not the data's schema: that is SchemaError)."""
 
 
 class SchemaError(UIHError, ValueError):

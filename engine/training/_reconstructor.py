@@ -28,10 +28,11 @@ import kernels
 from .._errors import SchemaError, VersionError
 from ..serving._group_cache import GroupArena
 from ..serving._segments import ROW_GROUP_ROWS
-from . import _backends, _plan
+from . import _backends, _order, _plan
 from ._batch import PACK_ALIGN, Batch
+from ._epoch import BatchIterator, Epoch
 from ._prefetch import prefetch as background
-from ._thin_source import THIN_META, rechunk, thin_batches
+from ._thin_source import THIN_META, thin_batches
 from ._unassembled import Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
@@ -220,7 +221,8 @@ class Reconstructor:
         return self._assemble(chunk, 0, chunk.n)
 
     def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True,
-                     extra_columns=(), chunk_rows=None):
+                     extra_columns=(), chunk_rows=None, order="stream", seed=0, epoch=0, shuffle_window=None,
+                     resume=None, share=None) -> BatchIterator:
         """Batches of ``batch_size`` rows (the last may be smaller) over Parquet path(s) or a Table.
 
         The next chunk is read and laid out in a background thread while the current one is assembled.
@@ -228,12 +230,23 @@ class Reconstructor:
         ``chunk_rows``: thin rows per chunk, whose users are read once (data affinity), a multiple of
         ``batch_size``; by default ``batch_size * chunk_batches``, or ``batch_size`` with ``affinity=False``
         (given, it sets the chunks whatever ``affinity`` says).
+
+        Training order: ``order="stream"`` (the thin rows' own order) or ``"shuffle"``, fixed by ``seed``
+        and ``epoch``, each example exactly once, permuted within windows of ``shuffle_window`` rows of
+        randomly ordered blocks (``engine.training._order``). ``resume``: a ``state_dict()`` of an earlier
+        iterator with the same keywords; this one yields exactly the batches that one had left.
+        ``share=(index, count)``: only global batches ``index, index + count, ...`` of the epoch (a rank
+        or worker's share; adapters set it); the order does not depend on it.
         """
         extra = list(extra_columns)
         batch_size, depth, rows = self._batching(batch_size, prefetch, affinity, chunk_rows)
+        ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows,
+                   _order.Order(order, seed, epoch, shuffle_window), resume, share)
+        return BatchIterator(self._batches(ep, batch_size, depth, extra), ep)
 
+    def _batches(self, ep: Epoch, batch_size: int, depth: int, extra: list):
         busy = threading.Event()  # set while the prefetch thread prepares a chunk
-        for chunk in self._chunks(thin_source, rows, depth, extra, busy):
+        for chunk in self._chunks(ep.tables, depth, extra, busy):
             for a in range(0, chunk.n, batch_size):
                 with self.backend.sharing_cores(busy.is_set()):
                     batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
@@ -263,7 +276,8 @@ class Reconstructor:
                         (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
         lanes = tuple(None if k is None else ((8, 4)[k], i) for k, i, _, _ in self._source_lanes)
         sizes = iter(first_sizes)
-        for chunk in self._chunks(thin_source, rows, depth, extra, threading.Event()):
+        ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows, _order.Order())
+        for chunk in self._chunks(ep.tables, depth, extra, threading.Event()):
             a = 0
             while a < chunk.n:
                 b = min(a + next(sizes, batch_size), chunk.n)
@@ -284,11 +298,11 @@ class Reconstructor:
                               f"{chunk_rows!r}: a batch never spans two chunks")
         return batch_size, depth, int(rows)
 
-    def _chunks(self, thin_source, rows: int, depth: int, extra: list, busy: threading.Event):
-        """Prepared chunks of ``rows`` thin rows, ``depth`` ahead in background threads (0: none); ``busy``
-        is set while the decoding thread prepares one."""
+    def _chunks(self, thin_tables, depth: int, extra: list, busy: threading.Event):
+        """Prepared chunks of the thin-row tables ``thin_tables()`` yields, ``depth`` ahead in background
+        threads (0: none); ``busy`` is set while the decoding thread prepares one."""
         def tables():
-            for table in rechunk(thin_batches(thin_source, self.thin_columns + extra), rows):
+            for table in thin_tables():
                 yield self._plan(table, hint=depth > 0)
 
         def produce():
