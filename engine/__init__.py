@@ -22,9 +22,9 @@ from ._errors import (
     VersionError,
 )
 from .serving import UIHStore, publish
-from .training import Batch, Projection, Reconstructor, shard
+from .training import Batch, BatchIterator, Order, Projection, Reconstructor, shard
 
-__all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "shard",
+__all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "BatchIterator", "Order", "shard",
            "UIHError", "InvalidArgument", "SchemaError", "ImmutableError", "VersionError", "CorruptionError",
            "MissingDependency"]
 __version__ = "0.1.0"

@@ -7,8 +7,10 @@ place that chooses CPU or GPU) and ``_buffer_pool`` (recycled host output buffer
 """
 
 from ._batch import Batch
+from ._epoch import BatchIterator
+from ._order import Order
 from ._projection import Projection
 from ._reconstructor import Reconstructor
 from ._thin_source import shard
 
-__all__ = ["Projection", "Reconstructor", "Batch", "shard"]
+__all__ = ["Projection", "Reconstructor", "Batch", "BatchIterator", "Order", "shard"]

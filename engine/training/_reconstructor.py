@@ -32,7 +32,7 @@ from . import _backends, _order, _plan
 from ._batch import PACK_ALIGN, Batch
 from ._epoch import BatchIterator, Epoch
 from ._prefetch import prefetch as background
-from ._thin_source import THIN_META, thin_batches
+from ._thin_source import THIN_META, pass_through_columns, thin_batches
 from ._unassembled import Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
@@ -359,6 +359,12 @@ class Reconstructor:
         for v, dst in zip(extras.values(), ext):
             dst[...] = v
         return self._batch(blob, pack, views)
+
+    @staticmethod
+    def pass_through_columns(thin_source) -> list:
+        """The thin rows' pass-through columns (what ``snapshot`` copied from the requests: ids, labels...),
+        the ``extra_columns`` a training batch usually carries."""
+        return pass_through_columns(thin_source)
 
     def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this

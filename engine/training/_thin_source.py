@@ -48,6 +48,18 @@ def thin_batches(source, columns: list):
         yield from pf.iter_batches(batch_size=65_536, columns=columns)
 
 
+def pass_through_columns(source) -> list:
+    """The columns ``snapshot`` copied from the requests (ids, labels...): neither thin metadata nor tails."""
+    if isinstance(source, (pa.Table, pa.RecordBatch)):
+        names = source.schema.names
+    else:
+        paths = parquet_files(source)
+        if not paths:
+            raise SchemaError(f"no Parquet thin-row files found in {source!r}")
+        names = pq.read_schema(_fs.open_input(paths[0])).names
+    return [c for c in names if c not in THIN_META and not c.startswith("tail_")]
+
+
 def rechunk(batches, rows: int):
     """Tables of exactly ``rows`` rows (the last may be shorter) from a stream of record batches."""
     pending, have = [], 0
