@@ -53,7 +53,7 @@ class Reconstruct:
         self.rec = engine.Reconstructor(self.store, projection, device=device, prefetch=0,
                                         chunk_batches=_WHOLE_BLOCK)
         self.batch_size, self.extra, self.stats_column = int(batch_size), list(extra), stats_column
-        self.names = [*projection.columns, "lengths"]
+        self.columns, self.jagged = list(projection.columns), projection.layout == "jagged"
 
     def __call__(self, shards: pa.Table):
         """Reads and reconstructs each shard named in ``shards["shard"]``; yields Arrow tables of examples."""
@@ -62,17 +62,22 @@ class Reconstruct:
             for out in self.examples(self.plan.read(index)):
                 # built here rather than by Ray from the dict: Ray's generic conversion of [B, max_len]
                 # arrays cost ~25 ms a batch of 5 MB, from_numpy ~0.1 ms (bench/bench_ray.py)
-                yield pa.table({k: tensors.from_numpy(v) if v.ndim > 1 or v.dtype == object else v
-                                for k, v in out.items()})
+                yield pa.table({k: _arrow(v, tensors) for k, v in out.items()})
 
     def examples(self, block: pa.Table):
-        """Yields dicts of NumPy arrays: ``[n, max_len]`` per projected column, ``lengths``, extras."""
+        """Yields dicts: per projected column ``[n, max_len]`` NumPy (padded) or an Arrow large-list array
+        of the batch's values and offsets (jagged), then ``lengths`` and the extras as NumPy."""
         read_before = self.rec.stats["events_read"]
         start = 0
         for batch in self.rec.iter_batches(block, self.batch_size):
             host = batch.to_numpy()  # CuPy -> host on "cuda"; the arrays themselves on "cpu"
             n = batch.size
-            out = {c: np.asarray(host[c]) for c in self.names}
+            if self.jagged:  # a list column shares the batch's buffers: no per-row split, no copy
+                offsets = pa.array(np.asarray(host["offsets"]))
+                out = {c: pa.LargeListArray.from_arrays(offsets, pa.array(np.asarray(host[c]))) for c in self.columns}
+            else:
+                out = {c: np.asarray(host[c]) for c in self.columns}
+            out["lengths"] = np.asarray(host["lengths"])
             part = block.slice(start, n)
             for c in self.extra:
                 out[c] = _column(part.column(c))
@@ -82,6 +87,13 @@ class Reconstruct:
                     out[self.stats_column][0] = self.rec.stats["events_read"] - read_before
             start += n
             yield out
+
+
+def _arrow(v, tensors):
+    """An output column for ``pa.table``: Ray tensors for ``[n, k]`` and ragged NumPy, others as they are."""
+    if isinstance(v, np.ndarray) and (v.ndim > 1 or v.dtype == object):
+        return tensors.from_numpy(v)
+    return v
 
 
 def _column(col) -> np.ndarray:

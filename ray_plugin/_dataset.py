@@ -57,7 +57,9 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     Returns
     -------
     ray.data.Dataset
-        Columns: one ``[max_len]`` tensor per projected column, ``lengths``, the pass-through columns.
+        Columns: per projected column a ``[max_len]`` tensor (``layout="padded"``) or a large-list column of
+        the example's events (``layout="jagged"``: the jagged batch's values and offsets), ``lengths``, the
+        pass-through columns.
     """
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise engine.SchemaError(f"batch_size must be an integer >= 1, got {batch_size!r}")

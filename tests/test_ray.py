@@ -22,6 +22,7 @@ PROJECTIONS = {
     "right-pad": engine.Projection(["item_id", "action", "ts"], max_len=40, align="right", pad_value=-1),
     "types": engine.Projection(["item_id", "dwell_ms"], max_len=12, actions=[1, 3]),
     "window": engine.Projection(["ts", "surface"], max_len=64, window_us=700_000),
+    "jagged": engine.Projection(["item_id", "action", "ts"], max_len=40, actions=[1, 3], layout="jagged"),
 }
 
 
@@ -67,8 +68,16 @@ def by_id(batches, names):
 def reference(store, thin, proj):
     rec = engine.Reconstructor(store, proj, device="cpu")
     names = [*proj.columns, "lengths", "example_id", "label"]
-    return names, by_id((b.to_numpy() for b in rec.iter_batches(thin, 17, extra_columns=["example_id", "label"])),
-                        names)
+    batches = (b.to_numpy() for b in rec.iter_batches(thin, 17, extra_columns=["example_id", "label"]))
+    if proj.layout == "jagged":
+        batches = (per_row(b, proj.columns) for b in batches)
+    return names, by_id(batches, names)
+
+
+def per_row(jagged, columns):
+    """A jagged batch with each projected column split into its rows by ``offsets`` (as a list column reads)."""
+    cuts = jagged["offsets"][1:-1]
+    return {k: np.split(v, cuts) if k in columns else v for k, v in jagged.items() if k != "offsets"}
 
 
 def assert_same(got, want):
@@ -80,7 +89,7 @@ def assert_same(got, want):
 
 
 @pytest.mark.parametrize("tenant,source,actors", [("right-pad", "parquet", 2), ("types", "table", 1),
-                                                  ("window", "parquet", 1)])
+                                                  ("window", "parquet", 1), ("jagged", "parquet", 2)])
 def test_examples_equal_iter_batches_as_a_set(cluster, setup, tenant, source, actors):
     store, thin, folder = setup
     proj = PROJECTIONS[tenant]
@@ -89,7 +98,11 @@ def test_examples_equal_iter_batches_as_a_set(cluster, setup, tenant, source, ac
                      num_shards=5)
     batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
     assert set(batches[0]) == {*proj.columns, "lengths", "example_id", "label", "dense"}
-    assert batches[0]["item_id" if "item_id" in proj.columns else "ts"].shape[1] == proj.max_len
+    first = batches[0]["item_id" if "item_id" in proj.columns else "ts"]
+    if proj.layout == "jagged":  # one array of the example's events per row, no padding
+        assert first.dtype == object and any(len(r) != proj.max_len for r in first)
+    else:
+        assert first.shape[1] == proj.max_len
     assert_same(by_id(batches, names), want)
     dense = by_id(batches, ["dense"])
     for i, e in enumerate(thin["example_id"].to_pylist()):
@@ -138,6 +151,27 @@ def test_affinity_reads_each_user_once_and_contiguous_blocks_do_not(setup):
     assert totals[True]["users_read"] == len(np.unique(thin["user_id"]))
     assert totals[False]["users_read"] > totals[True]["users_read"]
     assert totals[False]["events_read"] > totals[True]["events_read"]
+
+
+def test_jagged_columns_are_the_batches_values_and_offsets(setup):
+    """The actor's list columns hold the engine's jagged batch as is: its values end to end, its offsets."""
+    store, thin, _ = setup
+    proj = PROJECTIONS["jagged"]
+    columns = (*engine.Reconstructor(store, proj, device="cpu").thin_columns, "example_id")
+    actor = Reconstruct(StoreRef.of(store), ShardPlan(thin, columns, 1), proj, 32, extra=["example_id"])
+    rec = engine.Reconstructor(store, proj, device="cpu")
+    want = [b.to_numpy() for b in rec.iter_batches(thin.select(columns), 32, extra_columns=["example_id"])]
+    got = list(actor(pa.table({"shard": [0]})))
+    assert len(got) == len(want) == -(-N // 32)
+    for g, w in zip(got, want):
+        assert g.column_names == [*proj.columns, "lengths", "example_id"]
+        for c in proj.columns:
+            col = g[c].combine_chunks()
+            assert col.type == pa.large_list(pa.from_numpy_dtype(w[c].dtype))
+            assert np.array_equal(col.offsets.to_numpy(), w["offsets"])
+            assert col.values.to_numpy().tobytes() == w[c].tobytes()
+        assert np.array_equal(g["lengths"].to_numpy(), w["lengths"])
+        assert np.array_equal(g["example_id"].to_numpy(), w["example_id"])
 
 
 def test_killed_actor_is_restarted_without_losing_or_duplicating(cluster, setup, tmp_path):

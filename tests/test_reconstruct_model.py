@@ -3,18 +3,22 @@
 ``tests/test_reconstruct.py`` compares reconstruction with fat rows; both read sealed events through the
 engine's read path, so a bug there cancels out. Here the expected sequences come from a model fed the
 same appends, updates and seals (as ``test_store_model.py`` does), recorded at each snapshot instant,
-at sizes where users' runs cross 4096-row groups and span several segments, before and after compaction.
+at sizes where users' runs cross row groups (1000 rows each here) and span several segments, before and
+after compaction.
 """
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import engine
+from engine.serving import _segments
 
 COLS = {"item_id": "int64", "action": "int32", "surface": "int32", "dwell_ms": "int32"}
 USERS = np.arange(8)
 DAY = 86_400_000_000
+GROUP_ROWS = 1000  # segments of several row groups at test sizes (the store writes 16384-row groups)
 
 
 class Model:
@@ -73,6 +77,12 @@ def project(vis: dict, request_ts: int, p: engine.Projection, dtypes: dict) -> d
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A store and its model driven through the same operations; snapshots recorded from the model."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_segments, "ROW_GROUP_ROWS", GROUP_ROWS)  # every segment this store writes
+        yield from _world(tmp_path_factory)
+
+
+def _world(tmp_path_factory):
     rng = np.random.default_rng(2024)
     store = engine.UIHStore.create(tmp_path_factory.mktemp("model") / "s", columns=COLS,
                                    event_type_column="action")
@@ -80,7 +90,7 @@ def world(tmp_path_factory):
     thins, expected = [], []
     t = 0
     for rnd in range(7):
-        n = 2600  # per round; each seal writes ~2 row groups' worth per 3 users, so runs cross groups
+        n = 2600  # per round; each seal writes a few row groups, and user 0 alone fills most of one
         uid = rng.choice(USERS, n, p=np.r_[0.3, 0.2, np.full(6, 0.5 / 6)])
         ts = t + np.sort(rng.integers(0, DAY, n))
         late = rng.random(n) < 0.05
@@ -165,12 +175,23 @@ def test_each_pushdown_switched_off_still_equals_the_model(world, off):
 
 
 def test_the_model_world_crosses_row_groups_and_segments(world):
-    """The fixture is only worth its name if users' runs really cross groups and segments."""
+    """The fixture is only worth its name if users' runs really cross groups and segments: read from the
+    segments' Parquet footers (a group's last user is the next group's first: a run across the boundary)."""
     store, _, _ = world
     segs = store.view.segments
     assert len(segs) >= 3
-    rows = [s["main"]["rows"] for s in segs]
-    assert max(rows) > 2 * 4096
+    crossings, several, in_segments = 0, 0, {}
+    for s in segs:
+        md = pq.ParquetFile(store.root / s["main"]["file"]).metadata
+        assert md.num_row_groups == -(-s["main"]["rows"] // GROUP_ROWS), s["main"]["file"]
+        several += md.num_row_groups >= 2
+        users = [md.row_group(g).column(0).statistics for g in range(md.num_row_groups)]
+        assert md.schema.column(0).name == "user_id" and all(u.has_min_max for u in users)
+        crossings += sum(a.max == b.min for a, b in zip(users, users[1:]))
+        for u in np.unique(pq.read_table(store.root / s["main"]["file"], columns=["user_id"])["user_id"]):
+            in_segments[int(u)] = in_segments.get(int(u), 0) + 1
+    assert several >= 3 and crossings >= 2 * several
+    assert max(in_segments.values()) >= 3
 
 
 @pytest.mark.parametrize("name", ["item-action-ts", "types-window-right"])

@@ -124,13 +124,18 @@ def test_demo_out_refuses_a_foreign_folder_and_deletes_only_its_outputs(tmp_path
         prepare_out(foreign)
     assert (foreign / "thesis.tex").read_text() == "precious" and not (foreign / MARKER).exists()
     out = tmp_path / "demo"
-    prepare_out(out)
+    prepare_out(out, fat_lengths=[64])
     for d in ("store", "thin", "fat", "fat_64"):
         (out / d).mkdir()
         (out / d / "x").write_bytes(b"1")
     (out / "notes.txt").write_text("keep me")
-    prepare_out(out)  # a rerun: our outputs go, anything else stays
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "notes.txt"]
+    (out / "fat_notes.txt").write_text("keep me too")  # named like an output, but not listed by the marker
+    prepare_out(out)  # a rerun: the outputs the marker lists go, anything else stays
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "fat_notes.txt", "notes.txt"]
+    (out / MARKER).write_text('["store", "../mine"]')
+    with pytest.raises(engine.UIHError, match="does not list"):
+        prepare_out(out)  # a marker naming anything but our outputs deletes nothing
+    assert (foreign / "thesis.tex").exists() and (out / "notes.txt").exists()
     (tmp_path / "f").write_text("x")
     with pytest.raises(engine.UIHError, match="is a file"):
         prepare_out(tmp_path / "f")

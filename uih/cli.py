@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from engine import UIHError, UIHStore, publish
@@ -60,17 +61,47 @@ def cmd_bench(args) -> int:
     return run_bench(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``uih demo: error: argument --users: ...`` on stderr, exit code 2
+    (argparse's own code for bad arguments), without the usage block above it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (sizes and counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="uih", description="Versioned late materialization of user "
-                                "interaction histories: store once, log thin rows, reconstruct at training.")
+    p = _Parser(prog="uih", description="Versioned late materialization of user "
+                "interaction histories: store once, log thin rows, reconstruct at training.")
     sub = p.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="run the main job on a generated multi-tenant workload and print the report")
     d.add_argument("--out", default="uih_demo", help="working folder: new, empty, or made by an earlier "
-                   "demo (its outputs are replaced; nothing else is deleted) [uih_demo]")
-    d.add_argument("--users", type=int, default=2000, help="users in the workload [2000]")
-    d.add_argument("--days", type=int, default=4, help="simulated serving days [4]")
-    d.add_argument("--median-history", type=int, default=2000, help="median events per user [2000]")
-    d.add_argument("--batch-size", type=int, default=256, help="training batch size [256]")
+                   "demo (the outputs its marker file lists are replaced; nothing else is deleted) [uih_demo]")
+    d.add_argument("--users", type=positive_int, default=2000, help="users in the workload [2000]")
+    d.add_argument("--days", type=positive_int, default=4, help="simulated serving days [4]")
+    d.add_argument("--median-history", type=positive_int, default=2000, help="median events per user [2000]")
+    d.add_argument("--batch-size", type=positive_int, default=256, help="training batch size [256]")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=cmd_demo)
     b = sub.add_parser("bench", help="run the benchmarks, write bench/results/*.json and bench/REPORT.md")
@@ -92,9 +123,9 @@ def main(argv=None) -> int:
                    "readers see the mutable tier as of now (default: immutable tier only)")
     u.add_argument("--prune", action="store_true", help="afterwards delete at the destination the versions "
                    "the local store has expired, and the objects only they name")
-    u.add_argument("--grace-s", type=float, default=DEFAULT_GRACE_S, help="with --prune: remove a version only "
+    u.add_argument("--grace-s", type=seconds, default=DEFAULT_GRACE_S, help="with --prune: remove a version only "
                    f"once its successor has been published this long (default {DEFAULT_GRACE_S:g} s)")
-    u.add_argument("--orphan-age-s", type=float, default=DEFAULT_ORPHAN_AGE_S, help="with --prune: also delete "
+    u.add_argument("--orphan-age-s", type=seconds, default=DEFAULT_ORPHAN_AGE_S, help="with --prune: also delete "
                    "objects of the store's folders that no manifest names once they are this old (left by a "
                    f"publish or prune that died midway; default {DEFAULT_ORPHAN_AGE_S:g} s)")
     u.set_defaults(func=cmd_publish)

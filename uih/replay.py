@@ -7,6 +7,9 @@ its compactions, the thin rows and the fat rows, day by day.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -68,18 +71,33 @@ def _sidecar_bytes(entries) -> int:
     return sum(e[p]["bytes"] + e[p]["index_bytes"] for e in entries for p in SIDECARS if e.get(p))
 
 
-MARKER = ".uih-demo"  # marks a folder this module created, so a rerun may replace what it wrote there
+MARKER = ".uih-demo"  # lists what ``build`` writes in its folder: the only paths a rerun deletes there
+# the names ``build`` may write: a marker listing anything else was not written by it, and deletes nothing
+_PRODUCT = re.compile(r"store|thin|fat|fat_[0-9]+|\.floor\.parquet")
 
 
-def _products(out: Path) -> list:
-    """What ``build`` writes under ``out``: the only paths a rerun deletes."""
-    return [out / "store", out / "thin", out / "fat", out / ".floor.parquet", *out.glob("fat_*")]
+def _products(fat_lengths) -> list:
+    """The names of what ``build`` writes under its folder."""
+    return ["store", "thin", "fat", ".floor.parquet", *(f"fat_{int(L)}" for L in fat_lengths)]
 
 
-def prepare_out(out: Path) -> None:
-    """Make ``out`` ready for a fresh run: create it, or clear what an earlier run wrote there.
+def _listed(out: Path) -> list:
+    """The names the marker of an earlier run lists; a marker that is not such a list is an error."""
+    try:
+        names = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError) as e:
+        names = e
+    if not isinstance(names, list) or not all(isinstance(n, str) and _PRODUCT.fullmatch(n) for n in names):
+        raise UIHError(f"{out / MARKER} does not list what an earlier uih run wrote ({names!r:.80}); nothing was "
+                       "deleted: remove that run's outputs and the marker yourself, or pass a new or empty folder")
+    return names
+
+
+def prepare_out(out: Path, fat_lengths=()) -> None:
+    """Make ``out`` ready for a fresh run: create it, or delete what the marker of an earlier run lists.
 
     A non-empty folder without the marker was not made by us: refuse it rather than delete anything.
+    The new marker is written before any output, so a run that dies midway is cleared by the next one.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -87,13 +105,15 @@ def prepare_out(out: Path) -> None:
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UIHError(f"--out {out} is not empty and was not created by uih (no {MARKER} marker); pass a new "
                        "or empty folder, nothing was deleted")
-    for p in _products(out) if out.exists() else []:
+    for p in [out / name for name in _listed(out)] if (out / MARKER).exists() else []:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         else:
             p.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).touch()
+    tmp = out / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(_products(fat_lengths)))
+    os.replace(tmp, out / MARKER)  # whole or absent: a torn marker would make the next run refuse
 
 
 def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int = 2, progress=True,
@@ -103,7 +123,7 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
     Fat rows keep the union max length in ``out/fat``; each of ``fat_lengths`` gets ``out/fat_<L>`` too.
     """
     out = Path(out)
-    prepare_out(out)
+    prepare_out(out, fat_lengths)
     wl = Workload(cfg)
     store = UIHStore.create(out / "store", columns=COLUMNS, event_type_column="action")
     rng = np.random.default_rng(cfg.seed + 7)
