@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
-from engine.serving import _log, _manifest  # noqa: E402
+from engine.serving import _log, _manifest, _segments, _store  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DAY = 86_400_000_000
@@ -76,9 +76,11 @@ def _events(rng, users, n, day) -> dict:
 
 
 def _seeded():
-    """Seeded uuid4 (segment, log and store ids) and manifest clock, so a fixture's bytes repeat."""
+    """Seeded ids (segment, log and store ids) and manifest clock, so a fixture's bytes repeat. Only the
+    store's modules see them: others (Numba's cache writes, say) draw uuid4 at times of their own."""
     ids = random.Random(27)
-    uuid.uuid4 = lambda: uuid.UUID(int=ids.getrandbits(128), version=4)
+    seeded = types.SimpleNamespace(uuid4=lambda: uuid.UUID(int=ids.getrandbits(128), version=4))
+    _store.uuid = _segments.uuid = seeded
     clock = iter(range(1_800_000_000, 1_800_001_000, 10))
     _manifest.time = types.SimpleNamespace(time=lambda: float(next(clock)))
 
