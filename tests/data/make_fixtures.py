@@ -9,11 +9,12 @@ changes, keep the old fixtures, give the fixture of the replaced format a conver
 rewrite this code's store into the old layout, as the others have) and add a fixture for the new format;
 CHANGELOG.md lists the formats.
 
-Each fixture is a folder of a few KB:
+Each fixture is a folder of about 60 KB (Parquet footers and the expected values, mostly):
 
 - ``store/``: a closed store, four versions (two daily seals, a full compaction), with events still in the
   log (appends and an update) and rare and uncommon event types, so every part of the format is there;
-- ``thin.parquet``: thin rows logged from it at each step, as ``UIHStore.snapshot`` writes them;
+- ``thin.parquet``: thin rows logged from it at each step, as ``UIHStore.snapshot`` writes them (from a
+  format-1 store they carry the ``legacy-`` id this code derives for it);
 - ``expected.json``: what the fixture is (``claims``, checked against its bytes by the test) and what reading
   it gives: versions, store id, every event, the events of each pinned version, and the reconstruction of
   ``thin.parquet`` for each projection in ``PROJECTIONS``.
