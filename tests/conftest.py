@@ -1,4 +1,6 @@
+import functools
 import os
+import subprocess
 import sys
 
 # CUDA kernels run in Numba's simulator on NumPy arrays; must be set before numba is first imported.
@@ -17,6 +19,39 @@ from uih.workload import random_events as make_events
 # waited out the interpreter's 5 ms switch interval, so a filtered kernel's tile loop spent almost all its
 # time idle (one test: 49 s, 5.5 s with 0.2 ms).
 sys.setswitchinterval(2e-4)
+
+
+@functools.cache
+def no_real_gpu() -> str | None:
+    """Why the ``gpu`` tests cannot run in this process, or None when a real CUDA device is there.
+
+    The simulator answers "available" to everything, so it is ruled out first, by what Numba read when
+    it was imported (the environment may have changed since). The device itself is asked for in a child
+    process: initialising CUDA here, at collection, would hold a context in every test run.
+    """
+    from numba.core import config
+    if config.ENABLE_CUDASIM:
+        return ("Numba's CUDA simulator is on (this conftest's default); on a machine with a GPU run "
+                "NUMBA_ENABLE_CUDASIM=0 python -m pytest -m gpu")
+    probe = "from numba import cuda; print(len(cuda.gpus) if cuda.is_available() else 0)"
+    try:
+        r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "NUMBA_ENABLE_CUDASIM": "0"})
+    except subprocess.TimeoutExpired:
+        return "asking numba.cuda for a device timed out"
+    if r.returncode != 0 or r.stdout.strip() in ("", "0"):
+        why = (r.stderr.strip().splitlines() or ["numba.cuda.is_available() is False"])[-1]
+        return f"no usable CUDA device: {why}"
+    return None
+
+
+@pytest.hookimpl(trylast=True)  # after -m has deselected: no device probe when no gpu test runs
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only on a real CUDA device (see ``no_real_gpu``), and are skipped elsewhere."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    why = no_real_gpu() if gpu else None
+    for item in gpu if why else ():
+        item.add_marker(pytest.mark.skip(reason=why))
 
 
 @pytest.fixture(autouse=True)
