@@ -59,7 +59,7 @@ class Reconstruct:
         """Reads and reconstructs each shard named in ``shards["shard"]``; yields Arrow tables of examples."""
         tensors = _deps.arrow_tensor_array()
         for index in shards.column("shard").to_pylist():
-            for out in self.examples(self.plan.read(index)):
+            for out in self.examples(self.plan.read(index, self.rec)):
                 # built here rather than by Ray from the dict: Ray's generic conversion of [B, max_len]
                 # arrays cost ~25 ms a batch of 5 MB, from_numpy ~0.1 ms (bench/bench_ray.py)
                 yield pa.table({k: _arrow(v, tensors) for k, v in out.items()})

@@ -18,7 +18,7 @@ from ._shards import ShardPlan, StoreRef, pass_through_columns, portable, thin_s
 
 def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_actors=None, num_shards=None,
                 extra_columns=None, device="auto", affinity: bool = True, stats_column=None, actor_cls=Reconstruct,
-                **ray_remote_args):
+                order="stream", seed=0, epoch=0, shuffle_window=None, **ray_remote_args):
     """A ``ray.data.Dataset`` of examples reconstructed from thin rows, each row exactly once per epoch.
 
     Parameters
@@ -44,6 +44,11 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
     affinity : bool
         True: split by user hash, so each user's events are read once per epoch. False: contiguous row
         ranges (each user read once per range it appears in); only to measure what affinity buys.
+    order, seed, epoch, shuffle_window
+        As ``Reconstructor.iter_batches``. ``"stream"``: user-hash shards (each user read once per epoch).
+        ``"shuffle"``: shard ``i`` reconstructs share ``i`` of the epoch's global batches (``num_shards``
+        shares), in the epoch's order; the examples are the same set, each once, and the same keywords give
+        the same shards.
     stats_column : str, optional
         Add this column: events read from storage, on the first row of each shard (see ``Reconstruct``).
     actor_cls : type
@@ -88,7 +93,10 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
         num_actors = max(1, gpus if device == "cuda" else int(ray.cluster_resources().get("CPU", 1)))
     num_shards = int(num_shards or 4 * num_actors)
     columns = tuple(dict.fromkeys([*thin_columns, *extra]))
-    plan = ShardPlan(portable(thin_source), columns, num_shards, by_user=affinity)
+    engine.Order(order, seed, epoch, shuffle_window)  # bad keywords fail here, not in an actor
+    keywords = None if order == "stream" else dict(batch_size=int(batch_size), order=order, seed=seed, epoch=epoch,
+                                                   shuffle_window=shuffle_window)
+    plan = ShardPlan(portable(thin_source), columns, num_shards, by_user=affinity, order=keywords)
     resources = {"num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
     shards = ray.data.from_items([{"shard": i} for i in range(num_shards)], override_num_blocks=num_shards)
     return shards.map_batches(

@@ -116,6 +116,12 @@ class ShardPlan:
     columns: tuple  # the thin columns the projection needs, then the pass-through columns
     num_shards: int
     by_user: bool = True
+    order: dict | None = None  # iter_batches' order keywords (and batch_size): shards are shares of the epoch
 
-    def read(self, index: int) -> pa.Table:
-        return read_shard(self.source, list(self.columns), self.num_shards, index, self.by_user)
+    def read(self, index: int, rec=None) -> pa.Table:
+        """Shard ``index``'s thin rows: a user-hash part, or (``order`` given) share ``index`` of the epoch's
+        global batches in the epoch's order, read by ``rec`` (a Reconstructor of the projection)."""
+        if self.order is None:
+            return read_shard(self.source, list(self.columns), self.num_shards, index, self.by_user)
+        extra = [c for c in self.columns if c not in rec.thin_columns]
+        return rec.epoch_rows(self.source, share=(index, self.num_shards), extra_columns=extra, **self.order)

@@ -14,7 +14,8 @@ from ._shards import StoreRef, pass_through_columns, portable, read_shard, thin_
 
 
 def local_shard(store, thin_source, projection, *, rank=None, world_size=None, version=None, device="auto",
-                extra_columns=None, **reconstructor_kwargs):
+                extra_columns=None, order="stream", seed=0, epoch=0, shuffle_window=None, batch_size=None,
+                **reconstructor_kwargs):
     """This rank's Reconstructor and thin rows: ``rec.iter_batches(rows, batch_size, extra_columns=...)``.
 
     Parameters
@@ -29,6 +30,11 @@ def local_shard(store, thin_source, projection, *, rank=None, world_size=None, v
     device : {"auto", "cpu", "cuda"}
     extra_columns : list of str, optional
         Pass-through columns to keep in the rows; default all of them.
+    order, seed, epoch, shuffle_window, batch_size
+        ``"stream"``: this rank's user-hash shard, in source order. ``"shuffle"`` (``batch_size`` needed):
+        this rank's share of the epoch's global batches (``Reconstructor.iter_batches``), in the epoch's
+        order, so ``rec.iter_batches(rows, batch_size)`` yields exactly them; every example once per epoch
+        across the ranks, the order fixed by ``(seed, epoch)`` whatever the world size.
     **reconstructor_kwargs
         Passed to ``engine.Reconstructor`` (``prefetch``, ``chunk_batches``...).
 
@@ -42,5 +48,12 @@ def local_shard(store, thin_source, projection, *, rank=None, world_size=None, v
     rec = engine.Reconstructor(StoreRef.of(store, version).open(), projection, device=device,
                                **reconstructor_kwargs)
     extra = pass_through_columns(thin_schema(thin_source)) if extra_columns is None else list(extra_columns)
+    if order != "stream":
+        if batch_size is None:
+            raise engine.InvalidArgument("local_shard(order='shuffle') needs batch_size: the epoch's order is "
+                                         "one of global batches")
+        return rec, rec.epoch_rows(portable(thin_source), batch_size, order, seed, epoch, shuffle_window,
+                                   share=(int(rank), int(world_size)), extra_columns=extra)
+    engine.Order(order, seed, epoch, shuffle_window)
     columns = list(dict.fromkeys([*rec.thin_columns, *extra]))
     return rec, read_shard(portable(thin_source), columns, int(world_size), int(rank))

@@ -238,6 +238,53 @@ def test_local_shards_are_disjoint_users_and_reconstruct_exactly(setup):
     assert_same(got, want)
 
 
+def _global_ids(store, thin, proj, epoch):
+    rec = engine.Reconstructor(store, proj, device="cpu")
+    return [b["example_id"].tolist() for b in rec.iter_batches(thin, 16, order="shuffle", seed=3, epoch=epoch,
+                                                                 shuffle_window=100, extra_columns=["example_id"])]
+
+
+def test_shuffled_dataset_is_each_example_once_in_the_epochs_shares(cluster, setup):
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    names, want = reference(store, thin, proj)
+    kw = dict(batch_size=16, num_actors=2, num_shards=3, order="shuffle", seed=3, shuffle_window=100)
+    batches = list(uih_dataset(store, folder, proj, **kw).iter_batches(batch_size=None, batch_format="numpy"))
+    assert_same(by_id(batches, names), want)
+
+
+def test_shuffled_shards_are_shares_of_the_epochs_global_batches(setup):
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    extra = ["example_id", "label"]
+    for epoch in (0, 1):
+        glob = _global_ids(store, folder, proj, epoch)
+        plan = ShardPlan(str(folder), (*engine.Reconstructor(store, proj).thin_columns, *extra), 3,
+                         order=dict(batch_size=16, order="shuffle", seed=3, epoch=epoch, shuffle_window=100))
+        actor = Reconstruct(StoreRef.of(store), plan, proj, 16, extra=extra)
+        for i in range(3):
+            got = [b["example_id"].tolist() for b in actor.examples(plan.read(i, actor.rec))]
+            assert got == glob[i::3]
+    assert _global_ids(store, folder, proj, 0) != _global_ids(store, folder, proj, 1)
+
+
+def test_shuffled_local_shards_are_the_ranks_global_batches(setup):
+    store, thin, folder = setup
+    proj = PROJECTIONS["window"]
+    names, want = reference(store, thin, proj)
+    glob = _global_ids(store, folder, proj, 2)
+    got = {}
+    for rank in range(2):
+        rec, mine = local_shard(store.root, folder, proj, rank=rank, world_size=2, version=store.version,
+                                device="cpu", order="shuffle", seed=3, epoch=2, shuffle_window=100, batch_size=16)
+        batches = [b.to_numpy() for b in rec.iter_batches(mine, 16, extra_columns=["example_id", "label"])]
+        assert [b["example_id"].tolist() for b in batches] == glob[rank::2]
+        got.update(by_id(batches, names))
+    assert_same(got, want)
+    with pytest.raises(engine.InvalidArgument, match="batch_size"):
+        local_shard(store.root, folder, proj, rank=0, world_size=2, order="shuffle")
+
+
 @pytest.mark.slow
 def test_ray_train_example_runs_both_modes(tmp_path):
     """bench/ray_train_hstu.py end to end: TorchTrainer, 2 workers, from uih_dataset and trainer-local."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from ..serving import _fs
 from . import _order
-from ._thin_source import rechunk, thin_batches
+from ._thin_source import parquet_files, rechunk, thin_batches
 
 
 class Epoch:
@@ -27,9 +29,19 @@ class Epoch:
         if self._streaming:  # read as it goes: no need to hold or even count the thin rows up front
             self._table, self.n, self.share = None, None, _order.Share()
             return
-        self._table = pa.Table.from_batches(list(thin_batches(thin_source, columns)))
-        self.n = self._table.num_rows
+        batches = list(thin_batches(thin_source, columns))
+        self._table = pa.Table.from_batches(batches) if batches else None
+        self.n = 0 if self._table is None else self._table.num_rows
         self.share = _order.resume_share(resume, order, batch_size, self.n, index, count)
+
+    @property
+    def schema(self) -> pa.Schema:
+        if self._table is not None:
+            return self._table.schema
+        if isinstance(self._source, pa.Table):
+            return self._source.select(self._columns).schema
+        full = pq.read_schema(_fs.open_input(parquet_files(self._source)[0]))
+        return pa.schema([full.field(c) for c in self._columns])
 
     def tables(self):
         """The thin-row tables of this reader's chunks, in order."""

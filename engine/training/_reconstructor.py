@@ -360,6 +360,17 @@ class Reconstructor:
             dst[...] = v
         return self._batch(blob, pack, views)
 
+    def epoch_rows(self, thin_source, batch_size: int, order="stream", seed=0, epoch=0, shuffle_window=None,
+                   share=None, extra_columns=()) -> pa.Table:
+        """The thin rows one reader reads in an epoch, in the epoch's order: share ``(index, count)`` of its
+        global batches (``iter_batches``' keywords). ``iter_batches(rows, batch_size)`` of the result yields
+        exactly those batches, for a reader (a Ray actor or rank) that reconstructs them elsewhere."""
+        bs = self._batching(batch_size, 0, True, None)[0]
+        cols = self.thin_columns + list(extra_columns)
+        ep = Epoch(thin_source, cols, bs, bs * 64, _order.Order(order, seed, epoch, shuffle_window), None, share)
+        parts = list(ep.tables())
+        return pa.concat_tables(parts) if parts else pa.Table.from_batches([], ep.schema)
+
     @staticmethod
     def pass_through_columns(thin_source) -> list:
         """The thin rows' pass-through columns (what ``snapshot`` copied from the requests: ids, labels...),
