@@ -128,6 +128,16 @@ def _upload(src: Path, dest, rel: str) -> int:
     return n
 
 
+def _mark(dest, rel: str) -> None:
+    """Write the empty object ``dest/rel`` (empty: no reader can find it half written)."""
+    try:
+        with dest.fs.open_output_stream((dest / rel).path) as f:
+            f.write(b"")
+    except OSError as e:
+        raise UIHError(f"cannot write {dest / rel} ({e}); check that the credentials (filesystem=, or "
+                       "AWS_*/GOOGLE_* environment variables) allow writing") from e
+
+
 def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
             prune: bool = False, grace_s: float = _retention.DEFAULT_GRACE_S,
             orphan_age_s: float = DEFAULT_ORPHAN_AGE_S) -> dict:
@@ -220,12 +230,7 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
             return
         marker = left_out_marker(v)
         if marker not in have:
-            try:
-                with dest.fs.open_output_stream((dest / marker).path) as f:
-                    f.write(b"")  # empty: a partial write of it cannot exist
-            except OSError as e:
-                raise UIHError(f"cannot write {dest / marker} ({e}); check that the credentials (filesystem=, "
-                               "or AWS_*/GOOGLE_* environment variables) allow writing") from e
+            _mark(dest, marker)
             have[marker] = 0
 
     newest = None
