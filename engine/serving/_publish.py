@@ -260,19 +260,36 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
 def _same_store(src, vs: list, dest) -> None:
     """Refuse a destination that already holds another store: versions are numbered per store, so its
     manifests would be overwritten or mixed with this one's. Format-1 manifests carry no store id: then a
-    version both sides hold must have the same manifest."""
+    version both sides hold must have the same manifest. A damaged manifest there is skipped (republishing
+    repairs it); the newest one that reads decides."""
     there = _manifest.versions(dest)
     if not there:
         return
+    first_error = None
+
+    def newest_readable(candidates):
+        nonlocal first_error
+        for v in sorted(candidates, reverse=True):
+            try:
+                return v, _manifest.load(dest, v)
+            except (UIHError, OSError) as e:
+                first_error = first_error or e
+        raise UIHError(f"cannot read the manifests at {dest} to check it holds this store ({first_error}); "
+                       "nothing was copied") from first_error
+
     try:
-        mine, theirs = _manifest.load(src, vs[-1]), _manifest.load(dest, there[-1])
-        same = mine.get("store_id") == theirs.get("store_id")
-        if same and mine.get("store_id") is None:
-            common = sorted(set(vs) & set(there))
-            same = bool(common) and _manifest.load(src, common[-1]) == _manifest.load(dest, common[-1])
+        mine = _manifest.load(src, vs[-1])
     except (UIHError, OSError) as e:
-        raise UIHError(f"cannot read the manifests at {dest} to check it holds this store ({e}); nothing was "
-                       "copied") from e
+        raise UIHError(f"cannot read {src}'s newest manifest ({e}); nothing was copied") from e
+    theirs = newest_readable(there)[1]
+    same = mine.get("store_id") == theirs.get("store_id")
+    if same and mine.get("store_id") is None:
+        common = set(vs) & set(there)
+        if common:
+            v, m = newest_readable(common)
+            same = _manifest.load(src, v) == m
+        else:
+            same = False
     if not same:
         raise UIHError(f"{dest} holds another store ({theirs.get('store_id')}, versions {there[0]}..{there[-1]}) "
                        f"than {src} ({mine.get('store_id')}); nothing was copied. Publish each store to its own "
