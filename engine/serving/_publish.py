@@ -82,8 +82,8 @@ def check_log(root, manifest: dict) -> bool:
     except FileNotFoundError:
         n = None
     want = manifest.get("log_bytes")
-    short = n is None or (want is not None and n < want)
-    if short and _fs.exists(_fs.at(root) / left_out_marker(manifest["version"])):
+    lacking = n is None or (want is not None and n < want)
+    if lacking and _fs.exists(_fs.at(root) / left_out_marker(manifest["version"])):
         return False  # a log an earlier publish copied may be older than this version's: not read either
     if n is None:
         err = _manifest.gone(root, manifest["version"], path, "log")
