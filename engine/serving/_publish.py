@@ -2,10 +2,14 @@
 
 The copy is ordered so that a reader of the destination never sees a manifest whose files are missing:
 version by version, ascending, first the version's segments (main files, sidecars, their indexes), then
-its manifest. Object stores make an object visible only once its upload completes; on other filesystems
-each file is written under a temporary name and renamed. Publishing is idempotent and incremental: an
-object already there with the same size is skipped (every file a manifest names is immutable, and so is
-the manifest itself). Nothing at the destination is deleted unless ``prune=True``.
+its log (or, without ``include_log``, a marker saying the log was left out), then its manifest. Object
+stores make an object visible only once its upload completes; on other filesystems each file is written
+under a temporary name and renamed. Publishing is idempotent and incremental: an object already there is
+skipped only when its bytes equal the local file's, so a damaged object is replaced even when its size is
+right. That comparison reads the object back (only when the sizes agree; a differing size is uploaded
+without reading): ``pyarrow.fs`` returns no user metadata and no content checksum of an object, so a
+checksum recorded at upload could only vouch for what was sent, not for what the destination holds now.
+Nothing at the destination is deleted unless ``prune=True``.
 
 Pruning carries the local store's retention over: versions the local store no longer holds (removed by
 ``UIHStore.expire``) lose their manifests at the destination once their successor has been published for
@@ -19,9 +23,12 @@ have been there for ``orphan_age_s`` (default a day), left by a publish or a pru
 (their files uploaded but not their manifest, or their manifest deleted but not yet their files). An
 upload in flight is younger than that, so it is left alone.
 
-The mutable tier's log is copied only on request (``include_log=True``), for the newest version, after
-its manifest: a remote reader then replays it like a local ``read_only`` reader (a torn tail, caught
-mid-append, is dropped). Without it, a remote reader sees an empty mutable tier; thin rows still
+The mutable tier's log is copied only on request (``include_log=True``): each published version's log,
+before its manifest, as it is at that moment (the newest one grows while the writer appends). A remote
+reader replays it like a local ``read_only`` reader: a torn tail, caught mid-append, is dropped, but a log
+that is missing, or shorter than the manifest's ``log_bytes`` (acknowledged at its commit), is a
+``CorruptionError`` (see ``check_log``). Without ``include_log``, each version gets a marker
+(``_manifests/v<version>.no-log``) instead, and a remote reader sees an empty mutable tier; thin rows still
 reconstruct, since they carry their tail events themselves.
 """
 
@@ -35,7 +42,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from .._errors import UIHError, VersionError
+from .._errors import CorruptionError, UIHError, VersionError
 from . import _fs, _manifest, _retention, _segments
 
 _CHUNK = 8 << 20
@@ -55,6 +62,58 @@ def _listing(dest) -> dict:
     return {rel: i.size for rel, i in _files(dest).items()}
 
 
+def left_out_marker(v: int) -> str:
+    """Store-relative path of the marker saying the publish of version ``v`` left its log out on purpose.
+    Not a ``.json``: ``_manifest.versions`` does not take it for a version."""
+    return f"{_manifest.DIR}/{_manifest.path_of('', v).name.removesuffix('.json')}.no-log"
+
+
+def check_log(root, manifest: dict) -> bool:
+    """Whether a reader (remote or ``read_only``) of ``root`` at ``manifest`` has a log to replay.
+
+    False only when publish left the log out (its marker is there): the mutable tier is empty. A log
+    that is missing otherwise (a reader cannot tell a deleted one from one never copied) or that is
+    shorter than the ``log_bytes`` the manifest acknowledged is a ``CorruptionError``; a missing log of a
+    version retention has removed meanwhile is a ``VersionError`` (the reader retries a newer one).
+    """
+    path = _fs.at(root) / manifest["log"]
+    try:
+        n = _fs.size(path)
+    except FileNotFoundError:
+        n = None
+    want = manifest.get("log_bytes")
+    lacking = n is None or (want is not None and n < want)
+    if lacking and _fs.exists(_fs.at(root) / left_out_marker(manifest["version"])):
+        return False  # a log an earlier publish copied may be older than this version's: not read either
+    if n is None:
+        err = _manifest.gone(root, manifest["version"], path, "log")
+        if isinstance(err, CorruptionError):
+            raise CorruptionError(f"{err}; if it is a published copy, publish it again with include_log=True "
+                                  "(uih publish --log), or without it for an empty mutable tier") from None
+        raise err
+    if want is not None and n < want:
+        raise CorruptionError(f"log {path} has {n} bytes, but store version {manifest['version']} acknowledged "
+                              f"{want}: it was cut short or only partly copied (events are missing); restore it "
+                              "from a backup, or publish the store again with include_log=True (uih publish --log)")
+    return True
+
+
+def _same_bytes(local: Path, dest, rel: str) -> bool:
+    """Whether the object ``dest/rel`` holds exactly the bytes of ``local`` (the sizes already agree)."""
+    with open(local, "rb") as f:
+        try:
+            g = dest.fs.open_input_stream((dest / rel).path)
+        except FileNotFoundError:
+            return False  # deleted since the listing (another prune): upload it again
+        with g:
+            while True:
+                a, b = f.read(_CHUNK), g.read(_CHUNK)
+                if a != b:
+                    return False
+                if not a:
+                    return True
+
+
 def _upload(src: Path, dest, rel: str) -> int:
     """Copy one local file to ``dest/rel`` so that readers see all of it or nothing; returns its bytes."""
     target = dest / rel
@@ -67,6 +126,16 @@ def _upload(src: Path, dest, rel: str) -> int:
     if not atomic:
         dest.fs.move(tmp.path, target.path)
     return n
+
+
+def _mark(dest, rel: str) -> None:
+    """Write the empty object ``dest/rel`` (empty: no reader can find it half written)."""
+    try:
+        with dest.fs.open_output_stream((dest / rel).path) as f:
+            f.write(b"")
+    except OSError as e:
+        raise UIHError(f"cannot write {dest / rel} ({e}); check that the credentials (filesystem=, or "
+                       "AWS_*/GOOGLE_* environment variables) allow writing") from e
 
 
 def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
@@ -85,7 +154,7 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     filesystem : pyarrow.fs.FileSystem, optional
         The destination filesystem, e.g. ``S3FileSystem(endpoint_override=...)``.
     include_log : bool
-        Also copy the newest version's log, so remote readers see its mutable tier (see module doc).
+        Also copy each published version's log, so remote readers see its mutable tier (see module doc).
         Always on for a local destination, whose readers treat a missing log as damage.
     prune : bool
         Afterwards, delete at the destination what the local store's retention has removed (see module
@@ -101,7 +170,8 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
     Returns
     -------
     dict
-        ``versions`` published, ``files_copied``, ``bytes_copied``, ``files_skipped`` (already there);
+        ``versions`` published, ``files_copied``, ``bytes_copied``, ``files_skipped`` (already there, byte
+        for byte), ``files_repaired`` (among those copied: there with the right size but other bytes);
         with ``prune``, also ``versions_removed``, ``files_removed`` and ``bytes_freed`` (orphans
         included) and ``orphans_removed``.
     """
@@ -122,23 +192,46 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
         raise UIHError(f"cannot list {dest} ({e}); check the URI and the credentials (filesystem=, or "
                        "AWS_*/GOOGLE_* environment variables)") from e
     _same_store(src, vs, dest)
-    out = {"versions": [], "files_copied": 0, "bytes_copied": 0, "files_skipped": 0}
+    out = {"versions": [], "files_copied": 0, "bytes_copied": 0, "files_skipped": 0, "files_repaired": 0}
+    done = set()  # copied or found equal by this publish: a log several versions share is read once
 
-    def copy(rel: str, force: bool = False) -> None:
-        local = src / rel
-        if not force and rel in have and have[rel] == local.stat().st_size:
-            out["files_skipped"] += 1
+    def copy(rel: str) -> None:
+        if rel in done:
             return
+        local = src / rel
+        n = local.stat().st_size  # FileNotFoundError: the local writer expired it meanwhile
         try:
+            if have.get(rel) == n and _same_bytes(local, dest, rel):
+                out["files_skipped"] += 1
+                done.add(rel)
+                return
+            repaired = have.get(rel) == n
             n = _upload(local, dest, rel)
         except OSError as e:
             if isinstance(e, FileNotFoundError) and not local.exists():
                 raise  # the local writer expired it meanwhile
-            raise UIHError(f"cannot write {dest / rel} ({e}); check that the destination exists and that the "
-                           "credentials (filesystem=, or AWS_*/GOOGLE_* environment variables) allow writing") from e
+            raise UIHError(f"cannot copy {local} to {dest / rel} ({e}); check that the destination exists and "
+                           "that the credentials (filesystem=, or AWS_*/GOOGLE_* environment variables) allow "
+                           "reading and writing") from e
         out["bytes_copied"] += n
         out["files_copied"] += 1
+        out["files_repaired"] += repaired
         have[rel] = n
+        done.add(rel)
+
+    def log_of(v: int, m: dict) -> None:
+        """Before ``v``'s manifest: its log, or the marker saying it was left out on purpose."""
+        if include_log:
+            want = m.get("log_bytes")
+            if want is not None and (src / m["log"]).stat().st_size < want:
+                raise CorruptionError(f"log {src / m['log']} is shorter than the {want} bytes store version {v} "
+                                      "acknowledged; nothing of it was published. Restore the store from a backup")
+            copy(m["log"])
+            return
+        marker = left_out_marker(v)
+        if marker not in have:
+            _mark(dest, marker)
+            have[marker] = 0
 
     newest = None
     for v in vs:
@@ -146,13 +239,16 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
             m = _manifest.load(src, v)
             for rel in sorted(_retention.files_of(m) - {m["log"]}):
                 copy(rel)
+            log_of(v, m)
             copy(f"{_manifest.DIR}/{_manifest.path_of(src, v).name}")  # last: its files are all there now
         except (FileNotFoundError, VersionError):
             continue  # the local writer expired this version meanwhile: its manifest is not published
         out["versions"].append(v)
         newest = m
-    if include_log and newest is not None:
-        copy(newest["log"], force=True)  # the log grows while the writer appends: always the latest bytes
+        marker = left_out_marker(v)
+        if include_log and marker in have:  # an earlier publish left this log out: its marker is wrong now
+            _delete(dest, marker)
+            del have[marker]
     if prune:
         grace_s = _retention.check_seconds("grace_s", grace_s)
         orphan_age_s = _retention.check_seconds("orphan_age_s", orphan_age_s)
@@ -164,19 +260,36 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
 def _same_store(src, vs: list, dest) -> None:
     """Refuse a destination that already holds another store: versions are numbered per store, so its
     manifests would be overwritten or mixed with this one's. Format-1 manifests carry no store id: then a
-    version both sides hold must have the same manifest."""
+    version both sides hold must have the same manifest. A damaged manifest there is skipped (republishing
+    repairs it); the newest one that reads decides."""
     there = _manifest.versions(dest)
     if not there:
         return
+    first_error = None
+
+    def newest_readable(candidates):
+        nonlocal first_error
+        for v in sorted(candidates, reverse=True):
+            try:
+                return v, _manifest.load(dest, v)
+            except (UIHError, OSError) as e:
+                first_error = first_error or e
+        raise UIHError(f"cannot read the manifests at {dest} to check it holds this store ({first_error}); "
+                       "nothing was copied") from first_error
+
     try:
-        mine, theirs = _manifest.load(src, vs[-1]), _manifest.load(dest, there[-1])
-        same = mine.get("store_id") == theirs.get("store_id")
-        if same and mine.get("store_id") is None:
-            common = sorted(set(vs) & set(there))
-            same = bool(common) and _manifest.load(src, common[-1]) == _manifest.load(dest, common[-1])
+        mine = _manifest.load(src, vs[-1])
     except (UIHError, OSError) as e:
-        raise UIHError(f"cannot read the manifests at {dest} to check it holds this store ({e}); nothing was "
-                       "copied") from e
+        raise UIHError(f"cannot read {src}'s newest manifest ({e}); nothing was copied") from e
+    theirs = newest_readable(there)[1]
+    same = mine.get("store_id") == theirs.get("store_id")
+    if same and mine.get("store_id") is None:
+        common = set(vs) & set(there)
+        if common:
+            v, m = newest_readable(common)
+            same = _manifest.load(src, v) == m
+        else:
+            same = False
     if not same:
         raise UIHError(f"{dest} holds another store ({theirs.get('store_id')}, versions {there[0]}..{there[-1]}) "
                        f"than {src} ({mine.get('store_id')}); nothing was copied. Publish each store to its own "
@@ -198,14 +311,16 @@ def _delete(dest, rel: str) -> None:
 
 def _orphans(dest, live: set, older_than: float) -> dict:
     """Store-relative path -> size of the objects in the store's folders (segments, logs, and upload
-    temporaries anywhere) that no manifest names (``live``) and whose time is before ``older_than``."""
+    temporaries and left-out-log markers among the manifests) that no manifest names (``live``) and whose
+    time is before ``older_than``."""
     out = {}
     for rel, i in _files(dest).items():
         if rel in live or i.mtime is None or i.mtime.timestamp() >= older_than:
             continue
         top = rel.split("/", 1)[0]
-        if top in (_segments.DIR, _retention.LOG_DIR) or (top == _manifest.DIR and
-                                                          rel.rsplit("/", 1)[-1].startswith(".tmp-")):
+        name = rel.rsplit("/", 1)[-1]
+        if top in (_segments.DIR, _retention.LOG_DIR) or (top == _manifest.DIR and (
+                name.startswith(".tmp-") or name.endswith(".no-log"))):
             out[rel] = i.size
     return out
 
@@ -233,7 +348,10 @@ def _prune(dest, have: dict, local_versions: list, newest: dict, grace_s: float,
         gone.append(v)
     for v in gone:
         _delete(dest, f"{_manifest.DIR}/{_manifest.path_of(dest, v).name}")
-    live = set().union(*(_retention.files_of(manifests[v]) for v in remote if v not in gone))
+        if left_out_marker(v) in have:  # after the manifest: a reader holding it then gets VersionError
+            _delete(dest, left_out_marker(v))
+    live = set().union(*(_retention.files_of(manifests[v]) | {left_out_marker(v)}
+                         for v in remote if v not in gone))
     freed = {rel: have.get(rel, 0) for v in gone for rel in _retention.files_of(manifests[v]) - live}
     # logs first: a reader still opening a removed version then fails at its log replay and retries the
     # newer version (see UIHStore._replay), rather than later, at a segment

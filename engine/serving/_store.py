@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
 from .._ragged import group_starts, lookup
-from . import _compaction, _fs, _log, _manifest, _retention, _segments
+from . import _compaction, _fs, _log, _manifest, _publish, _retention, _segments
 from ._immutable import ImmutableView
 from ._lock import WriterLock
 from ._mutable import MutableTier, SeqCounter
@@ -197,13 +197,13 @@ class UIHStore:
         if self._pinned:
             return  # a pinned view serves time travel over the immutable tier; its log may be long gone
         path = self.root / self._manifest["log"]
+        if not self.writable and not _publish.check_log(self.root, self._manifest):
+            return  # published without its log (engine.publish, include_log=False): an empty mutable tier
         try:
             records = _log.AppendLog.replay(path, repair=self.writable)
         except FileNotFoundError:
-            if _fs.is_remote(self.root) and self.version in _manifest.versions(self.root):
-                return  # publishing the log is optional (engine.publish): without it the mutable tier is empty
-            # locally damage or retention; remotely a version that publish(prune=True) removed while this
-            # reader opened it (the reader then takes the newer one), never an empty mutable tier
+            # damage, or a version that retention (expire, publish(prune=True)) removed while this reader
+            # opened it (the reader then takes the newer one), never an empty mutable tier
             raise _manifest.gone(self.root, self.version, path, "log") from None
         for kind, table in records:
             self._apply(kind, {c: table.column(c).to_numpy() for c in table.column_names})
