@@ -151,15 +151,18 @@ def _head_problem(root, head: dict | None, vs: list):
     if not missing:
         return None
     names = ", ".join(f"{DIR}/{_name(v)}" for v in missing[:5]) + (" ..." if len(missing) > 5 else "")
-    newest = missing[-1] == head["version"]
-    what = (f"the newest committed version {head['version']} has no manifest" if newest else
-            f"versions {missing[0]}..{missing[-1]} inside the retained range {head['oldest']}..{head['version']} "
-            "have no manifest")
+    if missing[-1] == head["version"]:
+        what = f"the newest committed version {head['version']} has no manifest"
+        loss = (f"events acknowledged after version {vs[-1]} may be lost" if vs else "the store is lost")
+    else:
+        span = f"version {missing[0]}" if len(missing) == 1 else f"versions {missing[0]}..{missing[-1]}"
+        what = f"{span} inside the retained range {head['oldest']}..{head['version']} has no manifest"
+        loss = "those versions can no longer be opened"
     return CorruptionError(
         f"store {root}: {what} ({DIR}/{HEAD} records the commit); missing: {names}. Restore "
         f"{'them' if len(missing) > 1 else 'it'} from a backup. Nothing was deleted; opening would silently roll "
-        f"back. To accept that (events acknowledged after version {min(vs, default=0)} may be lost), remove "
-        f"{DIR}/{HEAD}: the next writer open then moves files no manifest names into {QUARANTINE}/")
+        f"back. To accept that ({loss}), remove {DIR}/{HEAD}: the next writer open then moves files no "
+        f"manifest names into {QUARANTINE}/")
 
 
 def load_checked(root, version: int | None = None, retries: int = 8) -> tuple:

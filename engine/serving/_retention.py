@@ -144,6 +144,22 @@ def clear_orphans(root: Path, live: set, delete: bool, known: frozenset = frozen
     return moved
 
 
+def check_present(root, manifest: dict) -> None:
+    """Raise for the first segment or index file of ``manifest`` that is missing, or not the size it was
+    committed with: a CorruptionError naming it (a VersionError where retention removed the version)."""
+    have = data_files(root, (_segments.DIR,))
+    for e in manifest["segments"]:
+        for part in _segments.PARTS:
+            p = e.get(part)
+            for rel, size, what in ((p["file"], p.get("bytes"), "segment"),
+                                    (p["index"], p.get("index_bytes"), "segment index")) if p else ():
+                if rel not in have:
+                    raise _manifest.gone(root, manifest["version"], _fs.at(root) / rel, what)
+                if size is not None and have[rel] != size:
+                    raise CorruptionError(f"{what} {_fs.at(root) / rel} has {have[rel]} bytes, but store version "
+                                          f"{manifest['version']} was committed with {size}; restore it from a backup")
+
+
 def data_files(root, dirs=(_segments.DIR, LOG_DIR)) -> dict:
     """Store-relative path -> bytes of every file in ``dirs`` (default ``segments/`` and ``log/``)."""
     root = _fs.at(root)

@@ -133,6 +133,7 @@ class UIHStore:
             return cls._reader(root, None, why)
         try:
             manifest, head = _manifest.load_checked(root)
+            _retention.check_present(root, manifest)
             store = cls(root, manifest, lock, pinned=False, retention=retention, head=head)
             store._recover()
             return store
@@ -148,6 +149,7 @@ class UIHStore:
             try:
                 manifest, head = _manifest.load_checked(root, version, READ_RETRIES)
                 tried = manifest["version"]
+                _retention.check_present(root, manifest)
                 return cls(root, manifest, None, pinned=version is not None, read_only_why=why, head=head)
             except VersionError:
                 if version is not None or tried in _manifest.versions(root):
