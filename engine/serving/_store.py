@@ -387,7 +387,7 @@ class UIHStore:
                 "prev_crc32": _manifest.crc_of(self._manifest), "log_bytes": log.size, "log_crc32": log.chain}
         for k in ("format", "committed_at"):
             body.pop(k, None)
-        oldest = self._head["oldest"] if self._head is not None else _manifest.versions(self.root)[0]
+        oldest = self._head["oldest"] if self._head is not None else self.version  # (_recover wrote HEAD)
         try:
             _manifest.write(self.root, body)
             manifest = _manifest.load(self.root, body["version"])
@@ -429,7 +429,13 @@ class UIHStore:
             p.unlink(missing_ok=True)
         live = _retention.referenced(self.root)
         _retention.clear_orphans(self.root, live, delete=self._head is not None)
-        self._write_head(self._head["oldest"] if self._head is not None else _manifest.versions(self.root)[0])
+        if self._head is not None:
+            oldest = self._head["oldest"]
+        else:  # a store without HEAD: from now on, the versions down to the first gap must stay
+            vs, oldest = set(_manifest.versions(self.root)), self.version
+            while oldest - 1 in vs:
+                oldest -= 1
+        self._write_head(oldest)
 
     # ---- reads ----------------------------------------------------------------------------------
     def snapshot(self, requests, materialize: bool = False, max_len: int | None = None) -> pa.Table:
