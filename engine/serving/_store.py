@@ -112,6 +112,10 @@ class UIHStore:
         ``read_only=True`` (or a store whose lock another holder has) opens a reader at the newest
         version that never locks, writes, truncates or deletes. ``retention``: as in ``create``.
 
+        Every open checks the store against its HEAD (``_manifest``): a lost, damaged or replaced manifest
+        of a retained version, a missing segment file of the version opened, or a log shorter than its
+        acknowledged length is a CorruptionError naming what to restore, never an older version.
+
         ``path`` may be a URI that ``pyarrow.fs`` understands (``s3://bucket/store``, ``gs://...``,
         ``hdfs://...``), or a path inside ``filesystem`` (a ``pyarrow.fs.FileSystem``, for endpoint
         overrides and credentials). Such a store opens only for reading (``read_only=True`` or
