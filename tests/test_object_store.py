@@ -398,17 +398,17 @@ def test_reader_of_a_version_pruned_while_it_opens_retries(local, s3, monkeypatc
     from engine.serving import _log
     _publish_to(local[0], s3, "racing", include_log=True)
     uri = f"s3://{BUCKET}/racing"
-    real_versions, real_replay = _manifest.versions, _log.AppendLog.replay
+    real_versions, real_recover = _manifest.versions, _log.recover
     listed = real_versions(_fs.resolve(uri, s3[1]))
     calls = []
 
-    def replay(path, repair=False):
+    def recover(path, repair=False, acked=(0, 0)):
         calls.append(str(path))
         if len(calls) == 1:  # as if pruned between loading the manifest and replaying its log
             monkeypatch.setattr(_manifest, "versions", lambda root: real_versions(root)[:-1])
             raise FileNotFoundError(path)
-        return real_replay(path, repair=repair)
-    monkeypatch.setattr(_log.AppendLog, "replay", staticmethod(replay))
+        return real_recover(path, repair, acked)
+    monkeypatch.setattr(_log, "recover", recover)
     with engine.UIHStore.open(uri, read_only=True, filesystem=s3[1]) as store:
         assert len(calls) == 2 and store.version == listed[-2]
 

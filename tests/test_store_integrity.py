@@ -42,14 +42,23 @@ def record_starts(raw):
     return out
 
 
+def crash(store):
+    """Leave ``store`` as a killed writer would: files closed, lock released, no clean close (so the log's
+    acknowledged length is recorded only as of the last commit, and the records after it can be torn)."""
+    store._log.close()
+    store._log = None
+    store._lock.release()
+    store._lock = None
+
+
 @pytest.fixture
 def logged(store, rng, tmp_path):
-    """A closed store whose log holds three records (append, update, append) and nothing sealed."""
+    """A crashed store whose log holds three records (append, update, append) and nothing sealed."""
     store.append(make_events(rng, [1, 2], 10))
     store.update({"user_id": [1], "seq": [0], "item_id": [77]})
     store.append(make_events(rng, [1, 2], 10))
     want = store.to_table()
-    store.close()
+    crash(store)
     return tmp_path / "store", want
 
 
@@ -74,7 +83,8 @@ def test_every_torn_tail_is_dropped_by_readers_and_cut_only_by_the_writer(logged
 
 
 @pytest.mark.parametrize("field, offset", [("magic", 1), ("kind", 4), ("length", 8), ("length-high", 14),
-                                           ("payload-crc", 17), ("header-crc", 21), ("payload", 40)])
+                                           ("payload-crc", 17), ("prev-chain", 21), ("offset", 25),
+                                           ("header-crc", 33), ("payload", 40)])
 @pytest.mark.parametrize("which", ["first", "last"])
 def test_damage_anywhere_is_corruption_naming_file_and_offset(logged, field, offset, which):
     root, _ = logged
@@ -100,6 +110,7 @@ def test_legacy_log_records_are_still_read(store, rng, tmp_path):
     payload = _log._encode(table)
     crc = __import__("zlib").crc32(payload, __import__("zlib").crc32(struct.pack("<BQ", kind, payload.size)))
     log.write_bytes(_log._LEGACY.pack(_log.LEGACY_MAGIC, kind, payload.size, crc) + payload.to_pybytes())
+    (tmp_path / "store" / "_manifests" / "HEAD").unlink()  # a store of that time had no HEAD
     with engine.UIHStore.open(tmp_path / "store") as s:
         assert s.to_table().equals(want)
         s.append(make_events(rng, [1], 3))  # new-format records after legacy ones
@@ -145,7 +156,7 @@ def test_read_paths_never_lock_write_truncate_or_delete(filled_store, tmp_path, 
     (root / "segments" / "stray.bin").write_bytes(b"x")  # inspect used to delete unknown files
     log = log_of(root)
     log.write_bytes(log.read_bytes()[:-9])  # a torn tail that only a writer may repair
-    filled_store.close()
+    crash(filled_store)  # (a torn tail is what a crash leaves; a clean close records the log's length)
     (root / "LOCK").unlink()
     before = tree(root)
     no_writes_under(root)
@@ -258,7 +269,8 @@ def test_open_of_what_is_not_a_store_is_typed_and_creates_nothing(tmp_path):
     assert not (tmp_path / "missing").exists() and list((tmp_path / "empty").iterdir()) == []
 
 
-def test_format_1_store_is_still_read_and_written(filled_store, tmp_path, rng):
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_format_1_and_2_stores_are_still_read_and_written(filled_store, tmp_path, rng, fmt):
     import json
     import zlib
 
@@ -266,20 +278,27 @@ def test_format_1_store_is_still_read_and_written(filled_store, tmp_path, rng):
     root = tmp_path / "store"
     want = filled_store.to_table()
     filled_store.close()
-    for v in _manifest.versions(root):  # strip what format 2 added
+    (root / _manifest.DIR / _manifest.HEAD).unlink()  # format 3 added HEAD ...
+    for v in _manifest.versions(root):
         body = _manifest.load(root, v)
-        for k in ("store_id", "committed_at"):
-            body.pop(k)
-        body["format"] = 1
-        for e in body["segments"]:
-            for part in (e["main"], e["rare"]):
-                if part:
-                    part.pop("footer_bytes")
-                    part.pop("footer_crc")
+        for k in ("prev_crc32", "log_bytes", "log_crc32"):  # ... and these keys
+            body.pop(k, None)
+        body["format"] = fmt
+        if fmt == 1:  # strip what format 2 added
+            for k in ("store_id", "committed_at"):
+                body.pop(k)
+            for e in body["segments"]:
+                for part in (e["main"], e["rare"]):
+                    if part:
+                        part.pop("footer_bytes")
+                        part.pop("footer_crc")
         text = json.dumps(body, sort_keys=True)
         _manifest.path_of(root, v).write_text(json.dumps({"crc32": zlib.crc32(text.encode()), "body": body}))
+    with engine.UIHStore.open(root, read_only=True) as s:
+        assert s.to_table().equals(want)
     with engine.UIHStore.open(root) as s:
-        assert s.to_table().equals(want) and s.store_id.startswith("legacy-")
+        assert s.to_table().equals(want) and s.store_id.startswith("legacy-") == (fmt == 1)
+        assert _manifest.read_head(root)["version"] == s.version  # the writer open starts keeping HEAD
         thin = s.snapshot({"user_id": [1], "request_ts": [10**15]})
         s.seal(10**15)
         rec = engine.Reconstructor(s, engine.Projection(["item_id"], max_len=10**4), device="cpu")

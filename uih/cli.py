@@ -34,8 +34,18 @@ def cmd_inspect(args) -> int:
                   ["store id", st["store_id"]],
                   ["disk bytes (all files)", fmt_bytes(st["disk_bytes"])],
                   ["live bytes (this version)", fmt_bytes(st["live_bytes"])],
-                  ["reclaimable bytes (expire)", fmt_bytes(st["reclaimable_bytes"])]], ["", "value"]))
+                  ["reclaimable bytes (expire)", fmt_bytes(st["reclaimable_bytes"])],
+                  ["quarantined files", quarantine_row(st["quarantined"])]], ["", "value"]))
+    for rel in st["quarantined"]:  # kept, never deleted: files that may belong to a lost newer version
+        print(f"quarantined: {rel}")
     return 0
+
+
+def quarantine_row(files: dict) -> str:
+    if not files:
+        return "-"
+    return (f"{len(files)} ({fmt_bytes(sum(files.values()))}): files no manifest names, kept because they may "
+            "belong to a lost newer version; restore its manifest, or delete them")
 
 
 def cmd_publish(args) -> int:

@@ -9,8 +9,21 @@ and payload length) and a payload checksum, so replay can tell a torn tail from 
   an unparsable payload) cannot come from a crash: it is a ``CorruptionError`` naming file and byte
   offset, and nothing is truncated.
 
-Records of the first log format (magic ``UIHL``, one checksum over kind, length and payload) are still
-read, with that format's weaker rule: a checksum failure on the last record counts as torn.
+Each record (magic ``\xc6ulg``) also carries the chain value of the record before it (its header
+checksum; 0 for the first) and its own byte offset, both under the header checksum: a record removed,
+repeated or moved inside the file, or a log spliced from two, fails there instead of replaying as a
+shorter or different history.
+
+Acknowledged length: each manifest records ``log_bytes`` and ``log_crc32`` (the log's length and chain
+value at its commit), and the store's ``HEAD`` the same at the last commit, writer open or clean close
+(see ``_manifest``). Replay is given the largest of these *markers*: a log shorter than the marker, or
+whose records do not end exactly there with that chain value, is a ``CorruptionError`` and nothing is
+truncated; the torn-tail rule above applies only to bytes after the marker.
+
+Earlier records are still read and may precede new ones in one file: those of the second format
+(magic ``\x93ULG``: the same header without chain and offset) and of the first (magic ``UIHL``, one
+checksum over kind, length and payload), with that format's weaker rule: a checksum failure on the
+last record counts as torn.
 
 A payload is a Parquet file of the record's rows sorted by ``(user_id, seq)``, encoded like a segment
 (delta keys and times, dictionary or byte-stream split per feature column, zstd): about a quarter fewer
@@ -25,6 +38,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,9 +48,13 @@ from . import _fs
 from ._durable import fsync_dir
 from ._segments import choose_encodings
 
-MAGIC = b"\x93ULG"  # differs from the legacy magic in every byte, so no single flip turns one into the other
-_HEADER = struct.Struct("<4sB3xQII")  # magic, kind, pad, payload length, crc32(payload), crc32(header so far)
+MAGIC = b"\xc6ulg"  # differs from both earlier magics in every byte: no single flip turns one into another
+# magic, kind, pad, payload length, crc32(payload), chain value of the previous record, own offset,
+# crc32(header so far): the record's chain value
+_HEADER = struct.Struct("<4sB3xQIIQI")
 _HEAD_BODY = _HEADER.size - 4
+V2_MAGIC = b"\x93ULG"
+_V2 = struct.Struct("<4sB3xQII")  # magic, kind, pad, payload length, crc32(payload), crc32(header so far)
 LEGACY_MAGIC = b"UIHL"
 _LEGACY = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(kind|length|payload)
 APPEND, UPDATE = 1, 2
@@ -56,40 +74,53 @@ def _encode(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _frame(kind: int, payload: pa.Buffer) -> tuple:
-    """(header, payload): written back to back, never concatenated (the payload may be large)."""
-    body = struct.pack("<4sB3xQI", MAGIC, kind, payload.size, zlib.crc32(payload))
+def _frame(kind: int, payload: pa.Buffer, prev: int = 0, offset: int = 0) -> tuple:
+    """(header, payload): written back to back, never concatenated (the payload may be large).
+    ``prev``: the chain value of the record before; ``offset``: where this one starts."""
+    body = struct.pack("<4sB3xQIIQ", MAGIC, kind, payload.size, zlib.crc32(payload), prev, offset)
     return body + struct.pack("<I", zlib.crc32(body)), payload
+
+
+def chain_of(header: bytes) -> int:
+    """A record's chain value: the checksum that ends its header (every format ends with one)."""
+    return struct.unpack_from("<I", header, len(header) - 4)[0]
 
 
 class AppendLog:
     """One log file, opened for appending; ``replay`` reads it back."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, chain: int | None = None):
+        """Open ``path`` for appending; ``chain``: the chain value at its end (None: read the file for it)."""
         self.path = Path(path)
+        if chain is None:
+            chain = recover(self.path).chain
         self._f = open(self.path, "ab")
         self.size = self._f.tell()
+        self.chain = chain
         self._broken = None
 
     @staticmethod
     def create(path: Path, records=()) -> AppendLog:
         """Write a fresh log holding ``records`` (kind, table) durably, then open it for appending."""
         path = Path(path)
+        chain, offset = 0, 0
         with open(path, "wb") as f:
             for kind, table in records:
-                for part in _frame(kind, _encode(table)):
-                    f.write(part)
+                header, payload = _frame(kind, _encode(table), chain, offset)
+                f.write(header)
+                f.write(payload)
+                chain, offset = chain_of(header), offset + len(header) + payload.size
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(path.parent)
-        return AppendLog(path)
+        return AppendLog(path, chain)
 
     def append(self, kind: int, table: pa.Table) -> None:
         """Durably add one record; on any failure the file is cut back so nothing partial remains."""
         if self._broken:
             raise UIHError(f"log {self.path} could not be cut back after a failed write ({self._broken}); "
                            "close the store and reopen it (the open repairs the log)")
-        header, payload = _frame(kind, _encode(table))
+        header, payload = _frame(kind, _encode(table), self.chain, self.size)
         try:
             self._f.write(header)
             self._f.write(payload)
@@ -99,6 +130,7 @@ class AppendLog:
             self._cut_back()
             raise
         self.size += len(header) + payload.size
+        self.chain = chain_of(header)
 
     def _cut_back(self) -> None:
         try:
@@ -113,25 +145,47 @@ class AppendLog:
             pass  # buffered bytes of a failed append: cut back already, nothing acknowledged is lost
 
     @staticmethod
-    def replay(path, repair: bool = False) -> list:
-        """Records of ``path`` as (kind, table); a torn tail is dropped, and cut off only if ``repair``.
+    def replay(path, repair: bool = False, acked: tuple = (0, 0)) -> list:
+        """Records of ``path`` as (kind, table); see ``recover``."""
+        return recover(path, repair, acked).records
 
-        Only the writer may repair: for a reader, the "torn" tail may be a record still being written.
-        """
-        path = _fs.at(path)  # a reader's log may be on object storage; only a local writer repairs
-        buf = memoryview(_fs.read_bytes(path))
-        out, pos = [], 0
-        while pos < len(buf):
-            rec = _read_record(path, buf, pos)
-            if rec is None:
-                break
-            kind, table, pos = rec
-            out.append((kind, table))
-        if pos < len(buf) and repair:
-            with open(path, "r+b") as f:
-                f.truncate(pos)
-                os.fsync(f.fileno())
-        return out
+
+class Recovered(NamedTuple):
+    records: list  # (kind, table)
+    end: int  # bytes of whole records: the log's length once a torn tail is cut
+    chain: int  # chain value of the last whole record (0: none)
+
+
+def recover(path, repair: bool = False, acked: tuple = (0, 0)) -> Recovered:
+    """Read ``path``; a torn tail after the marker ``acked`` = (log_bytes, log_crc32) is dropped, and
+    cut off only if ``repair``; a log that ends before the marker, or does not pass through it, is a
+    CorruptionError (nothing truncated).
+
+    Only the writer may repair: for a reader, the "torn" tail may be a record still being written.
+    """
+    path = _fs.at(path)  # a reader's log may be on object storage; only a local writer repairs
+    acked_bytes, acked_crc = (int(acked[0] or 0), int(acked[1] or 0))
+    buf = memoryview(_fs.read_bytes(path))
+    out, pos, chain = [], 0, 0
+    at_marker = acked_bytes == 0 and acked_crc == 0
+    while pos < len(buf):
+        rec = _read_record(path, buf, pos, chain)
+        if rec is None:
+            break
+        kind, table, pos, chain = rec
+        out.append((kind, table))
+        if pos == acked_bytes:
+            at_marker = chain == acked_crc
+    if pos < acked_bytes or not at_marker:
+        where = "ends" if pos < acked_bytes else "has no record boundary with the committed checksum"
+        raise CorruptionError(f"log {path} {where} at byte {pos}, but {acked_bytes} bytes of it were acknowledged "
+                              "(recorded in the manifest or HEAD): acknowledged records are missing. Restore "
+                              "the log from a backup (nothing was truncated)")
+    if pos < len(buf) and repair:
+        with open(path, "r+b") as f:
+            f.truncate(pos)
+            os.fsync(f.fileno())
+    return Recovered(out, pos, chain)
 
 
 def _reopen_at(f, path: Path, size: int):
@@ -146,29 +200,36 @@ def _reopen_at(f, path: Path, size: int):
     return open(path, "ab")
 
 
-def _read_record(path: Path, buf: memoryview, pos: int):
-    """(kind, table, next position) of the record at ``pos``, None for a torn tail, or CorruptionError."""
+def _read_record(path: Path, buf: memoryview, pos: int, chain: int):
+    """(kind, table, next position, chain value) of the record at ``pos``, None for a torn tail, or
+    CorruptionError. ``chain``: the chain value of the record before it."""
     n = len(buf)
     magic = bytes(buf[pos:pos + 4])
     if magic == LEGACY_MAGIC:
         return _read_legacy(path, buf, pos)
-    if n - pos < _HEADER.size:
-        if MAGIC.startswith(magic):
+    head = _HEADER if magic == MAGIC else _V2
+    if n - pos < head.size:
+        if MAGIC.startswith(magic) or V2_MAGIC.startswith(magic):
             return None  # a header cut short by a crash
         raise CorruptionError(f"log {path} has a damaged record header at byte {pos}; restore the store "
                               "from a backup (nothing was truncated)")
-    magic, kind, length, pcrc, hcrc = _HEADER.unpack_from(buf, pos)
-    if magic != MAGIC or zlib.crc32(buf[pos:pos + _HEAD_BODY]) != hcrc:
+    fields = head.unpack_from(buf, pos)
+    magic, kind, length, pcrc, hcrc = *fields[:4], fields[-1]
+    if magic not in (MAGIC, V2_MAGIC) or zlib.crc32(buf[pos:pos + head.size - 4]) != hcrc:
         raise CorruptionError(f"log {path} record at byte {pos} has a damaged header (marker or checksum); "
                               "restore the store from a backup (nothing was truncated)")
-    end = pos + _HEADER.size + length
+    if head is _HEADER and (fields[4], fields[5]) != (chain, pos):
+        raise CorruptionError(f"log {path} record at byte {pos} was written at byte {fields[5]} after another "
+                              "record: records before it are missing or were replaced; restore the store from a "
+                              "backup (nothing was truncated)")
+    end = pos + head.size + length
     if end > n:
         return None  # the payload was cut short by a crash (its length is checksummed, so this is real)
-    payload = buf[pos + _HEADER.size:end]
+    payload = buf[pos + head.size:end]
     if zlib.crc32(payload) != pcrc:
         raise CorruptionError(f"log {path} record at byte {pos} fails its payload checksum; restore the store "
                               "from a backup (nothing was truncated)")
-    return kind, _decode(path, payload, kind, pos), end
+    return kind, _decode(path, payload, kind, pos), end, hcrc
 
 
 def _read_legacy(path: Path, buf: memoryview, pos: int):
@@ -184,7 +245,7 @@ def _read_legacy(path: Path, buf: memoryview, pos: int):
         if end == n:
             return None  # the legacy format cannot tell a half-flushed last record from damage
         raise CorruptionError(f"log {path} record at byte {pos} fails its checksum; restore the store from a backup")
-    return kind, _decode(path, payload, kind, pos), end
+    return kind, _decode(path, payload, kind, pos), end, crc
 
 
 def _decode(path: Path, payload, kind: int, pos: int) -> pa.Table:

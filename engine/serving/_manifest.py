@@ -4,8 +4,27 @@ A manifest names the store id, the schema, the live segments and the log of the 
 it was committed (``committed_at``: retention measures grace periods from it). It is written atomically
 (temp file, fsync, rename, fsync dir), so a store version either fully exists or not at all.
 
-Format 2 (this code) adds ``store_id``, ``committed_at`` and the checksummed log header (see ``_log``);
-format 1 stores are still read.
+Format 3 (this code) chains the manifests and records how much of the log was acknowledged:
+
+- ``prev_crc32``: the checksum of the previous version's manifest, so a manifest replaced by another
+  (a wrong backup, another store's) is found;
+- ``log_bytes`` and ``log_crc32``: bytes of the mutable-tier log acknowledged at this commit, and the
+  chain value of its last record there (see ``_log``): a log cut before them is a CorruptionError.
+
+and keeps a ``HEAD`` file beside the manifests, written (atomically) after each manifest rename, at each
+writer open and clean close, and before ``expire`` removes manifests. It names the newest committed
+version and its manifest's checksum, the oldest retained version (``oldest``), and the log, its
+acknowledged length and chain value at that moment. Every open checks that each version from ``oldest``
+to HEAD's is there and that the newest is the one committed, so a lost or damaged manifest is a
+CorruptionError, never a silent rollback; HEAD's log marker extends the manifest's to the last clean
+close. A store without HEAD (format 1 or 2, or HEAD removed on purpose) is read without these checks,
+and its writer open moves files no manifest names into ``_quarantine/`` instead of deleting them.
+
+A crash between a manifest's rename and HEAD's leaves HEAD one version behind: that is accepted (the
+manifest is there); only losing that manifest too in this window would go unnoticed.
+
+Format 2 added ``store_id``, ``committed_at`` and the checksummed log header; format 1 and 2 stores are
+still read (and written from then on as format 3).
 """
 
 from __future__ import annotations
@@ -19,8 +38,9 @@ from .._errors import CorruptionError, VersionError
 from . import _fs
 from ._durable import atomic_write
 
-FORMAT = 2
+FORMAT = 3
 DIR = "_manifests"
+HEAD = "HEAD"
 
 
 def _name(version: int) -> str:
@@ -43,11 +63,17 @@ def path_of(root, version: int):
     return _fs.at(root) / DIR / _name(version)
 
 
-def write(root: Path, body: dict) -> None:
+def crc_of(body: dict) -> int:
+    """The checksum a manifest file stores for ``body`` (what ``prev_crc32`` and HEAD record)."""
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode())
+
+
+def write(root: Path, body: dict) -> dict:
+    """Write the manifest of ``body["version"]``; returns the body as written."""
     body = {**body, "format": FORMAT, "committed_at": time.time()}
-    text = json.dumps(body, sort_keys=True)
-    doc = {"crc32": zlib.crc32(text.encode()), "body": body}
+    doc = {"crc32": crc_of(body), "body": body}
     atomic_write(Path(root) / DIR / _name(body["version"]), json.dumps(doc, sort_keys=True).encode())
+    return body
 
 
 def load(root, version: int | None = None) -> dict:
@@ -79,6 +105,100 @@ def load(root, version: int | None = None) -> dict:
         raise VersionError(f"store {root} has format {body['format']}, newer than this code ({FORMAT}); "
                            "upgrade uih-latemat")
     return body
+
+
+def head_for(manifest: dict, oldest: int, log_bytes: int, log_crc32: int) -> dict:
+    """The HEAD contents that name ``manifest`` as the newest committed version."""
+    return {"version": int(manifest["version"]), "manifest_crc32": crc_of(manifest), "oldest": int(oldest),
+            "log": manifest["log"], "log_bytes": int(log_bytes), "log_crc32": int(log_crc32)}
+
+
+def write_head(root: Path, head: dict) -> None:
+    doc = {"crc32": crc_of(head), "body": head}
+    atomic_write(Path(root) / DIR / HEAD, json.dumps(doc, sort_keys=True).encode())
+
+
+def read_head(root) -> dict | None:
+    """The store's HEAD, or None where it has none (format 1 or 2, or removed on purpose)."""
+    path = _fs.at(root) / DIR / HEAD
+    try:
+        raw = _fs.read_bytes(path)
+    except FileNotFoundError:
+        return None
+    try:
+        doc = json.loads(raw)
+        head = doc["body"]
+        ok = crc_of(head) == doc["crc32"]
+        ok = ok and all(isinstance(head[k], int) for k in ("version", "manifest_crc32", "oldest", "log_bytes",
+                                                             "log_crc32")) and isinstance(head["log"], str)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise CorruptionError(f"{path} is damaged (it records the newest committed version); restore it from a "
+                              "backup, or remove it: the store then trusts its newest manifest without this check, "
+                              f"and the next writer open moves files no manifest names into {QUARANTINE}/")
+    return head
+
+
+QUARANTINE = "_quarantine"
+
+
+def _head_problem(root, head: dict | None, vs: list):
+    """Why the listed versions ``vs`` contradict ``head`` (a CorruptionError), or None."""
+    if head is None:
+        return None
+    missing = [v for v in range(head["oldest"], head["version"] + 1) if v not in set(vs)]
+    if not missing:
+        return None
+    names = ", ".join(f"{DIR}/{_name(v)}" for v in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    if missing[-1] == head["version"]:
+        what = f"the newest committed version {head['version']} has no manifest"
+        loss = (f"events acknowledged after version {vs[-1]} may be lost" if vs else "the store is lost")
+    else:
+        span = f"version {missing[0]}" if len(missing) == 1 else f"versions {missing[0]}..{missing[-1]}"
+        what = f"{span} inside the retained range {head['oldest']}..{head['version']} has no manifest"
+        loss = "those versions can no longer be opened"
+    return CorruptionError(
+        f"store {root}: {what} ({DIR}/{HEAD} records the commit); missing: {names}. Restore "
+        f"{'them' if len(missing) > 1 else 'it'} from a backup. Nothing was deleted; opening would silently roll "
+        f"back. To accept that ({loss}), remove {DIR}/{HEAD}: the next writer open then moves files no "
+        f"manifest names into {QUARANTINE}/")
+
+
+def load_checked(root, version: int | None = None, retries: int = 8) -> tuple:
+    """(manifest of ``version`` (default: the newest), HEAD or None), after checking the store against
+    HEAD: every retained version present, the newest the one committed, chained to the one before it."""
+    for _ in range(retries):
+        head = read_head(root)  # before listing: HEAD names only manifests renamed before it was written
+        vs = versions(root)
+        problem = _head_problem(root, head, vs)
+        if problem is None:
+            break
+        if read_head(root) == head:
+            raise problem
+        # expire raised ``oldest`` or a failed commit rolled HEAD back while we listed: look again
+    else:
+        raise problem
+    manifest = load(root, version)
+    v = manifest["version"]
+    if head is not None and v == head["version"] and crc_of(manifest) != head["manifest_crc32"]:
+        raise CorruptionError(f"manifest {path_of(root, v)} is not the one committed as version {v} (its checksum "
+                              f"differs from {DIR}/{HEAD}'s); restore it from a backup")
+    if "prev_crc32" in manifest and v - 1 in vs:
+        try:
+            prev = load(root, v - 1)
+        except VersionError:
+            return manifest, head  # expired while we read it
+        check_link(root, prev, manifest)
+    return manifest, head
+
+
+def check_link(root, prev: dict, manifest: dict) -> None:
+    """CorruptionError unless ``manifest`` was committed right after ``prev``."""
+    if "prev_crc32" in manifest and manifest["prev_crc32"] != crc_of(prev):
+        raise CorruptionError(f"manifests {path_of(root, prev['version'])} and {path_of(root, manifest['version'])} "
+                              "do not chain (the newer was not committed after the older); one was replaced: "
+                              "restore both from a backup")
 
 
 def gone(root, version: int, path, what: str):

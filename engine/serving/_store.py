@@ -39,7 +39,7 @@ def _store_root(path, filesystem=None):
     if not folder:
         raise CorruptionError(f"no UIH store at {root}: it is not a directory; pass the store's folder")
     if not vs:
-        raise CorruptionError(f"{root} has no manifest; it is not a UIH store (create one with UIHStore.create)")
+        _manifest.load_checked(root)  # a store whose HEAD outlived every manifest says so
     return root
 
 
@@ -52,7 +52,7 @@ class UIHStore:
     later seals or compactions. Old versions stay readable until ``expire`` removes them.
     """
 
-    def __init__(self, root, manifest, lock, pinned, read_only_why=None, retention=None):
+    def __init__(self, root, manifest, lock, pinned, read_only_why=None, retention=None, head=None):
         self.root = _fs.at(root)  # a Path, or a _fs.RemotePath for a store on object storage (read-only)
         self.schema = StoreSchema.from_json(manifest["schema"])
         self._lock = lock
@@ -60,6 +60,7 @@ class UIHStore:
         self._read_only_why = read_only_why
         self._retention = retention
         self._mu = threading.RLock()
+        self._head = head  # the store's HEAD as this handle last read or wrote it (None: the store has none)
         self._install(manifest)
         cols = self.schema.event_columns()
         self._mutable = MutableTier(cols, {c: self.schema.dtype(c) for c in cols})
@@ -95,9 +96,11 @@ class UIHStore:
         try:
             log_name = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
             _log.AppendLog.create(root / log_name).close()
-            _manifest.write(root, {"version": 0, "schema": schema.to_json(), "segments": [], "log": log_name,
-                                   "store_id": uuid.uuid4().hex})
-            return cls(root, _manifest.load(root), lock, pinned=False, retention=retention)
+            body = _manifest.write(root, {"version": 0, "schema": schema.to_json(), "segments": [], "log": log_name,
+                                          "store_id": uuid.uuid4().hex, "log_bytes": 0, "log_crc32": 0})
+            head = _manifest.head_for(body, 0, 0, 0)
+            _manifest.write_head(root, head)
+            return cls(root, _manifest.load(root), lock, pinned=False, retention=retention, head=head)
         except BaseException:
             lock.release()
             raise
@@ -108,6 +111,10 @@ class UIHStore:
 
         ``read_only=True`` (or a store whose lock another holder has) opens a reader at the newest
         version that never locks, writes, truncates or deletes. ``retention``: as in ``create``.
+
+        Every open checks the store against its HEAD (``_manifest``): a lost, damaged or replaced manifest
+        of a retained version, a missing segment file of the version opened, or a log shorter than its
+        acknowledged length is a CorruptionError naming what to restore, never an older version.
 
         ``path`` may be a URI that ``pyarrow.fs`` understands (``s3://bucket/store``, ``gs://...``,
         ``hdfs://...``), or a path inside ``filesystem`` (a ``pyarrow.fs.FileSystem``, for endpoint
@@ -129,8 +136,10 @@ class UIHStore:
         if lock is None:
             return cls._reader(root, None, why)
         try:
-            store = cls(root, _manifest.load(root), lock, pinned=False, retention=retention)
-            store._remove_orphans()
+            manifest, head = _manifest.load_checked(root)
+            _retention.check_present(root, manifest)
+            store = cls(root, manifest, lock, pinned=False, retention=retention, head=head)
+            store._recover()
             return store
         except BaseException:
             lock.release()
@@ -142,9 +151,10 @@ class UIHStore:
         for _ in range(READ_RETRIES):
             tried = (_manifest.versions(root) or [None])[-1]
             try:
-                manifest = _manifest.load(root, version)
+                manifest, head = _manifest.load_checked(root, version, READ_RETRIES)
                 tried = manifest["version"]
-                return cls(root, manifest, None, pinned=version is not None, read_only_why=why)
+                _retention.check_present(root, manifest)
+                return cls(root, manifest, None, pinned=version is not None, read_only_why=why, head=head)
             except VersionError:
                 if version is not None or tried in _manifest.versions(root):
                     raise  # not a race with retention (e.g. a store newer than this code)
@@ -153,8 +163,17 @@ class UIHStore:
                            "them; retry, or give expire a longer grace_s")
 
     def close(self) -> None:
-        """Release the log and the writer lock; the object must not be used afterwards."""
+        """Release the log and the writer lock; the object must not be used afterwards.
+
+        A writer first records in HEAD how far the log was acknowledged, so that a later cut of any
+        acknowledged record is a CorruptionError (after a crash only the last commit's marker holds).
+        """
         if self._log is not None:
+            if self._head is not None and not self._log._broken and self._log.size != self._head["log_bytes"]:
+                try:
+                    self._write_head(self._head["oldest"])
+                except OSError:
+                    pass  # HEAD keeps the previous marker: later records are then only torn-tail checked
             self._log.close()
             self._log = None
         if self._lock is not None:
@@ -199,16 +218,21 @@ class UIHStore:
         path = self.root / self._manifest["log"]
         if not self.writable and not _publish.check_log(self.root, self._manifest):
             return  # published without its log (engine.publish, include_log=False): an empty mutable tier
+        acked = (self._manifest.get("log_bytes", 0), self._manifest.get("log_crc32", 0))
+        head = self._head
+        if head is not None and head["version"] == self.version and head["log"] == self._manifest["log"] \
+                and head["log_bytes"] > acked[0]:
+            acked = (head["log_bytes"], head["log_crc32"])  # a later marker: a writer open or clean close
         try:
-            records = _log.AppendLog.replay(path, repair=self.writable)
+            found = _log.recover(path, repair=self.writable, acked=acked)
         except FileNotFoundError:
             # damage, or a version that retention (expire, publish(prune=True)) removed while this reader
             # opened it (the reader then takes the newer one), never an empty mutable tier
             raise _manifest.gone(self.root, self.version, path, "log") from None
-        for kind, table in records:
+        for kind, table in found.records:
             self._apply(kind, {c: table.column(c).to_numpy() for c in table.column_names})
         if self.writable:
-            self._log = _log.AppendLog(path)
+            self._log = _log.AppendLog(path, found.chain)
 
     def _apply(self, kind, rows):
         if kind == _log.APPEND:
@@ -294,7 +318,8 @@ class UIHStore:
                 self._discard(written)
                 raise
             try:
-                self._commit({"segments": [*self._manifest["segments"], *entries], "log": new_log}, cleanup=written)
+                self._commit({"segments": [*self._manifest["segments"], *entries], "log": new_log}, log,
+                             cleanup=written)
             except BaseException:
                 log.close()
                 raise
@@ -328,7 +353,7 @@ class UIHStore:
             newest = max(int(self.view.index(s, "main")["ts_max"].max(initial=0)) for s in range(len(segs)))
             entries = _segments.write_segments(self.root, merged, self.schema.event_type_column, newest)
             self._commit({"segments": [*segs[:first], *entries, *segs[stop:]], "log": self._manifest["log"]},
-                         cleanup=[f for e in entries for f in _segments.entry_files(e)])
+                         self._log, cleanup=[f for e in entries for f in _segments.entry_files(e)])
             self._auto_expire()
             return self.version
 
@@ -343,7 +368,10 @@ class UIHStore:
         keep_versions, grace_s = _retention.check_policy(keep_versions, grace_s)
         with self._mu:
             self._check_writable("expire")
-            return _retention.expire(self.root, keep_versions, grace_s)
+            try:
+                return _retention.expire(self.root, keep_versions, grace_s)
+            finally:
+                self._head = _manifest.read_head(self.root)  # expire raised its ``oldest``
 
     def _auto_expire(self) -> None:
         """Apply the handle's retention policy after a commit; the commit stands even if this fails."""
@@ -351,23 +379,40 @@ class UIHStore:
             return
         try:
             _retention.expire(self.root, **self._retention)
+            self._head = _manifest.read_head(self.root)
         except (OSError, UIHError) as e:
             warnings.warn(f"retention after version {self.version} failed ({e}); the next seal, compact or "
                           "expire() retries it", RuntimeWarning, stacklevel=3)
 
-    def _commit(self, changes: dict, cleanup: list) -> None:
-        """Write manifest V+1; if that fails, remove it and the files written for it, and keep V."""
-        body = {**self._manifest, **changes, "version": self.version + 1}
+    def _commit(self, changes: dict, log, cleanup: list) -> None:
+        """Write manifest V+1 (``log``: the log it names, open), then HEAD; if either fails, remove
+        manifest V+1 and the files written for it, put HEAD back, and keep V."""
+        body = {**self._manifest, **changes, "version": self.version + 1,
+                "prev_crc32": _manifest.crc_of(self._manifest), "log_bytes": log.size, "log_crc32": log.chain}
         for k in ("format", "committed_at"):
             body.pop(k, None)
+        oldest = self._head["oldest"] if self._head is not None else self.version  # (_recover wrote HEAD)
         try:
             _manifest.write(self.root, body)
             manifest = _manifest.load(self.root, body["version"])
+            head = _manifest.head_for(manifest, oldest, log.size, log.chain)
+            _manifest.write_head(self.root, head)
         except BaseException:
             # the rename may have happened before a failing directory sync: V+1 must not survive
             self._discard([f"{_manifest.DIR}/{_manifest.path_of(self.root, body['version']).name}", *cleanup])
+            if self._head is not None:
+                try:
+                    _manifest.write_head(self.root, self._head)
+                except OSError:
+                    pass  # HEAD names V+1 without its manifest: opens say so, nothing is deleted
             raise
+        self._head = head
         self._install(manifest)
+
+    def _write_head(self, oldest: int) -> None:
+        head = _manifest.head_for(self._manifest, oldest, self._log.size, self._log.chain)
+        _manifest.write_head(self.root, head)
+        self._head = head
 
     def _discard(self, rels: list) -> None:
         """Best-effort removal of files written for a call that failed (the next writer open retries)."""
@@ -377,16 +422,24 @@ class UIHStore:
             except OSError:
                 pass
 
-    def _remove_orphans(self) -> None:
-        """Delete what a crash left behind: temp manifests, and logs and segments no manifest names."""
+    def _recover(self) -> None:
+        """A writer open: check every manifest, clear what a crash left behind, and write HEAD.
+
+        Files no manifest names are what a crash left of a version that was never committed (HEAD names
+        the newest commit, and ``load_checked`` found its manifest) or of expired versions: deleted.
+        Without HEAD that cannot be told from the files of a lost newer manifest: moved to the quarantine.
+        """
         for p in (self.root / _manifest.DIR).glob(".tmp-*"):
             p.unlink(missing_ok=True)
         live = _retention.referenced(self.root)
-        if live is None:
-            return  # an unreadable manifest might name any file: delete nothing
-        for rel in _retention.data_files(self.root):
-            if rel not in live:
-                (self.root / rel).unlink(missing_ok=True)
+        _retention.clear_orphans(self.root, live, delete=self._head is not None)
+        if self._head is not None:
+            oldest = self._head["oldest"]
+        else:  # a store without HEAD: from now on, the versions down to the first gap must stay
+            vs, oldest = set(_manifest.versions(self.root)), self.version
+            while oldest - 1 in vs:
+                oldest -= 1
+        self._write_head(oldest)
 
     # ---- reads ----------------------------------------------------------------------------------
     def snapshot(self, requests, materialize: bool = False, max_len: int | None = None) -> pa.Table:
@@ -429,7 +482,7 @@ class UIHStore:
                 "segment_bytes": sum(e["main"]["bytes"] + e["main"]["index_bytes"] for e in segs),
                 "sidecar_bytes": sum(e[p]["bytes"] + e[p]["index_bytes"] for e in segs for p in _segments.SIDECARS
                                      if e.get(p)),
-                "log_bytes": log_bytes,
+                "log_bytes": log_bytes, "quarantined": _retention.quarantined(self.root),
                 "rare_types": sorted({t for e in segs for t in e["rare_types"]}),
                 "uncommon_types": sorted({t for e in segs for t in e.get("uncommon_types", [])}),
                 **_retention.disk_usage(self.root, self._manifest)}
