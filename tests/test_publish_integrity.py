@@ -47,11 +47,14 @@ def ends(built):
 
 
 def _acknowledge(path, known: bool = True):
-    """Record in the newest manifest how many log bytes it acknowledged (``log_bytes``), as the writer does,
-    or (``known=False``) leave the key out, as older stores' manifests do."""
+    """Record in the newest manifest how many log bytes it acknowledged (``log_bytes``), as a commit after
+    the last append would, or (``known=False``) leave the key out, as older stores' manifests do. The
+    manifest is rewritten in place, so HEAD (which records its checksum) goes, as in a store of a format
+    before HEAD: these tests are about the published log, not the local commit chain."""
     m = {k: v for k, v in _manifest.load(path).items() if k != "log_bytes"}
     n = (path / m["log"]).stat().st_size if known else None
     _manifest.write(path, {**m, "log_bytes": n} if known else m)
+    (path / _manifest.DIR / _manifest.HEAD).unlink(missing_ok=True)
     return n
 
 
