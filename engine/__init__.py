@@ -12,10 +12,12 @@ Their modules are private (underscored); import the names below from ``engine``.
 
 import kernels  # noqa: F401  first: its import sets how Numba's disk cache is checked (kernels._cache)
 
-from ._errors import CorruptionError, ImmutableError, MissingDependency, SchemaError, UIHError, VersionError
+from ._errors import (CorruptionError, ImmutableError, InvalidArgument, MissingDependency, SchemaError, UIHError,
+                      VersionError)
 from .serving import UIHStore, publish
 from .training import Batch, Projection, Reconstructor, shard
 
 __all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "shard",
-           "UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError", "MissingDependency"]
+           "UIHError", "SchemaError", "InvalidArgument", "ImmutableError", "VersionError", "CorruptionError",
+           "MissingDependency"]
 __version__ = "0.1.0"

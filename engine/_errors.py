@@ -1,6 +1,7 @@
 """The error hierarchy of SPEC §4: one module, every public error derives from UIHError."""
 
-__all__ = ["UIHError", "SchemaError", "ImmutableError", "VersionError", "CorruptionError", "MissingDependency"]
+__all__ = ["UIHError", "SchemaError", "InvalidArgument", "ImmutableError", "VersionError", "CorruptionError",
+           "MissingDependency"]
 
 
 class UIHError(Exception):
@@ -9,6 +10,10 @@ class UIHError(Exception):
 
 class SchemaError(UIHError, ValueError):
     """Raised when input columns, dtypes or values, or a projection, do not match the store's schema."""
+
+
+class InvalidArgument(UIHError, ValueError):
+    """Raised when an argument has a wrong type or value."""
 
 
 class ImmutableError(UIHError):
