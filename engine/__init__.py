@@ -12,8 +12,15 @@ Their modules are private (underscored); import the names below from ``engine``.
 
 import kernels  # noqa: F401  first: its import sets how Numba's disk cache is checked (kernels._cache)
 
-from ._errors import (CorruptionError, ImmutableError, InvalidArgument, MissingDependency, SchemaError, UIHError,
-                      VersionError)
+from ._errors import (
+    CorruptionError,
+    ImmutableError,
+    InvalidArgument,
+    MissingDependency,
+    SchemaError,
+    UIHError,
+    VersionError,
+)
 from .serving import UIHStore, publish
 from .training import Batch, Projection, Reconstructor, shard
 
