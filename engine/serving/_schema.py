@@ -158,7 +158,23 @@ def as_table(data, what: str) -> pa.Table:
     try:
         return pa.table(data)
     except (TypeError, ValueError, OverflowError, pa.ArrowException) as e:
-        raise SchemaError(f"{what} must be a pyarrow.Table or a dict of equal-length columns: {e}") from e
+        raise SchemaError(f"{what} must be a pyarrow.Table or a dict of equal-length columns: "
+                          f"{_unreadable(data) or e}") from e
+
+
+def _unreadable(data) -> str | None:
+    """Which column of a dict ``pa.table`` refused, and why (on the error path only), or None."""
+    if not isinstance(data, Mapping):
+        return None
+    for name, values in data.items():
+        try:
+            if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+                pa.array(values)
+        except OverflowError:
+            return f"column {name!r} holds an integer beyond 64 bits"
+        except (TypeError, ValueError, pa.ArrowException) as e:
+            return f"column {name!r} cannot be read ({e})"
+    return None
 
 
 def cast_array(arr, dtype, what: str):
