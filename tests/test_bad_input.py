@@ -90,7 +90,9 @@ def first(batches):
     ("imm_hw", pa.array(np.full(USERS, 1e6 + 0.5))),  # beyond the sealed count: still a SchemaError, not VersionError
     ("request_ts", pa.array(np.full(USERS, 1000.0))),  # a whole float is no integer either (only safe casts)
     ("version", pa.array(np.full(USERS, 2**63), pa.uint64())),  # does not fit int64
-], ids=["float-user", "fractional-imm_hw", "fractional-imm_hw-beyond-sealed", "float-request_ts", "uint64-version"])
+    ("store_id", pa.array([[1]] * USERS)),  # no store id at all (a cast error before)
+], ids=["float-user", "fractional-imm_hw", "fractional-imm_hw-beyond-sealed", "float-request_ts", "uint64-version",
+        "list-store_id"])
 def test_thin_pointer_columns_take_only_safe_casts(world, column, values):
     store, thin, rec = world
     rejects(store, lambda: rec.reconstruct(replaced(thin, column, values)), engine.SchemaError, f"thin column {column}")
@@ -344,7 +346,7 @@ def test_projection_rejects_any_bad_argument(world, data):
     rejects(store, build, engine.SchemaError)
 
 
-THIN_POINTERS = ["user_id", "request_ts", "version", "imm_hw"]
+THIN_POINTERS = ["user_id", "request_ts", "version", "imm_hw", "store_id"]
 TAILS = ["tail_seq", "tail_ts", *(f"tail_{c}" for c in COLS)]
 
 

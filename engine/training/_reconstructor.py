@@ -384,8 +384,13 @@ class Reconstructor:
                 col.chunk(0).dictionary.equals(self._mine) if col.num_chunks == 1 else
                 all(c.dictionary.equals(self._mine) for c in col.chunks)):
             return []  # snapshot()'s usual form: every chunk's dictionary is this one id, no row read
-        ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
-        ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
+        try:
+            ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
+            ids = (ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string())
+            ids = set(ids.to_pylist())
+        except pa.ArrowException as e:
+            raise SchemaError(f"thin column store_id has type {col.type}; expected the store ids snapshot() writes "
+                              "(strings)") from e
         return sorted((i for i in ids if i != mine), key=str)
 
     def _validate(self, t: pa.Table) -> tuple:
