@@ -181,7 +181,7 @@ def test_first_sizes_cut_the_first_batches_and_keep_every_row(setup):
     joined = {k: np.concatenate([u.assemble()[k] for u in us]) for k in want[0]}
     check_equal([joined], [{k: np.concatenate([b[k] for b in want]) for k in want[0]}])
     for bad in ([0], [3, -1], [2.5], [True]):
-        with pytest.raises(engine.SchemaError, match="first_sizes"):
+        with pytest.raises(engine.InvalidArgument, match="first_sizes"):
             next(rec.iter_unassembled(thin, 40, first_sizes=bad))
     gen = (n for n in (10, 20, 60))  # a generator is read once, for the check and the cuts alike
     assert [u.rows for u in rec.iter_unassembled(thin, 40, first_sizes=gen)] == [10, 20, 50, 17]

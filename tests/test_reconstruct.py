@@ -432,5 +432,5 @@ def test_chunk_rows_changes_the_chunks_not_the_batches(history):
             for k in w:
                 np.testing.assert_array_equal(g[k], w[k])
     for bad in (0, 6, 10, -7):
-        with pytest.raises(engine.SchemaError, match="chunk_rows"):
+        with pytest.raises(engine.InvalidArgument, match="chunk_rows"):
             list(rec.iter_batches(thin, 7, chunk_rows=bad))

@@ -16,7 +16,16 @@ from . import _compaction, _fs, _log, _manifest, _publish, _retention, _segments
 from ._immutable import ImmutableView
 from ._lock import WriterLock
 from ._mutable import MutableTier, SeqCounter
-from ._schema import StoreSchema, as_int64, coerce_events, coerce_requests, coerce_updates
+from ._schema import (
+    StoreSchema,
+    as_int64,
+    check_bool,
+    check_max_len,
+    check_path,
+    coerce_events,
+    coerce_requests,
+    coerce_updates,
+)
 from ._snapshot import fat_rows, thin_rows
 
 LOG_DIR = _retention.LOG_DIR
@@ -76,6 +85,7 @@ class UIHStore:
         ``retention``: None keeps every version; ``{"keep_versions": N, "grace_s": S}`` makes every seal
         and compaction of this handle call ``expire(N, S)``.
         """
+        check_path(path)
         schema = StoreSchema.declare(columns, event_type_column)
         retention = _retention.check_retention(retention)
         if _fs.is_uri(path):
@@ -121,6 +131,8 @@ class UIHStore:
         overrides and credentials). Such a store opens only for reading (``read_only=True`` or
         ``version=V``); its mutable tier is the published log, or empty when none was published.
         """
+        check_path(path)
+        read_only = check_bool(read_only, "read_only")
         root = _store_root(path, filesystem)
         retention = _retention.check_retention(retention)
         if _fs.is_remote(root) and version is None and not read_only:
@@ -340,6 +352,7 @@ class UIHStore:
         ``full=True`` merges everything. Seqs never change, so every thin row ever logged reconstructs
         identically.
         """
+        full = check_bool(full, "full")
         with self._mu:
             self._check_writable("compact")
             segs = self._manifest["segments"]
@@ -444,14 +457,14 @@ class UIHStore:
     # ---- reads ----------------------------------------------------------------------------------
     def snapshot(self, requests, materialize: bool = False, max_len: int | None = None) -> pa.Table:
         """Thin rows (default) or, with ``materialize=True``, Fat Rows of the last ``max_len`` events."""
+        if check_bool(materialize, "materialize"):
+            max_len = check_max_len(max_len)
         with self._mu:
             table, uid, rts = coerce_requests(requests)
             if not materialize:
                 return thin_rows(table, uid, rts, self.store_id, self.version, self.view.user_counts(), self._mutable,
                                  self.schema)
-            if max_len is None or int(max_len) < 1:
-                raise SchemaError(f"materialize=True needs max_len >= 1, got {max_len!r}")
-            return fat_rows(table, uid, rts, self.view, self._mutable, self.schema, int(max_len))
+            return fat_rows(table, uid, rts, self.view, self._mutable, self.schema, max_len)
 
     def to_table(self) -> pa.Table:
         """Every event (sealed and mutable), sorted by (user_id, seq), with a boolean ``sealed`` column."""

@@ -9,7 +9,9 @@ import numpy as np
 from .._errors import SchemaError
 
 MAX_LEN = 1 << 24  # 16M events per example: far beyond any model, and a [B, max_len] batch must fit memory
-INT64_MAX = np.iinfo(np.int64).max
+# the event-type filter is a table of flags from the smallest kept code to the largest (one lookup per event)
+MAX_ACTION_SPAN = 1 << 24
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 NOT_EVENT_COLUMNS = frozenset({"user_id", "request_ts", "store_id", "version", "imm_hw", "lengths", "sealed"})
 
 
@@ -39,7 +41,12 @@ class Projection:
                  layout="padded"):
         if isinstance(columns, str):
             columns = [columns]
-        self.columns = [str(c) for c in columns]
+        try:
+            self.columns = list(columns)
+        except TypeError:
+            raise SchemaError(f"projection columns must be a column name or a list of them, got {columns!r}") from None
+        if not all(isinstance(c, str) for c in self.columns):
+            raise SchemaError(f"projection columns must be column names (str), got {self.columns!r}")
         if not self.columns or len(set(self.columns)) != len(self.columns):
             raise SchemaError(f"projection columns must be non-empty and distinct, got {self.columns}")
         if "lengths" in self.columns or "offsets" in self.columns:
@@ -51,13 +58,7 @@ class Projection:
         if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or not 1 <= max_len <= MAX_LEN:
             raise SchemaError(f"max_len must be an integer in [1, {MAX_LEN}], got {max_len!r}")
         self.max_len = int(max_len)
-        if actions is not None:
-            try:
-                acts = sorted({int(a) for a in actions})
-            except (TypeError, ValueError) as e:
-                raise SchemaError(f"actions must be None or an iterable of integer codes: {e}") from e
-            actions = tuple(acts)
-        self.actions = actions
+        self.actions = None if actions is None else _codes(actions)
         if window_us is not None:
             if isinstance(window_us, bool) or not isinstance(window_us, numbers.Integral) or window_us < 0:
                 raise SchemaError(f"window_us must be None or an integer >= 0 (microseconds), got {window_us!r}")
@@ -66,7 +67,7 @@ class Projection:
         if align not in ("left", "right"):
             raise SchemaError(f"align must be 'left' or 'right', got {align!r}")
         self.align = align
-        if not isinstance(pad_value, numbers.Number) or isinstance(pad_value, bool):
+        if not isinstance(pad_value, numbers.Real) or isinstance(pad_value, (bool, np.bool_)):
             raise SchemaError(f"pad_value must be a number, got {pad_value!r}")
         self.pad_value = pad_value
         if layout not in ("padded", "jagged"):
@@ -76,13 +77,28 @@ class Projection:
     def pad_for(self, dtype) -> np.ndarray:
         """The pad value as a 0-d array of ``dtype``; refuses values the dtype cannot hold exactly."""
         dtype = np.dtype(dtype)
-        with np.errstate(all="ignore"):
-            v = np.array(self.pad_value).astype(dtype)
-        if not np.isfinite(float(self.pad_value)) and dtype.kind == "f":
+        try:
+            with np.errstate(all="ignore"):
+                v = np.array(self.pad_value).astype(dtype)
+        except (OverflowError, TypeError, ValueError):  # e.g. an int beyond 64 bits
+            v = None
+        if v is not None and not np.isfinite(float(self.pad_value)) and dtype.kind == "f":
             return v
-        if v.item() != self.pad_value:
+        if v is None or v.item() != self.pad_value:
             raise SchemaError(f"pad_value {self.pad_value!r} does not fit dtype {dtype} exactly")
         return v
+
+    def actions_for(self, dtype) -> tuple | None:
+        """The event-type codes to keep, each checked to fit the event-type column's ``dtype`` (a code it
+        cannot hold would be an unsafe cast: SchemaError); None keeps every type."""
+        if self.actions is None:
+            return None
+        info = np.iinfo(np.dtype(dtype))
+        bad = [a for a in self.actions if not info.min <= a <= info.max]
+        if bad:
+            raise SchemaError(f"action code(s) {bad} do not fit the event-type column's dtype {np.dtype(dtype)}; "
+                              "keep codes the column can hold")
+        return self.actions
 
     def __repr__(self):
         return (f"Projection(columns={self.columns}, max_len={self.max_len}, actions={self.actions}, "
@@ -94,3 +110,21 @@ class Projection:
 
     def __hash__(self):
         return hash(repr(self))
+
+
+def _codes(actions) -> tuple:
+    """``actions`` as sorted distinct int64 codes; SchemaError for anything but integers (``1.5`` is not
+    code 1), and for codes farther apart than the filter's table spans."""
+    try:
+        codes = list(actions)
+    except TypeError:
+        raise SchemaError(f"actions must be None or an iterable of integer codes, got {actions!r}") from None
+    bad = [a for a in codes if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral)
+           or not INT64_MIN <= a <= INT64_MAX]
+    if bad or isinstance(actions, (str, bytes)):
+        raise SchemaError(f"actions must be None or an iterable of int64 codes, got {bad[:3] or actions!r}")
+    codes = tuple(sorted({int(a) for a in codes}))
+    if codes and codes[-1] - codes[0] >= MAX_ACTION_SPAN:
+        raise SchemaError(f"actions {codes[0]} to {codes[-1]} span more than {MAX_ACTION_SPAN} codes (the event-type "
+                          "filter is a table from the smallest code to the largest); use codes closer together")
+    return codes

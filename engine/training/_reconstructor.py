@@ -25,13 +25,16 @@ import pyarrow.compute as pc
 
 import kernels
 
-from .._errors import SchemaError, VersionError
+from .._errors import InvalidArgument, SchemaError, VersionError
 from ..serving._group_cache import GroupArena
+from ..serving._schema import as_table, cast_array, check_bool, check_int, check_names
 from ..serving._segments import ROW_GROUP_ROWS
+from ..serving._store import UIHStore
 from . import _backends, _order, _plan
 from ._batch import PACK_ALIGN, Batch
 from ._epoch import BatchIterator, Epoch
 from ._prefetch import prefetch as background
+from ._projection import Projection
 from ._thin_source import THIN_META, pass_through_columns, thin_batches
 from ._unassembled import Unassembled
 
@@ -92,7 +95,7 @@ class _Life:
 
 def _list_parts(col: pa.ChunkedArray) -> tuple:
     """``(offsets [n + 1] from 0, values)`` of a list column without null lists, read from the list
-    arrays' own offsets (``_tails``' general path; a single chunk converts without copying a value)."""
+    arrays' own offsets (``_tails``' general path; the values as Arrow, a single chunk's without a copy)."""
     if col.null_count:
         raise SchemaError(f"a thin tail column ({col.type}) has null lists; an empty tail is an empty list")
     if col.num_chunks == 1:  # a few pyarrow calls: this runs per tail column of every chunk
@@ -105,19 +108,15 @@ def _list_parts(col: pa.ChunkedArray) -> tuple:
         o = chunk.offsets.to_numpy()
         offs.append((o[1:] - o[0]).astype(np.int64) + end)  # each chunk continues the previous one's
         end += int(o[-1] - o[0])
-        vals.append(chunk.values.slice(o[0], o[-1] - o[0]).to_numpy(zero_copy_only=False))
-    values = vals[0] if len(vals) == 1 else (np.concatenate(vals) if vals else
-                                             np.zeros(0, col.type.value_type.to_pandas_dtype()))
-    return np.concatenate(offs), values
+        vals.append(chunk.values.slice(o[0], o[-1] - o[0]))
+    return np.concatenate(offs), pa.chunked_array(vals, col.type.value_type)
 
 
-def _values(arr: pa.ListArray, lo: int, hi: int):
+def _values(arr: pa.ListArray, lo: int, hi: int) -> pa.Array:
     """The values of list array ``arr`` between raw offsets ``lo`` and ``hi`` (its lists' whole extent, when
-    they are its offsets' ends) as NumPy, without copying a value where the type allows."""
+    they are its offsets' ends), without copying a value."""
     v = arr.values
-    if lo or hi != len(v):
-        v = v.slice(lo, hi - lo)
-    return v.to_numpy(zero_copy_only=False)
+    return v.slice(lo, hi - lo) if lo or hi != len(v) else v
 
 
 def _release(backend, arena, slots, life):
@@ -151,13 +150,16 @@ class Reconstructor:
 
     def __init__(self, store, projection, device="auto", prefetch=2, chunk_batches=8, pushdown=PUSHDOWN,
                  cache_bytes=1 << 30):
+        if not isinstance(store, UIHStore) or not isinstance(projection, Projection):
+            raise InvalidArgument(f"Reconstructor(store, projection) needs a UIHStore and an engine.Projection, got "
+                                  f"{type(store).__name__} and {type(projection).__name__}")
         self.store = store
         self.projection = p = projection
+        self.prefetch = check_int(prefetch, "prefetch", lo=0)
+        self.chunk_batches = check_int(chunk_batches, "chunk_batches", lo=1)
+        self.pushdown = frozenset(check_names(pushdown, "pushdown"))
         self.backend = _backends.resolve(device)
         self.device = "cuda" if self.backend.name == "cuda" else "cpu"
-        self.prefetch = int(prefetch)
-        self.chunk_batches = max(1, int(chunk_batches))
-        self.pushdown = frozenset(pushdown)
         if not self.pushdown <= PUSHDOWN:
             raise SchemaError(f"unknown pushdown dimension(s) {sorted(self.pushdown - PUSHDOWN)}")
         schema = store.schema
@@ -190,13 +192,13 @@ class Reconstructor:
                                             (self._etype, self._schema_dtype(self._etype)))]
         self._no_tail = None  # the tail source of a chunk without tail events, made once
         self._mine = pa.array([store.store_id], pa.string())  # snapshot()'s store_id dictionary
-        self.cache_bytes = int(cache_bytes)
+        self.cache_bytes = check_int(cache_bytes, "cache_bytes", lo=0)
         self._fill_lock = threading.Lock()
         self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
                                  self.cache_bytes)
         pad8 = np.array([p.pad_for(self._dtypes[c]).view(np.int64) for c in self._cols8], np.int64)
         pad4 = np.array([p.pad_for(self._dtypes[c]).view(np.int32) for c in self._cols4], np.int32)
-        flt = kernels.make_filter(p.actions, self._use_window)
+        flt = kernels.make_filter(p.actions_for(self._schema_dtype(self._etype)), self._use_window)
         self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
         self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
@@ -216,7 +218,7 @@ class Reconstructor:
 
         ``extra_columns``: pass-through columns of the thin rows (labels, ids...) to carry along, ``[B]``.
         """
-        extra = list(extra_columns)
+        extra = check_names(extra_columns, "extra_columns")
         chunk = self._prepare(self._plan(self._as_thin(thin, extra)), extra)
         return self._assemble(chunk, 0, chunk.n)
 
@@ -238,7 +240,7 @@ class Reconstructor:
         ``share=(index, count)``: only global batches ``index, index + count, ...`` of the epoch (a rank
         or worker's share; adapters set it); the order does not depend on it.
         """
-        extra = list(extra_columns)
+        extra = check_names(extra_columns, "extra_columns")
         batch_size, depth, rows = self._batching(batch_size, prefetch, affinity, chunk_rows)
         ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows,
                    _order.Order(order, seed, epoch, shuffle_window), resume, share)
@@ -266,11 +268,12 @@ class Reconstructor:
         if self.device != "cpu" or self.projection.layout != "padded":
             raise SchemaError(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one is "
                               f"{self.device!r}, {self.projection}: use iter_batches")
-        extra = list(extra_columns)
+        extra = check_names(extra_columns, "extra_columns")
         batch_size, depth, rows = self._batching(batch_size, prefetch, True, chunk_rows)
-        first_sizes = list(first_sizes)
-        if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in first_sizes):
-            raise SchemaError(f"first_sizes must be ints >= 1, got {first_sizes!r}")
+        try:
+            first_sizes = [check_int(x, "first_sizes' entries", lo=1) for x in first_sizes]
+        except TypeError:
+            raise InvalidArgument(f"first_sizes must be a list of ints >= 1, got {first_sizes!r}") from None
         p = self.projection
         columns = tuple((c, self._dtypes[c], 8, self._cols8.index(c)) if c in self._cols8 else
                         (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
@@ -288,14 +291,13 @@ class Reconstructor:
 
     def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
         """``(batch_size, prefetch depth, rows per chunk)`` of ``iter_batches``' arguments, checked."""
-        if int(batch_size) < 1:
-            raise SchemaError(f"batch_size must be >= 1, got {batch_size!r}")
-        batch_size = int(batch_size)
-        depth = self.prefetch if prefetch is None else int(prefetch)
+        batch_size = check_int(batch_size, "batch_size", lo=1)
+        depth = self.prefetch if prefetch is None else check_int(prefetch, "prefetch", lo=0)
+        affinity = check_bool(affinity, "affinity")
         rows = batch_size * (self.chunk_batches if affinity else 1) if chunk_rows is None else chunk_rows
         if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < batch_size or rows % batch_size:
-            raise SchemaError(f"chunk_rows must be a positive multiple of batch_size ({batch_size}), got "
-                              f"{chunk_rows!r}: a batch never spans two chunks")
+            raise InvalidArgument(f"chunk_rows must be a positive multiple of batch_size ({batch_size}), got "
+                                  f"{chunk_rows!r}: a batch never spans two chunks")
         return batch_size, depth, int(rows)
 
     def _chunks(self, thin_tables, depth: int, extra: list, busy: threading.Event):
@@ -380,12 +382,12 @@ class Reconstructor:
     def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
         projection reads plus ``extra_columns``: what a worker or shard needs to hold."""
-        cols = [*self.thin_columns, *extra_columns]
+        cols = [*self.thin_columns, *check_names(extra_columns, "extra_columns")]
         return pa.Table.from_batches(list(thin_batches(thin_source, cols)))
 
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
     def _as_thin(self, thin, extra=()) -> pa.Table:
-        t = thin if isinstance(thin, pa.Table) else pa.table(thin)
+        t = as_table(thin, "thin rows")
         have = set(t.schema.names)  # a fresh list per access: read once
         missing = [c for c in [*self.thin_columns, *extra] if c not in have]
         if missing:
@@ -413,8 +415,13 @@ class Reconstructor:
                 col.chunk(0).dictionary.equals(self._mine) if col.num_chunks == 1 else
                 all(c.dictionary.equals(self._mine) for c in col.chunks)):
             return []  # snapshot()'s usual form: every chunk's dictionary is this one id, no row read
-        ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
-        ids = set((ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string()).to_pylist())
+        try:
+            ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
+            ids = (ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string())
+            ids = set(ids.to_pylist())
+        except pa.ArrowException as e:
+            raise SchemaError(f"thin column store_id has type {col.type}; expected the store ids snapshot() writes "
+                              "(strings)") from e
         return sorted((i for i in ids if i != mine), key=str)
 
     def _validate(self, t: pa.Table) -> tuple:
@@ -450,13 +457,13 @@ class Reconstructor:
 
     @staticmethod
     def _pointer(t: pa.Table, c: str):
-        """Thin column ``c`` (an integer pointer column) as NumPy, refusing nulls (Arrow would hand them
-        over as floats)."""
+        """Thin column ``c`` (an integer pointer column) as int64 NumPy, refusing nulls (Arrow would hand them
+        over as floats) and unsafe casts (a float ``user_id`` 0.9 is not user 0)."""
         col = t.column(c)
         if col.null_count:
             raise SchemaError(f"thin column {c} has {col.null_count} null(s); every thin row needs a {c}: make "
                               "thin rows with UIHStore.snapshot()")
-        return col.to_numpy()
+        return cast_array(col, np.int64, f"thin column {c}").to_numpy()
 
     def _plan_rows(self, uid, imm_hw, rts, version, view) -> tuple:
         return _plan.plan_chunk(uid, imm_hw, rts, self.projection.window_us if self._use_window else None,
@@ -467,6 +474,12 @@ class Reconstructor:
         are no tail events), and the rows' offsets into them (``[n + 1]``, from 0), after checking every
         tail column's lists match ``tail_seq``'s."""
         seq, cols = t.column("tail_seq"), [t.column(name) for name in self._tail_names]
+        for name, col in (("tail_seq", seq), *zip(self._tail_names, cols)):
+            if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+                raise SchemaError(f"thin column {name} has type {col.type}; expected a list column: make thin rows "
+                                  "with UIHStore.snapshot()")
+        if not pa.types.is_integer(seq.type.value_type):
+            raise SchemaError(f"thin column tail_seq holds {seq.type.value_type}; expected integer seqs")
         if seq.num_chunks == 1 and not seq.null_count and all(
                 c.num_chunks == 1 and not c.null_count for c in cols):
             # snapshot()'s form, read as is: one chunk per column, every column's lists at tail_seq's offsets
@@ -477,8 +490,7 @@ class Reconstructor:
                 lo, hi = int(o[0]), int(o[-1])
                 if lo == hi:
                     return None, (o - lo if lo else o)  # no tail events (all sealed): no values to read
-                out = {c: _values(col.chunk(0), lo, hi).astype(self._schema_dtype(c), copy=False)
-                       for c, col in zip(self._tail_cols, cols)}
+                out = {c: self._tail_values(_values(col.chunk(0), lo, hi), c) for c, col in zip(self._tail_cols, cols)}
                 return out, (o - lo if lo else o)
         offsets, _ = _list_parts(seq)
         out = {}
@@ -486,8 +498,13 @@ class Reconstructor:
             off, flat = _list_parts(col)
             if len(off) != len(offsets) or (off != offsets).any():  # np.array_equal's checks cost more
                 raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
-            out[c] = flat.astype(self._schema_dtype(c), copy=False)
+            out[c] = self._tail_values(flat, c)
         return out, offsets
+
+    def _tail_values(self, values, c: str) -> np.ndarray:
+        """Tail values of column ``c`` as its dtype, cast only when no value changes (an int64 action beyond
+        int32 or a fractional item id is a SchemaError), without a copy when the type matches."""
+        return cast_array(values, self._schema_dtype(c), f"thin column tail_{c} (its list values)").to_numpy()
 
     def _schema_dtype(self, c):
         return self.store.schema.dtype(c)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .._errors import SchemaError
+from .._errors import InvalidArgument, SchemaError
 from ..serving import _fs
+from ..serving._schema import as_table, cast_array, check_int, check_path
 
 THIN_META = ("user_id", "request_ts", "store_id", "version", "imm_hw")
 
@@ -18,20 +20,23 @@ def parquet_files(source) -> list:
     """The Parquet files of a path, a folder, a URI (``s3://bucket/thin/``: one ``pyarrow.fs`` listing;
     options such as ``?endpoint_override=...`` go in the URI) or a list of them, each folder sorted by name."""
     if isinstance(source, (str, Path, _fs.RemotePath)):
-        p = _fs.resolve(source)  # a Path, or a RemotePath for a URI
+        p = _fs.resolve(check_path(source, "thin_source"))  # a Path, or a RemotePath for a URI
         if not _fs.exists(p):
             raise SchemaError(f"thin-row source {p} does not exist; pass a Parquet file, a folder of them (local "
                               "or a URI such as s3://bucket/thin/) or a Table")
         if not _fs.is_dir(p):
             return [p]
         return [p / n for n in sorted(_fs.sizes(p)) if n.endswith(".parquet")]
+    if not isinstance(source, Iterable) or isinstance(source, (bytes, Mapping)):
+        raise InvalidArgument(f"thin_source must be a Parquet file, a folder of them, a URI, a list of those or a "
+                              f"pyarrow.Table, got {type(source).__name__}")
     return [q for s in source for q in parquet_files(s)]
 
 
 def thin_batches(source, columns: list):
     """Record batches of only ``columns`` from a Table, a Parquet file, a folder or a list of files."""
-    if isinstance(source, (pa.Table, pa.RecordBatch)):
-        t = pa.Table.from_batches([source]) if isinstance(source, pa.RecordBatch) else source
+    if isinstance(source, (pa.Table, pa.RecordBatch, Mapping)):
+        t = as_table(source, "thin rows")
         missing = [c for c in columns if c not in t.column_names]
         if missing:
             raise SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
@@ -41,7 +46,11 @@ def thin_batches(source, columns: list):
     if not paths:
         raise SchemaError(f"no Parquet thin-row files found in {source!r}")
     for path in paths:
-        pf = pq.ParquetFile(_fs.open_input(path))  # random access: no readahead past the projected columns
+        try:
+            pf = pq.ParquetFile(_fs.open_input(path))  # random access: no readahead past the projected columns
+        except pa.ArrowInvalid as e:
+            raise SchemaError(f"thin-row source {path} is not a Parquet file ({e}); pass the files that "
+                              "UIHStore.snapshot()'s rows were written to") from e
         missing = [c for c in columns if c not in pf.schema_arrow.names]
         if missing:
             raise SchemaError(f"{path} lacks thin-row column(s) {missing}; make them with UIHStore.snapshot()")
@@ -89,8 +98,10 @@ def shard(thin, num_shards: int, index: int) -> pa.Table:
 
     Every user lands in exactly one shard, so each trainer rank reads a disjoint set of users.
     """
-    if not (isinstance(num_shards, int) and num_shards >= 1 and 0 <= index < num_shards):
-        raise SchemaError(f"need num_shards >= 1 and 0 <= index < num_shards, got {num_shards}, {index}")
-    t = thin if isinstance(thin, pa.Table) else pa.table(thin)
-    h = user_hash(t.column("user_id").to_numpy())
+    num_shards = check_int(num_shards, "num_shards", lo=1, error=SchemaError)
+    index = check_int(index, "index", lo=0, hi=num_shards - 1, error=SchemaError)
+    t = as_table(thin, "thin rows")
+    if "user_id" not in t.column_names:
+        raise SchemaError(f"thin rows need a user_id column to shard by; got {t.column_names}")
+    h = user_hash(cast_array(t.column("user_id"), np.int64, "thin column user_id").to_numpy())
     return t.filter(pa.array(h % np.uint64(num_shards) == np.uint64(index)))
