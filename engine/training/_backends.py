@@ -271,7 +271,7 @@ class CudaBackend:
         otherwise hand to its next decode at once) until the event after its copies is known complete."""
         hold = [] if keep is None else keep
         stream = self.xp.cuda.get_current_stream()
-        host = isinstance(col, np.ndarray)
+        host = not isinstance(col, self.xp.ndarray)  # PyArrow's NumPy arrays, else cuDF's on the device
         if host:
             col = self.pinned(col, hold)
         for d, a, k in zip(dst.tolist(), src.tolist(), n.tolist()):
