@@ -396,12 +396,20 @@ def test_a_thread_reading_slots_another_thread_filled_waits_for_its_copies(fake_
     assert unordered(LOG) == []
 
 
-def test_an_iteration_after_a_break_waits_for_the_copies_still_running(fake_gpu, no_reuse, filled_store,
-                                                                       thin_rows):
+def test_an_iteration_after_a_break_waits_for_the_copies_still_running(fake_gpu, no_reuse, store, rng):
     """``break`` out of ``iter_batches`` while the prefetch thread has filled slots for chunks never
-    read: the next iteration's own prefetch thread (another stream) reads those slots."""
-    want = [b.to_numpy() for b in Reconstructor(filled_store, PROJECTIONS[0], device="cpu").iter_batches(thin_rows, 8)]
-    rec = Reconstructor(filled_store, PROJECTIONS[0], device="cuda", prefetch=2, chunk_batches=1)
+    read: the next iteration's own prefetch thread (another stream) reads those slots. Each day's users
+    are sealed in a segment of their own, so the first chunk's users fill one slot and later ones the
+    other, on the first iteration's stream after the only ready event its consumer waited for."""
+    from uih.workload import random_events
+    day = 86_400_000_000
+    for d, users in enumerate((range(0, 10), range(10, 20))):
+        store.append(random_events(rng, users, 300, t0=d * day, span=day))
+        store.seal((d + 1) * day)
+    thin_rows = store.snapshot({"user_id": np.r_[np.arange(8), np.arange(10, 20)],
+                                "request_ts": np.full(18, 3 * day)})
+    want = [b.to_numpy() for b in Reconstructor(store, PROJECTIONS[0], device="cpu").iter_batches(thin_rows, 8)]
+    rec = Reconstructor(store, PROJECTIONS[0], device="cuda", prefetch=2, chunk_batches=1)
     it = rec.iter_batches(thin_rows, 8)
     first = _rows(next(it))
     deadline = time.monotonic() + 120
