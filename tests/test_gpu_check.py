@@ -66,10 +66,10 @@ def test_a_slot_read_before_its_fill_landed_is_a_failure(gpu_check, monkeypatch,
             for s in slots.tolist():
                 self.w8[:, s * self.slot_rows:(s + 1) * self.slot_rows] = -1
         return slots, missing
-    store, thin = gpu_check.build_store(tmp_path / "s", gpu_check.TINY)
+    store, _ = gpu_check.build_store(tmp_path / "s", gpu_check.TINY)
     monkeypatch.setattr(GroupArena, "acquire", unfinished)
     rows = []
-    gpu_check.check_reuse(np, "cuda-sim", store, thin, gpu_check.TINY, rows)
+    gpu_check.check_reuse(np, "cuda-sim", store, gpu_check.TINY, rows)
     store.close()
     assert rows[0][2] == "FAIL" and "DIFFERENT" in rows[0][1]
 

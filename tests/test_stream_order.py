@@ -440,3 +440,24 @@ def test_decoded_columns_live_until_their_copies_complete(fake_gpu, no_reuse, mo
     gc.collect()
     assert sum(e[0] == "free" for e in LOG) == decoded, "held past their copies' completion"
     assert unordered(LOG) == []
+
+
+def test_growth_copies_slots_after_the_other_streams_fills(fake_gpu, no_reuse):
+    """A growth on one thread's stream copies slots another thread's stream filled (copies pending)."""
+    from engine.serving._group_cache import GroupArena
+    arena = GroupArena(FakeCupy, 1, 1, 4, budget=1 << 20)
+
+    def fill(keys):
+        with FakeCupy.cuda.Stream(non_blocking=True):
+            slots, missing = arena.acquire(keys)
+            for s in slots[missing].tolist():
+                arena.w8[0, s * 4:(s + 1) * 4] = s
+                arena.w4[0, s * 4:(s + 1) * 4] = -s
+            arena.filled(slots[missing])
+    for keys in (range(16), range(16, 40)):  # the second thread's request grows the arena
+        t = threading.Thread(target=fill, args=(list(keys),))
+        t.start()
+        t.join()
+    assert arena.slots >= 40 and not any(e.done for e in FakeCupy.cuda.events)
+    assert (np.asarray(arena.w8[0]).reshape(-1, 4)[:40, 0] == np.arange(40)).all()
+    assert unordered(LOG) == []

@@ -265,5 +265,9 @@ class GroupArena:
         stream = self._cuda.get_current_stream()
         for k in np.unique(self._written[slots]).tolist():
             got = self._events.get(k)
-            if got is not None and got[0] != stream.ptr:
+            if got is None or got[0] == stream.ptr:
+                continue  # known complete, or queued before on this very stream
+            if got[1].done:
+                del self._events[k]  # complete: no stream need wait for it again
+            else:
                 stream.wait_event(got[1])
