@@ -1,9 +1,16 @@
-"""The arena that keeps decoded row groups for the kernels: pinning, eviction, budget, growth."""
+"""The arena that keeps decoded row groups for the kernels: pinning, eviction, budget, growth, and
+releases that arrive from finalizers while the arena is mid-update."""
+
+import faulthandler
+import gc
+import threading
+import weakref
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import Projection, Reconstructor
 from engine.serving._group_cache import GroupArena
 
 R = 4
@@ -89,6 +96,75 @@ def test_forgotten_slots_are_filled_again():
     a.forget(s)
     a.release(s)
     assert a.acquire(["a"])[1] == [0]
+
+
+class _Cycle:
+    """An object only the cycle collector frees (it refers to itself)."""
+
+    def __init__(self, payload=None):
+        self.me, self.payload = self, payload
+
+
+def _within(seconds, fn):
+    """``fn()`` in a watchdog thread: a hang fails the test instead of stalling the run."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test
+            out["error"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        faulthandler.dump_traceback()  # where it hangs, in the test's captured output
+    assert not t.is_alive(), f"still running after {seconds} s: deadlocked"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _collect_inside_grow(monkeypatch):
+    """Every growth of an arena first runs a full collection, as an allocation there may."""
+    grow = GroupArena._grow
+
+    def collecting(self, *a):
+        gc.collect()
+        return grow(self, *a)
+    monkeypatch.setattr(GroupArena, "_grow", collecting)
+
+
+def test_a_release_from_a_collection_inside_acquire_neither_deadlocks_nor_is_lost(monkeypatch):
+    """A chunk freed by the cycle collector while ``acquire`` holds the lock (mid-update) releases its
+    slots from a finalizer: that release must not wait for the lock, and must still happen."""
+    a = arena(1000)
+    held, _ = a.acquire(["a", "b"])
+    weakref.finalize(_Cycle(), a.release, held)  # unreachable at once; freed only by a collection
+    _collect_inside_grow(monkeypatch)
+    slots, missing = _within(30, lambda: a.acquire(list(range(40))))  # grows: collects inside the lock
+    assert missing == list(range(40)) and not set(slots.tolist()) & set(held.tolist())
+    assert not a._later and not a._pins[held].any(), "the finalizer's release was lost"
+    assert a._pins[slots].tolist() == [1] * 40
+
+
+def test_a_chunk_collected_while_the_next_one_is_prepared_releases_its_slots(monkeypatch, filled_store):
+    """The reconstructor's own path: a chunk kept alive only by a cycle is collected inside the next
+    chunk's ``acquire`` on the CPU backend, whose ``retire`` releases at once."""
+    day = 86_400_000_000
+    thin = filled_store.snapshot({"user_id": np.arange(0, 20, 2), "request_ts": np.full(10, 3 * day)})
+    rec = Reconstructor(filled_store, Projection(["item_id", "ts"], max_len=16), device="cpu", cache_bytes=0)
+    rec.reconstruct(thin)  # kernels compiled (and cached) outside the watchdog
+    chunk = rec._prepare(rec._plan(thin))
+    pinned = rec._arena._pins.copy()
+    assert pinned.any()
+    _Cycle(chunk)
+    del chunk
+    _collect_inside_grow(monkeypatch)  # budget 0: every chunk's slots are new, so its acquire grows
+    batch = _within(60, lambda: rec.reconstruct(thin))
+    assert batch.size == 10
+    gc.collect()
+    assert not rec._arena._pins.any() and not rec._arena._later
 
 
 def _cut_reference(bstart, r0, cnt):

@@ -5,16 +5,23 @@ ordering depends on: per-thread current streams, events that complete only when 
 stream or device is synchronized), ``wait_event`` and asynchronous copies from pinned memory. The checks:
 every kernel launch is queued on the consumer stream after it waited for its chunk's ready event; a
 chunk's arena slots and arrays are not handed back while the event after its last kernel is pending;
-and no host-side device-wide synchronization happens on the reconstruction path.
+no host-side device-wide synchronization happens on the reconstruction path; and (``unordered``) no two
+device operations on different streams touch the same bytes, one of them a write, without an event or
+a host synchronization ordering them, nor is decoded memory freed while an operation may still read it.
 """
 
+import gc
+import sys
 import threading
+import time
 import types
 import weakref
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from numba.cuda.simulator.kernel import BlockThread
 
 import kernels
 from engine import Projection, Reconstructor
@@ -22,21 +29,114 @@ from engine.training import _backends
 
 
 class DevArray(np.ndarray):
-    """A "device" array: host memory, with CuPy's ``set``/``get``."""
+    """A "device" array: host memory, with CuPy's ``set``/``get``; each write (and what it reads from
+    other device arrays) is logged as an operation on the current stream."""
 
     def set(self, a, stream=None):
         LOG.append(("copy", stream))
-        self[...] = a
+        _op(stream, [], _extent(self))
+        np.ndarray.__setitem__(self, Ellipsis, a)
+
+    def __array_finalize__(self, obj):
+        _alloc(self)  # an arithmetic result, a copy, a view: its memory, see ``ALLOCATED``
+
+    def __setitem__(self, key, value):
+        view = self[key]
+        if isinstance(view, np.ndarray):
+            _op(FakeCupy.cuda.get_current_stream(), _extent(value) if isinstance(value, DevArray) else [],
+                _extent(view))
+        np.ndarray.__setitem__(self, key, value)
 
     def get(self):
         return np.array(self)
 
 
 LOG = []
+# Every "device" allocation, kept until the test ends when it uses ``unordered`` (fixture ``no_reuse``):
+# CuPy's pool hands memory freed on one stream only to that stream again, whereas NumPy would reuse an
+# address at once on any thread, a race the device never has (whether the memory a chunk's kernels read
+# is held until they finish is checked apart, by its arrays' lifetime)
+ALLOCATED = None
+DECODED = set()  # ids of the live buffers ``FakeCudf`` decoded: their lifetime is the code's to get right
+
+
+def _alloc(a):
+    """Keep the memory under ``a`` (while ``ALLOCATED`` is on), unless it is a decoded buffer."""
+    if ALLOCATED is not None:
+        root = a
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if id(root) not in DECODED:
+            ALLOCATED[id(root)] = root
+    return a
+
+
+def _op(stream, reads, writes):
+    """Log a device operation (byte ranges read and written), unless it is a simulated kernel's own."""
+    if not getattr(_local, "in_kernel", False) and not isinstance(threading.current_thread(), BlockThread):
+        LOG.append(("op", stream, reads, writes))
+
+
+def _extent(a) -> list:
+    """The byte ranges ``[lo, hi)`` of array ``a``: one if contiguous, one per row of a 2-D row view."""
+    if a.size == 0:
+        return []
+    lo = a.__array_interface__["data"][0]
+    if a.flags.c_contiguous:
+        return [(lo, lo + a.nbytes)]
+    if a.ndim == 2 and a.strides[1] == a.itemsize:
+        return [(lo + i * a.strides[0], lo + i * a.strides[0] + a.shape[1] * a.itemsize) for i in range(a.shape[0])]
+    return [tuple(np.byte_bounds(a))]
+
+
+def _overlap(a, b) -> bool:
+    return any(x0 < y1 and y0 < x1 for x0, x1 in a for y0, y1 in b)
+
+
+def _join(clock, other):
+    for k, v in other.items():
+        if clock.get(k, -1) < v:
+            clock[k] = v
+
+
+def unordered(log) -> list:
+    """Pairs of logged operations on different streams that touch the same bytes (one writing), with
+    nothing ordering the later after the earlier (vector clocks over the log: an event carries its
+    stream's clock, ``wait_event`` joins it, a host synchronization orders everything queued after
+    it); and frees of memory an operation may still use. Empty when every access is ordered."""
+    clock, events, host, floor, ops, bad = {}, {}, {}, -1, [], []
+    for i, e in enumerate(log):
+        if e[0] == "record":
+            c = dict(clock.get(e[1], {}))
+            c[e[1]] = i
+            events[e[2]] = c
+        elif e[0] == "wait":
+            _join(clock.setdefault(e[1], {}), events.get(e[2], {}))
+        elif e[0] == "sync":
+            c = dict(clock.get(e[1], {}))
+            c[e[1]] = i
+            _join(host, c)
+        elif e[0] in ("complete", "device-sync"):
+            floor = i
+        elif e[0] == "free":
+            bad += [("freed while in use", log[j]) for j, t, r, w in ops
+                    if j > floor and host.get(t, -1) < j and _overlap(r + w, e[1])]
+        elif e[0] == "op":
+            s, reads, writes = e[1:]
+            c = clock.setdefault(s, {})
+            _join(c, host)
+            for j, t, r, w in ops:
+                if t is not s and j > floor and c.get(t, -1) < j and \
+                        (_overlap(w, reads + writes) or _overlap(r, writes)):
+                    bad.append((log[j], e))
+            c[s] = i
+            ops.append((i, s, reads, writes))
+    return bad
 
 
 def _dev(a):
-    return np.asarray(a).view(DevArray)
+    """CuPy's ``asarray``: a device array as it is, anything else copied to the device."""
+    return a if isinstance(a, DevArray) else _alloc(np.array(a, copy=True).view(DevArray))
 
 
 class Event:
@@ -68,6 +168,7 @@ class Stream:
         LOG.append(("wait", self, ev))
 
     def synchronize(self):
+        LOG.append(("sync", self))
         for e in FakeCupy.cuda.events:
             if e.stream is self:
                 e.done = True
@@ -85,6 +186,7 @@ class _Cuda(types.SimpleNamespace):
         return bytearray(n)
 
     def complete(self):
+        LOG.append(("complete",))
         for e in self.events:
             e.done = True
 
@@ -99,11 +201,11 @@ def _device():
 Stream.null = Stream(null=True)
 FakeCupy = types.SimpleNamespace(
     cuda=_Cuda(Event=Event, Stream=Stream, Device=_device, events=[]),
-    int64=np.int64, int32=np.int32,
-    empty=lambda shape, dtype=float: np.empty(shape, dtype).view(DevArray),
-    zeros=lambda shape, dtype=float: np.zeros(shape, dtype).view(DevArray),
-    arange=lambda *a, **k: _dev(np.arange(*a, **k)),
-    cumsum=lambda a: _dev(np.cumsum(a)),
+    int64=np.int64, int32=np.int32, ndarray=DevArray,
+    empty=lambda shape, dtype=float: _alloc(np.empty(shape, dtype).view(DevArray)),
+    zeros=lambda shape, dtype=float: _alloc(np.zeros(shape, dtype).view(DevArray)),
+    arange=lambda *a, **k: _alloc(_dev(np.arange(*a, **k))),
+    cumsum=lambda a: _alloc(_dev(np.cumsum(a))),
     asarray=_dev,
 )
 
@@ -124,16 +226,68 @@ def fake_gpu(monkeypatch):
         cur = FakeCupy.cuda.get_current_stream()
         return numba_streams.setdefault(cur, (cur, numba_cuda.stream()))[1]
 
-    for name in ("slice", "assemble"):
+    for name in ("slice", "assemble", "slice_assemble"):
         kernel = getattr(_backends.CudaBackend, name)
 
         def launch(*a, _k=kernel, _n=name, **kw):
-            LOG.append(("launch", _n, FakeCupy.cuda.get_current_stream(), kw["stream"]))
-            return _k(*a, **kw)
+            cur = FakeCupy.cuda.get_current_stream()
+            LOG.append(("launch", _n, cur, kw["stream"]))
+            LOG.append(("op", cur, _kernel_reads(a), []))
+            _local.in_kernel = True
+            try:
+                return _k(*a, **kw)
+            finally:
+                _local.in_kernel = False
         monkeypatch.setattr(_backends.CudaBackend, name, staticmethod(launch))
     monkeypatch.setattr(_backends.CudaBackend, "launch_stream", launch_stream)
     monkeypatch.setattr(_backends.CudaBackend, "PINNED_MIN", 64)  # small tests still take the pinned path
     return numba_streams
+
+
+def _kernel_reads(args) -> list:
+    """What a slicing or assembly kernel reads: its runs' events in every arena lane (not the slots the
+    chunk does not use, which a later chunk may be filling), and every other device array it is given."""
+    src, runs, rest = args[0], args[1], args[2:]
+    start, pos = np.asarray(runs.start), np.asarray(runs.pos)
+    reads = [r for w in (src.w8, src.w4) for lane in range(w.shape[0])
+             for p, n in zip(pos.tolist(), np.diff(start).tolist()) for r in _extent(w[lane, p:p + n])]
+
+    def arrays(x):
+        if isinstance(x, DevArray):
+            yield x
+        elif isinstance(x, tuple):
+            for v in x:
+                yield from arrays(v)
+    return reads + [r for a in arrays((runs, *rest)) for r in _extent(a)]
+
+
+def _freed(key, extent):
+    DECODED.discard(key)
+    LOG.append(("free", extent))
+
+
+class FakeCudf:
+    """cuDF's reader over the stand-in: each column decoded into memory of its own, written on the
+    default stream; its free (the allocator may hand it to the next decode at once) is logged."""
+
+    decoded = 0
+
+    def read_parquet(self, path, columns, row_groups):
+        t = pq.ParquetFile(path).read_row_groups(row_groups[0], columns=columns)
+        out = {}
+        for c in columns:
+            FakeCudf.decoded += 1
+            buf = np.array(t.column(c).to_numpy(), copy=True)
+            LOG.append(("op", Stream.null, [], _extent(buf)))
+            DECODED.add(id(buf))
+            weakref.finalize(buf, _freed, id(buf), _extent(buf))
+            out[c] = types.SimpleNamespace(values=buf.view(DevArray))
+        return out
+
+
+@pytest.fixture
+def no_reuse(monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ALLOCATED", {})
 
 
 @pytest.fixture
@@ -153,7 +307,8 @@ PROJECTIONS = [Projection(["item_id", "action", "ts"], max_len=64),
 
 @pytest.mark.parametrize("proj, prefetch", [(PROJECTIONS[0], 2), (PROJECTIONS[1], 0)],
                          ids=["plain-prefetch", "filtered-inline"])
-def test_kernels_wait_for_their_chunk_and_results_match_cpu(fake_gpu, filled_store, thin_rows, proj, prefetch):
+def test_kernels_wait_for_their_chunk_and_results_match_cpu(fake_gpu, no_reuse, filled_store, thin_rows, proj,
+                                                             prefetch):
     want = [b.to_numpy() for b in Reconstructor(filled_store, proj, device="cpu").iter_batches(thin_rows, 8)]
     rec = Reconstructor(filled_store, proj, device="cuda", prefetch=prefetch, chunk_batches=2)
     assert rec.device == "cuda" and isinstance(rec.backend, _backends.CudaBackend)
@@ -182,6 +337,8 @@ def test_kernels_wait_for_their_chunk_and_results_match_cpu(fake_gpu, filled_sto
         assert producers and all(p.ptr != 0 for p in producers)
     copies = [e for e in LOG if e[0] == "copy"]
     assert copies and all(s is not None for _, s in copies)  # every host-to-device copy names its stream
+    assert any(e[0] == "launch" for e in LOG)
+    assert unordered(LOG) == []
 
 
 def test_slots_and_arrays_outlive_the_chunk_until_its_kernels_finish(fake_gpu, filled_store, thin_rows):
@@ -200,3 +357,107 @@ def test_slots_and_arrays_outlive_the_chunk_until_its_kernels_finish(fake_gpu, f
     rec.backend.reap()
     assert not any(arena._pins) and not rec.backend._retired
     assert held() is None, "the chunk's arrays go back to the memory pool once its kernels are done"
+
+
+def _rows(batch) -> dict:
+    return {k: np.array(v) for k, v in batch.items()}
+
+
+def _same(got: list, want: list):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for k in w:
+            np.testing.assert_array_equal(g[k], w[k])
+
+
+def test_a_thread_reading_slots_another_thread_filled_waits_for_its_copies(fake_gpu, no_reuse, filled_store,
+                                                                            thin_rows):
+    """Two training threads on one reconstructor, each on its own stream: the second finds every row
+    group cached in slots the first thread's producer stream filled, whose copies have not completed."""
+    want = Reconstructor(filled_store, PROJECTIONS[0], device="cpu").reconstruct(thin_rows).to_numpy()
+    rec = Reconstructor(filled_store, PROJECTIONS[0], device="cuda", prefetch=0)
+    got, start = {}, {}
+
+    def train(name):
+        with FakeCupy.cuda.Stream(non_blocking=True):
+            start[name] = len(LOG)
+            got[name] = _rows(rec.reconstruct(thin_rows))
+    for name in ("A", "B"):
+        t = threading.Thread(target=train, args=(name,))
+        t.start()
+        t.join()
+    _same([got["A"], got["B"]], [want, want])
+    arena = [*_extent(rec._arena.w8), *_extent(rec._arena.w4)]
+    fills = [sum(e[0] == "op" and _overlap(e[3], arena) for e in LOG[a:b]) for a, b in
+             ((start["A"], start["B"]), (start["B"], len(LOG)))]
+    assert fills[0] and not fills[1], "the second thread's chunk must read the first one's cached slots"
+    assert not any(e.done for e in FakeCupy.cuda.events)  # nothing completed: only events order the reads
+    assert unordered(LOG) == []
+
+
+def test_an_iteration_after_a_break_waits_for_the_copies_still_running(fake_gpu, no_reuse, store, rng):
+    """``break`` out of ``iter_batches`` while the prefetch thread has filled slots for chunks never
+    read: the next iteration's own prefetch thread (another stream) reads those slots. Each day's users
+    are sealed in a segment of their own, so the first chunk's users fill one slot and later ones the
+    other, on the first iteration's stream after the only ready event its consumer waited for."""
+    from uih.workload import random_events
+    day = 86_400_000_000
+    for d, users in enumerate((range(0, 10), range(10, 20))):
+        store.append(random_events(rng, users, 300, t0=d * day, span=day))
+        store.seal((d + 1) * day)
+    thin_rows = store.snapshot({"user_id": np.r_[np.arange(8), np.arange(10, 20)],
+                                "request_ts": np.full(18, 3 * day)})
+    want = [b.to_numpy() for b in Reconstructor(store, PROJECTIONS[0], device="cpu").iter_batches(thin_rows, 8)]
+    rec = Reconstructor(store, PROJECTIONS[0], device="cuda", prefetch=2, chunk_batches=1)
+    it = rec.iter_batches(thin_rows, 8)
+    first = _rows(next(it))
+    deadline = time.monotonic() + 120
+    while rec.stats["chunks"] < len(want) and time.monotonic() < deadline:  # every chunk prepared ahead
+        time.sleep(0.01)
+    it.close()
+    assert rec.stats["chunks"] == len(want)
+    _same([first, *map(_rows, rec.iter_batches(thin_rows, 8))], want[:1] + want)
+    assert unordered(LOG) == []
+
+
+def test_decoded_columns_live_until_their_copies_complete(fake_gpu, no_reuse, monkeypatch, filled_store,
+                                                         thin_rows):
+    """cuDF's decoded columns are read by asynchronous device-to-device copies: their memory goes back
+    to the allocator only once the event after those copies is known complete."""
+    FakeCudf.decoded = 0
+    monkeypatch.setattr(_backends._deps, "cudf_or_none", lambda: FakeCudf())
+    want = Reconstructor(filled_store, PROJECTIONS[0], device="cpu").reconstruct(thin_rows).to_numpy()
+    rec = Reconstructor(filled_store, PROJECTIONS[0], device="cuda", prefetch=0, cache_bytes=0)
+    assert rec.backend.cudf is not None
+    for _ in range(2):  # the second chunk's reads reap the first one's columns, whose copies are pending
+        _same([_rows(rec.reconstruct(thin_rows))], [want])
+    gc.collect()
+    decoded = FakeCudf.decoded
+    assert decoded and not any(e[0] == "free" for e in LOG), "freed while their copies may run"
+    FakeCupy.cuda.complete()
+    rec.backend.reap()
+    gc.collect()
+    assert sum(e[0] == "free" for e in LOG) == decoded, "held past their copies' completion"
+    assert unordered(LOG) == []
+
+
+def test_growth_copies_slots_after_the_other_streams_fills(fake_gpu, no_reuse):
+    """A growth on one thread's stream copies slots another thread's stream filled (copies pending)."""
+    from engine.serving._group_cache import GroupArena
+    arena = GroupArena(FakeCupy, 1, 1, 4, budget=1 << 20)
+
+    def fill(keys):
+        with FakeCupy.cuda.Stream(non_blocking=True):
+            slots, missing = arena.acquire(keys)
+            for s in slots[missing].tolist():
+                arena.w8[0, s * 4:(s + 1) * 4] = s
+                arena.w4[0, s * 4:(s + 1) * 4] = -s
+            arena.filled(slots[missing])
+    for keys in (range(16), range(16, 40)):  # the second thread's request grows the arena
+        t = threading.Thread(target=fill, args=(list(keys),))
+        t.start()
+        t.join()
+    assert arena.slots >= 40 and not any(e.done for e in FakeCupy.cuda.events)
+    assert (np.asarray(arena.w8[0]).reshape(-1, 4)[:40, 0] == np.arange(40)).all()
+    assert unordered(LOG) == []

@@ -396,6 +396,7 @@ class ImmutableView:
             for words, names in ((arena.w8, lanes[0]), (arena.w4, lanes[1])):
                 for lane, c in enumerate(names):
                     put(words, lane, got[c].view(words.dtype), slots * arena.slot_rows, at, n)
+            arena.filled(slots)  # on a device: readers on other streams wait for these copies
         except BaseException:
             arena.forget(slots)
             raise

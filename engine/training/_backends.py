@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from contextlib import contextmanager, nullcontext
 
 import numba
@@ -84,8 +85,11 @@ class CpuBackend:
         """Order this thread's later work after ``event``."""
 
     def retire(self, event, keep, release):
-        """Call ``release()`` (and drop ``keep``) once the work before ``event`` is done: at once here."""
-        release()
+        """Call ``release()`` (if given; and drop ``keep``) once the work before ``event`` is done: at once
+        here. It may run from a finalizer, so ``release`` must never wait for a lock (``GroupArena.release``
+        does not)."""
+        if release is not None:
+            release()
 
     def reap(self):
         """Run the releases whose events completed."""
@@ -162,8 +166,9 @@ class CudaBackend:
         self.cudf = _deps.cudf_or_none()
         self._local = threading.local()
         self._streams = {}  # CuPy stream pointer -> Numba external stream
-        self._retired = []  # (event, keep, release) waiting for their event
-        self._mu = threading.Lock()
+        # (event, keep, release) waiting for their event; a deque, appended and taken without a lock, since
+        # ``retire`` runs from finalizers, which a collection may start anywhere (inside ``reap`` too)
+        self._retired = deque()
 
     def producer_stream(self):
         """A non-blocking stream per thread: the prefetch thread's copies and reads overlap the
@@ -201,19 +206,22 @@ class CudaBackend:
             self.xp.cuda.get_current_stream().wait_event(event)
 
     def retire(self, event, keep, release):
-        # only queued: this runs from a finalizer, possibly while the collecting thread holds the arena's
-        # lock, so the release itself waits for ``reap`` at the next preparation (a safe point)
-        with self._mu:
-            self._retired.append((event, keep, release))
+        # only queued: the release waits for ``reap`` at the next preparation or read, once ``event`` is
+        # known complete (``release`` may be None: only ``keep`` waits for the event)
+        self._retired.append((event, keep, release))
 
     def reap(self):
-        with self._mu:  # one query per event: one that completes between two queries must not be lost
-            done, pending = [], []
-            for r in self._retired:
-                (done if r[0] is None or r[0].done else pending).append(r)
-            self._retired = pending
-        for _, _, release in done:
-            release()
+        # each entry is taken by one caller, queried once, and put back while its event is pending; a
+        # retire meanwhile is appended behind and waits for the next reap
+        for _ in range(len(self._retired)):
+            try:
+                r = self._retired.popleft()
+            except IndexError:  # another thread's reap took the rest
+                return
+            if r[0] is not None and not r[0].done:
+                self._retired.append(r)
+            elif r[2] is not None:
+                r[2]()
 
     def after_default_stream(self):
         # cuDF decodes on the default stream; the producer stream is non-blocking, so it is not implicitly
@@ -256,10 +264,14 @@ class CudaBackend:
 
     def put_blocks(self, words, lane, col, dst, src, n, keep=None):
         """Arena slots filled from decoded columns: device to device from cuDF; from PyArrow's host
-        arrays, one pinned staging copy then one asynchronous host-to-device copy per block."""
+        arrays, one pinned staging copy then one asynchronous host-to-device copy per block.
+
+        The copies are queued, not done, when this returns, so what they read outlives them: the pinned
+        staging in ``keep``, and a device column (memory cuDF's allocator, pooled or asynchronous, would
+        otherwise hand to its next decode at once) until the event after its copies is known complete."""
         hold = [] if keep is None else keep
         stream = self.xp.cuda.get_current_stream()
-        host = isinstance(col, np.ndarray)
+        host = not isinstance(col, self.xp.ndarray)  # PyArrow's NumPy arrays, else cuDF's on the device
         if host:
             col = self.pinned(col, hold)
         for d, a, k in zip(dst.tolist(), src.tolist(), n.tolist()):
@@ -267,10 +279,13 @@ class CudaBackend:
                 words[lane, d:d + k].set(col[a:a + k], stream=stream)
             else:
                 words[lane, d:d + k] = col[a:a + k]
-        if host and keep is None:
+        if not host:
+            self.retire(self.record(stream), [col], None)
+        elif keep is None:
             self.synchronize()
 
     def read_groups(self, pf, path, groups, columns, name):
+        self.reap()  # decoded columns whose copies are done go back to the allocator before the next decode
         return read_groups_device(self, pf, path, groups, columns, name)
 
     @property
