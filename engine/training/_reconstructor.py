@@ -32,7 +32,7 @@ from . import _backends, _plan
 from ._batch import PACK_ALIGN, Batch
 from ._prefetch import prefetch as background
 from ._thin_source import THIN_META, rechunk, thin_batches
-from ._unassembled import Unassembled
+from ._unassembled import Column, FilterLanes, Lane, Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
 
@@ -259,9 +259,9 @@ class Reconstructor:
         if any(isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < 1 for x in first_sizes):
             raise SchemaError(f"first_sizes must be ints >= 1, got {first_sizes!r}")
         p = self.projection
-        columns = tuple((c, self._dtypes[c], 8, self._cols8.index(c)) if c in self._cols8 else
-                        (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
-        lanes = tuple(None if k is None else ((8, 4)[k], i) for k, i, _, _ in self._source_lanes)
+        columns = tuple(Column(c, self._dtypes[c], Lane(8, self._cols8.index(c))) if c in self._cols8 else
+                        Column(c, self._dtypes[c], Lane(4, self._cols4.index(c))) for c in p.columns)
+        lanes = FilterLanes(*(None if k is None else Lane((8, 4)[k], i) for k, i, _, _ in self._source_lanes))
         sizes = iter(first_sizes)
         for chunk in self._chunks(thin_source, rows, depth, extra, threading.Event()):
             a = 0
