@@ -43,10 +43,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.dali_malloc_threshold:  # before any DALI allocation: DALI reads it once per process
         os.environ["DALI_MALLOC_POOL_THRESHOLD"] = args.dali_malloc_threshold
-    options = {} if args.pad_in_dali == "auto" else \
-        {"pad_in_dali": "after" if args.pad_in_dali == "after" else args.pad_in_dali == "true"}
-    if args.assemble_in_dali != "auto":
-        options["assemble_in_dali"] = args.assemble_in_dali == "true"
+    padding = {"auto": "auto", "false": "assembled", "after": "after_dali", "true": "dali_slice"}[args.pad_in_dali]
+    assembly = {"auto": "auto", "true": "dali_operator", "false": "engine"}[args.assemble_in_dali]
+    options = {"padding": padding, "assembly": assembly}  # uih_pipeline's PipelineOptions
     if args.batches_per_iteration != "auto":
         options["batches_per_iteration"] = int(args.batches_per_iteration)
     thin = file_list(os.path.join(args.data, "thin"))

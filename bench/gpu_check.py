@@ -296,10 +296,10 @@ def check_dali(xp, rec, thin, want, s, rows) -> None:
         return
     from dali_plugin import UIHIterator, uih_pipeline
     pipe = uih_pipeline(rec, thin, batch_size=s["batch"])  # device_id="auto"
-    placed = pipe.uih_device == ("gpu" if rec.device == "cuda" else "cpu")
-    item = next(pipe.uih_source.batches())
-    if getattr(pipe, "uih_assembles", False):  # kernels inside DALI (CPU): the chunk's lanes and plans, on the host
-        fed_ok = (len(item) == pipe.uih_source.num_inputs
+    placed = pipe.device == ("gpu" if rec.device == "cuda" else "cpu")
+    item = next(pipe.source.batches())
+    if pipe.options.assembly == "dali_operator":  # kernels inside DALI (CPU): the chunk's lanes and plans, on the host
+        fed_ok = (len(item) == pipe.source.num_inputs
                   and all(isinstance(a, np.ndarray) for part in item for a in part))
     else:  # one packed batch: its buffer where the rec runs
         buffer, layout = item
@@ -308,7 +308,7 @@ def check_dali(xp, rec, thin, want, s, rows) -> None:
     out_ok = all(v.is_cuda == (rec.device == "cuda") for b in got for v in b.values())
     equal = bool(got) and _same({k: np.concatenate([b[k].cpu().numpy() for b in got]) for k in want}, want)
     ok = placed and fed_ok and out_ok and equal
-    rows.append([f"DALI pipeline on {pipe.uih_device} for a {rec.device} reconstructor",
+    rows.append([f"DALI pipeline on {pipe.device} for a {rec.device} reconstructor",
                  f"placement {placed}, fed {xp.__name__} arrays {fed_ok}, tensors where the rec runs {out_ok}, "
                  f"equal {equal}", _verdict(ok)])
 

@@ -57,7 +57,7 @@ def run_length(store, train, test, max_len, items, epochs, batch, seed=0, device
             ys.append(b["label"].cpu().numpy())
     return {"max_len": max_len, "ne": float(normalized_entropy(np.concatenate(preds), np.concatenate(ys))),
             "steps": steps, "train_s": train_s, "examples_per_s": steps * batch / train_s,
-            "device": rec.device, "dali_device": pipe.uih_device}
+            "device": rec.device, "dali_device": pipe.device}
 
 
 def main(argv=None):

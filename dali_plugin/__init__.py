@@ -5,7 +5,8 @@
         ...
 """
 
-from ._pipeline import uih_pipeline, use_dali_host_pool
+from ._options import PipelineOptions
+from ._pipeline import UIHPipeline, uih_pipeline, use_dali_host_pool
 from .pytorch import UIHIterator
 
-__all__ = ["uih_pipeline", "UIHIterator", "use_dali_host_pool"]
+__all__ = ["uih_pipeline", "UIHIterator", "UIHPipeline", "PipelineOptions", "use_dali_host_pool"]

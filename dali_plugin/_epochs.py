@@ -15,8 +15,8 @@ class Epochs:
     starts the next epoch. ``done()`` after each iteration's outputs were taken over lets the pipeline run
     on."""
 
-    def __init__(self, pipe):
-        self.pipe = pipe
+    def __init__(self, pipe, source):
+        self.pipe, self.source = pipe, source  # a built DALI pipeline and its external source
         self.shares_buffers = bool(getattr(pipe, "exec_dynamic", False))
         self._running = False  # an epoch is scheduled and not yet drained
         self._ended = False  # an epoch was drained: the pipeline needs a reset before the next
@@ -35,7 +35,7 @@ class Epochs:
         except StopIteration:
             self._running, self._ended = False, True
             raise
-        return list(outs), pipe.uih_source.consumed()
+        return list(outs), self.source.consumed()
 
     def done(self):
         """The current outputs were taken over (shared or copied): release them and schedule a run."""
@@ -46,7 +46,7 @@ class Epochs:
         """End the running epoch early: the source stops, and what DALI already prefetched is dropped."""
         if not self._running:
             return
-        self.pipe.uih_source.interrupt()
+        self.source.interrupt()
         try:
             while True:
                 self.next_outputs()

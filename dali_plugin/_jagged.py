@@ -5,11 +5,11 @@ A DALI CPU pipeline never hands out memory it was fed: every output is written i
 batch of long, sparse rows that is a second full write of mostly padding on top of the engine's. Two ways
 around it, both fed by the projection's jagged twin (the same rows, no padding):
 
-* ``pad_in_dali="after"`` (the automatic choice for long rows): the jagged batch crosses DALI as one packed
+* ``padding="after_dali"`` (the automatic choice for long rows): the jagged batch crosses DALI as one packed
   input, which DALI copies in one piece (a few percent of the padded bytes), and ``UIHIterator`` pads it
   with the engine's assembly kernel (``Reconstructor.pad``) into the engine's pooled buffers: the padded
   batch is written once, as on the direct path.
-* ``pad_in_dali=True``: each row is a DALI sample of its own and DALI's ``slice`` writes the padded batch
+* ``padding="dali_slice"``: each row is a DALI sample of its own and DALI's ``slice`` writes the padded batch
   (``JaggedSource`` and ``pad_graph``), at a few microseconds per row and a fill rate below the engine's.
 
 Measured on 2 cores (bench/bench_dali.py, longseq: 64K events x 12 B, rows 4% full, batch 256, cold jobs,
@@ -52,7 +52,7 @@ def long_rows(rec: Reconstructor) -> bool:
 
 
 def dali_can_pad(rec: Reconstructor) -> bool:
-    """Whether DALI's ``slice`` can write ``rec``'s pad values exactly (``pad_in_dali=True``)."""
+    """Whether DALI's ``slice`` can write ``rec``'s pad values exactly (``padding="dali_slice"``)."""
     return all(_float_exact(rec.projection.pad_for(rec.store.schema.dtype(c))) for c in rec.projection.columns)
 
 
@@ -69,7 +69,7 @@ def jagged_twin(rec: Reconstructor) -> Reconstructor:
 
 
 class JaggedSource(EpochSource):
-    """``rec``'s batches in order, rows unpadded, for DALI to pad (``pad_in_dali=True``).
+    """``rec``'s batches in order, rows unpadded, for DALI to pad (``padding="dali_slice"``).
 
     Yields each column's rows (one view per row, read in place), ``lengths``, the extra columns, then each
     row's slice start: the index of its events that lands at padded position 0 (0 for ``align="left"``;

@@ -1,16 +1,17 @@
-"""``uih_pipeline``: a DALI pipeline whose inputs are reconstructed UIH batches."""
+"""``uih_pipeline``: a DALI pipeline whose inputs are reconstructed UIH batches, as a ``UIHPipeline``."""
 
 from __future__ import annotations
 
-import numbers
 import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine import UIHError, _deps
+from engine import Reconstructor, UIHError, _deps
 
 from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
-from ._source import AssemblingSource, InProcessSource
+from ._options import PipelineOptions
+from ._source import AssemblingSource, EpochSource, InProcessSource
 from ._workers import WorkerPoolSource
 
 #: DALI's own host memory pool serves host allocations above this size (``DALI_MALLOC_POOL_THRESHOLD``).
@@ -62,28 +63,26 @@ def placement(rec, device_id="auto"):
 #: arrays and no engine, 130 us per iteration for a 10 KB batch and 340 us for 2.6 MB, of which a plain
 #: copy takes 250 us; and every batch the engine makes has its own fixed host work.
 ITERATION_BYTES = 16 << 20
-#: the same where batches are assembled inside DALI (``assemble_in_dali``): its iterations feed five inputs
+#: the same where batches are assembled inside DALI (``assembly="dali_operator"``): its iterations feed five inputs
 #: per share of rows and copy nothing, so their fixed cost weighs more. Purchase (4 MB batches) through DALI
 #: on 2 cores, cold jobs, 1 / 4 / 8 batches per iteration: 1.47x / 1.14-1.19x / 1.03x the direct time, and
 #: +0.23 / +0.10-0.14 / -0.01 s of CPU time
 ASSEMBLED_ITERATION_BYTES = 64 << 20
 
 
-def _batches_per_iteration(rec, batch_size: int, extra, requested, groupable: bool,
-                           budget: int = ITERATION_BYTES) -> int:
-    """How many batches one DALI iteration carries (``uih_pipeline``'s ``batches_per_iteration``)."""
+def _batches_per_iteration(rec, batch_size: int, o: PipelineOptions, groupable: bool, budget: int) -> int:
+    """How many batches one DALI iteration carries (``PipelineOptions.batches_per_iteration``)."""
+    requested = o.batches_per_iteration
     if requested == "auto":
         if not groupable:
             return 1
-        row = padded_row_bytes(rec) + 4 + 8 * len(extra)  # plus its length and extra columns
+        row = padded_row_bytes(rec) + 4 + 8 * len(o.extra_columns)  # plus its length and extra columns
         # at most a chunk's batches, so that the engine's chunks keep their rows (and prefetching its pace)
         return max(1, min(8, rec.chunk_batches, budget // max(row * batch_size, 1)))
-    if isinstance(requested, bool) or not isinstance(requested, numbers.Integral) or requested < 1:
-        raise UIHError(f"batches_per_iteration must be 'auto' or an int >= 1, got {requested!r}")
     if requested > 1 and not groupable:
         raise UIHError(f"batches_per_iteration={requested} needs an in-process CPU pipeline (device_id=None, "
-                       "workers=0) of a padded projection whose rows cross DALI padded (pad_in_dali False)")
-    return int(requested)
+                       "workers=0) of a padded projection whose rows cross DALI padded (padding 'assembled')")
+    return requested
 
 
 #: column dtypes the in-DALI assembly writes (``_assemble_op.DALI_TYPES``), kept here so that choosing it
@@ -92,15 +91,15 @@ _ASSEMBLED_DTYPES = {np.dtype(t) for t in (np.int64, np.int32, np.float64, np.fl
 _MAX_OUTPUTS = 6  # NumbaFunction's limit
 
 
-def _assembly_blocker(rec, extra, gpu, workers, jagged, pad_in_dali):
-    """Why ``uih_pipeline`` cannot assemble batches inside DALI (``_assemble_op``), or None."""
-    if gpu or workers or jagged:
+def _assembly_blocker(rec, o: PipelineOptions, gpu: bool, jagged: bool):
+    """Why the DALI operator (``_assemble_op``) cannot write ``rec``'s batches, or None."""
+    if gpu or o.workers or jagged:
         return ("assembling inside DALI needs an in-process CPU pipeline (device_id=None, workers=0) of a "
                 "padded projection")
-    if pad_in_dali not in ("auto", False):
-        return f"pad_in_dali={pad_in_dali!r} crosses DALI unpadded rows; assembling inside DALI pads them there"
+    if o.padding not in ("auto", "assembled"):
+        return f"padding={o.padding!r} crosses DALI unpadded rows; assembling inside DALI pads them there"
     p, schema = rec.projection, rec.store.schema
-    if len(p.columns) + 1 + bool(extra) > _MAX_OUTPUTS:
+    if len(p.columns) + 1 + bool(o.extra_columns) > _MAX_OUTPUTS:
         return (f"assembling inside DALI writes at most {_MAX_OUTPUTS} outputs (columns, lengths and, with "
                 f"extra columns, their bytes); {p} has {len(p.columns)} columns")
     odd = [c for c in p.columns if np.dtype(schema.dtype(c)) not in _ASSEMBLED_DTYPES]
@@ -115,10 +114,116 @@ def _assembly_blocker(rec, extra, gpu, workers, jagged, pad_in_dali):
     return None
 
 
-def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_threads=2, workers=0,
-                 prefetch_queue_depth=2, extra_columns=(), pad_in_dali="auto", batches_per_iteration="auto",
-                 assemble_in_dali="auto"):
-    """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``.
+def _resolve(rec, batch_size: int, gpu: bool, o: PipelineOptions) -> PipelineOptions:
+    """``o`` checked against ``rec`` and where DALI runs (``gpu``), every "auto" chosen."""
+    jagged = rec.projection.layout == "jagged"
+    if gpu and o.workers:
+        raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
+    if jagged and (gpu or o.workers):
+        raise UIHError("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
+                       "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
+                       "batches already in device memory")
+    if o.padding not in ("auto", "assembled") and (gpu or o.workers or jagged):
+        raise UIHError(f"padding={o.padding!r} needs an in-process CPU pipeline (device_id=None, workers=0) "
+                       "and a padded projection")
+    if o.padding == "dali_slice" and not dali_can_pad(rec):
+        raise UIHError(f"padding='dali_slice': DALI's fill value is a float32, which cannot carry the pad value "
+                       f"of {rec.projection} exactly; use padding='after_dali' (the engine pads after DALI)")
+    blocker = _assembly_blocker(rec, o, gpu, jagged)
+    if o.assembly == "dali_operator" and blocker:
+        raise UIHError(f"assembly='dali_operator': {blocker}")
+    assembly = "engine" if o.assembly == "engine" or blocker else "dali_operator"
+    padding = o.padding
+    if padding == "auto":
+        in_process_cpu = not gpu and not o.workers and not jagged
+        padding = "after_dali" if in_process_cpu and assembly == "engine" and long_rows(rec) else "assembled"
+    groupable = not (gpu or o.workers or jagged) and padding == "assembled"
+    budget = ASSEMBLED_ITERATION_BYTES if assembly == "dali_operator" else ITERATION_BYTES
+    group = _batches_per_iteration(rec, batch_size, o, groupable, budget)
+    return replace(o, padding=padding, assembly=assembly, batches_per_iteration=group)
+
+
+def _source(rec, thin_source, batch_size: int, o: PipelineOptions) -> EpochSource:
+    """The external source feeding the pipeline of resolved options ``o``."""
+    extra = o.extra_columns
+    if o.assembly == "dali_operator":
+        return AssemblingSource(rec, thin_source, batch_size, extra=extra, shares=o.num_threads,
+                                group=o.batches_per_iteration)
+    if o.workers:
+        return WorkerPoolSource(rec, thin_source, batch_size, o.workers, extra=extra)
+    if o.padding == "dali_slice":
+        return JaggedSource(rec, thin_source, batch_size, extra=extra)
+    return InProcessSource(rec, thin_source, batch_size, extra=extra,
+                           feeder=jagged_twin(rec) if o.padding == "after_dali" else None,
+                           group=o.batches_per_iteration)
+
+
+def _build(rec, source: EpochSource, batch_size: int, device_id, o: PipelineOptions):
+    """The built DALI pipeline over ``source``: its inputs, the operator writing them (with
+    ``assembly="dali_operator"``) or DALI's padding (``padding="dali_slice"``)."""
+    dali = _deps.dali()
+    from nvidia.dali import fn
+
+    assembling, gpu = o.assembly == "dali_operator", device_id is not None
+    samples = source.shares if assembling else (1 if source.whole_batches else batch_size)
+    pipe = dali.Pipeline(batch_size=samples, num_threads=o.num_threads, device_id=device_id,
+                         prefetch_queue_depth=o.prefetch_queue_depth)
+    with pipe:
+        kwargs = {"device": "gpu"} if gpu else {}
+        if gpu:
+            kwargs["cuda_stream"] = rec.backend.stream_ptr()
+        if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
+            kwargs["no_copy"] = True
+        outs = fn.external_source(source=source, num_outputs=source.num_inputs, batch=True, cycle="raise", **kwargs)
+        if assembling:
+            from ._assemble_op import operator  # compiled (or loaded from Numba's cache) on first use
+            outs = operator([(c, rec.store.schema.dtype(c)) for c in rec.projection.columns],
+                            bool(o.extra_columns))(*outs)
+        pipe.set_outputs(*(pad_graph(fn, outs, rec) if o.padding == "dali_slice" else outs))
+    pipe.build()
+    return pipe
+
+
+@dataclass(frozen=True, eq=False)
+class UIHPipeline:
+    """A built DALI pipeline feeding a reconstructor's batches (``uih_pipeline``), with what ``UIHIterator``
+    needs to hand them out."""
+
+    #: the built ``nvidia.dali.Pipeline``
+    dali: object
+    #: its external source: batches made in process, in worker processes, rows for DALI to pad, or the
+    #: plans the DALI operator writes from
+    source: EpochSource
+    #: the reconstructor making the batches (``UIHIterator`` pads with it, ``padding="after_dali"``)
+    rec: Reconstructor
+    #: the options in force, every "auto" resolved
+    options: PipelineOptions
+    #: rows per batch (DALI's own batch size counts samples)
+    batch_size: int
+    #: DALI's device: None for a CPU-only pipeline, else the GPU that the batches live on
+    device_id: int | None
+
+    @property
+    def device(self) -> str:
+        """Where DALI runs, "cpu" or "gpu" (for reports that say what ran)."""
+        return "cpu" if self.device_id is None else "gpu"
+
+    @property
+    def names(self) -> list:
+        """The batch's keys, in output order (a jagged batch adds ``offsets``)."""
+        return self.source.names
+
+    def __repr__(self) -> str:
+        o = self.options
+        return (f"UIHPipeline({self.device}, batch_size={self.batch_size}, outputs={self.names}, "
+                f"batches_per_iteration={o.batches_per_iteration}, padding={o.padding!r}, "
+                f"assembly={o.assembly!r}, workers={o.workers}, num_threads={o.num_threads}, "
+                f"prefetch_queue_depth={o.prefetch_queue_depth})")
+
+
+def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, options: PipelineOptions | None = None,
+                 **changes) -> UIHPipeline:
+    """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``, for ``UIHIterator``.
 
     Parameters
     ----------
@@ -130,103 +235,21 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", num_thread
         "auto" (default): follow ``rec`` (see ``placement``). None: a CPU-only pipeline, for a CPU
         reconstructor. An int: a GPU pipeline on that device, fed CuPy arrays straight from a CUDA
         reconstructor on the same device (no host round trip). A mismatch is a ``UIHError``.
-    workers : int
-        0: reconstruct in this process (batches in ``iter_batches`` order). N > 0 (CPU only): N worker
-        processes, each owning a user shard; batches interleave round-robin (same rows, other order).
-    extra_columns : list of str
-        Pass-through thin-row columns (labels, ids) to output too, ``[B]`` each, after ``lengths``.
-    pad_in_dali : "auto", False, "after" or True
-        Where a padded projection's rows are padded. False: by the engine, and the padded batch crosses
-        DALI. In-process CPU pipelines only: "after": the rows cross DALI unpadded and ``UIHIterator`` pads
-        them with the engine's kernel (``Reconstructor.pad``); True: each row is a DALI sample and DALI's
-        ``slice`` pads it. "auto": "after" for long rows (``_jagged``), else False. Same batches either way.
-
-    batches_per_iteration : "auto" or int
-        Batches one DALI iteration carries, made by the engine at once and copied by DALI in one piece;
-        ``UIHIterator`` hands them out one by one, the same batches in the same order. In-process CPU
-        pipelines of padded rows that cross DALI padded only. "auto": as many as fit ``ITERATION_BYTES``
-        (``ASSEMBLED_ITERATION_BYTES`` when assembling in DALI), at most 8 and at most
-        ``rec.chunk_batches``, else 1; more than ``rec.chunk_batches`` makes the
-        engine's chunks hold one group. Prefetching (``prefetch_queue_depth``) counts iterations, and a
-        batch the caller keeps keeps its iteration's whole buffer alive.
-    assemble_in_dali : "auto", True or False
-        True: the engine's kernels run as a DALI operator (``_assemble_op``) and write each batch straight
-        into DALI's output buffers, ``num_threads`` shares of its rows at once; the engine only plans and
-        decodes, and nothing is copied. In-process CPU pipelines of padded projections with at most 5
-        outputs (columns, lengths, one more for all extra columns) and ``pad_in_dali`` left alone;
-        ``batches_per_iteration`` applies as above (DALI's fixed cost per iteration, paid once per group).
-        False: the engine writes each batch and DALI copies it (as
-        above). "auto": True where it applies. Same batches either way.
+    options : PipelineOptions
+        Workers, extra columns, DALI's threads and prefetching, and where padding and assembly run.
+    **changes
+        ``PipelineOptions`` fields that replace those of ``options``, e.g. ``extra_columns=["label"]``.
 
     Every batch but DALI-padded ones crosses DALI as one input of one sample (``engine.Batch.packed``).
     A ``Projection(layout="jagged")`` runs in an in-process CPU pipeline, with no padding anywhere:
     ``UIHIterator`` hands out each column's values of all rows plus ``offsets`` and ``lengths``, as
     ``iter_batches`` does.
     """
+    options = PipelineOptions.of(options, changes)
     use_dali_host_pool()
-    dali = _deps.dali()
-    from nvidia.dali import fn
-
+    _deps.dali()  # a missing DALI is named before any other check
     device_id = placement(rec, device_id)
-    gpu = device_id is not None
-    jagged = rec.projection.layout == "jagged"
-    if gpu and workers:
-        raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
-    if jagged and (gpu or workers):
-        raise UIHError("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
-                       "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
-                       "batches already in device memory")
-    if pad_in_dali not in ("auto", True, False, "after"):
-        raise UIHError(f"pad_in_dali must be 'auto', True, False or 'after', got {pad_in_dali!r}")
-    elif pad_in_dali not in ("auto", False) and (gpu or workers or jagged):
-        raise UIHError(f"pad_in_dali={pad_in_dali!r} needs an in-process CPU pipeline (device_id=None, "
-                       "workers=0) and a padded projection")
-    elif pad_in_dali is True and not dali_can_pad(rec):
-        raise UIHError(f"pad_in_dali=True: DALI's fill value is a float32, which cannot carry the pad value "
-                       f"of {rec.projection} exactly; use pad_in_dali='after' (the engine pads after DALI)")
-    blocker = _assembly_blocker(rec, extra_columns, gpu, workers, jagged, pad_in_dali)
-    if assemble_in_dali not in ("auto", True, False):
-        raise UIHError(f"assemble_in_dali must be 'auto', True or False, got {assemble_in_dali!r}")
-    if assemble_in_dali is True and blocker:
-        raise UIHError(f"assemble_in_dali=True: {blocker}")
-    assembling = assemble_in_dali is not False and blocker is None
-    if pad_in_dali == "auto":
-        pad_in_dali = "after" if not gpu and not workers and not jagged and not assembling and long_rows(rec) else False
-    pads_after = pad_in_dali == "after"
-    group = _batches_per_iteration(rec, batch_size, extra_columns, batches_per_iteration,
-                                   groupable=not (gpu or workers or jagged or pad_in_dali),
-                                   budget=ASSEMBLED_ITERATION_BYTES if assembling else ITERATION_BYTES)
-    if assembling:
-        source = AssemblingSource(rec, thin_source, batch_size, extra=extra_columns, shares=num_threads, group=group)
-    elif workers:
-        source = WorkerPoolSource(rec, thin_source, batch_size, workers, extra=extra_columns)
-    elif pad_in_dali is True:
-        source = JaggedSource(rec, thin_source, batch_size, extra=extra_columns)
-    else:
-        source = InProcessSource(rec, thin_source, batch_size, extra=extra_columns,
-                                 feeder=jagged_twin(rec) if pads_after else None, group=group)
-    samples = source.shares if assembling else (1 if source.whole_batches else batch_size)
-    pipe = dali.Pipeline(batch_size=samples, num_threads=num_threads,
-                         device_id=device_id,
-                         prefetch_queue_depth=prefetch_queue_depth)
-    with pipe:
-        kwargs = {"device": "gpu"} if gpu else {}
-        if gpu:
-            kwargs["cuda_stream"] = rec.backend.stream_ptr()
-        if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
-            kwargs["no_copy"] = True
-        outs = fn.external_source(source=source, num_outputs=source.num_inputs, batch=True, cycle="raise", **kwargs)
-        if assembling:
-            from ._assemble_op import operator  # compiled (or loaded from Numba's cache) on first use
-            outs = operator([(c, rec.store.schema.dtype(c)) for c in rec.projection.columns],
-                            bool(extra_columns))(*outs)
-        pipe.set_outputs(*(pad_graph(fn, outs, rec) if pad_in_dali is True else outs))
-    pipe.build()
-    pipe.uih_names = source.names
-    pipe.uih_source = source
-    pipe.uih_assembles = assembling  # batches written by the DALI operator (``_assemble_op``)
-    pipe.uih_device = "gpu" if gpu else "cpu"  # where DALI runs, for reports that say what ran
-    pipe.uih_batch_size = batch_size  # rows per batch (DALI's own batch_size counts samples)
-    pipe.uih_group = group  # batches per DALI iteration, which UIHIterator splits
-    pipe.uih_pad = rec if pads_after else None  # pads each jagged batch after DALI (UIHIterator)
-    return pipe
+    options = _resolve(rec, batch_size, device_id is not None, options)
+    source = _source(rec, thin_source, batch_size, options)
+    return UIHPipeline(_build(rec, source, batch_size, device_id, options), source, rec, options, batch_size,
+                       device_id)

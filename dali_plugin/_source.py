@@ -162,9 +162,10 @@ class InProcessSource(EpochSource):
 
 
 class _Fed(tuple):
-    """One iteration's inputs for DALI, holding ``keep`` (what they point into) as long as they are held."""
+    """One iteration's inputs for DALI, holding ``batch`` (the ``Unassembled`` batch whose chunk they point
+    into) as long as they are held."""
 
-    keep = None
+    batch = None
 
 
 class AssemblingSource(EpochSource):
@@ -189,7 +190,7 @@ class AssemblingSource(EpochSource):
         return 5
 
     def batches(self):
-        from ._assemble_op import chunk_plan, share_plan
+        from ._kernel_plan import encode_chunk, encode_share
         last = plan = None
         rows = self.batch_size * self.group
         chunk = rows * -(-self.rec.chunk_batches // self.group)  # as ``InProcessSource``
@@ -199,16 +200,16 @@ class AssemblingSource(EpochSource):
         ramp = [self.batch_size * (1 << k) for k in range(8) if (1 << k) < self.group]
         for u in self.rec.iter_unassembled(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra,
                                            first_sizes=ramp):
-            if u.keep is not last:  # once per chunk: what every share of its batches reads
-                last, plan = u.keep, chunk_plan(u)
+            if u.chunk is not last:  # once per chunk: what every share of its batches reads
+                last, plan = u.chunk, encode_chunk(u)
             k = max(d for d in range(1, min(self.shares, u.rows) + 1) if u.rows % d == 0)
             step = u.rows // k
-            shares = [share_plan(u, a, a + step, self.extra) for a in range(0, u.rows, step)]
+            shares = [encode_share(u, a, a + step, self.extra) for a in range(0, u.rows, step)]
             dims = np.empty((step, u.max_len, int(shares[0][1]), 0), np.uint8)  # sizes the outputs, holds nothing
             if self._extra_dtypes is None:
                 self._extra_dtypes = [u.extras[c].dtype for c in self.extra]
-            item = _Fed(([u.src.w8] * k, [u.src.w4] * k, [plan] * k, shares, [dims] * k))
-            item.keep = u
+            item = _Fed(([u.stored.w8] * k, [u.stored.w4] * k, [plan] * k, shares, [dims] * k))
+            item.batch = u
             yield item
 
     def to_batch(self, tensors: list) -> dict:

@@ -10,6 +10,7 @@ import numpy as np
 from engine import Batch, UIHError, _deps
 
 from ._epochs import Epochs
+from ._pipeline import UIHPipeline
 
 
 @functools.cache
@@ -38,12 +39,14 @@ class UIHIterator:
     DALI iteration, which may carry several batches, alive: copy what you keep for long).
     """
 
-    def __init__(self, pipe):
+    def __init__(self, pipe: UIHPipeline):
+        if not isinstance(pipe, UIHPipeline):
+            raise UIHError(f"UIHIterator iterates what uih_pipeline returns (a UIHPipeline), got {type(pipe).__name__}")
         _deps.dali()
         self._torch = _deps.torch()
         self.pipe = pipe
-        self._epochs = Epochs(pipe)
-        self._device = (self._torch.device("cuda", pipe.device_id) if pipe.uih_device == "gpu"
+        self._epochs = Epochs(pipe.dali, pipe.source)
+        self._device = (self._torch.device("cuda", pipe.device_id) if pipe.device == "gpu"
                         else self._torch.device("cpu"))
         self._pending = deque()  # batches of the current DALI iteration not yet handed out
 
@@ -54,8 +57,8 @@ class UIHIterator:
         if self._pending:  # the rest of an iteration that carried several batches
             return self._pending.popleft()
         batch = self._next_iteration()
-        rows, size = int(batch["lengths"].shape[0]), self.pipe.uih_batch_size
-        if self.pipe.uih_group == 1 or rows <= size:
+        rows, size = int(batch["lengths"].shape[0]), self.pipe.batch_size
+        if self.pipe.options.batches_per_iteration == 1 or rows <= size:
             return batch
         # padded: every array is [rows, ...], so each batch is a view of consecutive rows
         self._pending.extend({k: v[a:a + size] for k, v in batch.items()} for a in range(size, rows, size))
@@ -68,8 +71,8 @@ class UIHIterator:
                 with self._device:
                     buffer = torch.from_dlpack(outs[0].as_tensor())[0]
                 _check_size(buffer, layout)
-                if self.pipe.uih_pad is not None:  # a jagged batch to pad, into the engine's own buffers
-                    return self.pipe.uih_pad.pad(Batch.unpack(buffer.numpy(), layout)).to_torch()
+                if self.pipe.options.padding == "after_dali":  # a jagged batch to pad, into the engine's buffers
+                    return self.pipe.rec.pad(Batch.unpack(buffer.numpy(), layout)).to_torch()
                 return Batch.unpack(buffer if self._epochs.shares_buffers else buffer.clone(), layout, _torch_dtype)
             finally:
                 self._epochs.done()
@@ -78,7 +81,7 @@ class UIHIterator:
         if not self._epochs.shares_buffers:
             tensors = [t.clone() for t in tensors]
         self._epochs.done()
-        return self.pipe.uih_source.to_batch(tensors)
+        return self.pipe.source.to_batch(tensors)
 
     def reset(self):
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.
@@ -90,4 +93,4 @@ class UIHIterator:
 
     def close(self):
         self._pending.clear()
-        self.pipe.uih_source.close()
+        self.pipe.source.close()

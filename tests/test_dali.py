@@ -7,10 +7,12 @@ import pyarrow as pa
 import pytest
 
 import engine
-from dali_plugin import UIHIterator, uih_pipeline
+from dali_plugin import PipelineOptions, UIHIterator, uih_pipeline
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
+PADDINGS = pytest.mark.parametrize("padding", ["assembled", "after_dali", "dali_slice"],
+                                   ids=["engine-pads", "pads-after", "dali-pads"])
 TENANTS = {
     "right": engine.Projection(["item_id", "action", "ts"], max_len=40, align="right", pad_value=-1),
     "rare-types": engine.Projection(["item_id", "dwell_ms"], max_len=12, actions=[3]),
@@ -35,14 +37,14 @@ def as_numpy(batch):
     return {k: v.numpy() for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
+@PADDINGS
 @pytest.mark.parametrize("tenant", TENANTS)
 @pytest.mark.parametrize("batch_size", [1, 16, 101, 256])
-def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size, pad_in_dali):
+def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_size, padding):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS[tenant], device="cpu")
     want = list(rec.iter_batches(thin, batch_size))
-    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None, pad_in_dali=pad_in_dali))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=batch_size, device_id=None, padding=padding))
     for _ in range(2):
         got = [as_numpy(b) for b in it]
         assert len(got) == len(want) and got[-1]["lengths"].shape[0] == (101 % batch_size or batch_size)
@@ -53,12 +55,12 @@ def test_cpu_pipeline_equals_iter_batches_for_two_epochs(setup, tenant, batch_si
                 np.testing.assert_array_equal(g[k], w[k])
 
 
-@pytest.mark.parametrize("workers,pad_in_dali", [(0, False), (0, True), (1, False)],
+@pytest.mark.parametrize("workers,padding", [(0, "assembled"), (0, "dali_slice"), (1, "assembled")],
                          ids=["in-process", "in-process-dali-pads", "one-worker"])
-def test_reset_restarts_the_epoch(setup, workers, pad_in_dali):
+def test_reset_restarts_the_epoch(setup, workers, padding):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
-    it = UIHIterator(uih_pipeline(rec, thin, batch_size=10, workers=workers, pad_in_dali=pad_in_dali))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=10, workers=workers, padding=padding))
     try:
         first = as_numpy(next(it))
         next(it)
@@ -80,9 +82,9 @@ def test_several_batches_per_dali_iteration_are_the_same_batches(setup, group, b
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
     want = [{k: np.asarray(v) for k, v in b.items()} for b in rec.iter_batches(thin, batch_size,
                                                                                  extra_columns=["label"])]
-    pipe = uih_pipeline(rec, thin, batch_size=batch_size, batches_per_iteration=group, pad_in_dali=False,
+    pipe = uih_pipeline(rec, thin, batch_size=batch_size, batches_per_iteration=group, padding="assembled",
                         extra_columns=["label"])
-    assert pipe.uih_group == group
+    assert pipe.options.batches_per_iteration == group
     it = UIHIterator(pipe)
     for epoch in range(3):
         if epoch == 1:  # stop inside the first iteration's batches
@@ -100,17 +102,19 @@ def test_several_batches_per_dali_iteration_are_the_same_batches(setup, group, b
 def test_batches_per_iteration_auto_and_its_errors(setup):
     store, thin = setup
     small = engine.Reconstructor(store, TENANTS["right"], device="cpu")  # 40 events x 20 B per row
-    assert uih_pipeline(small, thin, batch_size=16).uih_group == 8
-    assert uih_pipeline(small, thin, batch_size=16, batches_per_iteration=np.int64(3)).uih_group == 3
+    assert uih_pipeline(small, thin, batch_size=16).options.batches_per_iteration == 8
+    assert uih_pipeline(small, thin, batch_size=16,
+                        batches_per_iteration=np.int64(3)).options.batches_per_iteration == 3
     fewer = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=2)
-    assert uih_pipeline(fewer, thin, batch_size=16).uih_group == 2  # never more than a chunk's batches
-    assert uih_pipeline(small, thin, batch_size=16, pad_in_dali="after").uih_group == 1
+    assert uih_pipeline(fewer, thin, batch_size=16).options.batches_per_iteration == 2  # a chunk's at most
+    assert uih_pipeline(small, thin, batch_size=16, padding="after_dali").options.batches_per_iteration == 1
     big = engine.Reconstructor(store, engine.Projection(["item_id", "ts"], max_len=1 << 15), device="cpu")
-    assert uih_pipeline(big, thin, batch_size=64, pad_in_dali=False).uih_group == 1  # 64 x 512 KB per batch
+    big_pipe = uih_pipeline(big, thin, batch_size=64, padding="assembled")
+    assert big_pipe.options.batches_per_iteration == 1  # 64 x 512 KB per batch
     for bad in (0, -1, 1.5, "4", True):
         with pytest.raises(engine.UIHError, match="batches_per_iteration"):
             uih_pipeline(small, thin, batch_size=16, batches_per_iteration=bad)
-    for kwargs in ({"pad_in_dali": True}, {"pad_in_dali": "after"}, {"workers": 1}):
+    for kwargs in ({"padding": "dali_slice"}, {"padding": "after_dali"}, {"workers": 1}):
         with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
             uih_pipeline(small, thin, batch_size=16, batches_per_iteration=2, **kwargs)
 
@@ -130,13 +134,13 @@ def test_worker_processes_yield_the_same_rows(setup):
         it.close()
 
 
-@pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
-def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, pad_in_dali):
+@PADDINGS
+def test_failure_surfaces_in_the_training_loop(setup, monkeypatch, padding):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu", chunk_batches=1)
-    pipe = uih_pipeline(rec, thin, batch_size=8, pad_in_dali=pad_in_dali)
-    src = pipe.uih_source  # the reconstructor that feeds the pipeline:
-    feeder = src.twin if pad_in_dali is True else getattr(src, "feeder", src.rec)  # rec: assembled in DALI
+    pipe = uih_pipeline(rec, thin, batch_size=8, padding=padding)
+    src = pipe.source  # the reconstructor that feeds the pipeline:
+    feeder = src.twin if padding == "dali_slice" else getattr(src, "feeder", src.rec)  # rec: assembled in DALI
     real, calls = feeder._prepare, []
 
     def broken(t, extra=()):
@@ -162,6 +166,29 @@ def test_worker_failure_surfaces(setup, tmp_path):
     it.close()
 
 
+def test_options_as_an_object_or_keywords(setup):
+    """``uih_pipeline`` takes a ``PipelineOptions`` and keywords that replace its fields; the pipeline it
+    returns holds the options in force (every "auto" resolved) and says so in its repr."""
+    store, thin = setup
+    rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
+    opts = PipelineOptions(extra_columns=["example_id"], padding="dali_slice", num_threads=1)
+    thin = thin.append_column("example_id", pa.array(np.arange(len(thin))))
+    pipe = uih_pipeline(rec, thin, batch_size=16, device_id=None, options=opts, padding="after_dali")
+    assert pipe.options == PipelineOptions(extra_columns=("example_id",), padding="after_dali", num_threads=1,
+                                           batches_per_iteration=1, assembly="engine")
+    assert opts.padding == "dali_slice"  # the caller's options are left as they were
+    assert pipe.names == ["item_id", "action", "ts", "lengths", "example_id"]
+    assert repr(pipe) == ("UIHPipeline(cpu, batch_size=16, outputs=['item_id', 'action', 'ts', 'lengths', "
+                          "'example_id'], batches_per_iteration=1, padding='after_dali', assembly='engine', "
+                          "workers=0, num_threads=1, prefetch_queue_depth=2)")
+    got = [as_numpy(b) for b in UIHIterator(pipe)]
+    assert np.array_equal(np.concatenate([g["example_id"] for g in got]), np.arange(len(thin)))
+    with pytest.raises(TypeError, match="unknown option.*pad_in_dali.*padding"):
+        uih_pipeline(rec, thin, batch_size=16, pad_in_dali=True)
+    with pytest.raises(engine.UIHError, match="UIHPipeline"):
+        UIHIterator(pipe.dali)  # DALI's own pipeline, without the source and options
+
+
 def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
@@ -169,13 +196,13 @@ def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
         uih_pipeline(rec, thin, batch_size=8, device_id=0)
 
 
-@pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
-def test_extra_columns_travel_with_their_rows(setup, pad_in_dali):
+@PADDINGS
+def test_extra_columns_travel_with_their_rows(setup, padding):
     store, thin = setup
     thin = thin.append_column("label", pa.array(np.arange(len(thin)) % 2 == 0))
     thin = thin.append_column("example_id", pa.array(np.arange(len(thin)) * 10))
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
-    got = [as_numpy(b) for b in UIHIterator(uih_pipeline(rec, thin, batch_size=30, pad_in_dali=pad_in_dali,
+    got = [as_numpy(b) for b in UIHIterator(uih_pipeline(rec, thin, batch_size=30, padding=padding,
                                                          extra_columns=["label", "example_id"]))]
     assert list(got[0]) == ["item_id", "action", "ts", "lengths", "label", "example_id"]
     assert np.array_equal(np.concatenate([g["example_id"] for g in got]), np.arange(len(thin)) * 10)
@@ -232,7 +259,7 @@ def test_jagged_projection_through_dali_equals_iter_batches(setup, tenant, batch
 def test_jagged_projection_needs_an_in_process_cpu_pipeline(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, _jagged(TENANTS["right"]), device="cpu")
-    for kwargs in (dict(workers=1), dict(pad_in_dali=True)):
+    for kwargs in (dict(workers=1), dict(padding="dali_slice")):
         with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
             uih_pipeline(rec, thin, batch_size=8, **kwargs)
 

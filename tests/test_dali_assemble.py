@@ -68,8 +68,8 @@ def test_assembled_in_dali_equals_iter_batches(setup, tenant, batch_size):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS[tenant], device="cpu", chunk_batches=3)
     want = [dict(b) for b in rec.iter_batches(thin, batch_size)]
-    pipe, got = batches(rec, thin, batch_size, assemble_in_dali=True)
-    assert pipe.uih_assembles
+    pipe, got = batches(rec, thin, batch_size, assembly="dali_operator")
+    assert pipe.options.assembly == "dali_operator"
     check_equal(got, want)
 
 
@@ -81,9 +81,9 @@ def test_extras_groups_and_shares(setup, group, num_threads):
     rec = engine.Reconstructor(store, TENANTS["types"], device="cpu", chunk_batches=2)
     want = [dict(b) for b in rec.iter_batches(thin, 10, extra_columns=extra)]
     pipe, got = batches(rec, thin, 10, extra, batches_per_iteration=group, num_threads=num_threads)
-    assert pipe.uih_assembles
+    assert pipe.options.assembly == "dali_operator"
     check_equal(got, want)
-    _, old = batches(rec, thin, 10, extra, batches_per_iteration=group, assemble_in_dali=False)
+    _, old = batches(rec, thin, 10, extra, batches_per_iteration=group, assembly="engine")
     check_equal(old, want)
 
 
@@ -96,7 +96,7 @@ def test_one_row_iterations_with_extras_of_mixed_widths(setup, group):
     rec = engine.Reconstructor(store, TENANTS["plain"], device="cpu", chunk_batches=3)
     want = [dict(b) for b in rec.iter_batches(thin, 1, extra_columns=extra)]
     pipe, got = batches(rec, thin, 1, extra, batches_per_iteration=group)
-    assert pipe.uih_assembles
+    assert pipe.options.assembly == "dali_operator"
     check_equal(got, want)
 
 
@@ -115,27 +115,30 @@ def test_two_epochs_and_reset(setup):
 def test_auto_choice_and_errors(setup, tmp_path):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["plain"], device="cpu")
-    assert uih_pipeline(rec, thin, batch_size=8, device_id=None).uih_assembles
-    assert not uih_pipeline(rec, thin, batch_size=8, device_id=None, assemble_in_dali=False).uih_assembles
-    assert not uih_pipeline(rec, thin, batch_size=8, device_id=None, pad_in_dali="after").uih_assembles
-    with pytest.raises(UIHError, match="assemble_in_dali must be"):
-        uih_pipeline(rec, thin, batch_size=8, device_id=None, assemble_in_dali="yes")
+    def assembly(**options):
+        return uih_pipeline(rec, thin, batch_size=8, device_id=None, **options).options.assembly
+
+    assert assembly() == "dali_operator"
+    assert assembly(assembly="engine") == "engine"
+    assert assembly(padding="after_dali") == "engine"
+    with pytest.raises(UIHError, match="assembly must be"):
+        uih_pipeline(rec, thin, batch_size=8, device_id=None, assembly="yes")
     with pytest.raises(UIHError, match="in-process CPU pipeline"):
-        uih_pipeline(rec, thin, batch_size=8, device_id=None, workers=1, assemble_in_dali=True)
-    with pytest.raises(UIHError, match="pad_in_dali"):
-        uih_pipeline(rec, thin, batch_size=8, device_id=None, pad_in_dali=True, assemble_in_dali=True)
+        uih_pipeline(rec, thin, batch_size=8, device_id=None, workers=1, assembly="dali_operator")
+    with pytest.raises(UIHError, match="padding"):
+        uih_pipeline(rec, thin, batch_size=8, device_id=None, padding="dali_slice", assembly="dali_operator")
     jag = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=8, layout="jagged"), device="cpu")
     with pytest.raises(UIHError, match="in-process CPU pipeline"):
-        uih_pipeline(jag, thin, batch_size=8, device_id=None, assemble_in_dali=True)
+        uih_pipeline(jag, thin, batch_size=8, device_id=None, assembly="dali_operator")
     with pytest.raises(engine.SchemaError, match="padded projection"):
         next(jag.iter_unassembled(thin, 8))
     wide = engine.Reconstructor(store, engine.Projection(["item_id", "action", "ts", "surface", "dwell_ms"],
                                                          max_len=8), device="cpu")
     with pytest.raises(UIHError, match="at most 6 outputs"):
-        uih_pipeline(wide, thin, batch_size=8, device_id=None, extra_columns=["label"], assemble_in_dali=True)
+        uih_pipeline(wide, thin, batch_size=8, device_id=None, extra_columns=["label"], assembly="dali_operator")
     # too many outputs for the operator: auto falls back to the engine writing and DALI copying
     pipe, got = batches(wide, thin, 8, ["label"])
-    assert not pipe.uih_assembles
+    assert pipe.options.assembly == "engine"
     check_equal(got, [dict(b) for b in wide.iter_batches(thin, 8, extra_columns=["label"])])
 
 
@@ -192,7 +195,7 @@ def test_a_pipeline_opens_with_small_iterations(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["plain"], device="cpu")
     pipe = uih_pipeline(rec, thin, batch_size=8, device_id=None, batches_per_iteration=5)
-    assert pipe.uih_assembles
-    rows = [int(np.prod(item[4][0].shape[:1])) * len(item[4]) for item in pipe.uih_source.batches()]
+    assert pipe.options.assembly == "dali_operator"
+    rows = [int(np.prod(item[4][0].shape[:1])) * len(item[4]) for item in pipe.source.batches()]
     # chunks of 80 rows (two groups of 5 batches): 8 + 16 + 32, the rest of that chunk, then the last 17 rows
     assert rows == [8, 16, 32, 24, 17]

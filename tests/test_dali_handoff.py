@@ -11,7 +11,8 @@ from dali_plugin._jagged import MIN_ROW_BYTES, dali_can_pad, long_rows
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
-MODES = pytest.mark.parametrize("pad_in_dali", [False, "after", True], ids=["engine-pads", "pads-after", "dali-pads"])
+MODES = pytest.mark.parametrize("padding", ["assembled", "after_dali", "dali_slice"],
+                                ids=["engine-pads", "pads-after", "dali-pads"])
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +32,14 @@ def reference(rec, thin, batch_size):
 
 
 @MODES
-def test_held_batches_never_change_while_iterating_on(setup, pad_in_dali):
+def test_held_batches_never_change_while_iterating_on(setup, padding):
     """Keep every tensor of two epochs (and a reset in between) alive, then compare: DALI and the engine
     recycle buffers all along, so a batch handed out without a copy must not be among them."""
     store, thin = setup
     proj = engine.Projection(["item_id", "ts", "action"], max_len=64, align="right", pad_value=-1)
     rec = engine.Reconstructor(store, proj, device="cpu", chunk_batches=2)
     want = reference(rec, thin, 16)
-    it = UIHIterator(uih_pipeline(rec, thin, batch_size=16, pad_in_dali=pad_in_dali))
+    it = UIHIterator(uih_pipeline(rec, thin, batch_size=16, padding=padding))
     held = [next(it) for _ in range(5)]  # part of an epoch,
     it.reset()  # dropped early,
     held += [b for _ in range(2) for b in it]  # then two whole epochs
@@ -50,11 +51,11 @@ def test_held_batches_never_change_while_iterating_on(setup, pad_in_dali):
 
 
 @MODES
-def test_fed_batches_are_released_once_their_outputs_are_out(setup, pad_in_dali):
+def test_fed_batches_are_released_once_their_outputs_are_out(setup, padding):
     store, thin = setup
     rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=32), device="cpu")
-    pipe = uih_pipeline(rec, thin, batch_size=20, pad_in_dali=pad_in_dali, prefetch_queue_depth=2)
-    src = pipe.uih_source
+    pipe = uih_pipeline(rec, thin, batch_size=20, padding=padding, prefetch_queue_depth=2)
+    src = pipe.source
     it = UIHIterator(pipe)
     for _ in range(4):
         next(it)
@@ -75,9 +76,9 @@ def test_a_padded_batch_crosses_dali_as_one_packed_input(setup, workers):
     proj = engine.Projection(["item_id", "dwell_ms", "ts"], max_len=48, pad_value=-3)
     rec = engine.Reconstructor(store, proj, device="cpu")
     want = [{k: np.array(v) for k, v in b.items()} for b in rec.iter_batches(thin, 32, extra_columns=["example_id"])]
-    pipe = uih_pipeline(rec, thin, batch_size=32, workers=workers, extra_columns=["example_id"], pad_in_dali=False,
-                        assemble_in_dali=False)
-    assert pipe.uih_source.num_inputs == 1 and pipe.max_batch_size == 1 and pipe.uih_batch_size == 32
+    pipe = uih_pipeline(rec, thin, batch_size=32, workers=workers, extra_columns=["example_id"], padding="assembled",
+                        assembly="engine")
+    assert pipe.source.num_inputs == 1 and pipe.dali.max_batch_size == 1 and pipe.batch_size == 32
     it = UIHIterator(pipe)
     try:
         got = list(it)
@@ -98,10 +99,10 @@ def test_the_next_epoch_starts_only_when_asked_for(setup):
     pipe = uih_pipeline(rec, thin, batch_size=50)
     it = UIHIterator(pipe)
     n = sum(len(b["lengths"]) for b in it)
-    assert n == len(thin) and pipe.uih_source._epoch == 1  # nothing of epoch 2 was read or assembled
-    assert sum(len(b["lengths"]) for b in it) == n and pipe.uih_source._epoch == 2
+    assert n == len(thin) and pipe.source._epoch == 1  # nothing of epoch 2 was read or assembled
+    assert sum(len(b["lengths"]) for b in it) == n and pipe.source._epoch == 2
     it.reset()  # between epochs: nothing to drop
-    assert pipe.uih_source._epoch == 2
+    assert pipe.source._epoch == 2
 
 
 def test_long_rows_cross_dali_unpadded_and_dali_pads_only_exact_values(setup):
@@ -110,22 +111,22 @@ def test_long_rows_cross_dali_unpadded_and_dali_pads_only_exact_values(setup):
     long = MIN_ROW_BYTES // 8  # item_id is int64
     assert not long_rows(rec(["item_id"], max_len=long // 2)) and long_rows(rec(["item_id"], max_len=long))
     # "auto", where the engine writes the batches (assembled in DALI, rows are padded there, by the kernels)
-    old = {"assemble_in_dali": False}
-    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8, **old).uih_pad is not None
-    assert uih_pipeline(rec(["item_id"], max_len=long // 2), thin, batch_size=8, **old).uih_pad is None
-    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8).uih_pad is None
+    old = {"assembly": "engine"}
+    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8, **old).options.padding == "after_dali"
+    assert uih_pipeline(rec(["item_id"], max_len=long // 2), thin, batch_size=8, **old).options.padding == "assembled"
+    assert uih_pipeline(rec(["item_id"], max_len=long), thin, batch_size=8).options.padding == "assembled"
     assert dali_can_pad(rec(["item_id"], max_len=8, pad_value=-(2**24)))
     # DALI's fill value is a float32: a pad it cannot carry exactly is refused, "after" carries it
     inexact = rec(["item_id"], max_len=8, pad_value=2**24 + 1)
     assert not dali_can_pad(inexact)
     with pytest.raises(engine.UIHError, match="float32"):
-        uih_pipeline(inexact, thin, batch_size=8, pad_in_dali=True)
-    got = next(iter(UIHIterator(uih_pipeline(inexact, thin, batch_size=8, pad_in_dali="after"))))
+        uih_pipeline(inexact, thin, batch_size=8, padding="dali_slice")
+    got = next(iter(UIHIterator(uih_pipeline(inexact, thin, batch_size=8, padding="after_dali"))))
     assert np.array_equal(got["item_id"].numpy(), inexact.reconstruct(thin.slice(0, 8))["item_id"])
     with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
-        uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, workers=1, pad_in_dali="after")
-    with pytest.raises(engine.UIHError, match="'after'"):
-        uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, pad_in_dali="later")
+        uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, workers=1, padding="after_dali")
+    with pytest.raises(engine.UIHError, match="'after_dali'"):
+        uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, padding="later")
 
 
 def test_long_rows_padded_after_dali_equal_iter_batches(setup):
@@ -133,8 +134,9 @@ def test_long_rows_padded_after_dali_equal_iter_batches(setup):
     store, thin = setup
     proj = engine.Projection(["item_id", "action"], max_len=MIN_ROW_BYTES // 12 + 1, pad_value=7)
     rec = engine.Reconstructor(store, proj, device="cpu")
-    pipe = uih_pipeline(rec, thin, batch_size=64, assemble_in_dali=False)
-    assert pipe.uih_pad is rec and pipe.uih_source.feeder.projection.layout == "jagged"  # fed unpadded
+    pipe = uih_pipeline(rec, thin, batch_size=64, assembly="engine")
+    assert pipe.options.padding == "after_dali" and pipe.rec is rec  # padded after DALI by rec,
+    assert pipe.source.feeder.projection.layout == "jagged"  # fed unpadded
     got = [b for b in UIHIterator(pipe)]
     want = rec.reconstruct(thin)
     for k in ("item_id", "action", "lengths"):

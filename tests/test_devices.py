@@ -178,7 +178,7 @@ def test_default_pipeline_of_a_cpu_reconstructor_runs_on_cpu(sealed):
     store, thin, _ = sealed
     rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=8), device="cpu")
     pipe = uih_pipeline(rec, thin, batch_size=4)
-    assert pipe.uih_device == "cpu"
+    assert pipe.device == "cpu"
     got = list(UIHIterator(pipe))
     assert not any(v.is_cuda for b in got for v in b.values())
     np.testing.assert_array_equal(np.concatenate([b["item_id"].numpy() for b in got]),

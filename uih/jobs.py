@@ -86,7 +86,8 @@ def open_pinned(store_path):
 def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali=True, pushdown=Reconstructor.PUSHDOWN,
              prefetch=2, affinity=True, device="auto", workers=0, pipeline_options=None) -> dict:
     """One measured job over ``thin_source``: directly through ``iter_batches`` or through the DALI
-    pipeline (``pipeline_options``: more keyword arguments for ``uih_pipeline``, e.g. ``pad_in_dali``)."""
+    pipeline (``pipeline_options``: more keyword arguments for ``uih_pipeline``, ``PipelineOptions``
+    fields such as ``padding``)."""
     if via_dali:
         warm_up_dali()
     drop_cache(store_path, *parquet_files(thin_source))
@@ -103,7 +104,7 @@ def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali
             from dali_plugin import UIHIterator, uih_pipeline
             it = UIHIterator(uih_pipeline(rec, thin_source, batch_size=batch_size, workers=workers,
                                           **(pipeline_options or {})))
-            dali_device = it.pipe.uih_device
+            dali_device = it.pipe.device
             try:
                 for b in it:
                     n += int(b["lengths"].shape[0])

@@ -36,7 +36,7 @@ from ._epoch import BatchIterator, Epoch
 from ._prefetch import prefetch as background
 from ._projection import Projection
 from ._thin_source import THIN_META, pass_through_columns, thin_batches
-from ._unassembled import Unassembled
+from ._unassembled import Column, FilterLanes, Lane, Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
 
@@ -275,9 +275,9 @@ class Reconstructor:
         except TypeError:
             raise InvalidArgument(f"first_sizes must be a list of ints >= 1, got {first_sizes!r}") from None
         p = self.projection
-        columns = tuple((c, self._dtypes[c], 8, self._cols8.index(c)) if c in self._cols8 else
-                        (c, self._dtypes[c], 4, self._cols4.index(c)) for c in p.columns)
-        lanes = tuple(None if k is None else ((8, 4)[k], i) for k, i, _, _ in self._source_lanes)
+        columns = tuple(Column(c, self._dtypes[c], Lane(8, self._cols8.index(c))) if c in self._cols8 else
+                        Column(c, self._dtypes[c], Lane(4, self._cols4.index(c))) for c in p.columns)
+        lanes = FilterLanes(*(None if k is None else Lane((8, 4)[k], i) for k, i, _, _ in self._source_lanes))
         sizes = iter(first_sizes)
         ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows, _order.Order())
         for chunk in self._chunks(ep.tables, depth, extra, threading.Event()):
