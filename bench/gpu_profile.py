@@ -120,13 +120,13 @@ def main() -> int:
         rec = engine.Reconstructor(store, p, device="cuda")
         for _ in range(2):
             n = sum(1 for _ in rec.iter_batches(thin, batch_size=FULL["batch"]))
-        rec.backend.synchronize()
+        rec.synchronize()
         prof = cProfile.Profile()
         t = time.perf_counter()
         prof.enable()
         for _ in rec.iter_batches(thin, batch_size=FULL["batch"]):
             pass
-        rec.backend.synchronize()
+        rec.synchronize()
         prof.disable()
         out["epoch_s"], out["batches"] = time.perf_counter() - t, n
         s = io.StringIO()
@@ -163,7 +163,7 @@ def batch_sweep(users=256, history=8192, requests=16384, max_len=4096, devices=(
                 def epoch():
                     for _ in rec.iter_batches(thin, batch_size=batch):  # noqa: B023
                         pass
-                    rec.backend.synchronize()  # noqa: B023
+                    rec.synchronize()  # noqa: B023
                 epoch()
                 times = []
                 for _ in range(3):

@@ -42,7 +42,7 @@ def placement(rec, device_id="auto"):
     without a copy up).
     """
     if device_id == "auto":
-        return rec.backend.device_id if rec.device == "cuda" else None
+        return rec.device_id
     if device_id is not None and not isinstance(device_id, int):
         raise UIHError(f"device_id must be 'auto', None (CPU-only) or a GPU index, got {device_id!r}")
     if device_id is not None and rec.device != "cuda":
@@ -52,9 +52,9 @@ def placement(rec, device_id="auto"):
         raise UIHError("device_id=None asks for a CPU-only pipeline, but the Reconstructor runs on 'cuda' and "
                        "every batch would be copied back to the host: leave device_id='auto' (a GPU "
                        "pipeline), or build the Reconstructor with device='cpu'")
-    if device_id is not None and device_id != rec.backend.device_id:
+    if device_id is not None and device_id != rec.device_id:
         raise UIHError(f"device_id={device_id} but the Reconstructor's arrays live on GPU "
-                       f"{rec.backend.device_id}: leave device_id='auto'")
+                       f"{rec.device_id}: leave device_id='auto'")
     return device_id
 
 
@@ -171,7 +171,7 @@ def _build(rec, source: EpochSource, batch_size: int, device_id, o: PipelineOpti
     with pipe:
         kwargs = {"device": "gpu"} if gpu else {}
         if gpu:
-            kwargs["cuda_stream"] = rec.backend.stream_ptr()
+            kwargs["cuda_stream"] = rec.cuda_stream
         if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
             kwargs["no_copy"] = True
         outs = fn.external_source(source=source, num_outputs=source.num_inputs, batch=True, cycle="raise", **kwargs)

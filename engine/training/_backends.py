@@ -42,6 +42,8 @@ class CpuBackend:
     """
 
     name = "cpu"
+    device = "cpu"  # where batches live: host memory (the simulator's too)
+    device_id = None
     xp = np
     slice = staticmethod(kernels.slice_cpu)
     assemble = staticmethod(kernels.assemble_cpu)
@@ -156,6 +158,7 @@ class CudaBackend:
     """
 
     name = "cuda"
+    device = "cuda"
     slice = staticmethod(kernels.slice_cuda)
     assemble = staticmethod(kernels.assemble_cuda)
     slice_assemble = staticmethod(kernels.slice_assemble_cuda)

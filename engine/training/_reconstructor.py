@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import numbers
 import threading
 import weakref
@@ -21,22 +20,23 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 import kernels
 
-from .._errors import InvalidArgument, SchemaError, VersionError
+from .._errors import InvalidArgument, SchemaError
 from ..serving._group_cache import GroupArena
-from ..serving._schema import as_table, cast_array, check_bool, check_int, check_names
+from ..serving._schema import check_bool, check_int, check_names
 from ..serving._segments import ROW_GROUP_ROWS
 from ..serving._store import UIHStore
-from . import _backends, _order, _plan
-from ._batch import PACK_ALIGN, Batch
+from . import _backends, _order, _padding, _plan
+from ._batch import Batch
 from ._epoch import BatchIterator, Epoch
+from ._packing import BatchPacker
 from ._prefetch import prefetch as background
 from ._projection import Projection
+from ._staging import Stager
+from ._thin_rows import ThinRowChecker
 from ._thin_source import THIN_META, pass_through_columns, thin_batches
-from ._unassembled import Column, FilterLanes, Lane, Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
 
@@ -74,16 +74,6 @@ class _Planned(NamedTuple):
     rare: list | None  # the event types whose sidecars may be read instead of the main parts
 
 
-class _Pack(NamedTuple):
-    """How a batch of one shape is packed (``Reconstructor._pack_plan``)."""
-
-    parts: list  # per part (word matrices, lengths, offsets, extras): dtype, shape, byte range
-    size: int  # buffer bytes
-    layout: tuple  # ``Batch.packed``'s layout
-    picks: list  # per layout entry: its name, part, lane (None: the whole part) and dtype
-    starts: object  # padded, on the host: each row's first output position (``kernels.Output``), else None
-
-
 class _Life:
     """When a chunk's memory may be reused: after ``ready`` (the producer's copies) for readers, and after
     ``done`` (the last kernel that read it) for writers. ``keep`` holds what must outlive the chunk until
@@ -91,32 +81,6 @@ class _Life:
 
     def __init__(self, ready, keep: list):
         self.ready, self.done, self.keep = ready, None, keep
-
-
-def _list_parts(col: pa.ChunkedArray) -> tuple:
-    """``(offsets [n + 1] from 0, values)`` of a list column without null lists, read from the list
-    arrays' own offsets (``_tails``' general path; the values as Arrow, a single chunk's without a copy)."""
-    if col.null_count:
-        raise SchemaError(f"a thin tail column ({col.type}) has null lists; an empty tail is an empty list")
-    if col.num_chunks == 1:  # a few pyarrow calls: this runs per tail column of every chunk
-        c = col.chunk(0)
-        o = c.offsets.to_numpy()
-        lo, hi = int(o[0]), int(o[-1])
-        return (o - lo if lo else o), _values(c, lo, hi)
-    offs, vals, end = [np.zeros(1, np.int64)], [], 0
-    for chunk in col.chunks:
-        o = chunk.offsets.to_numpy()
-        offs.append((o[1:] - o[0]).astype(np.int64) + end)  # each chunk continues the previous one's
-        end += int(o[-1] - o[0])
-        vals.append(chunk.values.slice(o[0], o[-1] - o[0]))
-    return np.concatenate(offs), pa.chunked_array(vals, col.type.value_type)
-
-
-def _values(arr: pa.ListArray, lo: int, hi: int) -> pa.Array:
-    """The values of list array ``arr`` between raw offsets ``lo`` and ``hi`` (its lists' whole extent, when
-    they are its offsets' ends), without copying a value."""
-    v = arr.values
-    return v.slice(lo, hi - lo) if lo or hi != len(v) else v
 
 
 def _release(backend, arena, slots, life):
@@ -159,7 +123,7 @@ class Reconstructor:
         self.chunk_batches = check_int(chunk_batches, "chunk_batches", lo=1)
         self.pushdown = frozenset(check_names(pushdown, "pushdown"))
         self.backend = _backends.resolve(device)
-        self.device = "cuda" if self.backend.name == "cuda" else "cpu"
+        self.device = self.backend.device  # "cpu" or "cuda": where batches live
         if not self.pushdown <= PUSHDOWN:
             raise SchemaError(f"unknown pushdown dimension(s) {sorted(self.pushdown - PUSHDOWN)}")
         schema = store.schema
@@ -181,7 +145,6 @@ class Reconstructor:
         self._lanes = ([*self._cols8, *(c for c in extra if width[c] == 8)],
                        [*self._cols4, *(c for c in extra if width[c] == 4)])
         self._tail_cols = list(dict.fromkeys([*self._lanes[0], *self._lanes[1]]))  # thin tail_<c> per lane column
-        self._tail_names = [f"tail_{c}" for c in self._tail_cols]
         self._read = list(self._tail_cols) if "columns" in self.pushdown else ["seq", "ts", *schema.columns]
         # the kernels' seq, ts and event-type lanes: (8- or 4-byte lanes, index, dtype), or an empty array
         xp = self.backend.xp
@@ -191,7 +154,7 @@ class Reconstructor:
                               for c, dt in (("seq", np.int64), ("ts", np.int64),
                                             (self._etype, self._schema_dtype(self._etype)))]
         self._no_tail = None  # the tail source of a chunk without tail events, made once
-        self._mine = pa.array([store.store_id], pa.string())  # snapshot()'s store_id dictionary
+        self._checker = ThinRowChecker(store, p, self.thin_columns, self._tail_cols, self._use_window)
         self.cache_bytes = check_int(cache_bytes, "cache_bytes", lo=0)
         self._fill_lock = threading.Lock()
         self._arena = GroupArena(self.backend.xp, len(self._lanes[0]), len(self._lanes[1]), ROW_GROUP_ROWS,
@@ -202,7 +165,22 @@ class Reconstructor:
         self._filter = flt._replace(type_ok=self.backend.to_device(flt.type_ok))
         self._pad = kernels.Words(self.backend.to_device(pad8), self.backend.to_device(pad4))
         self.stats = {"chunks": 0, "examples": 0, "users_read": 0, "events_read": 0}
-        self._pack_plans = {}  # padded (rows, max_len, extras) -> how a batch is packed
+        self._packer = BatchPacker(self.backend, list(p.columns), self._dtypes, self._cols8, self._cols4, self.device)
+
+    @property
+    def device_id(self) -> int | None:
+        """The CUDA device the batches live on (what a GPU DALI pipeline must run on); None on the host."""
+        return self.backend.device_id
+
+    @property
+    def cuda_stream(self) -> int | None:
+        """The raw CUDA stream this thread's kernels run on (an adapter orders its work after it); None on
+        the host."""
+        return self.backend.stream_ptr() if self.device == "cuda" else None
+
+    def synchronize(self) -> None:
+        """Wait until the work queued so far on this thread's stream is done (no-op on the host)."""
+        self.backend.synchronize()
 
     def clear_cache(self):
         """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
@@ -219,7 +197,7 @@ class Reconstructor:
         ``extra_columns``: pass-through columns of the thin rows (labels, ids...) to carry along, ``[B]``.
         """
         extra = check_names(extra_columns, "extra_columns")
-        chunk = self._prepare(self._plan(self._as_thin(thin, extra)), extra)
+        chunk = self._prepare(self._plan(self._checker.table(thin, extra)), extra)
         return self._assemble(chunk, 0, chunk.n)
 
     def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True,
@@ -266,28 +244,18 @@ class Reconstructor:
         gets its first rows sooner.
         """
         if self.device != "cpu" or self.projection.layout != "padded":
-            raise SchemaError(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one is "
-                              f"{self.device!r}, {self.projection}: use iter_batches")
+            raise InvalidArgument(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one "
+                                  f"is {self.device!r}, {self.projection}: use iter_batches")
         extra = check_names(extra_columns, "extra_columns")
         batch_size, depth, rows = self._batching(batch_size, prefetch, True, chunk_rows)
         try:
             first_sizes = [check_int(x, "first_sizes' entries", lo=1) for x in first_sizes]
         except TypeError:
             raise InvalidArgument(f"first_sizes must be a list of ints >= 1, got {first_sizes!r}") from None
-        p = self.projection
-        columns = tuple(Column(c, self._dtypes[c], Lane(8, self._cols8.index(c))) if c in self._cols8 else
-                        Column(c, self._dtypes[c], Lane(4, self._cols4.index(c))) for c in p.columns)
-        lanes = FilterLanes(*(None if k is None else Lane((8, 4)[k], i) for k, i, _, _ in self._source_lanes))
-        sizes = iter(first_sizes)
+        stager = Stager(self.projection, self._dtypes, (self._cols8, self._cols4),
+                        [None if k is None else (k, i) for k, i, _, _ in self._source_lanes], (self._filter, self._pad))
         ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows, _order.Order())
-        for chunk in self._chunks(ep.tables, depth, extra, threading.Event()):
-            a = 0
-            while a < chunk.n:
-                b = min(a + next(sizes, batch_size), chunk.n)
-                yield Unassembled(b - a, chunk.src, chunk.runs, chunk.tail, self._filter, chunk.rows(a, b), self._pad,
-                                  p.max_len, p.align == "right", columns, lanes,
-                                  {c: v[a:b] for c, v in chunk.extras.items()}, chunk)
-                a = b
+        yield from stager.batches(self._chunks(ep.tables, depth, extra, threading.Event()), batch_size, first_sizes)
 
     def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
         """``(batch_size, prefetch depth, rows per chunk)`` of ``iter_batches``' arguments, checked."""
@@ -325,42 +293,8 @@ class Reconstructor:
         columns) pass through. The result equals the padded projection's batch of the same rows: rows
         aligned and padded as this projection says, by the same assembly kernel, in one packed buffer.
         """
-        p, be, xp = self.projection, self.backend, self.backend.xp
-        if p.layout != "padded":
-            raise SchemaError(f"pad() makes padded batches; {p} is jagged already")
-        missing = [c for c in [*p.columns, "offsets", "lengths"] if c not in jagged]
-        if missing:
-            raise SchemaError(f"pad() needs a jagged batch with {missing}; make it with layout='jagged'")
-        lengths, offsets = xp.asarray(jagged["lengths"]), xp.asarray(jagged["offsets"], np.int64)
-        n, L = len(lengths), p.max_len
-        if len(offsets) != n + 1 or (n and int(lengths.max()) > L):
-            raise SchemaError(f"pad() got {n} rows with {len(offsets)} offsets and rows up to "
-                              f"{int(lengths.max()) if n else 0} events; max_len is {L}")
-        # the kernel trusts these bounds (the CUDA twin reads unchecked): rows must tile each column's values
-        sizes = [len(jagged[c]) for c in p.columns]
-        if int(offsets[0]) != 0 or bool((offsets[1:] - offsets[:-1] != lengths).any()) or \
-                any(k != int(offsets[-1]) for k in sizes):
-            raise SchemaError(f"pad() needs offsets from 0 whose steps are the lengths and whose end is each "
-                              f"column's length ({sizes} values, offsets end at {int(offsets[-1])})")
-        words = [xp.stack([xp.asarray(jagged[c]).view(w) for c in cols]) if cols else xp.empty((0, 0), w)
-                 for cols, w in ((self._cols8, np.int64), (self._cols4, np.int32))]
-        none, zeros = xp.empty(0, np.int64), xp.zeros(n, np.int64)
-        # every row is one run of the tail; the lanes' types are _source's, so no kernel compiles anew
-        tail = kernels.Source(*words, none, none, xp.empty(0, self._schema_dtype(self._etype)))
-        ex = kernels.Examples(zeros, zeros, zeros, offsets[:-1], offsets[1:], zeros)
-        sel = xp.zeros((n, 5), np.int64)
-        sel[:, 3], sel[:, 4] = offsets[:-1], lengths
-        extras = {k: xp.asarray(v) for k, v in jagged.items() if k not in (*p.columns, "offsets", "lengths")}
-        blob, pack, views = self._packed_views(n, L, {k: v.dtype for k, v in extras.items()})
-        out8, out4, lens, *ext = views
-        out = kernels.Output(out8.reshape(len(self._cols8), n * L), out4.reshape(len(self._cols4), n * L), lens,
-                             self._row_starts(pack, n, L), L)
-        flt = self._filter._replace(use_types=False, use_window=False)
-        be.assemble(tail, kernels.Runs(xp.zeros(1, np.int64), none, none), tail, flt, ex, sel, L,
-                    p.align == "right", self._pad, out, stream=be.launch_stream())
-        for v, dst in zip(extras.values(), ext):
-            dst[...] = v
-        return self._batch(blob, pack, views)
+        return _padding.pad(jagged, self.projection, self.backend, self._packer, self._filter, self._pad,
+                            self._schema_dtype(self._etype))
 
     def epoch_rows(self, thin_source, batch_size: int, order="stream", seed=0, epoch=0, shuffle_window=None,
                    share=None, extra_columns=()) -> pa.Table:
@@ -386,134 +320,14 @@ class Reconstructor:
         return pa.Table.from_batches(list(thin_batches(thin_source, cols)))
 
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
-    def _as_thin(self, thin, extra=()) -> pa.Table:
-        t = as_table(thin, "thin rows")
-        have = set(t.schema.names)  # a fresh list per access: read once
-        missing = [c for c in [*self.thin_columns, *extra] if c not in have]
-        if missing:
-            raise SchemaError(f"thin rows lack column(s) {missing} needed by {self.projection}; "
-                              "make them with UIHStore.snapshot()")
-        return t  # read by name from here on: no need to pay for a select of the columns it uses
-
-    def _extras(self, t: pa.Table, extra, keep=None) -> dict:
-        out = {}
-        for c in extra:
-            if c in self.projection.columns or c in ("lengths", "offsets"):
-                raise SchemaError(f"extra column {c!r} clashes with a projected output; rename it")
-            col = t.column(c)
-            if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or
-                    pa.types.is_boolean(col.type)) or col.null_count:
-                raise SchemaError(f"extra column {c!r} must be a non-null numeric or boolean scalar column, "
-                                  f"got {col.type}")
-            out[c] = self.backend.to_device(col.to_numpy(zero_copy_only=False), keep)
-        return out
-
-    def _other_store_ids(self, col: pa.ChunkedArray) -> list:
-        """Store ids in ``col`` other than this store's, sorted (the same one is named every run)."""
-        mine = self.store.store_id
-        if isinstance(col.type, pa.DictionaryType) and not col.null_count and (
-                col.chunk(0).dictionary.equals(self._mine) if col.num_chunks == 1 else
-                all(c.dictionary.equals(self._mine) for c in col.chunks)):
-            return []  # snapshot()'s usual form: every chunk's dictionary is this one id, no row read
-        try:
-            ids = pc.unique(col)  # distinct first: casting every row's id costs a string each
-            ids = (ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids).cast(pa.string())
-            ids = set(ids.to_pylist())
-        except pa.ArrowException as e:
-            raise SchemaError(f"thin column store_id has type {col.type}; expected the store ids snapshot() writes "
-                              "(strings)") from e
-        return sorted((i for i in ids if i != mine), key=str)
-
-    def _validate(self, t: pa.Table) -> tuple:
-        """``(plan, imm_hw, ts_min, view)``: the chunk's users planned against ``view``, the store's
-        immutable tier at a version no older than any row's, and each row's window start, once the thin
-        rows are known to point into this store's sealed events."""
-        other = self._other_store_ids(t.column("store_id"))
-        if other:
-            raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
-                               f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        version, uid, imm_hw, rts = (self._pointer(t, c) for c in ("version", "user_id", "imm_hw", "request_ts"))
-        # the view the chunk is planned against must be no older than any row (a seal may land at any time,
-        # and a view older than a row lacks its sealed events): planning finds the rows' newest version, and
-        # a view found too old is replaced once and the chunk planned again (rare: a seal in between). That
-        # first plan reads the old view's sealed counts, which the store's current view has in memory
-        # already in all but its first chunk, and which the view it replaces held a moment ago.
-        view = self.store.view
-        plan, ts_min = self._plan_rows(uid, imm_hw, rts, version, view)
-        if plan.newest > int(view.manifest["version"]):
-            view = self.store.view
-            if plan.newest > int(view.manifest["version"]):
-                raise VersionError(f"thin row logged at store version {plan.newest}, but the store is at version "
-                                   f"{int(view.manifest['version'])}; reopen the store (UIHStore.open) to see it")
-            plan, ts_min = self._plan_rows(uid, imm_hw, rts, version, view)
-        if plan.imm_min < 0:  # found by the planning pass: no NumPy reduction of its own
-            raise SchemaError("thin rows have a negative imm_hw; they were not made by UIHStore.snapshot()")
-        if plan.bad >= 0:
-            b = plan.bad
-            raise VersionError(f"thin row {b} (user {uid[b]}) points at imm_hw {imm_hw[b]}, but the store "
-                               f"(version {int(view.manifest['version'])}) has only {plan.bad_sealed} sealed events "
-                               "for that user; it was logged against another store")
-        return plan, imm_hw, ts_min, view
-
-    @staticmethod
-    def _pointer(t: pa.Table, c: str):
-        """Thin column ``c`` (an integer pointer column) as int64 NumPy, refusing nulls (Arrow would hand them
-        over as floats) and unsafe casts (a float ``user_id`` 0.9 is not user 0)."""
-        col = t.column(c)
-        if col.null_count:
-            raise SchemaError(f"thin column {c} has {col.null_count} null(s); every thin row needs a {c}: make "
-                              "thin rows with UIHStore.snapshot()")
-        return cast_array(col, np.int64, f"thin column {c}").to_numpy()
-
-    def _plan_rows(self, uid, imm_hw, rts, version, view) -> tuple:
-        return _plan.plan_chunk(uid, imm_hw, rts, self.projection.window_us if self._use_window else None,
-                                self.projection.max_len, *view.user_counts(), version=version)
-
-    def _tails(self, t: pa.Table):
-        """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there
-        are no tail events), and the rows' offsets into them (``[n + 1]``, from 0), after checking every
-        tail column's lists match ``tail_seq``'s."""
-        seq, cols = t.column("tail_seq"), [t.column(name) for name in self._tail_names]
-        for name, col in (("tail_seq", seq), *zip(self._tail_names, cols)):
-            if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
-                raise SchemaError(f"thin column {name} has type {col.type}; expected a list column: make thin rows "
-                                  "with UIHStore.snapshot()")
-        if not pa.types.is_integer(seq.type.value_type):
-            raise SchemaError(f"thin column tail_seq holds {seq.type.value_type}; expected integer seqs")
-        if seq.num_chunks == 1 and not seq.null_count and all(
-                c.num_chunks == 1 and not c.null_count for c in cols):
-            # snapshot()'s form, read as is: one chunk per column, every column's lists at tail_seq's offsets
-            # (compared in Arrow, not in NumPy: this runs per chunk and per tail column)
-            o = seq.chunk(0).offsets
-            if all(c.chunk(0).offsets.equals(o) for c in cols):
-                o = o.to_numpy()
-                lo, hi = int(o[0]), int(o[-1])
-                if lo == hi:
-                    return None, (o - lo if lo else o)  # no tail events (all sealed): no values to read
-                out = {c: self._tail_values(_values(col.chunk(0), lo, hi), c) for c, col in zip(self._tail_cols, cols)}
-                return out, (o - lo if lo else o)
-        offsets, _ = _list_parts(seq)
-        out = {}
-        for c, col in zip(self._tail_cols, cols):
-            off, flat = _list_parts(col)
-            if len(off) != len(offsets) or (off != offsets).any():  # np.array_equal's checks cost more
-                raise SchemaError(f"thin column tail_{c} has list lengths that disagree with tail_seq")
-            out[c] = self._tail_values(flat, c)
-        return out, offsets
-
-    def _tail_values(self, values, c: str) -> np.ndarray:
-        """Tail values of column ``c`` as its dtype, cast only when no value changes (an int64 action beyond
-        int32 or a fractional item id is a SchemaError), without a copy when the type matches."""
-        return cast_array(values, self._schema_dtype(c), f"thin column tail_{c} (its list values)").to_numpy()
-
     def _schema_dtype(self, c):
         return self.store.schema.dtype(c)
 
     def _plan(self, t: pa.Table, hint: bool = False) -> _Planned:
         """A chunk's thin rows checked and planned (host only, no decoding); ``hint``: ask the OS now for
         the store bytes its decoding will read, so that the reads run while earlier chunks are decoded."""
-        plan, imm_hw, ts_min, view = self._validate(t)  # one version for the chunk, from plan to runs
-        tails, t_off = self._tails(t)
+        plan, imm_hw, ts_min, view = self._checker.validate(t)  # one version for the chunk, from plan to runs
+        tails, t_off = self._checker.tails(t)
         p, rows = self.projection, "rows" in self.pushdown
         ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off, view,
                          seq_lo=plan.seq_lo if rows and not (self._use_types or self._use_window) else None,
@@ -549,7 +363,8 @@ class Reconstructor:
             per = _plan.examples(rs.user_runs, inv, imm_hw, t_off, ready.ts_min)
             parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*dev((rs.start, rs.pos, rs.seq0))),
                          tail=self._tail_source(ready.tails, int(t_off[-1]), keep),
-                         examples=kernels.Examples(*dev(per)), extras=self._extras(t, extra, keep))
+                         examples=kernels.Examples(*dev(per)),
+                         extras=self._checker.extras(t, extra, be.to_device, keep))
         except BaseException:
             be.synchronize()  # copies already queued may still read the staging or write the slots
             arena.release(rs.slots)
@@ -601,80 +416,19 @@ class Reconstructor:
             offsets = xp.zeros(n + 1, np.int64)
             offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
             total = int(offsets[-1])
-            blob, pack, views = self._packed_views(n, L, extras, total)
+            blob, pack, views = self._packer.views(n, L, extras, total)
             out8, out4, lengths, offs, *ext = views
             offs[...] = offsets
             out = kernels.Output(out8, out4, lengths, offs[:-1], 0)
         else:
-            blob, pack, views = self._packed_views(n, L, extras)
+            blob, pack, views = self._packer.views(n, L, extras)
             out8, out4, lengths, *ext = views
             out = kernels.Output(out8.reshape(c8, n * L), out4.reshape(c4, n * L), lengths,
-                                 self._row_starts(pack, n, L), L)
+                                 self._packer.row_starts(pack, n, L), L)
         # padded rows start where the plan says, so slicing and assembly run as one call
         run = be.assemble if p.layout == "jagged" else be.slice_assemble
         run(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out, stream=stream)
         for v, dst in zip(ch.extras.values(), ext):
             dst[...] = v[a:b]  # on this thread's stream, like the kernels
         ch.life.done = be.record()
-        return self._batch(blob, pack, views)
-
-    def _row_starts(self, pack: _Pack, n: int, L: int):
-        """Each padded row's first output position: the plan's on the host, a fresh array on a device."""
-        return pack.starts if pack.starts is not None else self.backend.xp.arange(n, dtype=np.int64) * L
-
-    def _batch(self, blob, pack: _Pack, views: list) -> Batch:
-        """The ``Batch`` of one packed buffer: every array a view of it, taken from the part views
-        (the same arrays ``Batch.unpack`` gives from the layout, without recomputing each byte range)."""
-        arrays = {}
-        for name, part, lane, dt in pack.picks:
-            v = views[part] if lane is None else views[part][lane]
-            arrays[name] = v if v.dtype == dt else v.view(dt)
-        return Batch(arrays, self.device, (blob, pack.layout))
-
-    def _packed_views(self, n: int, L: int, extras: dict, total=None) -> tuple:
-        """One byte buffer for a batch of ``n`` rows, its ``_Pack`` plan and the plan's part views: the
-        int64 and int32 word matrices (``[C, n, L]`` padded, ``[C, total]`` jagged), ``lengths``, jagged
-        ``offsets``, one array per extra column."""
-        if total is not None:  # jagged: the event total differs batch to batch, nothing to reuse
-            pack = self._pack_plan(n, L, extras, total)
-        else:  # padded: a few shapes per job (full batches, the last one), each planned once
-            key = (n, L, tuple(extras.items()))
-            pack = self._pack_plans.get(key)
-            if pack is None:
-                if len(self._pack_plans) >= 64:  # keep the cache small whatever the batch sizes
-                    self._pack_plans.clear()
-                pack = self._pack_plans[key] = self._pack_plan(n, L, extras, None)
-        blob = self.backend.empty((pack.size,), np.uint8)
-        return blob, pack, [blob[a:b].view(dt).reshape(shape) for dt, shape, a, b in pack.parts]
-
-    def _pack_plan(self, n: int, L: int, extras: dict, total) -> _Pack:
-        """How ``_packed_views`` packs a batch of ``n`` rows (``total`` events if jagged)."""
-        c8, c4 = len(self._cols8), len(self._cols4)
-        rows = (n, L) if total is None else (total,)
-        shapes = [(np.dtype(np.int64), (c8, *rows)), (np.dtype(np.int32), (c4, *rows)), (np.dtype(np.int32), (n,)),
-                  *([] if total is None else [(np.dtype(np.int64), (n + 1,))]),
-                  *((np.dtype(d), (n,)) for d in extras.values())]
-        parts, end = [], 0
-        for dt, shape in shapes:
-            nbytes = dt.itemsize * math.prod(shape)
-            parts.append((dt, shape, end, end + nbytes))
-            end += -(-nbytes // PACK_ALIGN) * PACK_ALIGN  # aligned starts
-        lane = math.prod(rows)  # words per column
-
-        def at(c):
-            return parts[0][2] + self._cols8.index(c) * lane * 8 if c in self._cols8 else \
-                parts[1][2] + self._cols4.index(c) * lane * 4
-        layout = [(c, self._dtypes[c], rows, at(c)) for c in self.projection.columns]
-        layout.append(("lengths", np.dtype(np.int32), (n,), parts[2][2]))
-        if total is not None:
-            layout.append(("offsets", np.dtype(np.int64), (n + 1,), parts[3][2]))
-        extra_parts = parts[len(shapes) - len(extras):]
-        layout += [(c, np.dtype(d), (n,), part[2]) for (c, d), part in zip(extras.items(), extra_parts)]
-        picks = [(c, 0, self._cols8.index(c), self._dtypes[c]) if c in self._cols8 else
-                 (c, 1, self._cols4.index(c), self._dtypes[c]) for c in self.projection.columns]
-        picks += [(name, k, None, dt) for k, (name, dt, _, _) in enumerate(layout[len(picks):], start=2)]
-        # host only: a device array made once would be read by kernels on other streams than the one that
-        # made it (and freed to its stream's pool while they might), so on a GPU each batch makes its own
-        starts = np.arange(n, dtype=np.int64) * L if total is None and self.backend.xp is np else None
-        layout = tuple(layout)  # shared by every batch of this shape
-        return _Pack(parts, Batch.packed_nbytes(layout), layout, picks, starts)
+        return self._packer.batch(blob, pack, views)
