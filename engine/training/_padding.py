@@ -18,9 +18,11 @@ from ._batch import Batch
 _TAIL_LO, _N_TAIL = 3, 4
 
 
-def pad(rec, jagged) -> Batch:
-    """``Reconstructor.pad``: the padded batch of ``jagged`` for ``rec``'s (padded) projection."""
-    p, be, xp = rec.projection, rec.backend, rec.backend.xp
+def pad(jagged, projection, backend, packer, event_filter, pad_words, event_type_dtype) -> Batch:
+    """``Reconstructor.pad``: the padded batch of ``jagged`` for a padded ``projection``, written into
+    ``packer``'s buffers by ``backend``'s assembly kernel with the reconstructor's ``event_filter`` and
+    ``pad_words`` (and its event-type lane's dtype, so the kernel's signature is the compiled one)."""
+    p, be, xp = projection, backend, backend.xp
     if p.layout != "padded":
         raise SchemaError(f"pad() makes padded batches; {p} is jagged already")
     missing = [c for c in [*p.columns, "offsets", "lengths"] if c not in jagged]
@@ -37,12 +39,11 @@ def pad(rec, jagged) -> Batch:
             any(k != int(offsets[-1]) for k in sizes):
         raise SchemaError(f"pad() needs offsets from 0 whose steps are the lengths and whose end is each "
                           f"column's length ({sizes} values, offsets end at {int(offsets[-1])})")
-    packer = rec.packer
     words = [xp.stack([xp.asarray(jagged[c]).view(w) for c in cols]) if cols else xp.empty((0, 0), w)
              for cols, w in ((packer.cols8, np.int64), (packer.cols4, np.int32))]
     none, zeros = xp.empty(0, np.int64), xp.zeros(n, np.int64)
     # every row is one run of the tail; the lanes' types are the reconstructor's, so no kernel compiles anew
-    tail = kernels.Source(*words, none, none, xp.empty(0, rec.event_type_dtype))
+    tail = kernels.Source(*words, none, none, xp.empty(0, event_type_dtype))
     ex = kernels.Examples(zeros, zeros, zeros, offsets[:-1], offsets[1:], zeros)
     sel = xp.zeros((n, 5), np.int64)
     sel[:, _TAIL_LO], sel[:, _N_TAIL] = offsets[:-1], lengths
@@ -51,9 +52,9 @@ def pad(rec, jagged) -> Batch:
     out8, out4, lens, *ext = views
     out = kernels.Output(out8.reshape(len(packer.cols8), n * L), out4.reshape(len(packer.cols4), n * L), lens,
                          packer.row_starts(pack, n, L), L)
-    flt = rec.event_filter._replace(use_types=False, use_window=False)
+    flt = event_filter._replace(use_types=False, use_window=False)
     be.assemble(tail, kernels.Runs(xp.zeros(1, np.int64), none, none), tail, flt, ex, sel, L,
-                p.align == "right", rec.pad_words, out, stream=be.launch_stream())
+                p.align == "right", pad_words, out, stream=be.launch_stream())
     for v, dst in zip(extras.values(), ext):
         dst[...] = v
     return packer.batch(blob, pack, views)
