@@ -30,6 +30,16 @@ test: lint
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# to_kjt's TorchRec on the CPU path, then its tests. TorchRec requires fbgemm-gpu, PyPI's CUDA build (~500 MB),
+# so the CPU build of the same release goes in first and TorchRec without its requirements. The release must be
+# the one built for the installed torch: 1.8.0 for torch 2.13 (1.9's .so does not load beside it).
+.PHONY: test-torchrec
+test-torchrec: $(STAMP)
+	$(BIN)/python -m pip install -q torch==2.13.0 fbgemm-gpu-cpu==1.8.0 tensordict==0.15.3 torchmetrics==1.0.3 \
+		pyre-extensions tqdm
+	$(BIN)/python -m pip install -q --no-deps torchrec==1.8.0
+	$(BIN)/python -m pytest -q tests/test_kjt.py
+
 bench: $(STAMP)
 	$(BIN)/uih bench
 

@@ -9,7 +9,8 @@ Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Fil
 ``Words``, ``Output``). CUDA twins compile on first use, so importing this package never touches CUDA.
 """
 
-from . import _cache  # noqa: F401  first: importing it sets how Numba checks the kernels' disk cache
+# first: importing _cache sets how Numba checks the kernels' disk cache, _threads its threading layer
+from . import _cache, _threads  # noqa: F401
 from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
 from .assembly import (
     assemble_cpu,
