@@ -54,7 +54,7 @@ def _source(file: str, d: dict, date: str | None = None) -> str:
     where = f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
     if "device" in d:
         where = f"{d['device']}, host {where}"
-    return f"\n\n<sub>Source: `bench/results/{file}` ({where}{', ' + date if date else ''}).</sub>\n"
+    return f"\n\n<sub>Source: `bench/results/{file}` ({where}{', ' + date if date else ''}).</sub>"
 
 
 def _faster(slow: float, fast: float) -> str:
