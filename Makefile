@@ -33,8 +33,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/uih bench
 
-# the API reference from the docstrings (pdoc) into build/docs; any pdoc warning fails it
+# the docs' generated tables checked against bench/results, then the API reference from the docstrings
+# (pdoc) into build/docs; any pdoc warning fails it
 docs: $(STAMP)
+	$(BIN)/python docs/gen_tables.py --check
 	$(BIN)/python docs/build_api.py build/docs
 
 clean:
