@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint test-slow bench install clean
+.PHONY: demo test lint test-slow bench install clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-torchrec: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/uih bench
+
+# the docs' generated tables checked against bench/results, then the API reference from the docstrings
+# (pdoc) into build/docs; any pdoc warning fails it
+docs: $(STAMP)
+	$(BIN)/python docs/gen_tables.py --check
+	$(BIN)/python docs/build_api.py build/docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,4 @@
-"""The error hierarchy of SPEC §4: one module, every public error derives from UIHError."""
+"""The error hierarchy (docs/errors.md): one module, every public error derives from UIHError."""
 
 __all__ = ["UIHError", "InvalidArgument", "SchemaError", "ImmutableError", "VersionError", "CorruptionError",
            "MissingDependency"]

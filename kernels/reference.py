@@ -64,7 +64,7 @@ def random_case(seed, n_users=4, n_ex=6, max_hist=30, max_tail=5, n_types=4, spa
 
 
 def reference(case, max_len, right, actions, window, pad8, pad4) -> tuple:
-    """SPEC §3 by the book, one example at a time: ``(out8, out4, lengths)``, padded."""
+    """docs/semantics.md by the book, one example at a time: ``(out8, out4, lengths)``, padded."""
     B = len(case["r_lo"])
     out8 = np.empty((case["src8"].shape[0], B, max_len), np.int64)
     out4 = np.empty((case["src4"].shape[0], B, max_len), np.int32)

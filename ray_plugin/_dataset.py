@@ -1,4 +1,4 @@
-"""``uih_dataset``: thin rows in, a Ray Dataset of reconstructed examples out (SPEC §2).
+"""``uih_dataset``: thin rows in, a Ray Dataset of reconstructed examples out (docs/ray.md).
 
 The plan has one stage: a dataset of shard numbers (built on the driver, no read tasks) mapped by an
 actor pool of ``Reconstruct`` actors. Each call reads one user shard of the thin rows and reconstructs

@@ -44,7 +44,7 @@ class StoreRef:
 
 
 def _newest_version(path) -> int:
-    # a pinned open needs the number; read_only=True (SPEC §2) never locks or writes
+    # a pinned open needs the number; read_only=True (docs/concepts.md) never locks or writes
     with engine.UIHStore.open(path, read_only=True) as store:
         return int(store.version)
 

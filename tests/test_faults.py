@@ -1,5 +1,5 @@
 """Fault injection: a write or fsync failing (ENOSPC, EIO) anywhere inside append, update, seal, compact or
-expire leaves a store that reads, and reopens, exactly as before the call (SPEC §4)."""
+expire leaves a store that reads, and reopens, exactly as before the call (docs/errors.md)."""
 
 import errno
 import os

@@ -1,4 +1,4 @@
-"""Training order (SPEC §2 "Training order and resume"): shuffle, determinism, shares, exact and elastic resume."""
+"""Training order (docs/training-order.md): shuffle, determinism, shares, exact and elastic resume."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Reconstruction (SPEC §3): O2O consistency with fat rows, pushdown invariance, errors, batching."""
+"""Reconstruction (docs/semantics.md): O2O consistency with fat rows, pushdown invariance, errors, batching."""
 
 import numpy as np
 import pyarrow as pa

@@ -56,7 +56,7 @@ class Model:
 
 
 def project(vis: dict, request_ts: int, p: engine.Projection, dtypes: dict) -> dict:
-    """SPEC §3 on one visible sequence, in plain NumPy."""
+    """docs/semantics.md on one visible sequence, in plain NumPy."""
     keep = np.ones(len(vis["seq"]), bool)
     if p.actions is not None:
         keep &= np.isin(vis["action"], list(p.actions))

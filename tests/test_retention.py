@@ -1,4 +1,4 @@
-"""Retention (SPEC §2 ``expire``): old versions are reclaimed after a grace period, readers keep working."""
+"""Retention (docs/guarantees.md): old versions are reclaimed after a grace period, readers keep working."""
 
 import os
 

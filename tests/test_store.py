@@ -1,4 +1,4 @@
-"""The store's API (SPEC §2) and its errors (SPEC §4): each failure leaves the store as it was."""
+"""The store's API (docs/concepts.md) and its errors (docs/errors.md): each failure leaves the store as it was."""
 
 import numpy as np
 import pyarrow as pa

@@ -1,4 +1,4 @@
-"""torch_plugin.UIHDataset (SPEC §2 "PyTorch"): DataLoader workers (fork and spawn), ranks, epochs, resume."""
+"""torch_plugin.UIHDataset (docs/training-order.md): DataLoader workers (fork and spawn), ranks, epochs, resume."""
 
 import json
 

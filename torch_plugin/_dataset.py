@@ -1,4 +1,4 @@
-"""``UIHDataset``: reconstructed batches as a ``torch.utils.data.IterableDataset`` (SPEC §2 "PyTorch").
+"""``UIHDataset``: reconstructed batches as a ``torch.utils.data.IterableDataset`` (docs/training-order.md).
 
 Each reader (a DataLoader worker of a rank) opens the store read-only in its own process, builds its own
 ``Reconstructor`` and reads its share of the epoch's global batches: global batch ``g`` goes to rank

@@ -53,7 +53,7 @@ def _store_root(path, filesystem=None):
 
 
 class UIHStore:
-    """An append-only, versioned store of user interaction histories (SPEC §2).
+    """An append-only, versioned store of user interaction histories (docs/concepts.md).
 
     One process writes (it holds ``LOCK``); any number may read. A reader never locks, writes, truncates
     or deletes: ``read_only=True`` reads the newest version (the immutable tier plus the mutable tier

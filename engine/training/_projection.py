@@ -16,7 +16,7 @@ NOT_EVENT_COLUMNS = frozenset({"user_id", "request_ts", "store_id", "version", "
 
 
 class Projection:
-    """A tenant's view of the shared thin rows (SPEC §2).
+    """A tenant's view of the shared thin rows (docs/concepts.md).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""``Reconstructor``: rebuilds each thin row's sequence just in time, bit-exact with serving (SPEC §3).
+"""``Reconstructor``: rebuilds each thin row's sequence just in time, bit-exact with serving (docs/semantics.md).
 
 Per chunk of thin rows: validate them against the store, find each needed user's immutable events as
 runs of decoded row groups (pushing columns, users/row groups, row ranges and event types down to
@@ -90,7 +90,7 @@ def _release(backend, arena, slots, life):
 
 
 class Reconstructor:
-    """Rebuilds batches of a projection from thin rows (SPEC §2).
+    """Rebuilds batches of a projection from thin rows (docs/concepts.md).
 
     Parameters
     ----------
