@@ -30,9 +30,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import engine
-from engine.training._order import DEFAULT_WINDOW
+from engine.training._epoch import Epoch
+from engine.training._order import DEFAULT_WINDOW, Order
 from uih.fatrows import fat_batches, needed_columns
-from uih.fmt import fmt_bytes, machine_line, table, write_json
+from uih.fmt import fmt_bytes, machine_line, median_time, table, write_json
 from uih.iostats import drop_cache, measure
 from uih.jobs import file_list, open_pinned, thin_column_bytes
 from uih.replay import build
@@ -43,7 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # the default: thin rows enough for several default windows (so the default shuffle is not a full
 # permutation), histories short enough that the union-length fat rows stay a few hundred MB
 SIZES = {"quick": dict(users=40, days=2, requests=3.0, median_history=100, repeats=1),
-         "default": dict(users=1000, days=4, requests=16.0, median_history=300, repeats=3)}
+         "default": dict(users=700, days=4, requests=16.0, median_history=300, repeats=3)}
 ORDERS = ("stream", "shuffle", "permutation", "fat_shuffle")
 BATCH = 256
 
@@ -57,12 +58,14 @@ def late_epoch(store_path, thin, proj, batch_size: int, order: str, seed: int, w
         store = open_pinned(store_path)
         rec = engine.Reconstructor(store, proj, device="cpu")
         groups = _count_decoded(rec)
+        first = None
         for b in rec.iter_batches(thin, batch_size, order=order, seed=seed, shuffle_window=window):
             n += b.size
+            first = first or time.perf_counter() - t
         seconds = time.perf_counter() - t
         store.close()
-    return {"examples": n, "seconds": seconds, "read_bytes": io["read_bytes"], "rchar": io["rchar"],
-            "events_read": rec.stats["events_read"], "users_read": rec.stats["users_read"],
+    return {"examples": n, "seconds": seconds, "first_batch_s": first, "read_bytes": io["read_bytes"],
+            "rchar": io["rchar"], "events_read": rec.stats["events_read"], "users_read": rec.stats["users_read"],
             "chunks": rec.stats["chunks"], **groups}
 
 
@@ -80,6 +83,16 @@ def _count_decoded(rec) -> dict:
         return slots, missing
     arena.acquire = counted
     return counts
+
+
+def thin_side(thin, columns: list, batch_size: int, chunk_rows: int, order: str, window, repeat: int = 3) -> float:
+    """Median seconds to cut an epoch's thin rows into its chunks, alone (no reconstruction; page cache
+    warm): the order's own cost (a private step, on purpose: the chunks ``iter_batches`` reconstructs)."""
+    def run():
+        ep = Epoch(thin, columns, batch_size, chunk_rows, Order(order, 0, 0, window))
+        for _ in ep.tables():
+            pass
+    return median_time(run, repeat=repeat)
 
 
 def fat_epoch(fat, proj, batch_size: int, seed: int, window: int) -> dict:
@@ -126,6 +139,11 @@ def tenant_rounds(data: Path, tenant, repeats: int, batch_size: int) -> dict:
     for r in runs.values():
         r["examples_per_s"] = r["examples"] / r["seconds"]
         r["eps_each"] = [r["examples"] / s for s in r["each"]]
+    columns, chunk_batches = _thin_layout(store_path, p)
+    chunk_rows = batch_size * chunk_batches
+    for k, (order, window) in {"stream": ("stream", None), "shuffle": ("shuffle", None),
+                               "permutation": ("shuffle", n)}.items():
+        runs[k]["thin_s"] = thin_side(thin, columns, batch_size, chunk_rows, order, window)
     fat_cols = thin_column_bytes(fat, [*needed_columns(p), "request_ts"])
     runs["fat_shuffle"]["column_bytes"] = fat_cols
     # ratios of examples/s within each round: the inverse ratio of the two jobs' times
@@ -134,16 +152,18 @@ def tenant_rounds(data: Path, tenant, repeats: int, batch_size: int) -> dict:
            "permutation_vs_stream": ("permutation", "stream"), "shuffle_vs_permutation": ("shuffle", "permutation")
            }.items()}
     return {"tenant": tenant.name, "max_len": tenant.max_len, "columns": list(tenant.columns), "thin_rows": n,
-            "window": DEFAULT_WINDOW, "thin_column_bytes": thin_column_bytes(thin, _thin_columns(store_path, p)),
+            "window": DEFAULT_WINDOW, "thin_column_bytes": thin_column_bytes(thin, columns),
             "runs": runs, "ratios": {k: _stats(v) for k, v in vs.items()},
             "goals": {"shuffle_vs_stream_0.8": float(np.median(vs["shuffle_vs_stream"])) >= 0.8,
                       "shuffle_vs_fat_2x": float(np.median(vs["shuffle_vs_fat"])) >= 2.0}}
 
 
-def _thin_columns(store_path, p) -> list:
+def _thin_layout(store_path, p) -> tuple:
+    """The thin columns a tenant's reconstructor reads, and its batches per chunk."""
     store = open_pinned(store_path)
     try:
-        return engine.Reconstructor(store, p, device="cpu").thin_columns
+        rec = engine.Reconstructor(store, p, device="cpu")
+        return rec.thin_columns, rec.chunk_batches
     finally:
         store.close()
 
@@ -171,7 +191,12 @@ def render(rows: list) -> str:
                  *(f"{r['runs'][k]['events_read']:,}" for k in ORDERS[:3])] for r in rows],
                ["tenant", *(f"{k.replace('_', ' ')} read" for k in ORDERS), "fat columns", "thin columns",
                 *(f"{k}: groups decoded / used" for k in ORDERS[:3]), *(f"{k}: events read" for k in ORDERS[:3])])
-    return speed + "\n\n" + io
+    cost = table([[r["tenant"], *(f"{r['runs'][k]['thin_s']:.2f} s" for k in ORDERS[:3]),
+                   *(f"{r['runs'][k]['first_batch_s']:.2f} s" for k in ORDERS[:3]),
+                   *(f"{r['runs'][k]['seconds']:.2f} s" for k in ORDERS[:3])] for r in rows],
+                 ["tenant", *(f"{k}: thin rows to chunks" for k in ORDERS[:3]),
+                  *(f"{k}: first batch" for k in ORDERS[:3]), *(f"{k}: epoch" for k in ORDERS[:3])])
+    return speed + "\n\n" + io + "\n\n" + cost
 
 
 def main(argv=None) -> int:

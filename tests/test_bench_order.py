@@ -48,6 +48,7 @@ def test_bench_order_quick(tmp_path):
             assert run["seconds"] > 0 and run["examples_per_s"] > 0 and run["read_bytes"] >= 0
             if k != "fat_shuffle":
                 assert 0 < run["groups_decoded"] <= run["groups_used"] and run["events_read"] > 0
+                assert 0 < run["first_batch_s"] <= run["seconds"] and run["thin_s"] > 0
         assert r["runs"]["fat_shuffle"]["column_bytes"] > 0
         for s in r["ratios"].values():
             assert 0 < s["min"] <= s["median"] <= s["max"] and len(s["each"]) >= 3
