@@ -12,7 +12,7 @@ Seed ``s`` fixes the model's initialization and the order's seed; epoch ``e`` of
 each seed, and their min / median / max (the seed spread).
 
     python bench/train_order_ne.py [--quick] [--seeds 3] [--max-len 64] [--users 1200] [--requests 20]
-                                   [--epochs 2] [--out DIR]
+                                   [--epochs 1] [--out DIR]
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ ORDERS = ("stream", "permutation", "shuffle")
 EXTRA = ["target_item", "label"]
 # the default: training rows over one default window (so the default shuffle is not a full permutation)
 SIZES = {"quick": dict(users=60, history=200, requests=4, epochs=1, seeds=2, max_len=32),
-         "default": dict(users=1200, history=600, requests=20, epochs=2, seeds=3, max_len=64)}
+         "default": dict(users=1200, history=600, requests=20, epochs=1, seeds=3, max_len=64)}
 
 
 def order_kwargs(order: str, n_train: int) -> dict:
@@ -92,7 +92,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-len", type=int, default=size["max_len"])
     ap.add_argument("--out", default=None, help=f"folder for the JSON (default {RESULTS})")
     a = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    # one torch thread: beside the reconstructor's threads on a shared 2-core machine, a second one spends
+    # its time spinning at each op's barrier (a step took 0.6 CPU-s with two threads, 0.03 with one)
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
     runs = []
     with tempfile.TemporaryDirectory() as d:
