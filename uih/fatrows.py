@@ -7,11 +7,16 @@ PyArrow reads the needed list columns of the fat rows, vectorized NumPy applies 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine import Projection
 from engine._ragged import range_indices
+from engine.training._thin_source import rechunk
+
+#: rows taken from a shuffled window at a time
+_TAKE_ROWS = 4096
 
 
 def needed_columns(proj: Projection) -> list:
@@ -50,9 +55,50 @@ def project_lists(lists: dict, request_ts: np.ndarray, p: Projection) -> dict:
     return out
 
 
-def fat_batches(paths, proj: Projection, batch_size: int):
-    """Padded batches (dict of NumPy ``[B, max_len]`` plus ``lengths``) of fat-row Parquet files."""
+def fat_batches(paths, proj: Projection, batch_size: int, shuffle_window: int | None = None, seed: int = 0):
+    """Padded batches (dict of NumPy ``[B, max_len]`` plus ``lengths``) of fat-row Parquet files.
+
+    ``shuffle_window``: None reads the rows in file order; an int shuffles them as a fat-row loader would
+    (``window_shuffle``, fixed by ``seed``).
+    """
     need = needed_columns(proj)
-    for path in paths:
-        for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=[*need, "request_ts"]):
-            yield project_lists({c: rb.column(c) for c in need}, rb.column("request_ts").to_numpy(), proj)
+    columns = [*need, "request_ts"]
+    if shuffle_window is None:
+        batches = (rb for path in paths
+                   for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns))
+    else:
+        # rechunk's tables joined to one record batch each: project_lists reads one list array per column
+        batches = (t.combine_chunks().to_batches()[0]
+                   for t in rechunk(window_shuffle(paths, columns, shuffle_window, seed), batch_size))
+    for rb in batches:
+        yield project_lists({c: rb.column(c) for c in need}, rb.column("request_ts").to_numpy(), proj)
+
+
+def window_shuffle(paths, columns: list, window: int, seed: int = 0):
+    """Record batches of the fat rows' ``columns`` in a window shuffle: the files' row groups in a random
+    order (the fat rows' unit of reading, as blocks are the thin rows'), then a random permutation within
+    each ``window`` rows of that sequence. Holds one window of fat rows (the projected columns) at a time."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"shuffle_window must be an int >= 1, got {window!r}")
+    rng = np.random.default_rng(seed)
+    files = [pq.ParquetFile(p) for p in paths]
+    groups = [(f, g) for f in files for g in range(f.metadata.num_row_groups)]
+    pending, have = [], 0
+
+    def permuted(t: pa.Table):
+        perm = rng.permutation(t.num_rows)
+        for a in range(0, t.num_rows, _TAKE_ROWS):  # take in pieces: one copy of the window at a time is enough
+            yield from t.take(pa.array(perm[a:a + _TAKE_ROWS])).to_batches()
+
+    for i in rng.permutation(len(groups)):
+        f, g = groups[i]
+        t = f.read_row_group(g, columns=columns)
+        pending.append(t)
+        have += t.num_rows
+        while have >= window:
+            w = pa.concat_tables(pending)
+            yield from permuted(w.slice(0, window))
+            rest = w.slice(window)
+            pending, have = [rest], rest.num_rows
+    if have:
+        yield from permuted(pa.concat_tables(pending))
