@@ -1,4 +1,5 @@
-"""Corruption sweep: flip bytes of every file kind of a small store (log, segment, sidecar, index, manifest).
+"""Corruption sweep: flip bytes of every file kind of a small store (log, segment, sidecar, index, manifest,
+HEAD).
 
 Each flip must give results identical to the undamaged store, or a CorruptionError: never silently
 different data, never another exception type. CI flips a dense sample; ``-m slow`` flips every byte.
@@ -17,7 +18,7 @@ from uih.workload import random_events as make_events
 
 RARE = 7
 REQ = {"user_id": np.arange(-1, 7), "request_ts": np.full(8, 10**6)}
-CI_FLIPS = {"log": 300, "segment": 300, "sidecar": 120, "index": 100, "sidecar-index": 60, "manifest": 150}
+CI_FLIPS = {"log": 300, "segment": 300, "sidecar": 120, "index": 100, "sidecar-index": 60, "manifest": 150, "head": 80}
 COUNTS = collections.Counter()
 
 
@@ -40,7 +41,8 @@ def small_store(tmp_path_factory):
     seg = m["segments"][0]
     files = {"log": m["log"], "segment": seg["main"]["file"], "sidecar": seg["rare"]["file"],
              "index": seg["main"]["index"], "sidecar-index": seg["rare"]["index"],
-             "manifest": f"{_manifest.DIR}/{_manifest.path_of(root, m['version']).name}"}
+             "manifest": f"{_manifest.DIR}/{_manifest.path_of(root, m['version']).name}",
+             "head": f"{_manifest.DIR}/{_manifest.HEAD}"}
     return root, thin, files, observe(root, thin)
 
 
