@@ -1,7 +1,7 @@
 """Read-ahead advice: the prefetching planner asks the OS for exactly the bytes decoding will read.
 
-``ImmutableView.will_need`` is called a chunk ahead (``Reconstructor.iter_batches`` with prefetch). It must
-ask for the column chunks of exactly the row groups ``runs`` decodes (nothing more, or it would read bytes
+``engine.training._reads.will_need`` is called a chunk ahead (``Reconstructor.iter_batches`` with prefetch). It
+must ask for the column chunks of exactly the row groups ``runs`` decodes (nothing more, or it would read bytes
 no projection needs), skip what the arena already holds, and never change a result.
 """
 
@@ -14,7 +14,8 @@ import pytest
 
 import engine
 from engine.serving import _segments
-from engine.serving._group_cache import GroupArena
+from engine.training import _reads
+from engine.training._arena import GroupArena
 from uih.workload import COLUMNS, random_events
 
 DAY = 86_400_000_000
@@ -83,10 +84,10 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
         return _segments.read_groups_arrow(pf, path, groups, cols, name)
 
     advised = _advice(monkeypatch)
-    asked = view.will_need(users, columns, seq_lo=seq_lo)
-    arena = GroupArena(np, 1, 2, 64, budget=1 << 30)  # 64-row blocks: several per group
-    rs = view.runs(users, arena, (["item_id"], ["action", "dwell_ms"]), columns, seq_lo=seq_lo,
-                   read_groups=read_groups)
+    reads = _reads.plan(view, users, 64, seq_lo=seq_lo)  # 64-row blocks: several per group
+    asked = _reads.will_need(view, reads, columns)
+    arena = GroupArena(np, 1, 2, 64, budget=1 << 30)
+    rs = _reads.runs(view, reads, arena, (["item_id"], ["action", "dwell_ms"]), columns, read_groups=read_groups)
     assert rs.num_events > 0 and decoded
     for file in {f for f, _, _ in advised} | set(decoded):
         path = store.root / "segments" / file if (store.root / "segments" / file).exists() else None
@@ -102,7 +103,7 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
 
     # what the arena already holds is not asked for again
     advised.clear()
-    assert view.will_need(users, columns, seq_lo=seq_lo, arena=arena) == 0 and advised == []
+    assert _reads.will_need(view, reads, columns, arena=arena) == 0 and advised == []
     arena.release(rs.slots)
 
 
