@@ -242,3 +242,39 @@ def test_a_seal_between_planning_steps_never_fails_a_chunk(small_groups_store):
     rec.store = Racing()
     got = rec.reconstruct(thin)
     np.testing.assert_array_equal(got["item_id"], want["item_id"])
+
+
+@pytest.mark.parametrize("hint", [False, True])
+def test_a_chunk_looks_up_its_runs_once_for_advice_and_decoding(small_groups_store, monkeypatch, hint):
+    """Planning finds a chunk's runs and block cuts once per segment part; the advice and the decoding
+    both use them, so asking for read-ahead costs no second pass over the index."""
+    from engine.serving import _segment_index
+
+    store, thin = small_groups_store
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=50), device="cpu")
+    t = rec._as_thin(thin.slice(0, 8))
+    rec._prepare(rec._plan(t))  # warm: indexes and footers open
+    calls = {"select_runs": 0, "cut_at_blocks": 0}
+    for mod, name in ((_segment_index, "select_runs"), (_reads, "cut_at_blocks")):
+        real = getattr(mod, name)
+
+        def counting(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+        monkeypatch.setattr(mod, name, counting)
+    parts = len(rec._plan(t).reads.parts)
+    calls.update(select_runs=0, cut_at_blocks=0)
+    rec._prepare(rec._plan(t, hint=hint))
+    assert parts > 0
+    assert calls["cut_at_blocks"] == parts
+    assert calls["select_runs"] == len(store.view.segments)
+
+
+def test_runs_refuse_an_arena_of_other_blocks_than_planned(small_groups_store):
+    """Planned block cuts index an arena of the same slot size; any other would place runs wrongly."""
+    store, _ = small_groups_store
+    reads = _reads.plan(store.view, np.array([1, 5], np.int64), 64)
+    arena = GroupArena(np, 1, 0, 128, budget=1 << 20)
+    with pytest.raises(engine.InvalidArgument, match="blocks of 64 rows"):
+        _reads.runs(store.view, reads, arena, (["item_id"], []), ["item_id"])
+    assert arena.slots == 0  # nothing pinned
