@@ -126,9 +126,7 @@ class ImmutableView:
         rows may hold newer seqs) and to the time window (``ts_min[u]``: segments whose newest event of
         ``u`` is older are skipped) by the index alone, before any I/O. ``rare_types``: when every wanted
         event type is in a segment's sidecar, that sidecar is the part read."""
-        return self._user_runs(*_bounds(users, seq_lo, seq_hi), ts_min, rare_types)
-
-    def _user_runs(self, users, seq_lo, seq_hi, ts_min, rare_types):
+        users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
         for s, seg in enumerate(self.segments):
             part = _segments.part_for(seg, rare_types)
             idx = self.index(s, part)
@@ -150,7 +148,7 @@ class ImmutableView:
         n_u = len(users)
         want = [c for c in columns if c != "seq"]
         pieces = []  # (user rank per row, columns) per segment, in seal order
-        for s, part, ranks, r0, cnt, q0 in self._user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
+        for s, part, ranks, r0, cnt, q0 in self.user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
             seg = self.segments[s]
             rows = range_indices(r0, cnt)
             if not len(rows):

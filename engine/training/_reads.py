@@ -97,16 +97,11 @@ def _file_key(file: str) -> int:
     return k
 
 
-def _derived(view) -> dict:
-    got = _DERIVED.get(view)
-    return _DERIVED.setdefault(view, {}) if got is None else got
-
-
 def _blocks(view, s: int, part: str, slot_rows: int) -> tuple:
     """``(start, group, rg_start)``: the file rows where each arena block of a part begins (plus the row
     count at the end), the row group holding it, and each row group's first row; a block is at most
     ``slot_rows`` rows of one group."""
-    cache, key = _derived(view), ("blocks", s, part, slot_rows)
+    cache, key = _DERIVED.get(view) or _DERIVED.setdefault(view, {}), ("blocks", s, part, slot_rows)
     got = cache.get(key)
     if got is None:
         rg = _segments.row_group_rows(view.parquet(s, part))
@@ -121,7 +116,7 @@ def _blocks(view, s: int, part: str, slot_rows: int) -> tuple:
 def _chunk_ranges(view, s: int, part: str) -> tuple:
     """``(names, start, size)``: each column chunk's first byte and compressed bytes, ``[groups, columns]``,
     from the footer (dictionary page included), once per part."""
-    cache, key = _derived(view), ("ranges", s, part)
+    cache, key = _DERIVED.get(view) or _DERIVED.setdefault(view, {}), ("ranges", s, part)
     got = cache.get(key)
     if got is None:
         md = view.parquet(s, part).metadata
