@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import Projection, Reconstructor
-from engine.serving._group_cache import GroupArena
+from engine.training._arena import GroupArena
 
 R = 4
 
@@ -184,7 +184,7 @@ def _cut_reference(bstart, r0, cnt):
 @given(st.lists(st.integers(1, 9), min_size=1, max_size=8),
        st.lists(st.tuples(st.integers(0, 80), st.integers(-2, 30)), max_size=12), st.booleans())
 def test_cut_at_blocks_matches_a_row_by_row_walk(sizes, ranges, ascending):
-    from engine.serving._immutable import cut_at_blocks
+    from engine.training._reads import cut_at_blocks
     bstart = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     total = int(bstart[-1])
     ranges = [(min(a, total - 1), min(n, total - min(a, total - 1))) for a, n in ranges]

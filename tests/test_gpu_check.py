@@ -57,7 +57,7 @@ def test_a_wrong_kernel_is_a_failure(gpu_check, monkeypatch):
 
 def test_a_slot_read_before_its_fill_landed_is_a_failure(gpu_check, monkeypatch, tmp_path):
     """The second-thread row compares: cached slots that read as garbage (a copy not yet landed) FAIL it."""
-    from engine.serving._group_cache import GroupArena
+    from engine.training._arena import GroupArena
     real = GroupArena.acquire
 
     def unfinished(self, keys):

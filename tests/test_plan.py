@@ -123,7 +123,7 @@ def test_select_runs_skips_whole_old_strides_only():
 @given(st.data())
 def test_placing_runs_matches_numpy(data):
     """``place_pieces`` and ``run_offsets`` against the NumPy steps they replace."""
-    from engine.serving import _immutable
+    from engine.training import _reads
     n_users = data.draw(st.integers(1, 6))
     bstart = np.cumsum([0] + data.draw(st.lists(st.integers(1, 50), min_size=1, max_size=8))).astype(np.int64)
     k = data.draw(st.integers(0, n_users))
@@ -131,18 +131,18 @@ def test_placing_runs_matches_numpy(data):
     r0 = np.array([data.draw(st.integers(0, int(bstart[-1]) - 1)) for _ in ranks], np.int64)
     cnt = np.array([data.draw(st.integers(0, int(bstart[-1] - a))) for a in r0], np.int64)
     q0 = np.array(data.draw(st.lists(st.integers(0, 1000), min_size=k, max_size=k)), np.int64)
-    run, blk, lo, num, need, which = _immutable.cut_at_blocks(bstart, r0, cnt)
+    run, blk, lo, num, need, which = _reads.cut_at_blocks(bstart, r0, cnt)
     slots = np.array(data.draw(st.permutations(range(len(need)))), np.int64)
     dense = data.draw(st.booleans())
-    rank, pos, seq0 = _immutable.place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, 16, dense)
+    rank, pos, seq0 = _reads.place_pieces(slots, which, blk, lo, run, bstart, ranks, r0, q0, 16, dense)
     assert np.array_equal(rank, ranks[run])
     assert np.array_equal(pos, slots[which] * 16 + (lo - bstart[blk]))
     assert np.array_equal(seq0, q0[run] + (lo - r0[run]) if dense else np.full(len(run), -1))
-    start, user_runs = _immutable.run_offsets(num, rank, n_users)
+    start, user_runs = _reads.run_offsets(num, rank, n_users)
     assert np.array_equal(start, np.r_[0, np.cumsum(num)])
     assert np.array_equal(user_runs, np.r_[0, np.cumsum(np.bincount(rank, minlength=n_users))])
     # both at once, as one part's pieces are placed
-    got = _immutable.place_runs(slots, which, blk, lo, run, bstart, ranks, r0, q0, 16, dense, num, n_users)
+    got = _reads.place_runs(slots, which, blk, lo, run, bstart, ranks, r0, q0, 16, dense, num, n_users)
     for g, w in zip(got, (start, pos, seq0, user_runs)):
         assert np.array_equal(g, w)
 

@@ -444,7 +444,7 @@ def test_decoded_columns_live_until_their_copies_complete(fake_gpu, no_reuse, mo
 
 def test_growth_copies_slots_after_the_other_streams_fills(fake_gpu, no_reuse):
     """A growth on one thread's stream copies slots another thread's stream filled (copies pending)."""
-    from engine.serving._group_cache import GroupArena
+    from engine.training._arena import GroupArena
     arena = GroupArena(FakeCupy, 1, 1, 4, budget=1 << 20)
 
     def fill(keys):

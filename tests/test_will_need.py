@@ -1,7 +1,7 @@
 """Read-ahead advice: the prefetching planner asks the OS for exactly the bytes decoding will read.
 
-``ImmutableView.will_need`` is called a chunk ahead (``Reconstructor.iter_batches`` with prefetch). It must
-ask for the column chunks of exactly the row groups ``runs`` decodes (nothing more, or it would read bytes
+``engine.training._reads.will_need`` is called a chunk ahead (``Reconstructor.iter_batches`` with prefetch). It
+must ask for the column chunks of exactly the row groups ``runs`` decodes (nothing more, or it would read bytes
 no projection needs), skip what the arena already holds, and never change a result.
 """
 
@@ -14,7 +14,8 @@ import pytest
 
 import engine
 from engine.serving import _segments
-from engine.serving._group_cache import GroupArena
+from engine.training import _reads
+from engine.training._arena import GroupArena
 from uih.workload import COLUMNS, random_events
 
 DAY = 86_400_000_000
@@ -83,10 +84,10 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
         return _segments.read_groups_arrow(pf, path, groups, cols, name)
 
     advised = _advice(monkeypatch)
-    asked = view.will_need(users, columns, seq_lo=seq_lo)
-    arena = GroupArena(np, 1, 2, 64, budget=1 << 30)  # 64-row blocks: several per group
-    rs = view.runs(users, arena, (["item_id"], ["action", "dwell_ms"]), columns, seq_lo=seq_lo,
-                   read_groups=read_groups)
+    reads = _reads.plan(view, users, 64, seq_lo=seq_lo)  # 64-row blocks: several per group
+    asked = _reads.will_need(view, reads, columns)
+    arena = GroupArena(np, 1, 2, 64, budget=1 << 30)
+    rs = _reads.runs(view, reads, arena, (["item_id"], ["action", "dwell_ms"]), columns, read_groups=read_groups)
     assert rs.num_events > 0 and decoded
     for file in {f for f, _, _ in advised} | set(decoded):
         path = store.root / "segments" / file if (store.root / "segments" / file).exists() else None
@@ -102,7 +103,7 @@ def test_advice_covers_exactly_the_chunks_runs_decodes(small_groups_store, monke
 
     # what the arena already holds is not asked for again
     advised.clear()
-    assert view.will_need(users, columns, seq_lo=seq_lo, arena=arena) == 0 and advised == []
+    assert _reads.will_need(view, reads, columns, arena=arena) == 0 and advised == []
     arena.release(rs.slots)
 
 
@@ -241,3 +242,39 @@ def test_a_seal_between_planning_steps_never_fails_a_chunk(small_groups_store):
     rec.store = Racing()
     got = rec.reconstruct(thin)
     np.testing.assert_array_equal(got["item_id"], want["item_id"])
+
+
+@pytest.mark.parametrize("hint", [False, True])
+def test_a_chunk_looks_up_its_runs_once_for_advice_and_decoding(small_groups_store, monkeypatch, hint):
+    """Planning finds a chunk's runs and block cuts once per segment part; the advice and the decoding
+    both use them, so asking for read-ahead costs no second pass over the index."""
+    from engine.serving import _segment_index
+
+    store, thin = small_groups_store
+    rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=50), device="cpu")
+    t = rec._as_thin(thin.slice(0, 8))
+    rec._prepare(rec._plan(t))  # warm: indexes and footers open
+    calls = {"select_runs": 0, "cut_at_blocks": 0}
+    for mod, name in ((_segment_index, "select_runs"), (_reads, "cut_at_blocks")):
+        real = getattr(mod, name)
+
+        def counting(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+        monkeypatch.setattr(mod, name, counting)
+    parts = len(rec._plan(t).reads.parts)
+    calls.update(select_runs=0, cut_at_blocks=0)
+    rec._prepare(rec._plan(t, hint=hint))
+    assert parts > 0
+    assert calls["cut_at_blocks"] == parts
+    assert calls["select_runs"] == len(store.view.segments)
+
+
+def test_runs_refuse_an_arena_of_other_blocks_than_planned(small_groups_store):
+    """Planned block cuts index an arena of the same slot size; any other would place runs wrongly."""
+    store, _ = small_groups_store
+    reads = _reads.plan(store.view, np.array([1, 5], np.int64), 64)
+    arena = GroupArena(np, 1, 0, 128, budget=1 << 20)
+    with pytest.raises(engine.InvalidArgument, match="blocks of 64 rows"):
+        _reads.runs(store.view, reads, arena, (["item_id"], []), ["item_id"])
+    assert arena.slots == 0  # nothing pinned

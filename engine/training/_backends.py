@@ -19,7 +19,8 @@ import kernels
 
 from .. import _deps
 from .._errors import MissingDependency, UIHError
-from ..serving import _immutable, _segments
+from ..serving import _segments
+from . import _reads
 from ._buffer_pool import BufferPool
 
 
@@ -71,7 +72,7 @@ class CpuBackend:
 
     def put_blocks(self, words, lane, col, dst, src, n, keep=None):
         """Copy ``col[src[i]:src[i] + n[i]]`` into ``words[lane, dst[i]:dst[i] + n[i]]`` for each block."""
-        _immutable.put_blocks(words, lane, col, dst, src, n)
+        _reads.put_blocks(words, lane, col, dst, src, n)
 
     def synchronize(self):
         pass

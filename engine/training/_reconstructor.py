@@ -24,11 +24,11 @@ import pyarrow as pa
 import kernels
 
 from .._errors import InvalidArgument, SchemaError
-from ..serving._group_cache import GroupArena
 from ..serving._schema import check_bool, check_int, check_names
 from ..serving._segments import ROW_GROUP_ROWS
 from ..serving._store import UIHStore
-from . import _backends, _order, _padding, _plan
+from . import _backends, _order, _padding, _plan, _reads
+from ._arena import GroupArena
 from ._batch import Batch
 from ._epoch import BatchIterator, Epoch
 from ._packing import BatchPacker
@@ -69,9 +69,7 @@ class _Planned(NamedTuple):
     tails: dict | None  # per tail lane column: the values of all rows' tails (None: no tail events)
     t_off: np.ndarray  # the rows' offsets into the tails
     view: object  # the store's immutable tier as the chunk was planned against it
-    seq_lo: np.ndarray | None  # per user: the pushed-down seq range and window, None where not pushed down
-    ts_min_u: np.ndarray | None
-    rare: list | None  # the event types whose sidecars may be read instead of the main parts
+    reads: _reads.ChunkReads  # the users' row ranges in it, cut at arena blocks: what decoding reads
 
 
 class _Life:
@@ -329,14 +327,16 @@ class Reconstructor:
         plan, imm_hw, ts_min, view = self._checker.validate(t)  # one version for the chunk, from plan to runs
         tails, t_off = self._checker.tails(t)
         p, rows = self.projection, "rows" in self.pushdown
-        ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off, view,
-                         seq_lo=plan.seq_lo if rows and not (self._use_types or self._use_window) else None,
-                         ts_min_u=plan.ts_lo if rows and self._use_window else None,
-                         rare=p.actions if (self._use_types and "types" in self.pushdown) else None)
+        # the runs and block cuts, once per chunk: the read-ahead advice and the decoding both follow them
+        reads = _reads.plan(view, plan.users, self._arena.slot_rows,
+                            seq_lo=plan.seq_lo if rows and not (self._use_types or self._use_window) else None,
+                            seq_hi=plan.seq_hi, ts_min=plan.ts_lo if rows and self._use_window else None,
+                            rare_types=p.actions if (self._use_types and "types" in self.pushdown) else None,
+                            all_groups="users" not in self.pushdown)
+        ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off, view, reads)
         if hint:
             try:
-                view.will_need(plan.users, self._read, ready.seq_lo, plan.seq_hi, ready.ts_min_u, ready.rare,
-                               all_groups="users" not in self.pushdown, arena=self._arena)
+                _reads.will_need(view, reads, self._read, arena=self._arena)
             except Exception:  # noqa: BLE001 - advice only: the chunk's own reads raise any real error, in order
                 pass
         return ready
@@ -354,9 +354,8 @@ class Reconstructor:
         put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:
-            rs = ready.view.runs(users, arena, self._lanes, self._read, seq_lo=ready.seq_lo, seq_hi=plan.seq_hi,
-                                 ts_min=ready.ts_min_u, rare_types=ready.rare, read_groups=be.read_groups, put=put,
-                                 all_groups="users" not in self.pushdown)
+            rs = _reads.runs(ready.view, ready.reads, arena, self._lanes, self._read, read_groups=be.read_groups,
+                             put=put)
         try:
             # the runs' and examples' arrays are the planners' own int64 arrays, moved where the kernels read them
             dev = functools.partial(be.index_arrays, keep=keep)
