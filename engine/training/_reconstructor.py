@@ -255,7 +255,8 @@ class Reconstructor:
                 yield batch  # outside: the caller's own work between batches keeps its thread settings
 
     def iter_unassembled(self, thin_source, batch_size: int, prefetch=None, extra_columns=(), chunk_rows=None,
-                         first_sizes=()):
+                         first_sizes=(), order="stream", seed=0, epoch=0, shuffle_window=None, resume=None,
+                         share=None):
         """``iter_batches``' batches (same rows, same order, same arguments), planned and staged but not
         written: an ``Unassembled`` per batch, for a consumer that runs the kernels into memory of its own
         (``dali_plugin``'s DALI operator writes each batch straight into DALI's output buffers). CPU
@@ -263,7 +264,8 @@ class Reconstructor:
 
         ``first_sizes``: rows of the first batches, before batches of ``batch_size`` (each cut at the end of
         its chunk, as every batch is): a consumer that queues whole batches ahead (DALI's prefetching)
-        gets its first rows sooner.
+        gets its first rows sooner. ``order``, ``seed``, ``epoch``, ``shuffle_window``, ``resume`` and
+        ``share`` as ``iter_batches``.
         """
         if self.device != "cpu" or self.projection.layout != "padded":
             raise SchemaError(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one is "
@@ -279,7 +281,8 @@ class Reconstructor:
                         Column(c, self._dtypes[c], Lane(4, self._cols4.index(c))) for c in p.columns)
         lanes = FilterLanes(*(None if k is None else Lane((8, 4)[k], i) for k, i, _, _ in self._source_lanes))
         sizes = iter(first_sizes)
-        ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows, _order.Order())
+        ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows,
+                   _order.Order(order, seed, epoch, shuffle_window), resume, share)
         for chunk in self._chunks(ep.tables, depth, extra, threading.Event()):
             a = 0
             while a < chunk.n:
