@@ -57,10 +57,10 @@ class UIHIterator:
 
     def __next__(self) -> dict:
         try:
-            while self._drop:
-                self._drop -= 1
-                self._next_batch()
             batch = self._next_batch()
+            while self._drop:  # set as the epoch started, in the first call above
+                self._drop -= 1
+                batch = self._next_batch()
         except StopIteration:
             self._progress.end()
             raise
