@@ -29,6 +29,10 @@ class Reading:
     drop: int = 0
 
 
+#: the input order, from the first row: what a source reads when nobody set its ``reading``
+STREAM = Reading({})
+
+
 def order_kwargs(order: engine.Order) -> dict:
     return {"order": order.order, "seed": order.seed, "epoch": order.epoch, "shuffle_window": order.shuffle_window}
 

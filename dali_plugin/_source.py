@@ -17,6 +17,8 @@ import numpy as np
 
 from engine import Reconstructor, UIHError
 
+from ._progress import STREAM
+
 _END = object()
 
 
@@ -72,7 +74,7 @@ class EpochSource:
     def __init__(self, names):
         self.names = names
         #: what the next DALI epoch reads (``_progress.Reading``), set by ``UIHIterator`` as it starts one
-        self.reading = None
+        self.reading = STREAM
         self._epoch = 0
         self._abort = -1
         self._fed = deque()  # no_copy: batches fed and not yet consumed, oldest first
@@ -123,7 +125,7 @@ class EpochSource:
         """One iteration's outputs (torch tensors, in output order) as the batch ``UIHIterator`` hands out."""
         return dict(zip(self.names, tensors))
 
-    def batches(self, reading):
+    def batches(self, reading=STREAM):
         """The epoch's items for DALI, reading the thin rows as ``reading`` (a ``_progress.Reading``) says."""
         raise NotImplementedError
 
@@ -156,7 +158,7 @@ class InProcessSource(EpochSource):
         if rec.device == "cpu":  # a CUDA reconstructor's batches are copied on its stream, as before
             self.no_copy, self.kernel_threads = True, 1
 
-    def batches(self, reading):
+    def batches(self, reading=STREAM):
         f, rows = self.feeder, self.batch_size * self.group
         # chunks of about the reconstructor's usual rows (so that prefetching starts as early), in whole groups
         chunk = rows * -(-f.chunk_batches // self.group)
@@ -193,7 +195,7 @@ class AssemblingSource(EpochSource):
     def num_inputs(self) -> int:
         return 5
 
-    def batches(self, reading):
+    def batches(self, reading=STREAM):
         from ._kernel_plan import encode_chunk, encode_share
         last = plan = None
         rows = self.batch_size * self.group

@@ -26,6 +26,7 @@ import numpy as np
 import engine
 from engine import UIHError
 
+from ._progress import STREAM
 from ._source import EpochSource, _packed, output_names
 
 
@@ -145,7 +146,7 @@ class WorkerPoolSource(EpochSource):
                 if not self._procs[i].is_alive():
                     raise UIHError(f"preprocessing worker {i} died (exit code {self._procs[i].exitcode})") from None
 
-    def batches(self, reading):
+    def batches(self, reading=STREAM):
         for e in self._stop_events:
             e.clear()
         for c in self._ctrl:
