@@ -32,8 +32,10 @@ class UIHIterator:
     """Iterate a ``uih_pipeline``: one dict per batch, ``{column: [B, max_len], "lengths": [B]}`` (for a
     ``layout="jagged"`` projection: ``{column: [N] values of all rows, "lengths": [B], "offsets": [B + 1]}``).
 
-    Every thin row appears exactly once per epoch, in the pipeline source's order; iteration ends at
-    the end of an epoch and the next ``for`` starts the next one (``reset()`` restarts early). The
+    Every thin row appears exactly once per epoch, in the pipeline's training order (``iter_batches``'
+    batches for the same keywords); iteration ends at the end of an epoch and the next ``for`` starts the
+    next one (``reset()`` restarts early, ``set_epoch`` names its order's epoch). ``state_dict()`` /
+    ``load_state_dict()`` (the torchdata StatefulDataLoader convention) count the batches handed out. The
     tensors share DALI's output memory where DALI gives every iteration buffers of its own (see
     ``_epochs``); a batch the caller keeps is never overwritten by later ones (and keeps the buffer of its
     DALI iteration, which may carry several batches, alive: copy what you keep for long).
