@@ -15,8 +15,11 @@ class Epochs:
     starts the next epoch. ``done()`` after each iteration's outputs were taken over lets the pipeline run
     on."""
 
-    def __init__(self, pipe, source):
+    def __init__(self, pipe, source, on_start=None):
         self.pipe, self.source = pipe, source  # a built DALI pipeline and its external source
+        # called as an epoch starts, before DALI asks the source for its first batch: the source reads its
+        # epoch's order then (DALI calls the source's generator function as the epoch's first run prefetches)
+        self.on_start = on_start
         self.shares_buffers = bool(getattr(pipe, "exec_dynamic", False))
         self._running = False  # an epoch is scheduled and not yet drained
         self._ended = False  # an epoch was drained: the pipeline needs a reset before the next
@@ -25,6 +28,8 @@ class Epochs:
         """``(outputs, layout)``: the next iteration's DALI outputs and, for a packed batch, its layout."""
         pipe = self.pipe
         if not self._running:
+            if self.on_start is not None:
+                self.on_start()
             if self._ended:
                 pipe.reset()
                 self._ended = False

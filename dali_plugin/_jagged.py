@@ -23,6 +23,7 @@ import numpy as np
 
 from engine import Projection, Reconstructor
 
+from ._progress import STREAM
 from ._source import EpochSource, output_names
 
 # padded bytes per row (all columns) from which long rows cross DALI unpadded; below it the padded batch
@@ -94,12 +95,13 @@ class JaggedSource(EpochSource):
     def num_inputs(self) -> int:
         return len(self.names) + 1  # each row's slice start, after the outputs, to pad
 
-    def batches(self):
+    def batches(self, reading=STREAM):
         # each row wrapped as a DALI tensor here (it references the view, so the batch stays alive while DALI
         # reads it): DALI's own per-sample checks of a list of arrays cost more. A batch of 256 rows of 1K
         # events took 2.4-3.0 ms per DALI iteration fed as arrays, 1.7 ms as tensors (2 cores)
         from nvidia.dali.backend import TensorCPU, TensorListCPU
-        for b in self.twin.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra):
+        for b in self.twin.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra,
+                                        resume=reading.resume, **reading.kwargs):
             bounds = b["offsets"].tolist()
             rows = range(len(bounds) - 1)
             lengths = b["lengths"]

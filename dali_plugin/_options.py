@@ -21,7 +21,9 @@ class PipelineOptions:
     ----------
     workers : int
         0: reconstruct in this process (batches in ``iter_batches`` order). N > 0 (CPU only): N worker
-        processes, each owning a user shard; batches interleave round-robin (same rows, other order).
+        processes, whose batches interleave round-robin. In ``order="stream"`` each owns a user shard (same
+        rows, other order; no ``state_dict``); in ``order="shuffle"`` worker ``i`` makes the epoch's global
+        batches ``i, i + N, ...``, so they come out in ``iter_batches`` order.
     extra_columns : tuple of str
         Pass-through thin-row columns (labels, ids) to output too, ``[B]`` each, after ``lengths``.
     num_threads : int

@@ -7,10 +7,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine import Reconstructor, UIHError, _deps
+from engine import Order, Reconstructor, UIHError, _deps
 
 from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
 from ._options import PipelineOptions
+from ._progress import Progress
 from ._source import AssemblingSource, EpochSource, InProcessSource
 from ._workers import WorkerPoolSource
 
@@ -202,6 +203,8 @@ class UIHPipeline:
     batch_size: int
     #: DALI's device: None for a CPU-only pipeline, else the GPU that the batches live on
     device_id: int | None
+    #: the training order of the next DALI epoch, a pending resume state, and the batches handed out
+    progress: Progress
 
     @property
     def device(self) -> str:
@@ -221,7 +224,8 @@ class UIHPipeline:
                 f"prefetch_queue_depth={o.prefetch_queue_depth})")
 
 
-def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, options: PipelineOptions | None = None,
+def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, order="stream", seed=0, epoch=0,
+                 shuffle_window=None, resume=None, options: PipelineOptions | None = None,
                  **changes) -> UIHPipeline:
     """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``, for ``UIHIterator``.
 
@@ -235,6 +239,13 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, options
         "auto" (default): follow ``rec`` (see ``placement``). None: a CPU-only pipeline, for a CPU
         reconstructor. An int: a GPU pipeline on that device, fed CuPy arrays straight from a CUDA
         reconstructor on the same device (no host round trip). A mismatch is a ``UIHError``.
+    order, seed, epoch, shuffle_window : as ``Reconstructor.iter_batches``
+        The training order: ``UIHIterator`` hands out the batches of ``iter_batches`` with the same
+        keywords, in the same order (``workers=N`` in ``order="stream"`` excepted: user shards,
+        interleaved). ``epoch`` is that of the first DALI epoch; ``UIHIterator.set_epoch`` sets the next.
+    resume : dict or None
+        A ``state_dict()`` (of a ``UIHIterator``, or of ``iter_batches``' iterator with the same keywords):
+        the first DALI epoch is the state's epoch and yields exactly the batches it had left.
     options : PipelineOptions
         Workers, extra columns, DALI's threads and prefetching, and where padding and assembly run.
     **changes
@@ -250,6 +261,9 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, options
     _deps.dali()  # a missing DALI is named before any other check
     device_id = placement(rec, device_id)
     options = _resolve(rec, batch_size, device_id is not None, options)
+    shuffled = Order(order, seed, epoch, shuffle_window)  # InvalidArgument now, not in DALI's run
+    progress = Progress(rec, thin_source, batch_size, shuffled, resume, options.batches_per_iteration,
+                        resumable=not (options.workers and shuffled.order == "stream"))
     source = _source(rec, thin_source, batch_size, options)
     return UIHPipeline(_build(rec, source, batch_size, device_id, options), source, rec, options, batch_size,
-                       device_id)
+                       device_id, progress)

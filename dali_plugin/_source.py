@@ -17,6 +17,8 @@ import numpy as np
 
 from engine import Reconstructor, UIHError
 
+from ._progress import STREAM
+
 _END = object()
 
 
@@ -71,6 +73,8 @@ class EpochSource:
 
     def __init__(self, names):
         self.names = names
+        #: what the next DALI epoch reads (``_progress.Reading``), set by ``UIHIterator`` as it starts one
+        self.reading = STREAM
         self._epoch = 0
         self._abort = -1
         self._fed = deque()  # no_copy: batches fed and not yet consumed, oldest first
@@ -79,7 +83,7 @@ class EpochSource:
     def __call__(self):
         self._epoch += 1
         epoch = self._epoch
-        it = self.batches()
+        it = self.batches(self.reading)
         try:
             while True:
                 with _kernel_threads(self.kernel_threads):
@@ -121,7 +125,8 @@ class EpochSource:
         """One iteration's outputs (torch tensors, in output order) as the batch ``UIHIterator`` hands out."""
         return dict(zip(self.names, tensors))
 
-    def batches(self):
+    def batches(self, reading=STREAM):
+        """The epoch's items for DALI, reading the thin rows as ``reading`` (a ``_progress.Reading``) says."""
         raise NotImplementedError
 
     def close(self):
@@ -153,11 +158,12 @@ class InProcessSource(EpochSource):
         if rec.device == "cpu":  # a CUDA reconstructor's batches are copied on its stream, as before
             self.no_copy, self.kernel_threads = True, 1
 
-    def batches(self):
+    def batches(self, reading=STREAM):
         f, rows = self.feeder, self.batch_size * self.group
         # chunks of about the reconstructor's usual rows (so that prefetching starts as early), in whole groups
         chunk = rows * -(-f.chunk_batches // self.group)
-        for batch in f.iter_batches(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra):
+        for batch in f.iter_batches(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra,
+                                    resume=reading.resume, **reading.kwargs):
             yield _packed(batch)
 
 
@@ -189,7 +195,7 @@ class AssemblingSource(EpochSource):
     def num_inputs(self) -> int:
         return 5
 
-    def batches(self):
+    def batches(self, reading=STREAM):
         from ._kernel_plan import encode_chunk, encode_share
         last = plan = None
         rows = self.batch_size * self.group
@@ -199,7 +205,7 @@ class AssemblingSource(EpochSource):
         # the first iterations carry 1, 2, 4, ... batches
         ramp = [self.batch_size * (1 << k) for k in range(8) if (1 << k) < self.group]
         for u in self.rec.iter_unassembled(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra,
-                                           first_sizes=ramp):
+                                           first_sizes=ramp, resume=reading.resume, **reading.kwargs):
             if u.chunk is not last:  # once per chunk: what every share of its batches reads
                 last, plan = u.chunk, encode_chunk(u)
             k = max(d for d in range(1, min(self.shares, u.rows) + 1) if u.rows % d == 0)

@@ -1,7 +1,10 @@
 """Disaggregated preprocessing on one host: N worker processes, each owning a user shard.
 
 Each worker opens the store read-only, pinned at the caller's version, and reconstructs the thin rows
-of its shard (``engine.shard``: users never overlap, so each user's rows are read by one worker only).
+of its shard: in ``order="stream"`` a user shard (``engine.shard``: users never overlap, so each user's
+rows are read by one worker only; batches interleave round-robin, same rows, other order); in
+``order="shuffle"`` a share of the epoch's global batches (worker ``i`` of ``N`` takes ``i, i + N, ...``),
+which the round robin hands out in the global order: the batches of ``iter_batches``.
 Batches travel through shared memory: each worker owns a small ring of blocks, writes a batch into a free
 one and sends only its name and layout; the consumer maps it without a copy and hands the block back once
 DALI has copied the batch in. The ring bounds memory and gives back-pressure. Batches interleave
@@ -23,6 +26,7 @@ import numpy as np
 import engine
 from engine import UIHError
 
+from ._progress import STREAM
 from ._source import EpochSource, _packed, output_names
 
 
@@ -85,9 +89,19 @@ def _worker(job: _Job, ch: _Channels):
         numba.set_num_threads(max(1, min(numba.config.NUMBA_NUM_THREADS, (os.cpu_count() or 1) // job.num)))
         store = engine.UIHStore.open(job.root, version=job.version)
         rec = engine.Reconstructor(store, job.projection, device="cpu", prefetch=1)
-        mine = engine.shard(rec.read_thin(job.thin_source, job.extra), job.num, job.index)
-        while ch.ctrl.get() == "epoch":
-            for b in rec.iter_batches(mine, job.batch_size, extra_columns=job.extra):
+        thin = rec.read_thin(job.thin_source, job.extra)
+        mine = None
+        while (msg := ch.ctrl.get()) != "stop":
+            kwargs, resume = msg
+            if kwargs["order"] == "shuffle":
+                # this worker's share of the epoch's global batches: the consumer's round robin over the
+                # workers hands them out in the global order, the order of iter_batches
+                batches = rec.iter_batches(thin, job.batch_size, extra_columns=job.extra, resume=resume,
+                                           share=(job.index, job.num), **kwargs)
+            else:
+                mine = engine.shard(thin, job.num, job.index) if mine is None else mine
+                batches = rec.iter_batches(mine, job.batch_size, extra_columns=job.extra)
+            for b in batches:
                 if ch.abort.is_set():
                     break
                 ring.send(ch.out, *_packed(b))
@@ -100,7 +114,8 @@ def _worker(job: _Job, ch: _Channels):
 
 
 class WorkerPoolSource(EpochSource):
-    """Round-robin batches from ``workers`` processes; same multiset of rows as ``iter_batches``."""
+    """Round-robin batches from ``workers`` processes: in stream order the same multiset of rows as
+    ``iter_batches``, in shuffle order its batches."""
 
     def __init__(self, rec, thin_source, batch_size: int, workers: int, queue_depth: int = 2, extra=()):
         super().__init__(output_names(rec, extra))
@@ -131,11 +146,11 @@ class WorkerPoolSource(EpochSource):
                 if not self._procs[i].is_alive():
                     raise UIHError(f"preprocessing worker {i} died (exit code {self._procs[i].exitcode})") from None
 
-    def batches(self):
+    def batches(self, reading=STREAM):
         for e in self._stop_events:
             e.clear()
         for c in self._ctrl:
-            c.put("epoch")
+            c.put((reading.kwargs, reading.resume))
         active = list(range(len(self._procs)))
         pending = None
         try:

@@ -32,8 +32,10 @@ class UIHIterator:
     """Iterate a ``uih_pipeline``: one dict per batch, ``{column: [B, max_len], "lengths": [B]}`` (for a
     ``layout="jagged"`` projection: ``{column: [N] values of all rows, "lengths": [B], "offsets": [B + 1]}``).
 
-    Every thin row appears exactly once per epoch, in the pipeline source's order; iteration ends at
-    the end of an epoch and the next ``for`` starts the next one (``reset()`` restarts early). The
+    Every thin row appears exactly once per epoch, in the pipeline's training order (``iter_batches``'
+    batches for the same keywords); iteration ends at the end of an epoch and the next ``for`` starts the
+    next one (``reset()`` restarts early, ``set_epoch`` names its order's epoch). ``state_dict()`` /
+    ``load_state_dict()`` (the torchdata StatefulDataLoader convention) count the batches handed out. The
     tensors share DALI's output memory where DALI gives every iteration buffers of its own (see
     ``_epochs``); a batch the caller keeps is never overwritten by later ones (and keeps the buffer of its
     DALI iteration, which may carry several batches, alive: copy what you keep for long).
@@ -45,7 +47,9 @@ class UIHIterator:
         _deps.dali()
         self._torch = _deps.torch()
         self.pipe = pipe
-        self._epochs = Epochs(pipe.dali, pipe.source)
+        self._progress = pipe.progress
+        self._drop = 0  # batches of the epoch's first iterations not handed out (a resume inside a group)
+        self._epochs = Epochs(pipe.dali, pipe.source, on_start=self._start_epoch)
         self._device = (self._torch.device("cuda", pipe.device_id) if pipe.device == "gpu"
                         else self._torch.device("cpu"))
         self._pending = deque()  # batches of the current DALI iteration not yet handed out
@@ -54,6 +58,22 @@ class UIHIterator:
         return self
 
     def __next__(self) -> dict:
+        try:
+            batch = self._next_batch()
+            while self._drop:  # set as the epoch started, in the first call above
+                self._drop -= 1
+                batch = self._next_batch()
+        except StopIteration:
+            self._progress.end()
+            raise
+        self._progress.took()
+        return batch
+
+    def _start_epoch(self):
+        reading = self._progress.start()
+        self.pipe.source.reading, self._drop = reading, reading.drop
+
+    def _next_batch(self) -> dict:
         if self._pending:  # the rest of an iteration that carried several batches
             return self._pending.popleft()
         batch = self._next_iteration()
@@ -90,7 +110,27 @@ class UIHIterator:
         """
         self._pending.clear()
         self._epochs.drain()
+        self._progress.abandon()
 
+    def set_epoch(self, epoch: int) -> None:
+        """The order's epoch for the next DALI epoch (as ``DistributedSampler.set_epoch``: without it, every
+        DALI epoch reads the same order); the running epoch, if any, goes on as it began. A pending resume
+        state of another epoch is dropped."""
+        self._progress.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        """A JSON-serializable state of the batches this iterator handed out in the current epoch (not those
+        DALI prefetched): ``load_state_dict`` it, or pass it as ``resume=`` to ``uih_pipeline`` or
+        ``iter_batches`` with the same keywords, to get exactly the batches left. Once an epoch ended, the
+        state is that finished epoch's until ``set_epoch`` names the next."""
+        return self._progress.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from ``state`` (a ``state_dict()``): the next batch is the first one it had left; a running
+        epoch is abandoned. The state's order keywords must be the pipeline's (``engine.InvalidArgument``)."""
+        self._progress.load(state)  # checked before anything running is dropped
+        self._pending.clear()
+        self._epochs.drain()
     def close(self):
         self._pending.clear()
         self.pipe.source.close()

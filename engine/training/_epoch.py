@@ -84,9 +84,16 @@ class BatchIterator:
         self._yielded += 1
         return batch
 
-    def state_dict(self) -> dict:
-        """A JSON-serializable state: ``resume=`` it to get exactly the batches this iterator has left."""
-        return self._epoch.state(self._yielded)
+    def state_dict(self, consumed: int | None = None) -> dict:
+        """A JSON-serializable state: ``resume=`` it to get exactly the batches this iterator has left.
+
+        ``consumed``: how many of this iterator's batches its consumer took, for an adapter whose consumer
+        lags behind the batches made (DALI's prefetching) or that makes them elsewhere (worker processes);
+        by default the batches this iterator yielded.
+        """
+        if consumed is None:
+            return self._epoch.state(self._yielded)
+        return self._epoch.state(_order._int("consumed", consumed, 0))
 
     def close(self):
         self._it.close()

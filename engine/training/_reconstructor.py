@@ -231,7 +231,8 @@ class Reconstructor:
                 yield batch  # outside: the caller's own work between batches keeps its thread settings
 
     def iter_unassembled(self, thin_source, batch_size: int, prefetch=None, extra_columns=(), chunk_rows=None,
-                         first_sizes=()):
+                         first_sizes=(), order="stream", seed=0, epoch=0, shuffle_window=None, resume=None,
+                         share=None):
         """``iter_batches``' batches (same rows, same order, same arguments), planned and staged but not
         written: an ``Unassembled`` per batch, for a consumer that runs the kernels into memory of its own
         (``dali_plugin``'s DALI operator writes each batch straight into DALI's output buffers). CPU
@@ -239,7 +240,8 @@ class Reconstructor:
 
         ``first_sizes``: rows of the first batches, before batches of ``batch_size`` (each cut at the end of
         its chunk, as every batch is): a consumer that queues whole batches ahead (DALI's prefetching)
-        gets its first rows sooner.
+        gets its first rows sooner. ``order``, ``seed``, ``epoch``, ``shuffle_window``, ``resume`` and
+        ``share`` as ``iter_batches``.
         """
         if self.device != "cpu" or self.projection.layout != "padded":
             raise InvalidArgument(f"iter_unassembled needs a CPU reconstructor of a padded projection; this one "
@@ -252,7 +254,8 @@ class Reconstructor:
             raise InvalidArgument(f"first_sizes must be a list of ints >= 1, got {first_sizes!r}") from None
         stager = Stager(self.projection, self._dtypes, (self._cols8, self._cols4),
                         [None if k is None else (k, i) for k, i, _, _ in self._source_lanes], (self._filter, self._pad))
-        ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows, _order.Order())
+        ep = Epoch(thin_source, self.thin_columns + extra, batch_size, rows,
+                   _order.Order(order, seed, epoch, shuffle_window), resume, share)
         yield from stager.batches(self._chunks(ep.tables, depth, extra, threading.Event()), batch_size, first_sizes)
 
     def _batching(self, batch_size, prefetch, affinity, chunk_rows) -> tuple:
