@@ -352,7 +352,7 @@ class UIHStore:
             old.close()
             self._mutable.replace(remaining)
             logger.info("sealed %d events into %d segment(s) of %s: version %d", int(seal_mask.sum()), len(entries),
-                     self.root, self.version)
+                        self.root, self.version)
             self._auto_expire()
             return self.version
 
@@ -382,7 +382,7 @@ class UIHStore:
             self._commit({"segments": [*segs[:first], *entries, *segs[stop:]], "log": self._manifest["log"]},
                          self._log, cleanup=[f for e in entries for f in _segments.entry_files(e)])
             logger.info("compacted %d segments into %d in %s: version %d", stop - first, len(entries), self.root,
-                     self.version)
+                        self.version)
             self._auto_expire()
             return self.version
 
