@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
 from engine import Order, Reconstructor, UIHError, _deps
 
 from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
-from ._options import PipelineOptions
+from ._options import Assembly, PipelineOptions
 from ._progress import Progress
 from ._source import AssemblingSource, EpochSource, InProcessSource
 from ._workers import WorkerPoolSource
+
+if TYPE_CHECKING:
+    from engine._types import ThinSource
 
 #: DALI's own host memory pool serves host allocations above this size (``DALI_MALLOC_POOL_THRESHOLD``).
 #: DALI writes every CPU pipeline output into fresh buffers; left to malloc, a multi-megabyte batch is a
@@ -34,7 +38,7 @@ def use_dali_host_pool() -> str:
     return os.environ.setdefault("DALI_MALLOC_POOL_THRESHOLD", DALI_POOL_THRESHOLD)
 
 
-def placement(rec, device_id="auto"):
+def placement(rec: Reconstructor, device_id: Literal["auto"] | int | None = "auto") -> int | None:
     """The DALI ``device_id`` for ``rec``: None (CPU-only pipeline) or the GPU its batches live on.
 
     One rule: a CUDA reconstructor feeds a GPU pipeline on its own device, a CPU one a CPU pipeline.
@@ -133,7 +137,7 @@ def _resolve(rec, batch_size: int, gpu: bool, o: PipelineOptions) -> PipelineOpt
     blocker = _assembly_blocker(rec, o, gpu, jagged)
     if o.assembly == "dali_operator" and blocker:
         raise UIHError(f"assembly='dali_operator': {blocker}")
-    assembly = "engine" if o.assembly == "engine" or blocker else "dali_operator"
+    assembly: Assembly = "engine" if o.assembly == "engine" or blocker else "dali_operator"
     padding = o.padding
     if padding == "auto":
         in_process_cpu = not gpu and not o.workers and not jagged
@@ -144,19 +148,24 @@ def _resolve(rec, batch_size: int, gpu: bool, o: PipelineOptions) -> PipelineOpt
     return replace(o, padding=padding, assembly=assembly, batches_per_iteration=group)
 
 
+def _group(o: PipelineOptions) -> int:
+    """Batches per DALI iteration of options ``_resolve`` returned (an int there, never "auto")."""
+    return cast(int, o.batches_per_iteration)
+
+
 def _source(rec, thin_source, batch_size: int, o: PipelineOptions) -> EpochSource:
     """The external source feeding the pipeline of resolved options ``o``."""
     extra = o.extra_columns
     if o.assembly == "dali_operator":
         return AssemblingSource(rec, thin_source, batch_size, extra=extra, shares=o.num_threads,
-                                group=o.batches_per_iteration)
+                                group=_group(o))
     if o.workers:
         return WorkerPoolSource(rec, thin_source, batch_size, o.workers, extra=extra)
     if o.padding == "dali_slice":
         return JaggedSource(rec, thin_source, batch_size, extra=extra)
     return InProcessSource(rec, thin_source, batch_size, extra=extra,
                            feeder=jagged_twin(rec) if o.padding == "after_dali" else None,
-                           group=o.batches_per_iteration)
+                           group=_group(o))
 
 
 def _build(rec, source: EpochSource, batch_size: int, device_id, o: PipelineOptions):
@@ -166,11 +175,11 @@ def _build(rec, source: EpochSource, batch_size: int, device_id, o: PipelineOpti
     from nvidia.dali import fn
 
     assembling, gpu = o.assembly == "dali_operator", device_id is not None
-    samples = source.shares if assembling else (1 if source.whole_batches else batch_size)
+    samples = cast(AssemblingSource, source).shares if assembling else (1 if source.whole_batches else batch_size)
     pipe = dali.Pipeline(batch_size=samples, num_threads=o.num_threads, device_id=device_id,
                          prefetch_queue_depth=o.prefetch_queue_depth)
     with pipe:
-        kwargs = {"device": "gpu"} if gpu else {}
+        kwargs: dict[str, Any] = {"device": "gpu"} if gpu else {}
         if gpu:
             kwargs["cuda_stream"] = rec.cuda_stream
         if source.no_copy:  # the source holds each batch until UIHIterator has its outputs
@@ -224,9 +233,10 @@ class UIHPipeline:
                 f"prefetch_queue_depth={o.prefetch_queue_depth})")
 
 
-def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, order="stream", seed=0, epoch=0,
-                 shuffle_window=None, resume=None, options: PipelineOptions | None = None,
-                 **changes) -> UIHPipeline:
+def uih_pipeline(rec: Reconstructor, thin_source: ThinSource, batch_size: int = 1024,
+                 device_id: Literal["auto"] | int | None = "auto", *, order: Literal["stream", "shuffle"] = "stream",
+                 seed: int = 0, epoch: int = 0, shuffle_window: int | None = None, resume: dict | None = None,
+                 options: PipelineOptions | None = None, **changes: Any) -> UIHPipeline:
     """A built DALI pipeline feeding ``rec``'s batches of ``thin_source``, for ``UIHIterator``.
 
     Parameters
@@ -259,11 +269,11 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, order="
     options = PipelineOptions.of(options, changes)
     use_dali_host_pool()
     _deps.dali()  # a missing DALI is named before any other check
-    device_id = placement(rec, device_id)
-    options = _resolve(rec, batch_size, device_id is not None, options)
+    gpu_id = placement(rec, device_id)
+    options = _resolve(rec, batch_size, gpu_id is not None, options)
     shuffled = Order(order, seed, epoch, shuffle_window)  # InvalidArgument now, not in DALI's run
-    progress = Progress(rec, thin_source, batch_size, shuffled, resume, options.batches_per_iteration,
+    progress = Progress(rec, thin_source, batch_size, shuffled, resume, _group(options),
                         resumable=not (options.workers and shuffled.order == "stream"))
     source = _source(rec, thin_source, batch_size, options)
-    return UIHPipeline(_build(rec, source, batch_size, device_id, options), source, rec, options, batch_size,
-                       device_id, progress)
+    return UIHPipeline(_build(rec, source, batch_size, gpu_id, options), source, rec, options, batch_size,
+                       gpu_id, progress)

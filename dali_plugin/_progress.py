@@ -46,8 +46,8 @@ class Progress:
         # False: the source's batches are not iter_batches' (worker processes' user shards in stream order)
         self.resumable = resumable
         self.order = order  # of the next epoch to start
-        self.pending = None  # a resume state for the next epoch to start
-        self.current = None  # (order, resume) of the epoch being handed out; None: none, or it was abandoned
+        self.pending: dict | None = None  # a resume state for the next epoch to start
+        self.current: tuple | None = None  # (order, resume) of the epoch handed out; None: none, or abandoned
         self.ended = False
         self.handed = 0
         self._ledger = None  # the current epoch's ledger, once asked for

@@ -62,7 +62,7 @@ class EpochSource:
     no_copy = False
     #: threads for the engine's CPU kernels while a batch is made (None: numba's own setting); a source whose
     #: pipeline does heavy work on DALI's threads leaves the cores to them instead of oversubscribing
-    kernel_threads = None
+    kernel_threads: int | None = None
     #: True: ``batches()`` yields packed batches (``engine.Batch.packed``: one byte buffer and its layout),
     #: fed to DALI as one input of one sample, which DALI copies in one piece; ``consumed()`` returns the
     #: layout. False: one input per output and one sample per row (``_jagged``, whose DALI graph works row
@@ -189,7 +189,7 @@ class AssemblingSource(EpochSource):
         self.rec, self.thin_source, self.batch_size, self.extra = rec, thin_source, batch_size, list(extra)
         self.shares = max(1, int(shares))
         self.group = int(group)  # batches per iteration, as ``InProcessSource.group``
-        self._extra_dtypes = None  # the extra columns' dtypes, as the thin rows give them: fixed for a job
+        self._extra_dtypes: list | None = None  # the extra columns' dtypes, as the thin rows give them: fixed for a job
 
     @property
     def num_inputs(self) -> int:
@@ -225,7 +225,7 @@ class AssemblingSource(EpochSource):
         if self.extra:  # the extra columns' bytes, side by side per row
             from .pytorch import _torch_dtype as torch_dtype  # torch's dtypes, named once for the package
             raw, at = tensors[ncols + 1].reshape(-1, tensors[ncols + 1].shape[-1]), 0
-            for name, dt in zip(self.extra, self._extra_dtypes):
+            for name, dt in zip(self.extra, self._extra_dtypes or ()):
                 size = np.dtype(dt).itemsize
                 # a copy of its own whatever the rows: torch keeps the row stride of a one-row slice as
                 # it is (already "contiguous"), and a view of it as wider words then fails

@@ -20,6 +20,8 @@ import queue
 import traceback
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from multiprocessing.synchronize import Event as EventLike
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +61,7 @@ class _Ring:
 class _Job:
     """What one worker process reconstructs: its user shard of the thin rows, at the caller's version."""
 
-    root: object  # a local path or a remote root (pickles with its filesystem)
+    root: Any  # a local path or a remote root (pickles with its filesystem)
     version: int
     projection: engine.Projection
     thin_source: object  # path(s) or a Table
@@ -74,10 +76,10 @@ class _Job:
 class _Channels:
     """The worker's queues and events: epochs in, batches out, freed ring slots back, abort."""
 
-    ctrl: object
-    out: object
-    abort: object
-    freed: object
+    ctrl: mp.Queue
+    out: mp.Queue
+    abort: EventLike
+    freed: mp.Queue
 
 
 def _worker(job: _Job, ch: _Channels):
@@ -128,7 +130,7 @@ class WorkerPoolSource(EpochSource):
         self._out = [ctx.Queue(maxsize=queue_depth) for _ in range(workers)]
         self._stop_events = [ctx.Event() for _ in range(workers)]
         self._freed = [ctx.Queue() for _ in range(workers)]
-        self._maps = {}  # block name -> SharedMemory attached here
+        self._maps: dict = {}  # block name -> SharedMemory attached here
         jobs = [_Job(rec.store.root, rec.store.version, rec.projection, thin_source, tuple(extra),
                      batch_size, workers, i, queue_depth + 2) for i in range(workers)]
         chans = [_Channels(self._ctrl[i], self._out[i], self._stop_events[i], self._freed[i])

@@ -41,7 +41,7 @@ class UIHIterator:
     DALI iteration, which may carry several batches, alive: copy what you keep for long).
     """
 
-    def __init__(self, pipe: UIHPipeline):
+    def __init__(self, pipe: UIHPipeline) -> None:
         if not isinstance(pipe, UIHPipeline):
             raise UIHError(f"UIHIterator iterates what uih_pipeline returns (a UIHPipeline), got {type(pipe).__name__}")
         _deps.dali()
@@ -52,9 +52,9 @@ class UIHIterator:
         self._epochs = Epochs(pipe.dali, pipe.source, on_start=self._start_epoch)
         self._device = (self._torch.device("cuda", pipe.device_id) if pipe.device == "gpu"
                         else self._torch.device("cpu"))
-        self._pending = deque()  # batches of the current DALI iteration not yet handed out
+        self._pending: deque = deque()  # batches of the current DALI iteration not yet handed out
 
-    def __iter__(self):
+    def __iter__(self) -> UIHIterator:
         return self
 
     def __next__(self) -> dict:
@@ -103,7 +103,7 @@ class UIHIterator:
         self._epochs.done()
         return self.pipe.source.to_batch(tensors)
 
-    def reset(self):
+    def reset(self) -> None:
         """Abandon the current epoch; the next iteration starts a fresh one from the first row.
 
         The source ends the epoch early and the few batches DALI already prefetched are dropped.
@@ -131,6 +131,12 @@ class UIHIterator:
         self._progress.load(state)  # checked before anything running is dropped
         self._pending.clear()
         self._epochs.drain()
-    def close(self):
+
+    def close(self) -> None:
         self._pending.clear()
         self.pipe.source.close()
+
+    def __repr__(self) -> str:
+        # epoch: how many the source has started; running: one is under way (a ``for`` left it early)
+        return (f"UIHIterator({self.pipe!r}, epoch={self.pipe.source._epoch}, running={self._epochs._running}, "
+                f"pending_batches={len(self._pending)})")

@@ -8,7 +8,13 @@ The front door: every public name is listed in ``__all__``. Behind it, two sides
   the CPU/GPU backends).
 
 Their modules are private (underscored); import the names below from ``engine``.
+
+The engine logs (seals, compactions, publishes) to the ``uih`` logger and its children (``uih.engine.store``,
+``uih.engine.publish``); as a library it adds only a ``NullHandler``, so an application that wants the
+records configures logging itself (``logging.basicConfig(level=logging.INFO)``).
 """
+
+import logging
 
 import kernels  # noqa: F401  first: its import sets how Numba's disk cache is checked (kernels._cache)
 
@@ -28,3 +34,5 @@ __all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "Batch
            "UIHError", "InvalidArgument", "SchemaError", "ImmutableError", "VersionError", "CorruptionError",
            "MissingDependency"]
 __version__ = "0.1.0"
+
+logging.getLogger("uih").addHandler(logging.NullHandler())

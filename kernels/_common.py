@@ -148,7 +148,7 @@ def make_filter(actions, use_window: bool) -> Filter:
 
 # ---- CUDA side: compiled on first use, so importing kernels never touches CUDA ------------------
 cuda = None  # numba.cuda once bound; a module global because the simulator patches kernel globals
-_DEVICE = {}
+_DEVICE: dict = {}
 
 
 def _scan_inclusive(buf, tid, threads):

@@ -75,7 +75,7 @@ def _read(args) -> tuple:
 
 
 def _key(leaves, faces) -> tuple:
-    key = []
+    key: list = []
     for v, face in zip(leaves, faces):
         if face is not None:
             shape, strides, typestr = tuple(face["shape"]), face.get("strides"), face["typestr"]
@@ -92,7 +92,7 @@ def plan(types) -> list:
     """Per flattened argument, how Numba's launch passes it: ``_ARRAY``, ``bool`` or a ctypes type;
     raises ``NotImplementedError`` for a type it does not lay out (the caller then uses the dispatcher)."""
     from numba.cuda import types as nt
-    out = []
+    out: list = []
     for ty in types:
         if isinstance(ty, nt.Array):
             out.append(_ARRAY)
@@ -207,7 +207,7 @@ class FastLaunch:
             self._known.pop(key, None)
             return False
         kernel, kinds, coop = entry
-        kernelargs = []
+        kernelargs: list = []
         _fill(kinds, leaves, faces, kernelargs)
         launch, config_t, core_stream, coop_name = self._api
         config = self._configs.get((blocks, threads, coop))

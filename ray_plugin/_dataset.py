@@ -9,16 +9,27 @@ on a 2-CPU node, while splitting by user hash at read time needs no shuffle at a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
 import engine
 
 from . import _deps
 from ._actor import Reconstruct
 from ._shards import ShardPlan, StoreRef, pass_through_columns, portable, thin_schema
 
+if TYPE_CHECKING:
+    import ray.data
 
-def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_actors=None, num_shards=None,
-                extra_columns=None, device="auto", affinity: bool = True, stats_column=None, actor_cls=Reconstruct,
-                order="stream", seed=0, epoch=0, shuffle_window=None, **ray_remote_args):
+    from engine._types import StorePath, ThinSource
+
+
+def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, projection: engine.Projection,
+                batch_size: int = 1024, *, num_actors: int | None = None, num_shards: int | None = None,
+                extra_columns: Sequence[str] | None = None, device: str = "auto", affinity: bool = True,
+                stats_column: str | None = None, actor_cls: type = Reconstruct,
+                order: Literal["stream", "shuffle"] = "stream", seed: int = 0, epoch: int = 0,
+                shuffle_window: int | None = None, **ray_remote_args: Any) -> ray.data.Dataset:
     """A ``ray.data.Dataset`` of examples reconstructed from thin rows, each row exactly once per epoch.
 
     Parameters

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
@@ -26,7 +27,7 @@ _THIN_OWN = frozenset({"user_id", "request_ts", "store_id", "version", "imm_hw"}
 class StoreRef:
     """What a worker needs to open the store: its root and the version the driver saw (picklable)."""
 
-    root: object  # a local path, or the store's remote root (pickles with its pyarrow filesystem)
+    root: Any  # a local path, or the store's remote root (pickles with its pyarrow filesystem)
     version: int
 
     @classmethod

@@ -7,15 +7,26 @@ the small thin rows do. Shards come from ``engine.shard``: disjoint users per ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
 import engine
 
 from . import _deps
 from ._shards import StoreRef, pass_through_columns, portable, read_shard, thin_schema
 
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-def local_shard(store, thin_source, projection, *, rank=None, world_size=None, version=None, device="auto",
-                extra_columns=None, order="stream", seed=0, epoch=0, shuffle_window=None, batch_size=None,
-                **reconstructor_kwargs):
+    from engine._types import StorePath, ThinSource
+
+
+def local_shard(store: StorePath | engine.UIHStore, thin_source: ThinSource, projection: engine.Projection, *,
+                rank: int | None = None, world_size: int | None = None, version: int | None = None,
+                device: str = "auto", extra_columns: Sequence[str] | None = None,
+                order: Literal["stream", "shuffle"] = "stream", seed: int = 0, epoch: int = 0,
+                shuffle_window: int | None = None, batch_size: int | None = None,
+                **reconstructor_kwargs: Any) -> tuple[engine.Reconstructor, pa.Table]:
     """This rank's Reconstructor and thin rows: ``rec.iter_batches(rows, batch_size, extra_columns=...)``.
 
     Parameters

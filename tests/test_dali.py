@@ -181,8 +181,11 @@ def test_options_as_an_object_or_keywords(setup):
     assert repr(pipe) == ("UIHPipeline(cpu, batch_size=16, outputs=['item_id', 'action', 'ts', 'lengths', "
                           "'example_id'], batches_per_iteration=1, padding='after_dali', assembly='engine', "
                           "workers=0, num_threads=1, prefetch_queue_depth=2)")
-    got = [as_numpy(b) for b in UIHIterator(pipe)]
+    it = UIHIterator(pipe)
+    assert repr(it) == f"UIHIterator({pipe!r}, epoch=0, running=False, pending_batches=0)"
+    got = [as_numpy(b) for b in it]
     assert np.array_equal(np.concatenate([g["example_id"] for g in got]), np.arange(len(thin)))
+    assert repr(it).endswith("epoch=1, running=False, pending_batches=0)")
     with pytest.raises(TypeError, match="unknown option.*pad_in_dali.*padding"):
         uih_pipeline(rec, thin, batch_size=16, pad_in_dali=True)
     with pytest.raises(engine.UIHError, match="UIHPipeline"):

@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 import engine
+
+if TYPE_CHECKING:
+    from engine._types import StorePath, ThinSource
 
 
 def _world(rank, world_size) -> tuple:
@@ -60,10 +65,13 @@ class UIHDataset(torch.utils.data.IterableDataset):
         More ``Reconstructor`` keywords (``prefetch``, ``chunk_batches``, ``cache_bytes``).
     """
 
-    def __init__(self, store, thin_source, projection, batch_size: int = 1024, order: str = "stream", seed: int = 0,
+    def __init__(self, store: StorePath | engine.UIHStore, thin_source: ThinSource, projection: engine.Projection,
+                 batch_size: int = 1024, order: Literal["stream", "shuffle"] = "stream", seed: int = 0,
                  shuffle_window: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 extra_columns=None, device: str = "cpu", epoch: int = 0, **options):
+                 extra_columns: Sequence[str] | None = None, device: str = "cpu", epoch: int = 0,
+                 **options: Any) -> None:
         super().__init__()
+        self._version: int | None
         if isinstance(store, engine.UIHStore):
             self._store, self._version = store.root, int(store.version)
         elif isinstance(store, (str, Path)):
@@ -80,8 +88,9 @@ class UIHDataset(torch.utils.data.IterableDataset):
                               if extra_columns is None else list(extra_columns))
         # the epoch lives in shared memory so that set_epoch reaches persistent workers (forked or spawned)
         self._epoch = multiprocessing.get_context("spawn").Value("q", int(epoch), lock=False)
-        self._resume = None
-        self._it = None  # this process's batch iterator (the dataset's in the main process, a worker's copy)
+        self._resume: dict | None = None
+        # this process's batch iterator (the dataset's in the main process, a worker's copy)
+        self._it: engine.BatchIterator | None = None
 
     @property
     def epoch(self) -> int:
@@ -100,7 +109,7 @@ class UIHDataset(torch.utils.data.IterableDataset):
         wid, nw = (0, 1) if info is None else (info.id, info.num_workers)
         return self._rank + self._world * wid, self._world * nw
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         store = engine.UIHStore.open(self._store, version=self._version, read_only=self._version is None)
         rec = engine.Reconstructor(store, self.projection, device=self.device, **self._options)
         o = self._order
@@ -136,7 +145,7 @@ class UIHDataset(torch.utils.data.IterableDataset):
         d["_it"] = None  # a live iterator (threads, a store) never travels to a worker
         return d
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"UIHDataset({self._store!r}, {self.projection!r}, batch_size={self.batch_size}, "
                 f"order={self._order.order!r}, seed={self._order.seed}, epoch={self.epoch}, "
                 f"rank={self._rank}/{self._world}, pid={os.getpid()})")

@@ -138,7 +138,7 @@ def exists(p) -> bool:
 
 def sizes(folder) -> dict:
     """Name -> bytes of every file directly in ``folder`` (empty when there is no such folder)."""
-    out = {}
+    out: dict[str, int] = {}
     if not is_remote(folder):
         try:
             entries = list(os.scandir(folder))

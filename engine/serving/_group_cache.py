@@ -17,7 +17,7 @@ class GroupCache:
     def __init__(self, budget: int):
         self.budget = budget
         self.used = 0
-        self._d = OrderedDict()
+        self._d: dict = OrderedDict()
 
     def get(self, key):
         v = self._d.get(key)

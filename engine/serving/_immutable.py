@@ -53,10 +53,10 @@ class ImmutableView:
         self.manifest = manifest
         self.schema = schema
         self.segments = manifest["segments"]
-        self._idx = {}
-        self._pf = {}
+        self._idx: dict = {}
+        self._pf: dict = {}
         self._open_lock = threading.Lock()
-        self._opening = {}  # (what, (segment, part)) -> the lock its first opening holds
+        self._opening: dict = {}  # (what, (segment, part)) -> the lock its first opening holds
         self._counts = None
         self.cache = GroupCache(cache_bytes)
 

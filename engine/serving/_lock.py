@@ -10,7 +10,7 @@ import weakref
 from pathlib import Path
 
 NAME = "LOCK"
-_held = {}  # real path of a store -> pid, for the stores this process holds (a clearer refusal message)
+_held: dict[str, int] = {}  # real path of a store -> pid, for the stores this process holds (a clearer refusal message)
 _held_mu = threading.Lock()
 
 

@@ -97,7 +97,7 @@ class AppendLog:
         self._f = open(self.path, "ab")
         self.size = self._f.tell()
         self.chain = chain
-        self._broken = None
+        self._broken: OSError | None = None
 
     @staticmethod
     def create(path: Path, records=()) -> AppendLog:

@@ -59,7 +59,7 @@ class MutableTier:
         self.columns = columns  # user_id, seq, ts, declared...
         self.dtypes = dtypes
         self.data = {c: np.zeros(0, dtypes[c]) for c in columns}
-        self._pending = []
+        self._pending: list = []
         self._users = None  # cached per-user runs of the sorted data
 
     def __len__(self):

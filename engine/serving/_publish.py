@@ -34,20 +34,25 @@ reconstruct, since they carry their tail events themselves.
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 
 from .._errors import CorruptionError, UIHError, VersionError
+from .._types import StorePath
 from . import _fs, _manifest, _retention, _segments
 
 _CHUNK = 8 << 20
 DEFAULT_ORPHAN_AGE_S = 86400.0  # far longer than any one publish takes to upload a version's files
 _ATOMIC_UPLOADS = {"s3", "gcs"}  # an object appears only when its upload completes
+
+logger = logging.getLogger("uih.engine.publish")
 
 
 def _files(dest) -> dict:
@@ -138,7 +143,7 @@ def _mark(dest, rel: str) -> None:
                        "AWS_*/GOOGLE_* environment variables) allow writing") from e
 
 
-def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
+def publish(path: StorePath, uri: StorePath, filesystem: pafs.FileSystem | None = None, include_log: bool = False,
             prune: bool = False, grace_s: float = _retention.DEFAULT_GRACE_S,
             orphan_age_s: float = DEFAULT_ORPHAN_AGE_S) -> dict:
     """Copy the store at local ``path`` to ``uri`` so that ``UIHStore.open(uri, read_only=True)`` reads it.
@@ -192,7 +197,8 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
         raise UIHError(f"cannot list {dest} ({e}); check the URI and the credentials (filesystem=, or "
                        "AWS_*/GOOGLE_* environment variables)") from e
     _same_store(src, vs, dest)
-    out = {"versions": [], "files_copied": 0, "bytes_copied": 0, "files_skipped": 0, "files_repaired": 0}
+    out: dict[str, Any] = {"versions": [], "files_copied": 0, "bytes_copied": 0, "files_skipped": 0,
+                           "files_repaired": 0}
     done = set()  # copied or found equal by this publish: a log several versions share is read once
 
     def copy(rel: str) -> None:
@@ -233,7 +239,7 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
             _mark(dest, marker)
             have[marker] = 0
 
-    newest = None
+    newest: dict = {}  # the last version published (set whenever out["versions"] is not empty)
     for v in vs:
         try:
             m = _manifest.load(src, v)
@@ -254,6 +260,8 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
         orphan_age_s = _retention.check_seconds("orphan_age_s", orphan_age_s)
         out.update(_prune(dest, have, out["versions"], newest, grace_s, orphan_age_s) if out["versions"] else
                    {"versions_removed": [], "files_removed": 0, "bytes_freed": 0, "orphans_removed": 0})
+    logger.info("published %d version(s) of %s to %s: %d files copied (%d bytes), %d already there",
+                len(out["versions"]), src, dest, out["files_copied"], out["bytes_copied"], out["files_skipped"])
     return out
 
 

@@ -75,7 +75,7 @@ def _committed_at(root: Path, v: int, manifest) -> float:
 
 def _load_all(root: Path, vs: list) -> dict:
     """Version -> manifest, or the CorruptionError that reading it raised."""
-    out = {}
+    out: dict[int, dict | CorruptionError] = {}
     for v in vs:
         try:
             out[v] = _manifest.load(root, v)
@@ -86,7 +86,7 @@ def _load_all(root: Path, vs: list) -> dict:
 
 def _checked(root: Path, ms: dict) -> list:
     """The manifests of ``ms``, ascending, each readable and chained to the one before it."""
-    out = []
+    out: list[dict] = []
     for v in sorted(ms):
         if isinstance(ms[v], CorruptionError):
             raise ms[v]

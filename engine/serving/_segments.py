@@ -129,8 +129,8 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
     """Write one segment (``table`` already sorted by user_id, seq) and return its manifest entry."""
     sid = uuid.uuid4().hex[:16]
     try:
-        entry = {"id": sid, "main": _write_part(root, f"seg-{sid}", table)}
-        codes, prev = table.column(event_type_column).to_numpy(), []
+        entry: dict = {"id": sid, "main": _write_part(root, f"seg-{sid}", table)}
+        codes, prev = table.column(event_type_column).to_numpy(), list[int]()
         for part, share in SIDECARS.items():
             kinds = rare_types(codes, share)
             entry[f"{part}_types"], entry[part] = [], None

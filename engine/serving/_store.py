@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 import warnings
 import zlib
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from .._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
 from .._ragged import group_starts, lookup
+from .._types import StorePath, TableLike
 from . import _compaction, _fs, _log, _manifest, _publish, _retention, _segments
 from ._immutable import ImmutableView
 from ._lock import WriterLock
@@ -27,6 +32,8 @@ from ._schema import (
     coerce_updates,
 )
 from ._snapshot import fat_rows, thin_rows
+
+logger = logging.getLogger("uih.engine.store")
 
 LOG_DIR = _retention.LOG_DIR
 READ_RETRIES = 8  # a reader re-loads the newest manifest this often when retention removes files under it
@@ -61,7 +68,9 @@ class UIHStore:
     later seals or compactions. Old versions stay readable until ``expire`` removes them.
     """
 
-    def __init__(self, root, manifest, lock, pinned, read_only_why=None, retention=None, head=None):
+    def __init__(self, root: StorePath | _fs.RemotePath, manifest: dict, lock: WriterLock | None, pinned: bool,
+                 read_only_why: str | None = None, retention: Mapping[str, Any] | None = None,
+                 head: dict | None = None) -> None:
         self.root = _fs.at(root)  # a Path, or a _fs.RemotePath for a store on object storage (read-only)
         self.schema = StoreSchema.from_json(manifest["schema"])
         self._lock = lock
@@ -73,13 +82,14 @@ class UIHStore:
         self._install(manifest)
         cols = self.schema.event_columns()
         self._mutable = MutableTier(cols, {c: self.schema.dtype(c) for c in cols})
-        self._log = None
+        self._log: Any = None  # a writer's AppendLog once replayed; None for a reader
         self._replay()
         self._seqs = self._make_counter()
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def create(cls, path, columns, event_type_column="action", retention=None) -> UIHStore:
+    def create(cls, path: StorePath, columns: Mapping[str, Any], event_type_column: str = "action",
+               retention: Mapping[str, Any] | None = None) -> UIHStore:
         """Create an empty store at ``path`` (which must not hold one) with the declared columns.
 
         ``retention``: None keeps every version; ``{"keep_versions": N, "grace_s": S}`` makes every seal
@@ -116,7 +126,8 @@ class UIHStore:
             raise
 
     @classmethod
-    def open(cls, path, version=None, read_only=False, retention=None, filesystem=None) -> UIHStore:
+    def open(cls, path: StorePath | _fs.RemotePath, version: int | None = None, read_only: bool = False,
+             retention: Mapping[str, Any] | None = None, filesystem: pafs.FileSystem | None = None) -> UIHStore:
         """Open an existing store, recovering from any crash; ``version`` pins a read-only view.
 
         ``read_only=True`` (or a store whose lock another holder has) opens a reader at the newest
@@ -192,13 +203,13 @@ class UIHStore:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self):
+    def __enter__(self) -> UIHStore:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"UIHStore({str(self.root)!r}, version={self.version}, columns={self.schema.columns})"
 
     # ---- state ----------------------------------------------------------------------------------
@@ -268,7 +279,7 @@ class UIHStore:
         return SeqCounter(users, lookup(s_users, s_counts, users) + lookup(m_users, m_counts, users))
 
     # ---- writes ---------------------------------------------------------------------------------
-    def append(self, events) -> np.ndarray:
+    def append(self, events: TableLike) -> np.ndarray:
         """Durably add events; returns the seq assigned to each input row (input order)."""
         with self._mu:
             self._check_writable("append")
@@ -280,7 +291,7 @@ class UIHStore:
             self._mutable.add({c: rows[c] for c in self.schema.event_columns()})
             return seq
 
-    def update(self, events) -> None:
+    def update(self, events: TableLike) -> None:
         """Change feature values of mutable (not yet sealed) events, identified by (user_id, seq)."""
         with self._mu:
             self._check_writable("update")
@@ -289,7 +300,8 @@ class UIHStore:
             bad = np.flatnonzero(pos < 0)
             if len(bad):
                 u, s = int(rows["user_id"][bad[0]]), int(rows["seq"][bad[0]])
-                sealed = lookup(*self.view.user_counts(), rows["user_id"][bad[:1]])[0]
+                sealed_users, sealed_counts = self.view.user_counts()
+                sealed = lookup(sealed_users, sealed_counts, rows["user_id"][bad[:1]])[0]
                 why = "is sealed (immutable)" if 0 <= s < sealed else "does not exist"
                 raise ImmutableError(f"update of user {u} seq {s}: the event {why}; {len(bad)} row(s) "
                                      "rejected, nothing applied. Only mutable events can be updated.")
@@ -339,6 +351,8 @@ class UIHStore:
             self._log = log
             old.close()
             self._mutable.replace(remaining)
+            logger.info("sealed %d events into %d segment(s) of %s: version %d", int(seal_mask.sum()), len(entries),
+                        self.root, self.version)
             self._auto_expire()
             return self.version
 
@@ -367,6 +381,8 @@ class UIHStore:
             entries = _segments.write_segments(self.root, merged, self.schema.event_type_column, newest)
             self._commit({"segments": [*segs[:first], *entries, *segs[stop:]], "log": self._manifest["log"]},
                          self._log, cleanup=[f for e in entries for f in _segments.entry_files(e)])
+            logger.info("compacted %d segments into %d in %s: version %d", stop - first, len(entries), self.root,
+                        self.version)
             self._auto_expire()
             return self.version
 
@@ -455,16 +471,15 @@ class UIHStore:
         self._write_head(oldest)
 
     # ---- reads ----------------------------------------------------------------------------------
-    def snapshot(self, requests, materialize: bool = False, max_len: int | None = None) -> pa.Table:
+    def snapshot(self, requests: TableLike, materialize: bool = False, max_len: int | None = None) -> pa.Table:
         """Thin rows (default) or, with ``materialize=True``, Fat Rows of the last ``max_len`` events."""
-        if check_bool(materialize, "materialize"):
-            max_len = check_max_len(max_len)
+        limit = check_max_len(max_len) if check_bool(materialize, "materialize") else 0
         with self._mu:
             table, uid, rts = coerce_requests(requests)
             if not materialize:
                 return thin_rows(table, uid, rts, self.store_id, self.version, self.view.user_counts(), self._mutable,
                                  self.schema)
-            return fat_rows(table, uid, rts, self.view, self._mutable, self.schema, max_len)
+            return fat_rows(table, uid, rts, self.view, self._mutable, self.schema, limit)
 
     def to_table(self) -> pa.Table:
         """Every event (sealed and mutable), sorted by (user_id, seq), with a boolean ``sealed`` column."""

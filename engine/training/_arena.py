@@ -56,21 +56,21 @@ class GroupArena:
         self.w4 = xp.empty((n4, 0), xp.int32)
         # bookkeeping per slot in arrays, so that pinning and unpinning a chunk's slots is one compiled loop
         # rather than Python work per slot (it runs twice per chunk)
-        self._slot = {}  # key -> slot
-        self._key = []  # slot -> key, None when the slot holds nothing reusable
+        self._slot: dict = {}  # key -> slot
+        self._key: list = []  # slot -> key, None when the slot holds nothing reusable
         self._keyed = np.zeros(0, bool)
         self._pins = np.zeros(0, np.int64)  # pin count per slot
         self._used = np.zeros(0, np.int64)  # when each slot was last acquired: least recently used goes first
         self._tick = 0
-        self._free = []
+        self._free: list = []
         self._lock = threading.Lock()
         # releases not yet done: ``release`` may run from a finalizer that a garbage collection started
         # inside this thread's own locked section (mid-update, the lock held), so it never waits for the
         # lock; whoever holds it next does them (see ``_settle``)
-        self._later = deque()
+        self._later: deque = deque()
         self._cuda = getattr(xp, "cuda", None)  # CuPy's: streams and events; None on the host
         self._written = np.zeros(0, np.int64)  # per slot: the number of the event after its last write (0: none)
-        self._events = {}  # event number -> (stream pointer, event), until the event is known complete
+        self._events: dict = {}  # event number -> (stream pointer, event), until the event is known complete
         self._n_events = 0
 
     @property
@@ -233,6 +233,7 @@ class GroupArena:
         """The current stream waits for the last writes of ``slots`` queued on other streams."""
         if not self._events or not len(slots):
             return
+        assert self._cuda is not None  # events are recorded only on a device
         stream = self._cuda.get_current_stream()
         for k in np.unique(self._written[slots]).tolist():
             got = self._events.get(k)

@@ -26,7 +26,7 @@ _IDLE = _idle_refcount()
 class BufferPool:
     def __init__(self, capacity: int = 8):
         self.capacity = capacity
-        self._bufs = []
+        self._bufs: list[np.ndarray] = []
 
     def empty(self, shape, dtype) -> np.ndarray:
         shape, dtype = tuple(shape), np.dtype(dtype)

@@ -8,12 +8,15 @@ resume state needs.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..serving import _fs
 from . import _order
+from ._batch import Batch
 from ._thin_source import parquet_files, rechunk, thin_batches
 
 
@@ -73,13 +76,13 @@ class BatchIterator:
     ``close()`` stops the background preparation at once (as ``break`` does once it is collected).
     """
 
-    def __init__(self, batches, epoch: Epoch):
+    def __init__(self, batches: Generator[Batch, None, None], epoch: Epoch) -> None:
         self._it, self._epoch, self._yielded = batches, epoch, 0
 
-    def __iter__(self):
+    def __iter__(self) -> BatchIterator:
         return self
 
-    def __next__(self):
+    def __next__(self) -> Batch:
         batch = next(self._it)
         self._yielded += 1
         return batch
@@ -95,10 +98,10 @@ class BatchIterator:
             return self._epoch.state(self._yielded)
         return self._epoch.state(_order._int("consumed", consumed, 0))
 
-    def close(self):
+    def close(self) -> None:
         self._it.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         e = self._epoch
         return (f"BatchIterator(order={e.order.order!r}, seed={e.order.seed}, epoch={e.order.epoch}, "
                 f"batch_size={e.batch_size}, share={e.share.index}/{e.share.count}, yielded={self._yielded})")

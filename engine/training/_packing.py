@@ -29,7 +29,7 @@ class BatchPacker:
     def __init__(self, backend, columns: list, dtypes: dict, cols8: list, cols4: list, device: str):
         self.backend, self.columns, self.dtypes = backend, columns, dtypes
         self.cols8, self.cols4, self.device = cols8, cols4, device
-        self._plans = {}  # padded (rows, max_len, extras) -> Pack
+        self._plans: dict = {}  # padded (rows, max_len, extras) -> Pack
 
     def views(self, n: int, L: int, extras: dict, total=None) -> tuple:
         """One byte buffer for a batch of ``n`` rows, its ``Pack`` and the pack's part views: the int64 and
@@ -39,8 +39,10 @@ class BatchPacker:
             pack = self._plan(n, L, extras, total)
         else:  # padded: a few shapes per job (full batches, the last one), each planned once
             key = (n, L, tuple(extras.items()))
-            pack = self._plans.get(key)
-            if pack is None:
+            cached = self._plans.get(key)
+            if cached is not None:
+                pack = cached
+            else:
                 if len(self._plans) >= 64:  # keep the cache small whatever the batch sizes
                     self._plans.clear()
                 pack = self._plans[key] = self._plan(n, L, extras, None)
@@ -77,17 +79,17 @@ class BatchPacker:
         def at(c):
             return parts[0][2] + self.cols8.index(c) * lane * 8 if c in self.cols8 else \
                 parts[1][2] + self.cols4.index(c) * lane * 4
-        layout = [(c, self.dtypes[c], rows, at(c)) for c in self.columns]
+        layout: list = [(c, self.dtypes[c], rows, at(c)) for c in self.columns]
         layout.append(("lengths", np.dtype(np.int32), (n,), parts[2][2]))
         if total is not None:
             layout.append(("offsets", np.dtype(np.int64), (n + 1,), parts[3][2]))
         extra_parts = parts[len(shapes) - len(extras):]
         layout += [(c, np.dtype(d), (n,), part[2]) for (c, d), part in zip(extras.items(), extra_parts)]
-        picks = [(c, 0, self.cols8.index(c), self.dtypes[c]) if c in self.cols8 else
+        picks: list = [(c, 0, self.cols8.index(c), self.dtypes[c]) if c in self.cols8 else
                  (c, 1, self.cols4.index(c), self.dtypes[c]) for c in self.columns]
         picks += [(name, k, None, dt) for k, (name, dt, _, _) in enumerate(layout[len(picks):], start=2)]
         # host only: a device array made once would be read by kernels on other streams than the one that
         # made it (and freed to its stream's pool while they might), so on a GPU each batch makes its own
         starts = np.arange(n, dtype=np.int64) * L if total is None and self.backend.xp is np else None
-        layout = tuple(layout)  # shared by every batch of this shape
-        return Pack(parts, Batch.packed_nbytes(layout), layout, picks, starts)
+        shared = tuple(layout)  # shared by every batch of this shape
+        return Pack(parts, Batch.packed_nbytes(shared), shared, picks, starts)

@@ -43,7 +43,7 @@ def pad(jagged, projection, backend, packer, event_filter, pad_words, event_type
              for cols, w in ((packer.cols8, np.int64), (packer.cols4, np.int32))]
     none, zeros = xp.empty(0, np.int64), xp.zeros(n, np.int64)
     # every row is one run of the tail; the lanes' types are the reconstructor's, so no kernel compiles anew
-    tail = kernels.Source(*words, none, none, xp.empty(0, event_type_dtype))
+    tail = kernels.Source(words[0], words[1], none, none, xp.empty(0, event_type_dtype))
     ex = kernels.Examples(zeros, zeros, zeros, offsets[:-1], offsets[1:], zeros)
     sel = xp.zeros((n, 5), np.int64)
     sel[:, _TAIL_LO], sel[:, _N_TAIL] = offsets[:-1], lengths

@@ -24,7 +24,7 @@ def prefetch(produce, depth: int = 2, name: str = "uih-prefetch", busy: threadin
     if depth <= 0:
         yield from produce()
         return
-    q = queue.Queue(maxsize=depth)
+    q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def put(item):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Iterable, Sequence
+from typing import Literal
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .._errors import SchemaError
 
@@ -37,8 +40,9 @@ class Projection:
         with ``batch["offsets"]`` (``[B + 1]`` int64) and ``batch["lengths"]``; no padding.
     """
 
-    def __init__(self, columns, max_len=4096, actions=None, window_us=None, align="left", pad_value=0,
-                 layout="padded"):
+    def __init__(self, columns: str | Sequence[str], max_len: int = 4096, actions: Iterable[int] | None = None,
+                 window_us: int | None = None, align: Literal["left", "right"] = "left", pad_value: float = 0,
+                 layout: Literal["padded", "jagged"] = "padded") -> None:
         if isinstance(columns, str):
             columns = [columns]
         try:
@@ -58,7 +62,7 @@ class Projection:
         if isinstance(max_len, bool) or not isinstance(max_len, numbers.Integral) or not 1 <= max_len <= MAX_LEN:
             raise SchemaError(f"max_len must be an integer in [1, {MAX_LEN}], got {max_len!r}")
         self.max_len = int(max_len)
-        self.actions = None if actions is None else _codes(actions)
+        self.actions: tuple[int, ...] | None = None if actions is None else _codes(actions)
         if window_us is not None:
             if isinstance(window_us, bool) or not isinstance(window_us, numbers.Integral) or window_us < 0:
                 raise SchemaError(f"window_us must be None or an integer >= 0 (microseconds), got {window_us!r}")
@@ -69,12 +73,12 @@ class Projection:
         self.align = align
         if not isinstance(pad_value, numbers.Real) or isinstance(pad_value, (bool, np.bool_)):
             raise SchemaError(f"pad_value must be a number, got {pad_value!r}")
-        self.pad_value = pad_value
+        self.pad_value: float = pad_value
         if layout not in ("padded", "jagged"):
             raise SchemaError(f"layout must be 'padded' or 'jagged', got {layout!r}")
         self.layout = layout
 
-    def pad_for(self, dtype) -> np.ndarray:
+    def pad_for(self, dtype: DTypeLike) -> np.ndarray:
         """The pad value as a 0-d array of ``dtype``; refuses values the dtype cannot hold exactly."""
         dtype = np.dtype(dtype)
         try:
@@ -88,7 +92,7 @@ class Projection:
             raise SchemaError(f"pad_value {self.pad_value!r} does not fit dtype {dtype} exactly")
         return v
 
-    def actions_for(self, dtype) -> tuple | None:
+    def actions_for(self, dtype: DTypeLike) -> tuple[int, ...] | None:
         """The event-type codes to keep, each checked to fit the event-type column's ``dtype`` (a code it
         cannot hold would be an unsafe cast: SchemaError); None keeps every type."""
         if self.actions is None:
@@ -112,18 +116,18 @@ class Projection:
         return hash(repr(self))
 
 
-def _codes(actions) -> tuple:
+def _codes(actions: Iterable[int]) -> tuple[int, ...]:
     """``actions`` as sorted distinct int64 codes; SchemaError for anything but integers (``1.5`` is not
     code 1), and for codes farther apart than the filter's table spans."""
     try:
-        codes = list(actions)
+        given: list = list(actions)
     except TypeError:
         raise SchemaError(f"actions must be None or an iterable of integer codes, got {actions!r}") from None
-    bad = [a for a in codes if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral)
-           or not INT64_MIN <= a <= INT64_MAX]
+    bad = [a for a in given if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral)
+           or not INT64_MIN <= int(a) <= INT64_MAX]
     if bad or isinstance(actions, (str, bytes)):
         raise SchemaError(f"actions must be None or an iterable of int64 codes, got {bad[:3] or actions!r}")
-    codes = tuple(sorted({int(a) for a in codes}))
+    codes = tuple(sorted({int(a) for a in given}))
     if codes and codes[-1] - codes[0] >= MAX_ACTION_SPAN:
         raise SchemaError(f"actions {codes[0]} to {codes[-1]} span more than {MAX_ACTION_SPAN} codes (the event-type "
                           "filter is a table from the smallest code to the largest); use codes closer together")

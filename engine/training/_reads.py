@@ -84,7 +84,7 @@ class ChunkReads(NamedTuple):
 _FILE_KEYS: dict = {}
 _FILE_KEYS_LOCK = threading.Lock()
 # per view, what reconstruction derives from its files: freed with the view (a store version no longer read)
-_DERIVED = weakref.WeakKeyDictionary()
+_DERIVED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _file_key(file: str) -> int:

@@ -353,7 +353,7 @@ class Reconstructor:
         be, t, plan, imm_hw, t_off = self.backend, ready.t, ready.plan, ready.imm_hw, ready.t_off
         users, inv = plan.users, plan.inv
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
-        keep = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
+        keep: list = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
         put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:

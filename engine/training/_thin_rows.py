@@ -138,8 +138,8 @@ class ThinRowChecker:
         return plan, imm_hw, ts_min, view
 
     def _plan_rows(self, uid, imm_hw, rts, version, view) -> tuple:
-        return _plan.plan_chunk(uid, imm_hw, rts, self._window, self.projection.max_len, *view.user_counts(),
-                                version=version)
+        users, ends = view.user_counts()
+        return _plan.plan_chunk(uid, imm_hw, rts, self._window, self.projection.max_len, users, ends, version=version)
 
     def tails(self, t: pa.Table) -> tuple:
         """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there

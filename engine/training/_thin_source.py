@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .._errors import InvalidArgument, SchemaError
+from .._types import ThinSource
 from ..serving import _fs
 from ..serving._schema import as_table, cast_array, check_int, check_path
 
@@ -93,7 +94,7 @@ def user_hash(user_id: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def shard(thin, num_shards: int, index: int) -> pa.Table:
+def shard(thin: ThinSource, num_shards: int, index: int) -> pa.Table:
     """The thin rows of shard ``index`` of ``num_shards``, split by user hash (order kept).
 
     Every user lands in exactly one shard, so each trainer rank reads a disjoint set of users.

@@ -21,7 +21,7 @@ class Lane(NamedTuple):
     4-byte (``width`` 4, ``w4``) lanes of ``Unassembled.stored`` and ``.logged``."""
 
     width: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, which no caller uses on a Lane
 
 
 class Column(NamedTuple):
@@ -87,6 +87,6 @@ class Unassembled:
         out = kernels.Output(w8, w4, lengths, np.arange(n, dtype=np.int64) * L, L)
         kernels.assemble_cpu(self.stored, self.runs, self.logged, self.event_filter, self.examples, sel, L,
                              self.right_aligned, self.pad, out)
-        words = {8: w8, 4: w4}
+        words: dict[int, np.ndarray] = {8: w8, 4: w4}
         arrays = {c.name: words[c.lane.width][c.lane.index].view(c.dtype).reshape(n, L) for c in self.columns}
         return {**arrays, "lengths": lengths, **self.extras}
