@@ -172,3 +172,26 @@ def test_cuda_major_is_the_same_everywhere():
     dali = [n for n in env if n.startswith("nvidia-dali-cuda")]
     assert dali == ["nvidia-dali-cuda120"] and "nvidia-dali-cuda120" in pip, dali
     assert {n for n in pip if n.startswith(("cupy-cuda", "cudf-cu"))} == {"cupy-cuda12x", "cudf-cu12"}
+
+
+def _check_torch_cpu():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("check_torch_cpu", ROOT / "tools" / "check_torch_cpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _report(*pkgs):
+    return {"install": [{"metadata": {"name": n, "version": v}} for n, v in pkgs]}
+
+
+def test_cpu_check_stops_a_cuda_torch_and_passes_the_cpu_build():
+    check = _check_torch_cpu()
+    cuda = _report(("torch", "2.13.0"), ("nvidia-cublas-cu12", "12.8.4.1"), ("nvidia-cudnn-cu12", "9.10.2.21"),
+                   ("sympy", "1.14.0"))
+    assert check.cuda_packages(cuda) == ["nvidia-cublas-cu12==12.8.4.1", "nvidia-cudnn-cu12==9.10.2.21"]
+    assert check.cuda_packages(_report(("torch", "2.13.0+cu128"))) == ["torch==2.13.0+cu128"]
+    assert check.cuda_packages(_report(("torch", "2.13.0+cpu"), ("numpy", "2.4.6"))) == []
+    text = check.message(check.cuda_packages(cuda), ["torch==2.13.0"])
+    assert "--index-url https://download.pytorch.org/whl/cpu" in text and "environment.yml" in text
