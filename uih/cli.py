@@ -127,7 +127,8 @@ class _Version(argparse.Action):
             v = version("uih-latemat")
         except PackageNotFoundError:  # run from a checkout that was never installed
             v = "unknown (not installed)"
-        parser.exit(0, f"uih {v}\n")
+        print(f"uih {v}")
+        parser.exit(0)
 
 
 def _run(args) -> int:
@@ -152,9 +153,9 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="run the main job on a generated multi-tenant workload and print the report")
     d.add_argument("--out", default="uih_demo", help="working folder: new, empty, or made by an earlier "
                    "demo (the outputs its marker file lists are replaced; nothing else is deleted) [uih_demo]")
-    d.add_argument("--users", type=positive_int, default=2000, help="users in the workload [2000]")
-    d.add_argument("--days", type=positive_int, default=4, help="simulated serving days [4]")
-    d.add_argument("--median-history", type=positive_int, default=2000, help="median events per user [2000]")
+    d.add_argument("--users", type=positive_int, default=500, help="users in the workload [500]")
+    d.add_argument("--days", type=positive_int, default=2, help="simulated serving days [2]")
+    d.add_argument("--median-history", type=positive_int, default=1000, help="median events per user [1000]")
     d.add_argument("--batch-size", type=positive_int, default=256, help="training batch size [256]")
     d.add_argument("--no-progress", action="store_true", help="hide progress bars")
     d.set_defaults(func=cmd_demo)
