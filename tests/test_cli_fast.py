@@ -92,6 +92,7 @@ def test_bench_writes_into_a_working_folder_by_default(tmp_path, monkeypatch):
         raise Stop
 
     monkeypatch.setattr(report, "build", stop)  # only where it writes matters here
+    monkeypatch.setattr(report, "warm_up", lambda *a, **k: None)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(Stop):
         cli.main(["bench", "--quick", "--no-progress"])

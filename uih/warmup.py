@@ -1,0 +1,49 @@
+"""Compile every Numba function ``uih demo`` and ``uih bench`` use, once and visibly, before anything is
+measured: a tiny run of the same workload shape (same columns, same tenants' projections) through the
+store, the thin and fat rows, and each loader. Numba keeps the compiled code on disk, so later runs load
+it in a second or two and this says nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from kernels._warmup import cache_is_cold
+
+from .jobs import file_list, warm_up_jobs
+from .replay import build
+from .workload import WorkloadConfig
+
+
+def tiny(cfg: WorkloadConfig) -> WorkloadConfig:
+    """``cfg``'s shape at a few users and events: two days, so a compaction runs too."""
+    return dataclasses.replace(cfg, users=12, days=2, median_history=40, max_history=400, slices_per_day=2)
+
+
+def warm_up(cfg: WorkloadConfig, progress: bool = True, force: bool = False) -> float | None:
+    """Compile what ``cfg``'s runs need where Numba's disk cache lacks it; returns the seconds it took,
+    or None where the cache was warm (nothing printed then). ``force``: run it even so."""
+    if not (force or cache_is_cold()):
+        return None
+    t = time.perf_counter()
+    small = tiny(cfg)
+    print("compiling kernels, first run only (Numba caches them on disk for later runs)", flush=True)
+    steps = ["store, thin and fat rows"] + [f"reconstruct {x.name}" for x in small.tenants]
+    with tempfile.TemporaryDirectory(prefix="uih-warmup-") as d, \
+            tqdm(total=len(steps), desc="compiling kernels", unit="step", disable=not progress) as bar:
+        bar.set_postfix_str(steps[0])
+        build(Path(d) / "w", small, progress=False)
+        bar.update()
+        for step, tenant in zip(steps[1:], small.tenants):
+            bar.set_postfix_str(step)
+            out = Path(d) / "w"
+            warm_up_jobs(out / "store", file_list(out / "thin"), file_list(out / "fat"), [tenant.projection()],
+                         batch_size=8, rows=16)
+            bar.update()
+    took = time.perf_counter() - t
+    print(f"kernels compiled in {took:.0f} s", flush=True)
+    return took
