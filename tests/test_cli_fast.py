@@ -99,3 +99,11 @@ def test_bench_writes_into_a_working_folder_by_default(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [report.DEFAULT_OUT]
     with pytest.raises(SystemExit):  # one place or the other
         cli.main(["bench", "--out", "x", "--update-repo"])
+
+
+def test_object_storage_errors_advise_what_the_command_line_can_do(capsys):
+    """The engine's advice (``filesystem=``) is for Python; the CLI's says where the options go instead."""
+    assert cli.main(["inspect", "s3://bucket/store?no_such_option=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "filesystem=" not in err[0], err
+    assert "?endpoint_override=" in err[0] and "AWS_ENDPOINT_URL" in err[0]

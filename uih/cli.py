@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -131,6 +132,22 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
+# The engine's advice names ``filesystem=``, a Python argument; on the command line the same options go in
+# the URI (pyarrow's query parameters) or in the environment.
+_API_ADVICE = re.compile(r",? or pass filesystem=\S+ \(or [^)]*\) configured for it|filesystem=, or ")
+_CLI_ADVICE = ("; from the command line, put the options in the URI, e.g. s3://bucket/path?endpoint_override="
+               "host:9000&scheme=http&region=us-east-1 (gs://...?endpoint_override=... for GCS), or set "
+               "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def _for_cli(message: str) -> str:
+    """An engine error as one line, with advice a command-line user can follow."""
+    message = " ".join(message.split())
+    if "filesystem=" not in message:
+        return message
+    return _API_ADVICE.sub("", message) + _CLI_ADVICE
+
+
 def _run(args) -> int:
     """Run the chosen command; an engine error or a failed read or write is one line and exit code 2."""
     try:
@@ -141,7 +158,7 @@ def _run(args) -> int:
     try:
         return args.func(args) or 0
     except (UIHError, OSError) as e:
-        print(f"uih: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"uih: error: {_for_cli(str(e))}", file=sys.stderr)
         return 2
 
 
