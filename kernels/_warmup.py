@@ -1,23 +1,30 @@
-"""Whether this process will compile Numba code on first use: the disk cache holds nothing for some
-``cache=True`` function of the project under the current source stamp (``kernels._cache``): a fresh
-clone, or any edit to ``kernels``, ``engine`` or ``dali_plugin``.
+"""Whether this process would compile Numba code for a workload on first use, and the mark that says it
+will not: a warm-up that compiled everything a workload needs leaves a marker beside the kernels' disk
+cache, named by the sources' stamp (``kernels._cache``), Numba's version and the workload's key. A fresh
+clone, any edit to ``kernels``, ``engine`` or ``dali_plugin``, another Numba or another workload shape
+has no marker: then the caller compiles everything once, visibly, before anything is timed.
 
-Callers that run measured work (``uih demo``, ``uih bench``) ask this first, and then compile everything
-once, visibly, before anything is timed; with a warm cache they say nothing.
+A marker, not Numba's cache index, decides: the index tells which functions have *some* compiled code,
+not whether every signature a workload uses is there (a function the workload never calls would keep
+it "cold" forever).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
+from pathlib import Path
 
+import numba
 from numba.core.caching import FunctionCache
 
-from ._cache import PACKAGES
+from ._cache import PACKAGES, project_stamp
+
+_DIR = Path(__file__).resolve().parent / "__pycache__"
 
 
 def cached_functions() -> list:
-    """Every ``cache=True`` Numba function of the project's modules imported so far (nothing is imported
-    here: a module not yet loaded compiles, or loads, when it is)."""
+    """Every ``cache=True`` Numba function of the project's modules imported so far."""
     out, seen = [], set()
     for name, module in list(sys.modules.items()):
         if module is None or name.split(".")[0] not in PACKAGES:
@@ -29,12 +36,20 @@ def cached_functions() -> list:
     return out
 
 
-def cache_is_cold() -> bool:
-    """True where some cached function has no compiled code on disk for the current sources."""
-    for fn in cached_functions():
-        try:
-            if not fn._cache._cache_file._load_index():
-                return True
-        except (AttributeError, OSError):  # another Numba's cache layout: assume the worst, say so
-            return True
-    return False
+def marker(key: str) -> Path:
+    digest = hashlib.sha1(repr((project_stamp(), numba.__version__, sys.version_info[:2], key)).encode())
+    return _DIR / f"uih-warm-{digest.hexdigest()[:16]}"
+
+
+def cache_is_cold(key: str = "") -> bool:
+    """True unless a warm-up for ``key`` completed with these sources and this Numba."""
+    return not marker(key).exists()
+
+
+def mark_warm(key: str = "") -> None:
+    """After a warm-up compiled everything ``key``'s workload uses (a read-only install just stays cold)."""
+    try:
+        _DIR.mkdir(exist_ok=True)
+        marker(key).touch()
+    except OSError:
+        pass

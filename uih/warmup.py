@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from kernels._warmup import cache_is_cold
+from kernels._warmup import cache_is_cold, mark_warm
 
 from .jobs import file_list, warm_up_jobs
 from .replay import build
@@ -27,7 +27,8 @@ def tiny(cfg: WorkloadConfig) -> WorkloadConfig:
 def warm_up(cfg: WorkloadConfig, progress: bool = True, force: bool = False) -> float | None:
     """Compile what ``cfg``'s runs need where Numba's disk cache lacks it; returns the seconds it took,
     or None where the cache was warm (nothing printed then). ``force``: run it even so."""
-    if not (force or cache_is_cold()):
+    key = repr(cfg.tenants)  # the columns and projections decide which signatures are compiled
+    if not (force or cache_is_cold(key)):
         return None
     t = time.perf_counter()
     small = tiny(cfg)
@@ -44,6 +45,7 @@ def warm_up(cfg: WorkloadConfig, progress: bool = True, force: bool = False) -> 
             warm_up_jobs(out / "store", file_list(out / "thin"), file_list(out / "fat"), [tenant.projection()],
                          batch_size=8, rows=16)
             bar.update()
+    mark_warm(key)
     took = time.perf_counter() - t
     print(f"kernels compiled in {took:.0f} s", flush=True)
     return took
