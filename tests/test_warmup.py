@@ -38,6 +38,7 @@ def calls(monkeypatch):
     seen = []
     monkeypatch.setattr(warmup, "build", lambda out, cfg, **k: seen.append(("build", cfg.users, cfg.tenants)))
     monkeypatch.setattr(warmup, "file_list", lambda folder: [folder])
+    monkeypatch.setattr(warmup, "warm_up_dali", lambda: seen.append(("dali",)))
     monkeypatch.setattr(warmup, "mark_warm", lambda key: seen.append(("marked", key)))
     monkeypatch.setattr(warmup, "warm_up_jobs", lambda store, thin, fat, projections, **k:
                         seen.append(("jobs", [p.max_len for p in projections])))
@@ -56,8 +57,9 @@ def test_cold_cache_compiles_every_tenant_once_visibly(monkeypatch, calls, capsy
     took = warmup.warm_up(cfg)
     assert took is not None and took >= 0
     assert calls[0] == ("build", warmup.tiny(cfg).users, cfg.tenants)  # the same tenants, a few users
-    assert calls[1:-1] == [("jobs", [t.max_len]) for t in cfg.tenants]
+    assert calls[1] == ("dali",)
+    assert calls[2:-1] == [("jobs", [t.max_len]) for t in cfg.tenants]
     assert calls[-1] == ("marked", repr(cfg.tenants))  # after everything compiled, not before
     out, err = capsys.readouterr()
     assert out.startswith("compiling kernels, first run only") and "kernels compiled in" in out
-    assert "compiling kernels:" in err and "5/5" in err  # the progress bar, to its end
+    assert "compiling kernels:" in err and "6/6" in err  # the progress bar, to its end

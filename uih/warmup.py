@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from kernels._warmup import cache_is_cold, mark_warm
 
-from .jobs import file_list, warm_up_jobs
+from .jobs import file_list, warm_up_dali, warm_up_jobs
 from .replay import build
 from .workload import WorkloadConfig
 
@@ -33,13 +33,16 @@ def warm_up(cfg: WorkloadConfig, progress: bool = True, force: bool = False) -> 
     t = time.perf_counter()
     small = tiny(cfg)
     print("compiling kernels, first run only (Numba caches them on disk for later runs)", flush=True)
-    steps = ["store, thin and fat rows"] + [f"reconstruct {x.name}" for x in small.tenants]
+    steps = ["store, thin and fat rows", "DALI and torch"] + [f"reconstruct {x.name}" for x in small.tenants]
     with tempfile.TemporaryDirectory(prefix="uih-warmup-") as d, \
             tqdm(total=len(steps), desc="compiling kernels", unit="step", disable=not progress) as bar:
         bar.set_postfix_str(steps[0])
         build(Path(d) / "w", small, progress=False)
         bar.update()
-        for step, tenant in zip(steps[1:], small.tenants):
+        bar.set_postfix_str(steps[1])
+        warm_up_dali()
+        bar.update()
+        for step, tenant in zip(steps[2:], small.tenants):
             bar.set_postfix_str(step)
             out = Path(d) / "w"
             warm_up_jobs(out / "store", file_list(out / "thin"), file_list(out / "fat"), [tenant.projection()],
