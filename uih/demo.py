@@ -109,7 +109,7 @@ def run_demo(args) -> int:
     out = Path(args.out)
     print(f"uih demo on {machine_line()}: loading the engine ...", flush=True)
     from .jobs import ran_on
-    from .replay import build
+    from .replay import build, prepare_out
     from .warmup import warm_up
     from .workload import WorkloadConfig
     cfg = WorkloadConfig(users=args.users, days=args.days, median_history=args.median_history)
@@ -118,6 +118,7 @@ def run_demo(args) -> int:
     print(f"{cfg.users} users, median history {cfg.median_history}, {cfg.days} days, tenants "
           f"{', '.join(f'{x.name}(L={x.max_len})' for x in cfg.tenants)}; about {fmt_bytes(need)} of disk "
           f"in {out}/ ({fmt_bytes(shutil.disk_usage(where).free)} free there)", flush=True)
+    prepare_out(out)  # a wrong --out fails now, not after the kernels compiled
     warm_up(cfg, progress=not args.no_progress)
     res = build(out, cfg, progress=not args.no_progress)
     print(f"\nBytes written per day (OS write counters; fat rows keep the last {cfg.union_max_len} events "
