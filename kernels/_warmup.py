@@ -12,6 +12,7 @@ it "cold" forever).
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -37,7 +38,8 @@ def cached_functions() -> list:
 
 
 def marker(key: str) -> Path:
-    digest = hashlib.sha1(repr((project_stamp(), numba.__version__, sys.version_info[:2], key)).encode())
+    where = os.environ.get("NUMBA_CACHE_DIR")  # another cache folder holds none of this one's code
+    digest = hashlib.sha1(repr((project_stamp(), numba.__version__, sys.version_info[:2], where, key)).encode())
     return _DIR / f"uih-warm-{digest.hexdigest()[:16]}"
 
 

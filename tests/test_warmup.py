@@ -19,6 +19,9 @@ def test_cold_until_a_warm_up_for_that_workload_marks_it(monkeypatch):
         _warmup.mark_warm(key)
         assert not _warmup.cache_is_cold(key)
         assert _warmup.cache_is_cold(key + "-other tenants")
+        monkeypatch.setenv("NUMBA_CACHE_DIR", "/elsewhere")  # another cache folder
+        assert _warmup.cache_is_cold(key)
+        monkeypatch.delenv("NUMBA_CACHE_DIR")
         monkeypatch.setattr(_warmup, "project_stamp", lambda: (("kernels/slicing.py", 1, 2),))  # an edit
         assert _warmup.cache_is_cold(key)
     finally:
@@ -40,6 +43,9 @@ def calls(monkeypatch):
     monkeypatch.setattr(warmup, "file_list", lambda folder: [folder])
     monkeypatch.setattr(warmup, "warm_up_dali", lambda: seen.append(("dali",)))
     monkeypatch.setattr(warmup, "mark_warm", lambda key: seen.append(("marked", key)))
+    monkeypatch.setattr(warmup, "late_job", lambda store, thin, p, via_dali, **k:
+                        seen.append(("late", p.max_len, via_dali)))
+    monkeypatch.setattr(warmup, "fat_job", lambda fat, p, **k: seen.append(("fat", p.max_len)))
     monkeypatch.setattr(warmup, "warm_up_jobs", lambda store, thin, fat, projections, **k:
                         seen.append(("jobs", [p.max_len for p in projections])))
     return seen
@@ -58,7 +64,8 @@ def test_cold_cache_compiles_every_tenant_once_visibly(monkeypatch, calls, capsy
     assert took is not None and took >= 0
     assert calls[0] == ("build", warmup.tiny(cfg).users, cfg.tenants)  # the same tenants, a few users
     assert calls[1] == ("dali",)
-    assert calls[2:-1] == [("jobs", [t.max_len]) for t in cfg.tenants]
+    assert calls[2:-1] == [c for t in cfg.tenants for c in (("jobs", [t.max_len]), ("late", t.max_len, True),
+                                                              ("late", t.max_len, False), ("fat", t.max_len))]
     assert calls[-1] == ("marked", repr(cfg.tenants))  # after everything compiled, not before
     out, err = capsys.readouterr()
     assert out.startswith("compiling kernels, first run only") and "kernels compiled in" in out
