@@ -1,16 +1,27 @@
 # Two commands matter: `make demo` and `make test`. Both create .venv on first use (CPU path).
+# With an interpreter that already has the dependencies (a conda env from environment.yml):
+#   make test-here [PYTHON=/path/to/python]   lint and tests with it; builds and installs nothing
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PYTHON ?= python
+TORCH := torch==2.13.0
+# PyTorch's CPU-only index: torch from the default index is the CUDA build plus ~16 nvidia-* packages
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test lint typecheck test-slow bench install clean docs
+.PHONY: demo test test-here lint lint-here typecheck test-slow bench install clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch pinned to the CPU build first, so nothing below pulls a multi-GB CUDA wheel
-	$(BIN)/python -m pip install -q torch==2.13.0
+	# torch's CPU build first, from the CPU index; where that index cannot be reached, the pin from the
+	# configured indexes, only after a dry run showed it is not a CUDA build
+	$(BIN)/python -m pip install -q --timeout 15 --retries 1 $(TORCH) --index-url $(TORCH_CPU_INDEX) || { \
+		echo "$(TORCH_CPU_INDEX) unreachable: trying $(TORCH) from the configured indexes"; \
+		$(BIN)/python tools/check_torch_cpu.py $(TORCH) && $(BIN)/python -m pip install -q $(TORCH); }
+	# stops here, with what to do, if anything below would pull a CUDA torch or nvidia-* packages
+	$(BIN)/python tools/check_torch_cpu.py -e '.[test,ray]'
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
@@ -21,8 +32,7 @@ demo: $(STAMP)
 
 # lint first: a wrong import arrow or a lint error fails fast, before the long suite
 lint: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/lint-imports
+	$(MAKE) lint-here PYTHON=$(BIN)/python
 
 # the public API's annotations (pyproject.toml [tool.mypy]); a warm cache makes it take seconds
 typecheck: $(STAMP)
@@ -30,6 +40,14 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q
+
+lint-here:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -c "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+
+test-here: lint-here
+	$(PYTHON) -m mypy
+	$(PYTHON) -m pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
@@ -44,6 +62,7 @@ test-torchrec: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps torchrec==1.8.0
 	$(BIN)/python -m pytest -q tests/test_kjt.py
 
+# writes ./uih_bench_out; `uih bench --update-repo` rewrites the tracked bench/REPORT.md and bench/results
 bench: $(STAMP)
 	$(BIN)/uih bench
 

@@ -36,7 +36,15 @@ from ray_plugin import local_shard, uih_dataset
 from uih.fmt import machine_line, table, write_json
 from uih.hstu import HSTUish, add_task_arguments, build, normalized_entropy, split_heldout, train_step
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # the tracked copies: written only with --out bench/results
+DEFAULT_OUT = Path("uih_bench_out")
+
+
+def _quiet_placement_group_cleaner():
+    """Worker setup: Ray Train's placement-group cleaner warns "Failed to query ..." every few seconds once
+    the run's controller has exited (dozens of lines at the end of a run); its real errors still show."""
+    import logging
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
 EXTRA = ["target_item", "label"]
 
 
@@ -113,9 +121,11 @@ def main(argv=None):
     ap.add_argument("--max-len", type=int, default=256)
     add_task_arguments(ap, users=400, history=800, epochs=2)
     ap.add_argument("--root", default=None, help="where the store and thin rows go (shared storage on a cluster)")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help=f"results folder [{DEFAULT_OUT}]; --out bench/results updates "
+                    "the tracked results")
     a = ap.parse_args(argv)
-    ray.init(num_cpus=a.num_cpus, include_dashboard=False)  # RAY_ADDRESS set: joins that cluster instead
+    ray.init(num_cpus=a.num_cpus, include_dashboard=False,  # RAY_ADDRESS set: joins that cluster instead
+             runtime_env={"worker_process_setup_hook": _quiet_placement_group_cleaner})
     ray.data.DataContext.get_current().enable_progress_bars = False
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.root or tmp)
@@ -150,7 +160,7 @@ def main(argv=None):
     print(table([[row["mode"], row["max_len"], f"{row['heldout_ne']:.3f}", row["steps_rank0_last_epoch"],
                   f"{row['epoch_s']:.1f} s", f"{wall:.0f} s"]],
                 ["mode", "max_len", "held-out NE", "steps/epoch (rank 0)", "last epoch", "fit"]))
-    path = write_json(Path(a.out or RESULTS) / f"ray_train_hstu_{a.mode}.json", {"row": row, "params": vars(a)})
+    path = write_json(Path(a.out or DEFAULT_OUT) / f"ray_train_hstu_{a.mode}.json", {"row": row, "params": vars(a)})
     print(f"wrote {path}")
 
 

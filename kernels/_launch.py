@@ -12,8 +12,10 @@ bytes; per scalar its C value; named tuples flattened), reading pointers straigh
 array interface. A launch whose argument *types* were not seen before (another dtype, rank or layout)
 goes through the dispatcher once, which compiles or picks the overload; later ones with those types are
 fast. It relies on numba-cuda internals (``overloads``, ``argument_types``, the code library's cufunc,
-``cuda.core.launch``): where any is missing (the simulator, another numba-cuda) it declines and the
-dispatcher launches as before. ``UIH_CUDA_FAST_LAUNCH=0`` turns it off.
+``cuda.core.launch``): where any is missing (another numba-cuda) it declines with one warning per process
+naming the installed numba-cuda, and the dispatcher launches, about 10x slower per launch. The simulator
+has no compiled kernels to launch fast, so it declines without a word. ``UIH_CUDA_FAST_LAUNCH=0`` turns it
+off (and the warning with it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+import warnings
 
 import numpy as np
 
@@ -28,6 +31,33 @@ from . import _common
 
 _ARRAY = "array"
 _INTS = {f"{s}int{b}": getattr(ctypes, f"c_{s}int{b}") for s in ("", "u") for b in (8, 16, 32, 64)}
+
+
+class SlowLaunchWarning(RuntimeWarning):
+    """The fast launch path is unavailable with the installed numba-cuda: kernels launch through Numba."""
+
+
+def _numba_cuda_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("numba-cuda")
+    except PackageNotFoundError:
+        return "(numba-cuda not installed as a package)"
+
+
+def _simulator() -> bool:
+    """Numba's CUDA simulator: nothing compiled to launch fast, and nobody to warn (it is slow on purpose)."""
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)
+
+
+@functools.cache
+def warn_slow_launch(reason: str) -> None:
+    """Say once per process that launches take the slow path, and why (the fallback is correct, only slow)."""
+    warnings.warn(f"numba-cuda {_numba_cuda_version()} lacks what the fast kernel launch uses ({reason}): CUDA "
+                  "kernels launch through Numba's dispatcher, about 10x slower per launch. Install the "
+                  "numba-cuda that environment.yml pins (>=0.20, with cuda-core), or set UIH_CUDA_FAST_LAUNCH=0 "
+                  "to choose the dispatcher and silence this", SlowLaunchWarning, stacklevel=3)
 
 
 def _leaves(a, out: list) -> list:
@@ -154,7 +184,9 @@ class FastLaunch:
             from cuda.core import LaunchConfig, launch
             from numba.cuda._compat import CUDA_CORE_GE_1_0
             from numba.cuda.cudadrv.driver import _to_core_stream
-        except Exception:  # noqa: BLE001 - simulator or another numba-cuda: the dispatcher launches
+        except Exception as e:  # noqa: BLE001 - another numba-cuda: the dispatcher launches
+            if not _simulator():
+                warn_slow_launch(f"{type(e).__name__}: {e}")
             return None
         coop = "is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch"
         return launch, LaunchConfig, _to_core_stream, coop
@@ -180,7 +212,9 @@ class FastLaunch:
             overload = d.overloads.get(types)
             kinds = plan(overload.argument_types) if overload is not None else None
             device = self._device() if kinds is not None else None
-        except (AttributeError, ImportError):  # the internals this relies on are not there
+        except (AttributeError, ImportError) as e:  # the internals this relies on are not there
+            if not _simulator():
+                warn_slow_launch(f"{type(e).__name__}: {e}")
             self._api = None
             return
         except Exception:  # noqa: BLE001 - these arguments only (an int numba cannot type, say)

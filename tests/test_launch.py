@@ -226,3 +226,33 @@ def test_python_int_keys_follow_numbas_typing():
             if _launch.type_key((a,)) == _launch.type_key((b,)):
                 assert typeof(a, Purpose.argument) == typeof(b, Purpose.argument), (a, b)
     assert _launch.type_key((1 << 64,)) != _launch.type_key((1,))
+
+
+def test_missing_internals_warn_once_naming_the_numba_cuda_version(monkeypatch):
+    """Another numba-cuda without the internals the fast path uses: the dispatcher launches, and the user
+    is told once per process, with the installed version, instead of finding a 10x slower launch."""
+    import warnings
+    from importlib.metadata import version
+
+    monkeypatch.setitem(sys.modules, "numba.cuda._compat", None)  # importing it raises ImportError
+    monkeypatch.setenv("UIH_CUDA_FAST_LAUNCH", "1")
+    _launch.warn_slow_launch.cache_clear()
+    with warnings.catch_warnings(record=True) as seen:  # the simulator declines silently
+        warnings.simplefilter("always")
+        _launch.FastLaunch(FakeDispatcher(compiled=None))
+    assert not [w for w in seen if issubclass(w.category, _launch.SlowLaunchWarning)]
+    monkeypatch.setattr(_launch, "_simulator", lambda: False)  # a real GPU build of another numba-cuda
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        first = _launch.FastLaunch(FakeDispatcher(compiled=None))
+        second = _launch.FastLaunch(FakeDispatcher(compiled=None))
+    assert first._api is None and second._api is None and not first(1, 8, 0, (np.zeros(1),))
+    slow = [w for w in seen if issubclass(w.category, _launch.SlowLaunchWarning)]
+    assert len(slow) == 1, [str(w.message) for w in seen]
+    assert f"numba-cuda {version('numba-cuda')}" in str(slow[0].message)
+    _launch.warn_slow_launch.cache_clear()
+    monkeypatch.setenv("UIH_CUDA_FAST_LAUNCH", "0")  # the user's choice: no warning
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _launch.FastLaunch(FakeDispatcher(compiled=None))
+    assert not [w for w in seen if issubclass(w.category, _launch.SlowLaunchWarning)]

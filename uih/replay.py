@@ -73,12 +73,13 @@ def _sidecar_bytes(entries) -> int:
 
 MARKER = ".uih-demo"  # lists what ``build`` writes in its folder: the only paths a rerun deletes there
 # the names ``build`` may write: a marker listing anything else was not written by it, and deletes nothing
-_PRODUCT = re.compile(r"store|thin|fat|fat_[0-9]+|\.floor\.parquet")
+# (and the demo's plot beside them)
+_PRODUCT = re.compile(r"store|thin|fat|fat_[0-9]+|\.floor\.parquet|demo\.png")
 
 
 def _products(fat_lengths) -> list:
-    """The names of what ``build`` writes under its folder."""
-    return ["store", "thin", "fat", ".floor.parquet", *(f"fat_{int(L)}" for L in fat_lengths)]
+    """The names of what ``build`` (and ``uih demo`` around it) writes under its folder."""
+    return ["store", "thin", "fat", ".floor.parquet", "demo.png", *(f"fat_{int(L)}" for L in fat_lengths)]
 
 
 def _listed(out: Path) -> list:
