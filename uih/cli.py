@@ -64,6 +64,8 @@ def cmd_inspect(args) -> int:
 
 
 def quarantine_row(files: dict) -> str:
+    from .fmt import fmt_bytes
+
     if not files:
         return "-"
     return (f"{len(files)} ({fmt_bytes(sum(files.values()))}): files no manifest names, kept because they may "
