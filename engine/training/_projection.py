@@ -40,6 +40,13 @@ class Projection:
         with ``batch["offsets"]`` (``[B + 1]`` int64) and ``batch["lengths"]``; no padding.
     """
 
+    columns: list[str]
+    max_len: int
+    actions: tuple[int, ...] | None
+    window_us: int | None
+    align: Literal["left", "right"]
+    layout: Literal["padded", "jagged"]
+
     def __init__(self, columns: str | Sequence[str], max_len: int = 4096, actions: Iterable[int] | None = None,
                  window_us: int | None = None, align: Literal["left", "right"] = "left", pad_value: float = 0,
                  layout: Literal["padded", "jagged"] = "padded") -> None:

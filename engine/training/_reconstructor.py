@@ -15,8 +15,9 @@ import functools
 import numbers
 import threading
 import weakref
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ import pyarrow as pa
 import kernels
 
 from .._errors import InvalidArgument, SchemaError
+from .._types import TableLike, ThinSource
 from ..serving._schema import check_bool, check_int, check_names
 from ..serving._segments import ROW_GROUP_ROWS
 from ..serving._store import UIHStore
@@ -37,6 +39,7 @@ from ._projection import Projection
 from ._staging import Stager
 from ._thin_rows import ThinRowChecker
 from ._thin_source import THIN_META, pass_through_columns, thin_batches
+from ._unassembled import Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
 
@@ -110,8 +113,8 @@ class Reconstructor:
 
     PUSHDOWN = PUSHDOWN
 
-    def __init__(self, store, projection, device="auto", prefetch=2, chunk_batches=8, pushdown=PUSHDOWN,
-                 cache_bytes=1 << 30):
+    def __init__(self, store: UIHStore, projection: Projection, device: str = "auto", prefetch: int = 2,
+                 chunk_batches: int = 8, pushdown: Iterable[str] = PUSHDOWN, cache_bytes: int = 1 << 30) -> None:
         if not isinstance(store, UIHStore) or not isinstance(projection, Projection):
             raise InvalidArgument(f"Reconstructor(store, projection) needs a UIHStore and an engine.Projection, got "
                                   f"{type(store).__name__} and {type(projection).__name__}")
@@ -146,12 +149,12 @@ class Reconstructor:
         self._read = list(self._tail_cols) if "columns" in self.pushdown else ["seq", "ts", *schema.columns]
         # the kernels' seq, ts and event-type lanes: (8- or 4-byte lanes, index, dtype), or an empty array
         xp = self.backend.xp
-        self._source_lanes = [(0, self._lanes[0].index(c), dt, None) if c in self._lanes[0] else
+        self._source_lanes: list[Any] = [(0, self._lanes[0].index(c), dt, None) if c in self._lanes[0] else
                               (1, self._lanes[1].index(c), dt, None) if c in self._lanes[1] else
                               (None, None, dt, xp.zeros(0, dt))
                               for c, dt in (("seq", np.int64), ("ts", np.int64),
                                             (self._etype, self._schema_dtype(self._etype)))]
-        self._no_tail = None  # the tail source of a chunk without tail events, made once
+        self._no_tail: kernels.Source | None = None  # the tail source of a chunk without tail events, made once
         self._checker = ThinRowChecker(store, p, self.thin_columns, self._tail_cols, self._use_window)
         self.cache_bytes = check_int(cache_bytes, "cache_bytes", lo=0)
         self._fill_lock = threading.Lock()
@@ -180,16 +183,16 @@ class Reconstructor:
         """Wait until the work queued so far on this thread's stream is done (no-op on the host)."""
         self.backend.synchronize()
 
-    def clear_cache(self):
+    def clear_cache(self) -> None:
         """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
         a = self._arena
         self._arena = GroupArena(a.xp, a.w8.shape[0], a.w4.shape[0], a.slot_rows, self.cache_bytes)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Reconstructor({self.store!r}, {self.projection!r}, device={self.device!r})"
 
     # ---- public -----------------------------------------------------------------------------------
-    def reconstruct(self, thin, extra_columns=()) -> Batch:
+    def reconstruct(self, thin: TableLike, extra_columns: Sequence[str] = ()) -> Batch:
         """One batch holding every row of ``thin`` (a thin-row table), in its order.
 
         ``extra_columns``: pass-through columns of the thin rows (labels, ids...) to carry along, ``[B]``.
@@ -198,9 +201,11 @@ class Reconstructor:
         chunk = self._prepare(self._plan(self._checker.table(thin, extra)), extra)
         return self._assemble(chunk, 0, chunk.n)
 
-    def iter_batches(self, thin_source, batch_size: int, prefetch=None, affinity: bool = True,
-                     extra_columns=(), chunk_rows=None, order="stream", seed=0, epoch=0, shuffle_window=None,
-                     resume=None, share=None) -> BatchIterator:
+    def iter_batches(self, thin_source: ThinSource, batch_size: int, prefetch: int | None = None,
+                     affinity: bool = True, extra_columns: Sequence[str] = (), chunk_rows: int | None = None,
+                     order: Literal["stream", "shuffle"] = "stream", seed: int = 0, epoch: int = 0,
+                     shuffle_window: int | None = None, resume: Mapping[str, Any] | None = None,
+                     share: tuple[int, int] | None = None) -> BatchIterator:
         """Batches of ``batch_size`` rows (the last may be smaller) over Parquet path(s) or a Table.
 
         The next chunk is read and laid out in a background thread while the current one is assembled.
@@ -230,9 +235,12 @@ class Reconstructor:
                     batch = self._assemble(chunk, a, min(a + batch_size, chunk.n))
                 yield batch  # outside: the caller's own work between batches keeps its thread settings
 
-    def iter_unassembled(self, thin_source, batch_size: int, prefetch=None, extra_columns=(), chunk_rows=None,
-                         first_sizes=(), order="stream", seed=0, epoch=0, shuffle_window=None, resume=None,
-                         share=None):
+    def iter_unassembled(self, thin_source: ThinSource, batch_size: int, prefetch: int | None = None,
+                         extra_columns: Sequence[str] = (), chunk_rows: int | None = None,
+                         first_sizes: Sequence[int] = (), order: Literal["stream", "shuffle"] = "stream",
+                         seed: int = 0, epoch: int = 0, shuffle_window: int | None = None,
+                         resume: Mapping[str, Any] | None = None,
+                         share: tuple[int, int] | None = None) -> Iterator[Unassembled]:
         """``iter_batches``' batches (same rows, same order, same arguments), planned and staged but not
         written: an ``Unassembled`` per batch, for a consumer that runs the kernels into memory of its own
         (``dali_plugin``'s DALI operator writes each batch straight into DALI's output buffers). CPU
@@ -287,7 +295,7 @@ class Reconstructor:
 
         return background(produce, depth, busy=busy)
 
-    def pad(self, jagged) -> Batch:
+    def pad(self, jagged: Mapping[str, Any]) -> Batch:
         """The padded batch of a jagged one: ``jagged`` maps this projection's columns to the values of all
         rows end to end, plus ``offsets`` ``[B + 1]`` and ``lengths`` ``[B]`` (what a ``layout="jagged"``
         projection of the same columns, order and ``max_len`` yields); its other ``[B]`` arrays (extra
@@ -297,8 +305,9 @@ class Reconstructor:
         return _padding.pad(jagged, self.projection, self.backend, self._packer, self._filter, self._pad,
                             self._schema_dtype(self._etype))
 
-    def epoch_rows(self, thin_source, batch_size: int, order="stream", seed=0, epoch=0, shuffle_window=None,
-                   share=None, extra_columns=()) -> pa.Table:
+    def epoch_rows(self, thin_source: ThinSource, batch_size: int, order: Literal["stream", "shuffle"] = "stream",
+                   seed: int = 0, epoch: int = 0, shuffle_window: int | None = None,
+                   share: tuple[int, int] | None = None, extra_columns: Sequence[str] = ()) -> pa.Table:
         """The thin rows one reader reads in an epoch, in the epoch's order: share ``(index, count)`` of its
         global batches (``iter_batches``' keywords). ``iter_batches(rows, batch_size)`` of the result yields
         exactly those batches, for a reader (a Ray actor or rank) that reconstructs them elsewhere."""
@@ -309,12 +318,12 @@ class Reconstructor:
         return pa.concat_tables(parts) if parts else pa.Table.from_batches([], ep.schema)
 
     @staticmethod
-    def pass_through_columns(thin_source) -> list:
+    def pass_through_columns(thin_source: ThinSource) -> list[str]:
         """The thin rows' pass-through columns (what ``snapshot`` copied from the requests: ids, labels...),
         the ``extra_columns`` a training batch usually carries."""
         return pass_through_columns(thin_source)
 
-    def read_thin(self, thin_source, extra_columns=()) -> pa.Table:
+    def read_thin(self, thin_source: ThinSource, extra_columns: Sequence[str] = ()) -> pa.Table:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
         projection reads plus ``extra_columns``: what a worker or shard needs to hold."""
         cols = [*self.thin_columns, *check_names(extra_columns, "extra_columns")]
@@ -363,7 +372,8 @@ class Reconstructor:
             # the runs' and examples' arrays are the planners' own int64 arrays, moved where the kernels read them
             dev = functools.partial(be.index_arrays, keep=keep)
             per = _plan.examples(rs.user_runs, inv, imm_hw, t_off, ready.ts_min)
-            parts = dict(src=self._source(rs.w8, rs.w4), runs=kernels.Runs(*dev((rs.start, rs.pos, rs.seq0))),
+            parts: dict[str, Any] = dict(src=self._source(rs.w8, rs.w4),
+                                         runs=kernels.Runs(*dev((rs.start, rs.pos, rs.seq0))),
                          tail=self._tail_source(ready.tails, int(t_off[-1]), keep),
                          examples=kernels.Examples(*dev(per)),
                          extras=self._checker.extras(t, extra, be.to_device, keep))
@@ -386,8 +396,8 @@ class Reconstructor:
     def _source(self, w8, w4) -> kernels.Source:
         """The kernels' view of lanes ``w8``/``w4``: the filter's ts and event type, the seq lane."""
         words = (w8, w4)  # a column sits in the lanes of its width, so each view is exact
-        return kernels.Source(w8, w4, *(words[k][i].view(dt) if k is not None else empty
-                                        for k, i, dt, empty in self._source_lanes))
+        seq, ts, etype = (words[k][i].view(dt) if k is not None else empty for k, i, dt, empty in self._source_lanes)
+        return kernels.Source(w8, w4, seq, ts, etype)
 
     def _tail_source(self, tails, n: int, keep=None) -> kernels.Source:
         """The logged tails laid out as the arena's lanes (one copy of the tail events, which are few)."""
