@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	# stops here, with what to do, if anything below would pull a CUDA torch or nvidia-* packages
 	$(BIN)/python tools/check_torch_cpu.py -e '.[test,ray]'
 	$(BIN)/python -m pip install -q -e '.[test,ray]'
+	# the kernels compile once, here, visibly: `make demo` then starts warm (Numba caches them on disk)
+	$(BIN)/python -m uih.warmup
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -57,3 +57,15 @@ def warm_up(cfg: WorkloadConfig, progress: bool = True, force: bool = False) -> 
     took = time.perf_counter() - t
     print(f"kernels compiled in {took:.0f} s", flush=True)
     return took
+
+
+def main() -> int:
+    """``python -m uih.warmup``: compile the demo's and the bench's kernels now (``make install`` runs it, so
+    that the first ``uih demo`` measures what it prints, not the compiler)."""
+    took = warm_up(WorkloadConfig())
+    print("kernels ready" if took is None else f"kernels ready ({took:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
