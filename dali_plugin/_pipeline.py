@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from engine import Reconstructor, UIHError, _deps
+from engine import InvalidArgument, Reconstructor, _deps
 
 from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
 from ._options import PipelineOptions
@@ -37,24 +37,24 @@ def placement(rec, device_id="auto"):
     """The DALI ``device_id`` for ``rec``: None (CPU-only pipeline) or the GPU its batches live on.
 
     One rule: a CUDA reconstructor feeds a GPU pipeline on its own device, a CPU one a CPU pipeline.
-    ``"auto"`` follows the reconstructor; an explicit value that breaks the rule is a ``UIHError``
+    ``"auto"`` follows the reconstructor; an explicit value that breaks the rule is an ``engine.InvalidArgument``
     (a CPU pipeline would copy every CUDA batch back to the host; a GPU one cannot take host batches
     without a copy up).
     """
     if device_id == "auto":
         return rec.backend.device_id if rec.device == "cuda" else None
     if device_id is not None and not isinstance(device_id, int):
-        raise UIHError(f"device_id must be 'auto', None (CPU-only) or a GPU index, got {device_id!r}")
+        raise InvalidArgument(f"device_id must be 'auto', None (CPU-only) or a GPU index, got {device_id!r}")
     if device_id is not None and rec.device != "cuda":
-        raise UIHError(f"device_id={device_id} asks for a GPU pipeline, but the Reconstructor runs on "
-                       f"{rec.device!r}: build it with device='cuda', or leave device_id='auto'")
+        raise InvalidArgument(f"device_id={device_id} asks for a GPU pipeline, but the Reconstructor runs on "
+                              f"{rec.device!r}: build it with device='cuda', or leave device_id='auto'")
     if device_id is None and rec.device == "cuda":
-        raise UIHError("device_id=None asks for a CPU-only pipeline, but the Reconstructor runs on 'cuda' and "
-                       "every batch would be copied back to the host: leave device_id='auto' (a GPU "
-                       "pipeline), or build the Reconstructor with device='cpu'")
+        raise InvalidArgument("device_id=None asks for a CPU-only pipeline, but the Reconstructor runs on 'cuda' and "
+                              "every batch would be copied back to the host: leave device_id='auto' (a GPU "
+                              "pipeline), or build the Reconstructor with device='cpu'")
     if device_id is not None and device_id != rec.backend.device_id:
-        raise UIHError(f"device_id={device_id} but the Reconstructor's arrays live on GPU "
-                       f"{rec.backend.device_id}: leave device_id='auto'")
+        raise InvalidArgument(f"device_id={device_id} but the Reconstructor's arrays live on GPU "
+                              f"{rec.backend.device_id}: leave device_id='auto'")
     return device_id
 
 
@@ -80,8 +80,8 @@ def _batches_per_iteration(rec, batch_size: int, o: PipelineOptions, groupable: 
         # at most a chunk's batches, so that the engine's chunks keep their rows (and prefetching its pace)
         return max(1, min(8, rec.chunk_batches, budget // max(row * batch_size, 1)))
     if requested > 1 and not groupable:
-        raise UIHError(f"batches_per_iteration={requested} needs an in-process CPU pipeline (device_id=None, "
-                       "workers=0) of a padded projection whose rows cross DALI padded (padding 'assembled')")
+        raise InvalidArgument(f"batches_per_iteration={requested} needs an in-process CPU pipeline (device_id=None, "
+                              "workers=0) of a padded projection whose rows cross DALI padded (padding 'assembled')")
     return requested
 
 
@@ -118,20 +118,20 @@ def _resolve(rec, batch_size: int, gpu: bool, o: PipelineOptions) -> PipelineOpt
     """``o`` checked against ``rec`` and where DALI runs (``gpu``), every "auto" chosen."""
     jagged = rec.projection.layout == "jagged"
     if gpu and o.workers:
-        raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
+        raise InvalidArgument("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
     if jagged and (gpu or o.workers):
-        raise UIHError("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
-                       "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
-                       "batches already in device memory")
+        raise InvalidArgument("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
+                              "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
+                              "batches already in device memory")
     if o.padding not in ("auto", "assembled") and (gpu or o.workers or jagged):
-        raise UIHError(f"padding={o.padding!r} needs an in-process CPU pipeline (device_id=None, workers=0) "
-                       "and a padded projection")
+        raise InvalidArgument(f"padding={o.padding!r} needs an in-process CPU pipeline (device_id=None, workers=0) "
+                              "and a padded projection")
     if o.padding == "dali_slice" and not dali_can_pad(rec):
-        raise UIHError(f"padding='dali_slice': DALI's fill value is a float32, which cannot carry the pad value "
-                       f"of {rec.projection} exactly; use padding='after_dali' (the engine pads after DALI)")
+        raise InvalidArgument(f"padding='dali_slice': DALI's fill value is a float32, which cannot carry the pad value "
+                              f"of {rec.projection} exactly; use padding='after_dali' (the engine pads after DALI)")
     blocker = _assembly_blocker(rec, o, gpu, jagged)
     if o.assembly == "dali_operator" and blocker:
-        raise UIHError(f"assembly='dali_operator': {blocker}")
+        raise InvalidArgument(f"assembly='dali_operator': {blocker}")
     assembly = "engine" if o.assembly == "engine" or blocker else "dali_operator"
     padding = o.padding
     if padding == "auto":
@@ -234,7 +234,7 @@ def uih_pipeline(rec, thin_source, batch_size=1024, device_id="auto", *, options
     device_id : "auto", int or None
         "auto" (default): follow ``rec`` (see ``placement``). None: a CPU-only pipeline, for a CPU
         reconstructor. An int: a GPU pipeline on that device, fed CuPy arrays straight from a CUDA
-        reconstructor on the same device (no host round trip). A mismatch is a ``UIHError``.
+        reconstructor on the same device (no host round trip). A mismatch is an ``engine.InvalidArgument``.
     options : PipelineOptions
         Workers, extra columns, DALI's threads and prefetching, and where padding and assembly run.
     **changes

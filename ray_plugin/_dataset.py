@@ -9,6 +9,8 @@ on a 2-CPU node, while splitting by user hash at read time needs no shuffle at a
 
 from __future__ import annotations
 
+import numbers
+
 import engine
 
 from . import _deps
@@ -66,8 +68,8 @@ def uih_dataset(store, thin_source, projection, batch_size: int = 1024, *, num_a
         the example's events (``layout="jagged"``: the jagged batch's values and offsets), ``lengths``, the
         pass-through columns.
     """
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise engine.SchemaError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise engine.InvalidArgument(f"batch_size must be an integer >= 1, got {batch_size!r}")
     ray = _deps.ray()
     if not ray.is_initialized():
         ray.init()

@@ -230,9 +230,9 @@ def test_bad_calls_raise_typed_errors_and_change_nothing(filled_store, tmp_path)
         engine.Projection(["user_id"])
     with pytest.raises(engine.SchemaError, match="max_len"):
         engine.Projection(["item_id"], max_len=1 << 40)
-    with pytest.raises(engine.SchemaError, match="keep_versions"):
+    with pytest.raises(engine.InvalidArgument, match="keep_versions"):
         filled_store.expire(keep_versions=0)
-    with pytest.raises(engine.SchemaError, match="grace_s"):
+    with pytest.raises(engine.InvalidArgument, match="grace_s"):
         filled_store.expire(grace_s=float("nan"))
     with pytest.raises(engine.SchemaError, match="does not exist"):
         list(engine.Reconstructor(filled_store, engine.Projection(["item_id"]), device="cpu")

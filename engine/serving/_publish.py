@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from .._errors import CorruptionError, UIHError, VersionError
+from .._errors import CorruptionError, InvalidArgument, UIHError, VersionError
 from . import _fs, _manifest, _retention, _segments
 
 _CHUNK = 8 << 20
@@ -176,7 +176,7 @@ def publish(path, uri, filesystem: pafs.FileSystem | None = None, include_log: b
         included) and ``orphans_removed``.
     """
     if _fs.is_uri(path):
-        raise UIHError(f"publish copies a local store; {path} is not a local path")
+        raise InvalidArgument(f"publish copies a local store; {path} is not a local path")
     src = _fs.resolve(path)
     vs = _manifest.versions(src)
     if not vs:

@@ -18,7 +18,7 @@ import numpy as np
 import kernels
 
 from .. import _deps
-from .._errors import MissingDependency, UIHError
+from .._errors import InvalidArgument, MissingDependency, UIHError
 from ..serving import _immutable, _segments
 from ._buffer_pool import BufferPool
 
@@ -349,4 +349,4 @@ def resolve(device: str = "auto"):
         return CudaBackend()
     if device == "cuda-sim":
         return SimulatedCudaBackend()
-    raise UIHError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    raise InvalidArgument(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
