@@ -17,10 +17,8 @@ from ._workers import WorkerPoolSource
 #: DALI's own host memory pool serves host allocations above this size (``DALI_MALLOC_POOL_THRESHOLD``).
 #: DALI writes every CPU pipeline output into fresh buffers; left to malloc, a multi-megabyte batch is a
 #: new mmap whose pages fault on first touch and go back to the OS when freed, so each batch pays for
-#: zeroing its memory as well as for the copy. Pooled, the buffers are reused. Measured on 2 cores: a 32 MB
-#: batch copied out in 18-21 ms from malloc, 5-6 ms pooled; ranking through DALI at batch 1024 took 1.66x
-#: the direct time with DALI's default threshold and 1.15x with this one (bench/bench_dali.py --batch-size
-#: 1024 --dali-malloc-threshold 32M, then without it).
+#: zeroing its memory as well as for the copy. Pooled, the buffers are reused (figures:
+#: docs/design-measurements.md).
 DALI_POOL_THRESHOLD = "1M"
 
 
@@ -59,14 +57,12 @@ def placement(rec, device_id="auto"):
 
 
 #: ``batches_per_iteration="auto"``: as many batches per DALI iteration (at most 8) as fit in this many
-#: bytes. A DALI iteration has a fixed cost besides copying its bytes: measured on 2 cores with fixed
-#: arrays and no engine, 130 us per iteration for a 10 KB batch and 340 us for 2.6 MB, of which a plain
-#: copy takes 250 us; and every batch the engine makes has its own fixed host work.
+#: bytes. A DALI iteration has a fixed cost besides copying its bytes, about that of copying a megabyte,
+#: and every batch the engine makes has its own fixed host work (figures: docs/design-measurements.md).
 ITERATION_BYTES = 16 << 20
 #: the same where batches are assembled inside DALI (``assembly="dali_operator"``): its iterations feed five inputs
-#: per share of rows and copy nothing, so their fixed cost weighs more. Purchase (4 MB batches) through DALI
-#: on 2 cores, cold jobs, 1 / 4 / 8 batches per iteration: 1.47x / 1.14-1.19x / 1.03x the direct time, and
-#: +0.23 / +0.10-0.14 / -0.01 s of CPU time
+#: per share of rows and copy nothing, so their fixed cost weighs more, and only several batches per
+#: iteration bring the pipeline close to the direct time (docs/design-measurements.md)
 ASSEMBLED_ITERATION_BYTES = 64 << 20
 
 

@@ -94,7 +94,7 @@ def simulate_years(policy, daily, every=2, recent=28):
 @pytest.mark.parametrize("years,sigma,seed", [(3, 0.3, 0), (3, 0.6, 1), (5, 0.0, 0), (5, 0.3, 2)])
 def test_rewrites_stay_logarithmic_when_daily_volumes_vary(years, sigma, seed):
     """Busy and quiet days break size tiers, so a long-lived store reaches the hard bound: merging there
-    balanced windows keeps rewrites per event about log(N); the cheapest neighbours, as before, did not."""
+    balanced windows keeps rewrites per event about log(N), where the cheapest neighbours would not."""
     daily = np.random.default_rng(seed).lognormal(0, sigma, 365 * years)
     amp, worst, most = simulate_years(plan, daily)
     old_amp, old_worst, _ = simulate_years(previous_bound, daily)

@@ -29,7 +29,7 @@ def test_seal_keeps_the_previous_log_for_readers_until_expire(store, rng, tmp_pa
     reader = engine.UIHStore.open(root, read_only=True)
     old_log = root / reader._manifest["log"]
     store.seal(DAY // 2)
-    assert old_log.exists() and reader.stats()["log_bytes"] > 0  # used to be FileNotFoundError
+    assert old_log.exists() and reader.stats()["log_bytes"] > 0  # a reader's version keeps its log until expire
     assert len(reader.to_table()) == 50
     out = store.expire(keep_versions=1, grace_s=0)
     assert out["versions_removed"] == [0] and not old_log.exists() and out["bytes_freed"] > 0

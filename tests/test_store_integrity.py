@@ -153,7 +153,7 @@ def test_read_paths_never_lock_write_truncate_or_delete(filled_store, tmp_path, 
     from uih.cli import main
     root = tmp_path / "store"
     filled_store.append(make_events(rng, [1, 2], 5))
-    (root / "segments" / "stray.bin").write_bytes(b"x")  # inspect used to delete unknown files
+    (root / "segments" / "stray.bin").write_bytes(b"x")  # inspect reads; it must not delete unknown files
     log = log_of(root)
     log.write_bytes(log.read_bytes()[:-9])  # a torn tail that only a writer may repair
     crash(filled_store)  # (a torn tail is what a crash leaves; a clean close records the log's length)

@@ -2,7 +2,7 @@
 
 Every read a *reader* makes (manifests, indexes, segments, sidecars, the log) goes through here; the
 writer's own bookkeeping (flock, fsync, rename, orphan and retention scans) needs a POSIX folder and
-stays on ``pathlib``. A local store stays a ``pathlib.Path`` and is read as before. A remote
+stays on ``pathlib``. A local store stays a ``pathlib.Path`` and is read through it. A remote
 store is a ``RemotePath``: a ``pyarrow.fs.FileSystem`` and a path in it, joined with ``/`` like a
 ``Path``, so the readers need not care which one they hold. A missing object raises
 ``FileNotFoundError`` naming the URI, exactly as a missing local file does, so the callers map it to
