@@ -174,9 +174,9 @@ def _scan_inclusive(buf, tid, threads):
 
 
 def device(name):
-    """A shared CUDA device function (``keep``, ``scan``, ``run_of`` or ``visible_end``), compiled once."""
+    """A shared CUDA device function (``keep_event``, ``scan``, ``run_of`` or ``visible_end``), compiled once."""
     if name not in _DEVICE:
-        fn = {"keep": keep_event.py_func, "scan": _scan_inclusive, "run_of": run_of.py_func,
+        fn = {"keep_event": keep_event.py_func, "scan": _scan_inclusive, "run_of": run_of.py_func,
               "visible_end": visible_end.py_func}[name]
         _DEVICE[name] = cuda.jit(device=True)(fn)
     return _DEVICE[name]

@@ -156,7 +156,7 @@ cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 
 def _build_cuda(threads):
-    keep = _common.device("keep")
+    passes_filter = _common.device("keep_event")
     locate = _common.device("run_of")
     scan_inclusive = _common.device("scan")
     copy_event = cuda.jit(device=True)(_copy_event.py_func)
@@ -209,9 +209,9 @@ def _build_cuda(threads):
                     if part == 0:
                         r = locate(runs, r_lo, r_hi, v)
                         i = runs.pos[r] + v - runs.start[r]
-                        k = 1 if keep(i, src, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(i, src, flt, ex.ts_min[b]) else 0
                     else:
-                        k = 1 if keep(i, tail, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(i, tail, flt, ex.ts_min[b]) else 0
                 scan[tid] = k
                 cuda.syncthreads()
                 scan_inclusive(scan, tid, threads)

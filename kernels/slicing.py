@@ -132,7 +132,7 @@ cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 
 def _build_cuda(threads):
-    keep = _common.device("keep")
+    passes_filter = _common.device("keep_event")
     locate = _common.device("run_of")
     cut = _common.device("visible_end")
     scan_inclusive = _common.device("scan")
@@ -174,10 +174,10 @@ def _build_cuda(threads):
                 k = 0
                 if i >= start:
                     if part == 0:
-                        k = 1 if keep(i, tail, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(i, tail, flt, ex.ts_min[b]) else 0
                     else:
                         j = locate(runs, r_lo, r_hi, i)
-                        k = 1 if keep(runs.pos[j] + i - runs.start[j], src, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(runs.pos[j] + i - runs.start[j], src, flt, ex.ts_min[b]) else 0
                 scan[tid] = k
                 cuda.syncthreads()
                 scan_inclusive(scan, tid, threads)  # thread order = newest to oldest
