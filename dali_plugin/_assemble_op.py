@@ -1,8 +1,8 @@
 """Batches written inside DALI: the engine's kernels as a DALI operator, writing DALI's own outputs.
 
 On CPU, DALI copies whatever ``external_source`` feeds it into output buffers of its own (DALI 2.4 never
-hands out fed memory), so a batch the engine writes and feeds is written twice; on 2 busy cores that
-second pass made the pipeline up to 1.3-1.5x slower than ``iter_batches``. Here the engine feeds only
+hands out fed memory), so a batch the engine writes and feeds is written twice, and on busy cores that
+second pass is a large share of the pipeline's time (docs/design-measurements.md). Here the engine feeds only
 what its kernels read (``Reconstructor.iter_unassembled``: the decoded row groups in place, and a small
 plan per chunk and per share of a batch) and an operator runs the slicing and assembly kernels straight
 into DALI's output buffers: each batch is written once, on DALI's threads, one share of its rows per

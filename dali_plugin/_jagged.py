@@ -12,9 +12,8 @@ around it, both fed by the projection's jagged twin (the same rows, no padding):
 * ``padding="dali_slice"``: each row is a DALI sample of its own and DALI's ``slice`` writes the padded batch
   (``JaggedSource`` and ``pad_graph``), at a few microseconds per row and a fill rate below the engine's.
 
-Measured on 2 cores (bench/bench_dali.py, longseq: 64K events x 12 B, rows 4% full, batch 256, cold jobs,
-median ratio to direct over 4 runs): "after" 1.09-1.10x, DALI's slice 1.22x, the padded batch copied by
-DALI 1.33x.
+Of the three ways through DALI for long sparse rows, padding after DALI comes closest to the direct
+path, DALI's slice next, and the padded batch copied by DALI last (figures: docs/design-measurements.md).
 """
 
 from __future__ import annotations
@@ -27,11 +26,10 @@ from ._progress import STREAM
 from ._source import EpochSource, output_names
 
 # padded bytes per row (all columns) from which long rows cross DALI unpadded; below it the padded batch
-# crosses as it is. Measured on 2 cores (bench/bench_dali.py --pad-in-dali true|false) when DALI's slice
-# was the only other way: padding in DALI made ranking (4K x 20 B, rows 45% full) 2.2-3.2x of direct
-# instead of 1.8x, purchase (1K x 16 B) 1.5x instead of 1.2x, and longseq (64K x 12 B, rows 4% full)
-# 1.4-1.6x instead of 2.2x (warm, one process, before batches were packed). Padding after DALI (the module
-# docstring) costs an extra pass over the events, which only sparse rows repay, so it keeps this line.
+# crosses as it is. Unpadded rows pay off only for long sparse rows (the longseq tenant's); for shorter,
+# fuller ones (ranking, purchase) crossing padded was faster (docs/design-measurements.md). Padding after
+# DALI (the module docstring) costs an extra pass over the events, which only sparse rows repay, so it
+# keeps this line.
 MIN_ROW_BYTES = 256 << 10
 
 
@@ -80,8 +78,8 @@ class JaggedSource(EpochSource):
 
     no_copy = True
     whole_batches = False  # DALI's slice pads row by row: the rows are the samples
-    # DALI's threads write the padded batch, the bulk of the work: the engine's kernels, which now only
-    # gather events, run on one thread beside them rather than competing for the same two cores
+    # DALI's threads write the padded batch, the bulk of the work: the engine's kernels, which here only
+    # gather events, run on one thread beside them rather than competing for the same cores
     kernel_threads = 1
 
     def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=()):
@@ -97,8 +95,7 @@ class JaggedSource(EpochSource):
 
     def batches(self, reading=STREAM):
         # each row wrapped as a DALI tensor here (it references the view, so the batch stays alive while DALI
-        # reads it): DALI's own per-sample checks of a list of arrays cost more. A batch of 256 rows of 1K
-        # events took 2.4-3.0 ms per DALI iteration fed as arrays, 1.7 ms as tensors (2 cores)
+        # reads it): DALI's own per-sample checks of a list of arrays cost more (docs/design-measurements.md)
         from nvidia.dali.backend import TensorCPU, TensorListCPU
         for b in self.twin.iter_batches(self.thin_source, self.batch_size, extra_columns=self.extra,
                                         resume=reading.resume, **reading.kwargs):

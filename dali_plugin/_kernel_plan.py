@@ -185,7 +185,7 @@ def write_share(outs, plan):
     ``lengths [rows]`` and, with extra columns, their bytes ``[rows, EXTRA_BYTES]``): slice its rows, then
     assemble each column into its own output."""
     ncols, rows = len(plan.columns), len(plan.examples.r_lo)
-    sel = np.empty((rows, 5), np.int64)
+    sel = np.empty((rows, kernels.SEL_COLUMNS), np.int64)
     lengths = carray(address_as_void_pointer(outs[ncols]), rows, dtype=np.int32)
     flt = plan.event_filter
     if (flt.use_types or flt.use_window) and ncols > 1:

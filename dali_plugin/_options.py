@@ -6,7 +6,7 @@ import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Literal, get_args
 
-from engine import UIHError
+from engine import InvalidArgument
 
 Padding = Literal["auto", "assembled", "after_dali", "dali_slice"]
 Assembly = Literal["auto", "dali_operator", "engine"]
@@ -66,11 +66,11 @@ class PipelineOptions:
         for name, modes in (("padding", Padding), ("assembly", Assembly)):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in get_args(modes):
-                raise UIHError(f"{name} must be one of {', '.join(map(repr, get_args(modes)))}, got {value!r}")
+                raise InvalidArgument(f"{name} must be one of {', '.join(map(repr, get_args(modes)))}, got {value!r}")
         n = self.batches_per_iteration
         auto = isinstance(n, str) and n == "auto"
         if not auto and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1):
-            raise UIHError(f"batches_per_iteration must be 'auto' or an int >= 1, got {n!r}")
+            raise InvalidArgument(f"batches_per_iteration must be 'auto' or an int >= 1, got {n!r}")
         # a frozen dataclass sets its own normalized fields through object.__setattr__
         object.__setattr__(self, "extra_columns", tuple(self.extra_columns))
         if not auto:

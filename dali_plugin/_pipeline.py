@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from engine import Order, Reconstructor, UIHError, _deps
+from engine import InvalidArgument, Order, Reconstructor, _deps
 
 from ._jagged import JaggedSource, dali_can_pad, jagged_twin, long_rows, pad_graph, padded_row_bytes
 from ._options import Assembly, PipelineOptions
@@ -22,10 +22,8 @@ if TYPE_CHECKING:
 #: DALI's own host memory pool serves host allocations above this size (``DALI_MALLOC_POOL_THRESHOLD``).
 #: DALI writes every CPU pipeline output into fresh buffers; left to malloc, a multi-megabyte batch is a
 #: new mmap whose pages fault on first touch and go back to the OS when freed, so each batch pays for
-#: zeroing its memory as well as for the copy. Pooled, the buffers are reused. Measured on 2 cores: a 32 MB
-#: batch copied out in 18-21 ms from malloc, 5-6 ms pooled; ranking through DALI at batch 1024 took 1.66x
-#: the direct time with DALI's default threshold and 1.15x with this one (bench/bench_dali.py --batch-size
-#: 1024 --dali-malloc-threshold 32M, then without it).
+#: zeroing its memory as well as for the copy. Pooled, the buffers are reused (figures:
+#: docs/design-measurements.md).
 DALI_POOL_THRESHOLD = "1M"
 
 
@@ -42,36 +40,34 @@ def placement(rec: Reconstructor, device_id: Literal["auto"] | int | None = "aut
     """The DALI ``device_id`` for ``rec``: None (CPU-only pipeline) or the GPU its batches live on.
 
     One rule: a CUDA reconstructor feeds a GPU pipeline on its own device, a CPU one a CPU pipeline.
-    ``"auto"`` follows the reconstructor; an explicit value that breaks the rule is a ``UIHError``
+    ``"auto"`` follows the reconstructor; an explicit value that breaks the rule is an ``engine.InvalidArgument``
     (a CPU pipeline would copy every CUDA batch back to the host; a GPU one cannot take host batches
     without a copy up).
     """
     if device_id == "auto":
         return rec.device_id
     if device_id is not None and not isinstance(device_id, int):
-        raise UIHError(f"device_id must be 'auto', None (CPU-only) or a GPU index, got {device_id!r}")
+        raise InvalidArgument(f"device_id must be 'auto', None (CPU-only) or a GPU index, got {device_id!r}")
     if device_id is not None and rec.device != "cuda":
-        raise UIHError(f"device_id={device_id} asks for a GPU pipeline, but the Reconstructor runs on "
-                       f"{rec.device!r}: build it with device='cuda', or leave device_id='auto'")
+        raise InvalidArgument(f"device_id={device_id} asks for a GPU pipeline, but the Reconstructor runs on "
+                              f"{rec.device!r}: build it with device='cuda', or leave device_id='auto'")
     if device_id is None and rec.device == "cuda":
-        raise UIHError("device_id=None asks for a CPU-only pipeline, but the Reconstructor runs on 'cuda' and "
-                       "every batch would be copied back to the host: leave device_id='auto' (a GPU "
-                       "pipeline), or build the Reconstructor with device='cpu'")
+        raise InvalidArgument("device_id=None asks for a CPU-only pipeline, but the Reconstructor runs on 'cuda' and "
+                              "every batch would be copied back to the host: leave device_id='auto' (a GPU "
+                              "pipeline), or build the Reconstructor with device='cpu'")
     if device_id is not None and device_id != rec.device_id:
-        raise UIHError(f"device_id={device_id} but the Reconstructor's arrays live on GPU "
-                       f"{rec.device_id}: leave device_id='auto'")
+        raise InvalidArgument(f"device_id={device_id} but the Reconstructor's arrays live on GPU "
+                              f"{rec.device_id}: leave device_id='auto'")
     return device_id
 
 
 #: ``batches_per_iteration="auto"``: as many batches per DALI iteration (at most 8) as fit in this many
-#: bytes. A DALI iteration has a fixed cost besides copying its bytes: measured on 2 cores with fixed
-#: arrays and no engine, 130 us per iteration for a 10 KB batch and 340 us for 2.6 MB, of which a plain
-#: copy takes 250 us; and every batch the engine makes has its own fixed host work.
+#: bytes. A DALI iteration has a fixed cost besides copying its bytes, about that of copying a megabyte,
+#: and every batch the engine makes has its own fixed host work (figures: docs/design-measurements.md).
 ITERATION_BYTES = 16 << 20
 #: the same where batches are assembled inside DALI (``assembly="dali_operator"``): its iterations feed five inputs
-#: per share of rows and copy nothing, so their fixed cost weighs more. Purchase (4 MB batches) through DALI
-#: on 2 cores, cold jobs, 1 / 4 / 8 batches per iteration: 1.47x / 1.14-1.19x / 1.03x the direct time, and
-#: +0.23 / +0.10-0.14 / -0.01 s of CPU time
+#: per share of rows and copy nothing, so their fixed cost weighs more, and only several batches per
+#: iteration bring the pipeline close to the direct time (docs/design-measurements.md)
 ASSEMBLED_ITERATION_BYTES = 64 << 20
 
 
@@ -85,8 +81,8 @@ def _batches_per_iteration(rec, batch_size: int, o: PipelineOptions, groupable: 
         # at most a chunk's batches, so that the engine's chunks keep their rows (and prefetching its pace)
         return max(1, min(8, rec.chunk_batches, budget // max(row * batch_size, 1)))
     if requested > 1 and not groupable:
-        raise UIHError(f"batches_per_iteration={requested} needs an in-process CPU pipeline (device_id=None, "
-                       "workers=0) of a padded projection whose rows cross DALI padded (padding 'assembled')")
+        raise InvalidArgument(f"batches_per_iteration={requested} needs an in-process CPU pipeline (device_id=None, "
+                              "workers=0) of a padded projection whose rows cross DALI padded (padding 'assembled')")
     return requested
 
 
@@ -123,20 +119,20 @@ def _resolve(rec, batch_size: int, gpu: bool, o: PipelineOptions) -> PipelineOpt
     """``o`` checked against ``rec`` and where DALI runs (``gpu``), every "auto" chosen."""
     jagged = rec.projection.layout == "jagged"
     if gpu and o.workers:
-        raise UIHError("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
+        raise InvalidArgument("worker processes feed CPU pipelines only; on GPU the CUDA reconstructor is the worker")
     if jagged and (gpu or o.workers):
-        raise UIHError("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
-                       "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
-                       "batches already in device memory")
+        raise InvalidArgument("a layout='jagged' projection goes through DALI in an in-process CPU pipeline "
+                              "(device_id=None, workers=0); on GPU, Reconstructor.iter_batches hands out jagged "
+                              "batches already in device memory")
     if o.padding not in ("auto", "assembled") and (gpu or o.workers or jagged):
-        raise UIHError(f"padding={o.padding!r} needs an in-process CPU pipeline (device_id=None, workers=0) "
-                       "and a padded projection")
+        raise InvalidArgument(f"padding={o.padding!r} needs an in-process CPU pipeline (device_id=None, workers=0) "
+                              "and a padded projection")
     if o.padding == "dali_slice" and not dali_can_pad(rec):
-        raise UIHError(f"padding='dali_slice': DALI's fill value is a float32, which cannot carry the pad value "
-                       f"of {rec.projection} exactly; use padding='after_dali' (the engine pads after DALI)")
+        raise InvalidArgument(f"padding='dali_slice': DALI's fill value is a float32, which cannot carry the pad value "
+                              f"of {rec.projection} exactly; use padding='after_dali' (the engine pads after DALI)")
     blocker = _assembly_blocker(rec, o, gpu, jagged)
     if o.assembly == "dali_operator" and blocker:
-        raise UIHError(f"assembly='dali_operator': {blocker}")
+        raise InvalidArgument(f"assembly='dali_operator': {blocker}")
     assembly: Assembly = "engine" if o.assembly == "engine" or blocker else "dali_operator"
     padding = o.padding
     if padding == "auto":
@@ -248,7 +244,7 @@ def uih_pipeline(rec: Reconstructor, thin_source: ThinSource, batch_size: int = 
     device_id : "auto", int or None
         "auto" (default): follow ``rec`` (see ``placement``). None: a CPU-only pipeline, for a CPU
         reconstructor. An int: a GPU pipeline on that device, fed CuPy arrays straight from a CUDA
-        reconstructor on the same device (no host round trip). A mismatch is a ``UIHError``.
+        reconstructor on the same device (no host round trip). A mismatch is an ``engine.InvalidArgument``.
     order, seed, epoch, shuffle_window : as ``Reconstructor.iter_batches``
         The training order: ``UIHIterator`` hands out the batches of ``iter_batches`` with the same
         keywords, in the same order (``workers=N`` in ``order="stream"`` excepted: user shards,

@@ -66,9 +66,8 @@ class EpochSource:
     #: True: ``batches()`` yields packed batches (``engine.Batch.packed``: one byte buffer and its layout),
     #: fed to DALI as one input of one sample, which DALI copies in one piece; ``consumed()`` returns the
     #: layout. False: one input per output and one sample per row (``_jagged``, whose DALI graph works row
-    #: by row). DALI's costs are per sample and per input (2 cores, fixed arrays, no engine): a batch of
-    #: 256 rows of 1K events (4.2 MB) took 2.6-2.8 ms per iteration fed as 256 samples, 1.1-1.5 ms as one;
-    #: an iteration that copies nothing ~130 us with one input, ~95 us more per further input
+    #: by row). DALI's costs are per sample and per input, so one sample of one input is the cheapest way
+    #: across (figures: docs/design-measurements.md)
     whole_batches = True
 
     def __init__(self, names):
@@ -140,9 +139,8 @@ class InProcessSource(EpochSource):
     out fed memory). Fed in place, that copy runs on DALI's threads, row by row, beside the engine making
     the next batch, instead of in the feeding thread; and the engine's kernels run on one thread meanwhile,
     so the two do not oversubscribe the cores (numba's OpenMP workers spin-wait between kernels, burning
-    the core the copy needs). Against feeding a copy from this thread, on 2 shared cores
-    (bench/bench_dali.py, 10 alternating cold jobs each, median ratio to direct): ranking 1.28 -> 1.16,
-    retrieval 1.16 -> 1.07, purchase 1.12 -> 1.09, and 6-20% less CPU time (warm, one process).
+    the core the copy needs). That is faster and takes less CPU time than feeding a copy from this thread
+    (figures: docs/design-measurements.md).
     """
 
     def __init__(self, rec: Reconstructor, thin_source, batch_size: int, extra=(), feeder=None, group: int = 1):
@@ -155,7 +153,8 @@ class InProcessSource(EpochSource):
         # in one piece and ``UIHIterator`` hands them out one by one (rows in the same order, so the same
         # batches); DALI's fixed cost per iteration is then paid once per group
         self.group = int(group)
-        if rec.device == "cpu":  # a CUDA reconstructor's batches are copied on its stream, as before
+        # in place on CPU; a CUDA reconstructor's batches keep the default: DALI copies each on its stream
+        if rec.device == "cpu":
             self.no_copy, self.kernel_threads = True, 1
 
     def batches(self, reading=STREAM):
@@ -200,9 +199,9 @@ class AssemblingSource(EpochSource):
         last = plan = None
         rows = self.batch_size * self.group
         chunk = rows * -(-self.rec.chunk_batches // self.group)  # as ``InProcessSource``
-        # DALI runs prefetch_queue_depth iterations before it hands out the first: full groups there made
-        # the first batch of a job wait for two groups (purchase: 16 batches, +0.1 s of a 0.4 s job), so
-        # the first iterations carry 1, 2, 4, ... batches
+        # DALI runs prefetch_queue_depth iterations before it hands out the first: full groups there would
+        # make the first batch of a job wait for two groups, a visible share of a short job
+        # (docs/design-measurements.md), so the first iterations carry 1, 2, 4, ... batches
         ramp = [self.batch_size * (1 << k) for k in range(8) if (1 << k) < self.group]
         for u in self.rec.iter_unassembled(self.thin_source, rows, chunk_rows=chunk, extra_columns=self.extra,
                                            first_sizes=ramp, resume=reading.resume, **reading.kwargs):

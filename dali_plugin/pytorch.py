@@ -7,7 +7,7 @@ from collections import deque
 
 import numpy as np
 
-from engine import Batch, UIHError, _deps
+from engine import Batch, InvalidArgument, UIHError, _deps
 
 from ._epochs import Epochs
 from ._pipeline import UIHPipeline
@@ -43,7 +43,8 @@ class UIHIterator:
 
     def __init__(self, pipe: UIHPipeline) -> None:
         if not isinstance(pipe, UIHPipeline):
-            raise UIHError(f"UIHIterator iterates what uih_pipeline returns (a UIHPipeline), got {type(pipe).__name__}")
+            raise InvalidArgument("UIHIterator iterates what uih_pipeline returns (a UIHPipeline), got "
+                                  f"{type(pipe).__name__}")
         _deps.dali()
         self._torch = _deps.torch()
         self.pipe = pipe

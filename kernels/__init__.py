@@ -11,7 +11,22 @@ Arguments travel in the named groups of ``_common`` (``Source``, ``Runs``, ``Fil
 
 # first: importing _cache sets how Numba checks the kernels' disk cache, _threads its threading layer
 from . import _cache, _threads  # noqa: F401
-from ._common import NO_WINDOW, Examples, Filter, Output, Runs, Source, Words, make_filter
+from ._common import (
+    NO_WINDOW,
+    SEL_COLUMNS,
+    SEL_IMM_HI,
+    SEL_IMM_LO,
+    SEL_N_IMM,
+    SEL_N_TAIL,
+    SEL_TAIL_LO,
+    Examples,
+    Filter,
+    Output,
+    Runs,
+    Source,
+    Words,
+    make_filter,
+)
 from .assembly import (
     assemble_cpu,
     assemble_cuda,
@@ -24,5 +39,5 @@ from .slicing import slice_cpu, slice_cuda, slice_jit
 
 __all__ = ["slice_cpu", "slice_cuda", "slice_jit", "assemble_cpu", "assemble_cuda", "assemble_jit",
            "slice_assemble_cpu", "slice_assemble_cuda", "slice_assemble_jit", "make_filter",
-           "NO_WINDOW",
+           "NO_WINDOW", "SEL_IMM_LO", "SEL_IMM_HI", "SEL_N_IMM", "SEL_TAIL_LO", "SEL_N_TAIL", "SEL_COLUMNS",
            "Source", "Runs", "Filter", "Examples", "Words", "Output"]

@@ -4,12 +4,12 @@ Numba stamps a cached function with its own file's modification time and size, a
 while that file is unchanged. But the cached machine code also holds whatever the function calls or
 inlines from other modules: the kernels' shared device functions (``_common``), the per-example slicing
 inlined into the fused kernel, both kernels compiled into the DALI operator, constants such as
-``NO_WINDOW``. Edit one of those alone and every caller kept running the old code from its cache, with no
-sign of it (an editable install, a checkout that moves between commits).
+``NO_WINDOW``. Edit one of those alone and every caller would keep running stale code from its cache,
+with no sign of it (an editable install, a checkout that moves between commits).
 
 Here the stamp of every cached function of ``kernels``, ``engine`` and ``dali_plugin`` is the modification
 times and sizes of all their sources, so any edit recompiles them all once. Installed, unchanged files
-load from the cache as before. A ``NUMBA_CACHE_DIR`` chosen by the user keeps Numba's own locator (and its
+still load from the cache. A ``NUMBA_CACHE_DIR`` chosen by the user keeps Numba's own locator (and its
 per-file stamps).
 """
 

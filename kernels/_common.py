@@ -18,6 +18,17 @@ CUDA_THREADS = 256
 
 NO_WINDOW = np.iinfo(np.int64).min
 
+# Columns of ``sel`` (int64 ``[B, SEL_COLUMNS]``), which the slicing kernel writes and the assembly kernel
+# reads, one row per example: its kept immutable events pass the filter in virtual positions
+# ``[SEL_IMM_LO, SEL_IMM_HI)`` of the runs (``SEL_N_IMM`` of them), its kept logged events in
+# ``[SEL_TAIL_LO, ex.t_hi)`` of the tail (``SEL_N_TAIL`` of them). Numba freezes these as constants.
+SEL_IMM_LO = 0
+SEL_IMM_HI = 1
+SEL_N_IMM = 2
+SEL_TAIL_LO = 3
+SEL_N_TAIL = 4
+SEL_COLUMNS = 5
+
 
 class Source(NamedTuple):
     """Where events are read from: columns as raw words (``[C8, n]`` 8-byte and ``[C4, n]`` 4-byte lanes,
@@ -163,9 +174,9 @@ def _scan_inclusive(buf, tid, threads):
 
 
 def device(name):
-    """A shared CUDA device function (``keep``, ``scan``, ``run_of`` or ``visible_end``), compiled once."""
+    """A shared CUDA device function (``keep_event``, ``scan``, ``run_of`` or ``visible_end``), compiled once."""
     if name not in _DEVICE:
-        fn = {"keep": keep_event.py_func, "scan": _scan_inclusive, "run_of": run_of.py_func,
+        fn = {"keep_event": keep_event.py_func, "scan": _scan_inclusive, "run_of": run_of.py_func,
               "visible_end": visible_end.py_func}[name]
         _DEVICE[name] = cuda.jit(device=True)(fn)
     return _DEVICE[name]

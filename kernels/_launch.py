@@ -1,10 +1,10 @@
 """Launching a compiled CUDA kernel with little host work per launch.
 
-Measured on an H200 (bench/gpu_profile.py, numba-cuda 0.30): the slicing + assembly pair runs in 38 us on
-the device but took 2.6 ms to launch through the dispatcher, because our kernels take ~48 arrays in named
-groups and Numba imports each one (a ``DeviceNDArray`` built from ``__cuda_array_interface__``, 27 us),
-types it and marshals it again (``_prepare_args``, ~18 us) at every launch. The launch, not the kernels,
-set the GPU path's speed.
+Launched through Numba's dispatcher, the slicing + assembly pair spends far longer on the host than
+on the device, because our kernels take ~48 arrays in named groups and the dispatcher imports each one
+(a ``DeviceNDArray`` built from ``__cuda_array_interface__``), types it and marshals it again
+(``_prepare_args``) at every launch: the launch, not the kernels, sets the GPU path's speed (figures:
+docs/design-measurements.md).
 
 ``FastLaunch`` keeps Numba's compiled kernel and its argument types, and marshals arguments itself the way
 Numba's ABI lays them out (per array: meminfo, parent, size, itemsize, data pointer, shape, strides in

@@ -18,12 +18,12 @@ import numpy as np
 from numba import njit, prange
 
 from . import _common
-from ._common import keep_event, run_of
+from ._common import SEL_IMM_HI, SEL_IMM_LO, SEL_N_IMM, SEL_N_TAIL, SEL_TAIL_LO, keep_event, run_of
 from .slicing import slice_cuda, slice_filtered_one, slice_unfiltered_one
 
 
-# Slice assignments, not element loops: Numba lowers them to straight block copies and fills, 2-4x
-# the rate of an element loop here (2.6 MB of rows: 0.34 vs 0.16 ms on one thread, 0.27 vs 0.07 on two).
+# Slice assignments, not element loops: Numba lowers them to straight block copies and fills, several
+# times the rate of an element loop here (docs/design-measurements.md).
 @njit(inline="always")
 def _copy_run(src, out, dst, lo, n):
     for c in range(out.shape[0]):
@@ -47,7 +47,7 @@ def _copy_event(src, w8, w4, j, i):
 @njit(inline="always")
 def _row(out, sel, b, right):
     """(first word of row ``b``, its width, where its events start, how many) in the output."""
-    n = sel[b, 2] + sel[b, 4]
+    n = sel[b, SEL_N_IMM] + sel[b, SEL_N_TAIL]
     width = out.width if out.width > 0 else n
     off = width - n if right else 0
     return out.starts[b], width, off, n
@@ -57,7 +57,7 @@ def _row(out, sel, b, right):
 def _assemble_one(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, lengths, b):
     """Row ``b`` of the output, written through the plain arrays ``w8``, ``w4``, ``lengths`` (``out``'s)."""
     filtered = flt.use_types or flt.use_window
-    imm_lo, imm_hi, tail_lo = sel[b, 0], sel[b, 1], sel[b, 3]
+    imm_lo, imm_hi, tail_lo = sel[b, SEL_IMM_LO], sel[b, SEL_IMM_HI], sel[b, SEL_TAIL_LO]
     base, width, off, n = _row(out, sel, b, right)
     lengths[b] = n
     _pad(w8, pad.w8, base, base + off)
@@ -84,8 +84,8 @@ def _assemble_one(src, runs, tail, flt, ex, sel, right, pad, out, w8, w4, length
         j += 1
     # the logged tail, straight from the thin rows' values
     if not filtered:
-        _copy_run(tail.w8, w8, dst, tail_lo, sel[b, 4])
-        _copy_run(tail.w4, w4, dst, tail_lo, sel[b, 4])
+        _copy_run(tail.w8, w8, dst, tail_lo, sel[b, SEL_N_TAIL])
+        _copy_run(tail.w4, w4, dst, tail_lo, sel[b, SEL_N_TAIL])
     else:
         for i in range(tail_lo, ex.t_hi[b]):
             if keep_event(i, tail, flt, ex.ts_min[b]):
@@ -156,7 +156,7 @@ cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 
 def _build_cuda(threads):
-    keep = _common.device("keep")
+    passes_filter = _common.device("keep_event")
     locate = _common.device("run_of")
     scan_inclusive = _common.device("scan")
     copy_event = cuda.jit(device=True)(_copy_event.py_func)
@@ -170,7 +170,7 @@ def _build_cuda(threads):
             return
         tid = cuda.threadIdx.x
         w8, w4 = out.w8, out.w4  # writes go to plain array variables, as in the CPU twin
-        imm_lo, imm_hi, n_imm, tail_lo = sel[b, 0], sel[b, 1], sel[b, 2], sel[b, 3]
+        imm_lo, imm_hi, n_imm, tail_lo = sel[b, SEL_IMM_LO], sel[b, SEL_IMM_HI], sel[b, SEL_N_IMM], sel[b, SEL_TAIL_LO]
         r_lo, r_hi = ex.r_lo[b], ex.r_hi[b]
         base, width, off, n = row(out, sel, b, right)
         if tid == 0:
@@ -209,9 +209,9 @@ def _build_cuda(threads):
                     if part == 0:
                         r = locate(runs, r_lo, r_hi, v)
                         i = runs.pos[r] + v - runs.start[r]
-                        k = 1 if keep(i, src, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(i, src, flt, ex.ts_min[b]) else 0
                     else:
-                        k = 1 if keep(i, tail, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(i, tail, flt, ex.ts_min[b]) else 0
                 scan[tid] = k
                 cuda.syncthreads()
                 scan_inclusive(scan, tid, threads)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import NO_WINDOW, Examples, Output, Runs, Source, Words, make_filter
+from ._common import NO_WINDOW, SEL_COLUMNS, SEL_N_IMM, SEL_N_TAIL, Examples, Output, Runs, Source, Words, make_filter
 
 
 def random_case(seed, n_users=4, n_ex=6, max_hist=30, max_tail=5, n_types=4, sparse=False) -> dict:
@@ -110,9 +110,9 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
     tail = Source(d["tail8"], d["tail4"], xp.zeros(0, np.int64), d["tail_ts"], d["tail_etype"])
     runs = Runs(d["start"], d["pos"], d["seq0"])
     ex = Examples(d["r_lo"], d["r_hi"], d["imm_hw"], d["t_lo"], d["t_hi"], xp.asarray(ts_min))
-    sel = xp.zeros((B, 5), np.int64)
+    sel = xp.zeros((B, SEL_COLUMNS), np.int64)
     slice_fn(src, runs, tail, flt, ex, max_len, sel, stream=stream)
-    n = sel[:, 2] + sel[:, 4]
+    n = sel[:, SEL_N_IMM] + sel[:, SEL_N_TAIL]
     n = n.get() if hasattr(n, "get") else np.asarray(n)
     starts = np.r_[0, np.cumsum(n)][:-1] if jagged else np.arange(B) * max_len
     total = int(n.sum()) if jagged else B * max_len
@@ -122,7 +122,7 @@ def run(slice_fn, assemble_fn, case, max_len, right, actions, window, pad8, pad4
     pad = Words(xp.asarray(np.asarray(pad8, np.int64)), xp.asarray(np.asarray(pad4, np.int32)))
     assemble_fn(src, runs, tail, flt, ex, sel, max_len, right, pad, out, stream=stream)
     if fused is not None and not jagged:
-        sel2 = xp.full((B, 5), -7, np.int64)
+        sel2 = xp.full((B, SEL_COLUMNS), -7, np.int64)
         out2 = out._replace(w8=xp.full_like(out.w8, 77), w4=xp.full_like(out.w4, 77), lengths=xp.full(B, -1, np.int32))
         fused(src, runs, tail, flt, ex, sel2, max_len, right, pad, out2, stream=stream)
         for a, b in ((sel, sel2), *zip(out[:3], out2[:3])):

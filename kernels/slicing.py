@@ -10,9 +10,9 @@ sel)``. For example ``b``:
 * scanning backwards from the newest visible event, keep events that pass ``flt`` (event-type set and
   window ``ts >= ex.ts_min[b]``) until ``max_len`` are kept, touching no older event than needed.
 
-Output ``sel[b] = (imm_lo, imm_hi, n_imm, tail_lo, n_tail)``: the kept events are exactly those passing
-the filter in virtual positions ``[imm_lo, imm_hi)`` (``n_imm`` of them) and in ``[tail_lo, t_hi[b])`` of
-the tail (``n_tail``).
+Output ``sel[b] = (imm_lo, imm_hi, n_imm, tail_lo, n_tail)`` (its columns ``_common.SEL_*``): the kept
+events are exactly those passing the filter in virtual positions ``[imm_lo, imm_hi)`` (``n_imm`` of them)
+and in ``[tail_lo, t_hi[b])`` of the tail (``n_tail``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _common
-from ._common import keep_event, run_of, visible_end
+from ._common import SEL_IMM_HI, SEL_IMM_LO, SEL_N_IMM, SEL_N_TAIL, SEL_TAIL_LO, keep_event, run_of, visible_end
 
 
 @njit(inline="always")
@@ -43,7 +43,7 @@ def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
     positions of the runs ``[r_lo, r_hi)`` of ``src`` when ``in_runs``, else positions of ``src`` itself.
 
     One tight loop per run (a run's positions are consecutive in ``src``) rather than finding the run of
-    every event: 1.5x faster on filtered tenants' batches."""
+    every event, which costs a search per event on filtered tenants' batches."""
     if hi <= lo or need <= 0:
         return hi, 0
     if not in_runs:
@@ -61,11 +61,11 @@ def _scan_back(src, runs, flt, ts_min, r_lo, r_hi, lo, hi, need, in_runs):
 
 @njit(inline="always")
 def _put(sel, b, imm_lo, imm_hi, n_imm, tail_lo, n_tail):
-    sel[b, 0] = imm_lo
-    sel[b, 1] = imm_hi
-    sel[b, 2] = n_imm
-    sel[b, 3] = tail_lo
-    sel[b, 4] = n_tail
+    sel[b, SEL_IMM_LO] = imm_lo
+    sel[b, SEL_IMM_HI] = imm_hi
+    sel[b, SEL_N_IMM] = n_imm
+    sel[b, SEL_TAIL_LO] = tail_lo
+    sel[b, SEL_N_TAIL] = n_tail
 
 
 @njit(inline="always")
@@ -91,8 +91,8 @@ def slice_unfiltered_one(src, runs, tail, flt, ex, max_len, sel, b):
 
 # Two functions, not one compiled two ways: Numba's disk cache keys compiled code by the Python function,
 # not by its options, so a serial and a parallel build of one function share a cache entry, and whichever
-# compiled first served both. The serial build of the backward scans ran ~25x slower than the parallel
-# one (5.4 vs 0.2 ms for a batch of 256 purchase rows), so every filtered tenant paid for it whenever an
+# compiled first would serve both. The serial build of the backward scans is many times slower than the
+# parallel one (docs/design-measurements.md), so every filtered tenant would pay for it whenever an
 # unfiltered one had compiled first.
 @njit(parallel=True, nogil=True, cache=True)
 def _slice_filtered(src, runs, tail, flt, ex, max_len, sel):
@@ -121,7 +121,7 @@ def slice_cpu(src, runs, tail, flt, ex, max_len, sel, stream=0):
 def slice_jit(src, runs, tail, flt, ex, max_len, sel):
     """``slice_cpu`` callable from compiled code (a DALI operator, ``dali_plugin._assemble_op``): the same
     compiled loops, on the calling thread's Numba thread count (``numba.set_num_threads``). A serial
-    build of the same loops is no substitute: it ran 25-50x slower on filtered tenants."""
+    build of the same loops is no substitute: it is many times slower on filtered tenants."""
     if flt.use_types or flt.use_window:
         _slice_filtered(src, runs, tail, flt, ex, max_len, sel)
     else:
@@ -132,7 +132,7 @@ cuda = None  # bound to numba.cuda by CudaKernel on first launch
 
 
 def _build_cuda(threads):
-    keep = _common.device("keep")
+    passes_filter = _common.device("keep_event")
     locate = _common.device("run_of")
     cut = _common.device("visible_end")
     scan_inclusive = _common.device("scan")
@@ -174,10 +174,10 @@ def _build_cuda(threads):
                 k = 0
                 if i >= start:
                     if part == 0:
-                        k = 1 if keep(i, tail, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(i, tail, flt, ex.ts_min[b]) else 0
                     else:
                         j = locate(runs, r_lo, r_hi, i)
-                        k = 1 if keep(runs.pos[j] + i - runs.start[j], src, flt, ex.ts_min[b]) else 0
+                        k = 1 if passes_filter(runs.pos[j] + i - runs.start[j], src, flt, ex.ts_min[b]) else 0
                 scan[tid] = k
                 cuda.syncthreads()
                 scan_inclusive(scan, tid, threads)  # thread order = newest to oldest

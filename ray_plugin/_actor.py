@@ -61,7 +61,7 @@ class Reconstruct:
         for index in shards.column("shard").to_pylist():
             for out in self.examples(self.plan.read(index, self.rec)):
                 # built here rather than by Ray from the dict: Ray's generic conversion of [B, max_len]
-                # arrays cost ~25 ms a batch of 5 MB, from_numpy ~0.1 ms (bench/bench_ray.py)
+                # arrays costs orders of magnitude more than from_numpy (docs/design-measurements.md)
                 yield pa.table({k: _arrow(v, tensors) for k, v in out.items()})
 
     def examples(self, block: pa.Table):

@@ -9,6 +9,7 @@ on a 2-CPU node, while splitting by user hash at read time needs no shuffle at a
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -77,8 +78,8 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         the example's events (``layout="jagged"``: the jagged batch's values and offsets), ``lengths``, the
         pass-through columns.
     """
-    if isinstance(batch_size, bool) or int(batch_size) < 1:
-        raise engine.SchemaError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise engine.InvalidArgument(f"batch_size must be an integer >= 1, got {batch_size!r}")
     ray = _deps.ray()
     if not ray.is_initialized():
         ray.init()

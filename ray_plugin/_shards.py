@@ -36,7 +36,7 @@ class StoreRef:
         if isinstance(store, engine.UIHStore):
             return cls(store.root, int(store.version if version is None else version))
         if not isinstance(store, (str, Path)):
-            raise engine.SchemaError(f"store must be a path or an open UIHStore, got {type(store).__name__}")
+            raise engine.InvalidArgument(f"store must be a path or an open UIHStore, got {type(store).__name__}")
         return cls(str(store), _newest_version(store) if version is None else int(version))
 
     def open(self) -> engine.UIHStore:

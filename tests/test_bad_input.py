@@ -218,7 +218,7 @@ def test_a_file_that_is_not_parquet_is_a_schema_error(world, tmp_path):
 
 def test_shard_takes_only_integers(world):
     _, thin, _ = world
-    with pytest.raises(engine.SchemaError, match="index"):
+    with pytest.raises(engine.InvalidArgument, match="index"):
         engine.shard(thin, 2, 0.5)  # an empty shard before
     with pytest.raises(engine.SchemaError, match="user_id"):
         engine.shard(replaced(thin, "user_id", pa.array(np.arange(USERS) + 0.5)), 2, 0)

@@ -13,7 +13,7 @@ from uih.workload import random_events as make_events
 
 
 def newest_run_only(rows):
-    """The previous policy (reference): only the newest run of similar segments may merge."""
+    """A simpler policy to compare against: only the newest run of similar segments may merge."""
     first, biggest = len(rows) - 1, rows[-1]
     while first > 0 and rows[first - 1] <= TIER_RATIO * biggest and biggest <= TIER_RATIO * rows[first - 1]:
         first -= 1
@@ -45,17 +45,18 @@ def test_plan_merges_the_cheapest_due_tier_anywhere():
     assert plan([1, 100], max_segments=1) == (0, 2)  # no balanced window: the cheapest one, whatever it holds
 
 
-def previous_bound(rows):
-    """The previous hard bound (reference): past MAX_SEGMENTS, the cheapest neighbours whatever their sizes."""
+def cheapest_bound(rows):
+    """A simpler hard bound to compare against: past MAX_SEGMENTS, the cheapest neighbours whatever their
+    sizes."""
     n = len(rows)
     return cheapest_window(rows, n - MAX_SEGMENTS + 1) if n > MAX_SEGMENTS else plan(rows)
 
 
 @pytest.mark.parametrize("days", [60, 365])
 def test_segments_stay_bounded_with_logarithmic_rewrites(days):
-    old_amp, old_most = simulate(newest_run_only, days)
+    _, run_most = simulate(newest_run_only, days)
     amp, most = simulate(plan, days)
-    assert most <= 12 < old_most  # 94 segments after a year before, a reader now opens at most 12
+    assert most <= 12 < run_most  # newest-run-only leaves 94 segments after a year for a reader to open
     assert most <= MAX_SEGMENTS
     assert amp <= 4.0  # units rewritten per unit sealed: about log4 of the data's growth
 
@@ -94,12 +95,12 @@ def simulate_years(policy, daily, every=2, recent=28):
 @pytest.mark.parametrize("years,sigma,seed", [(3, 0.3, 0), (3, 0.6, 1), (5, 0.0, 0), (5, 0.3, 2)])
 def test_rewrites_stay_logarithmic_when_daily_volumes_vary(years, sigma, seed):
     """Busy and quiet days break size tiers, so a long-lived store reaches the hard bound: merging there
-    balanced windows keeps rewrites per event about log(N); the cheapest neighbours, as before, did not."""
+    balanced windows keeps rewrites per event about log(N), where the cheapest neighbours would not."""
     daily = np.random.default_rng(seed).lognormal(0, sigma, 365 * years)
     amp, worst, most = simulate_years(plan, daily)
-    old_amp, old_worst, _ = simulate_years(previous_bound, daily)
+    cheap_amp, cheap_worst, _ = simulate_years(cheapest_bound, daily)
     assert amp <= 6.0 and worst <= 12  # log2 of the store's growth bounds what a day's events see
-    assert old_amp > 1.8 * amp and old_worst > 5 * worst  # before: 9.8 to 43 per event, 77 to 188 for some days'
+    assert cheap_amp > 1.8 * amp and cheap_worst > 5 * worst  # cheapest: 9.8 to 43 per event, 77 to 188 for some days'
     assert most <= MAX_SEGMENTS + 1  # after each compaction; +1: its output may split old/recent
 
 

@@ -112,10 +112,10 @@ def test_batches_per_iteration_auto_and_its_errors(setup):
     big_pipe = uih_pipeline(big, thin, batch_size=64, padding="assembled")
     assert big_pipe.options.batches_per_iteration == 1  # 64 x 512 KB per batch
     for bad in (0, -1, 1.5, "4", True):
-        with pytest.raises(engine.UIHError, match="batches_per_iteration"):
+        with pytest.raises(engine.InvalidArgument, match="batches_per_iteration"):
             uih_pipeline(small, thin, batch_size=16, batches_per_iteration=bad)
     for kwargs in ({"padding": "dali_slice"}, {"padding": "after_dali"}, {"workers": 1}):
-        with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
+        with pytest.raises(engine.InvalidArgument, match="in-process CPU pipeline"):
             uih_pipeline(small, thin, batch_size=16, batches_per_iteration=2, **kwargs)
 
 
@@ -188,14 +188,14 @@ def test_options_as_an_object_or_keywords(setup):
     assert repr(it).endswith("epoch=1, running=False, pending_batches=0)")
     with pytest.raises(TypeError, match="unknown option.*pad_in_dali.*padding"):
         uih_pipeline(rec, thin, batch_size=16, pad_in_dali=True)
-    with pytest.raises(engine.UIHError, match="UIHPipeline"):
+    with pytest.raises(engine.InvalidArgument, match="UIHPipeline"):
         UIHIterator(pipe.dali)  # DALI's own pipeline, without the source and options
 
 
 def test_gpu_pipeline_needs_a_cuda_reconstructor(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, TENANTS["right"], device="cpu")
-    with pytest.raises(engine.UIHError, match="device='cuda'"):
+    with pytest.raises(engine.InvalidArgument, match="device='cuda'"):
         uih_pipeline(rec, thin, batch_size=8, device_id=0)
 
 
@@ -263,7 +263,7 @@ def test_jagged_projection_needs_an_in_process_cpu_pipeline(setup):
     store, thin = setup
     rec = engine.Reconstructor(store, _jagged(TENANTS["right"]), device="cpu")
     for kwargs in (dict(workers=1), dict(padding="dali_slice")):
-        with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
+        with pytest.raises(engine.InvalidArgument, match="in-process CPU pipeline"):
             uih_pipeline(rec, thin, batch_size=8, **kwargs)
 
 

@@ -7,7 +7,6 @@ import pytest
 
 import engine
 from dali_plugin import UIHIterator, uih_pipeline
-from engine import UIHError
 from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
@@ -121,20 +120,20 @@ def test_auto_choice_and_errors(setup, tmp_path):
     assert assembly() == "dali_operator"
     assert assembly(assembly="engine") == "engine"
     assert assembly(padding="after_dali") == "engine"
-    with pytest.raises(UIHError, match="assembly must be"):
+    with pytest.raises(engine.InvalidArgument, match="assembly must be"):
         uih_pipeline(rec, thin, batch_size=8, device_id=None, assembly="yes")
-    with pytest.raises(UIHError, match="in-process CPU pipeline"):
+    with pytest.raises(engine.InvalidArgument, match="in-process CPU pipeline"):
         uih_pipeline(rec, thin, batch_size=8, device_id=None, workers=1, assembly="dali_operator")
-    with pytest.raises(UIHError, match="padding"):
+    with pytest.raises(engine.InvalidArgument, match="padding"):
         uih_pipeline(rec, thin, batch_size=8, device_id=None, padding="dali_slice", assembly="dali_operator")
     jag = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=8, layout="jagged"), device="cpu")
-    with pytest.raises(UIHError, match="in-process CPU pipeline"):
+    with pytest.raises(engine.InvalidArgument, match="in-process CPU pipeline"):
         uih_pipeline(jag, thin, batch_size=8, device_id=None, assembly="dali_operator")
     with pytest.raises(engine.SchemaError, match="padded projection"):
         next(jag.iter_unassembled(thin, 8))
     wide = engine.Reconstructor(store, engine.Projection(["item_id", "action", "ts", "surface", "dwell_ms"],
                                                          max_len=8), device="cpu")
-    with pytest.raises(UIHError, match="at most 6 outputs"):
+    with pytest.raises(engine.InvalidArgument, match="at most 6 outputs"):
         uih_pipeline(wide, thin, batch_size=8, device_id=None, extra_columns=["label"], assembly="dali_operator")
     # too many outputs for the operator: auto falls back to the engine writing and DALI copying
     pipe, got = batches(wide, thin, 8, ["label"])

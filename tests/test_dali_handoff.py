@@ -119,13 +119,13 @@ def test_long_rows_cross_dali_unpadded_and_dali_pads_only_exact_values(setup):
     # DALI's fill value is a float32: a pad it cannot carry exactly is refused, "after" carries it
     inexact = rec(["item_id"], max_len=8, pad_value=2**24 + 1)
     assert not dali_can_pad(inexact)
-    with pytest.raises(engine.UIHError, match="float32"):
+    with pytest.raises(engine.InvalidArgument, match="float32"):
         uih_pipeline(inexact, thin, batch_size=8, padding="dali_slice")
     got = next(iter(UIHIterator(uih_pipeline(inexact, thin, batch_size=8, padding="after_dali"))))
     assert np.array_equal(got["item_id"].numpy(), inexact.reconstruct(thin.slice(0, 8))["item_id"])
-    with pytest.raises(engine.UIHError, match="in-process CPU pipeline"):
+    with pytest.raises(engine.InvalidArgument, match="in-process CPU pipeline"):
         uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, workers=1, padding="after_dali")
-    with pytest.raises(engine.UIHError, match="'after_dali'"):
+    with pytest.raises(engine.InvalidArgument, match="'after_dali'"):
         uih_pipeline(rec(["item_id"], max_len=8), thin, batch_size=8, padding="later")
 
 

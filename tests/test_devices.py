@@ -29,7 +29,7 @@ def test_auto_follows_gpu_availability(monkeypatch):
     monkeypatch.setattr(_backends._deps, "cupy", lambda: None)  # installed, but no GPU
     with pytest.raises(engine.UIHError, match="no usable CUDA GPU"):
         _backends.resolve("cuda")
-    with pytest.raises(engine.UIHError, match="device must be"):
+    with pytest.raises(engine.InvalidArgument, match="device must be"):
         _backends.resolve("tpu")
 
 
@@ -168,7 +168,7 @@ def test_pipeline_placement_follows_the_reconstructor():
 ], ids=["cpu-rec-gpu-pipe", "cuda-rec-cpu-pipe", "other-gpu", "bad-value"])
 def test_pipeline_placement_mismatch_is_an_error(device, device_id, message):
     from dali_plugin._pipeline import placement
-    with pytest.raises(engine.UIHError, match=message):
+    with pytest.raises(engine.InvalidArgument, match=message):
         placement(fake_rec(device), device_id)
 
 

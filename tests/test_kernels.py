@@ -255,22 +255,23 @@ def test_runs_split_anywhere_give_the_same_rows(twin):
 def test_backward_scan_is_bounded():
     """Unfiltered slicing is O(1) per example: the result is independent of data older than needed."""
     case = make_case(1, max_hist=1000, max_tail=3)
-    sel = np.zeros((len(case["r_lo"]), 5), np.int64)
+    sel = np.zeros((len(case["r_lo"]), kernels.SEL_COLUMNS), np.int64)
     src = kernels.Source(case["src8"], case["src4"], case["seq"], case["ts"], case["etype"])
     tail = kernels.Source(case["tail8"], case["tail4"], np.zeros(0, np.int64), case["tail_ts"], case["tail_etype"])
     ex = kernels.Examples(case["r_lo"], case["r_hi"], case["imm_hw"], case["t_lo"], case["t_hi"],
                           np.zeros(len(sel), np.int64))
     runs = kernels.Runs(case["start"], case["pos"], case["seq0"])
     kernels.slice_cpu(src, runs, tail, kernels.make_filter(None, False), ex, 4, sel)
-    n = sel[:, 2] + sel[:, 4]
-    assert (n <= 4).all() and (sel[:, 1] - sel[:, 0] == sel[:, 2]).all()
+    n = sel[:, kernels.SEL_N_IMM] + sel[:, kernels.SEL_N_TAIL]
+    assert (n <= 4).all()
+    assert (sel[:, kernels.SEL_IMM_HI] - sel[:, kernels.SEL_IMM_LO] == sel[:, kernels.SEL_N_IMM]).all()
 
 
 def test_each_cached_compiled_function_has_its_own_disk_cache_entry():
     """Numba's disk cache keys compiled code by the Python function, not by the build options: two
     dispatchers of one function (say a serial and a parallel build) would share an entry, and whichever
-    compiled first would serve both. That once made every filtered tenant's slicing run the serial build,
-    ~25x slower. Every cached dispatcher of the engine and the kernels must wrap a function of its own."""
+    compiled first would serve both: every filtered tenant's slicing could run the serial build, many times
+    slower. Every cached dispatcher of the engine and the kernels must wrap a function of its own."""
     import importlib
     import pkgutil
 

@@ -1,6 +1,6 @@
 """Acknowledged log length: a log cut before the last durable marker (the newest manifest's
 ``log_bytes``/``log_crc32``, or HEAD's from a writer open or clean close) is a CorruptionError and
-nothing is truncated; a torn tail after it is dropped by readers and cut off by the writer, as before."""
+nothing is truncated; a torn tail after it is dropped by readers and cut off by the writer."""
 
 import struct
 import zlib

@@ -208,15 +208,15 @@ def test_pinned_version_reads_remotely(local, remote, s3):
 
 def test_writes_on_object_storage_are_refused(local, remote, s3, tmp_path):
     store = remote[0]
-    with pytest.raises(engine.UIHError, match="read_only=True or version=V"):
+    with pytest.raises(engine.InvalidArgument, match="read_only=True or version=V"):
         engine.UIHStore.open(f"s3://{BUCKET}/main", filesystem=s3[1])
     ev = make_events(np.random.default_rng(0), [1], 3)
     for call in (lambda: store.append(ev), lambda: store.seal(10 * DAY), store.compact, store.expire):
         with pytest.raises(engine.UIHError, match="read-only"):
             call()
-    with pytest.raises(engine.UIHError, match="local"):
+    with pytest.raises(engine.InvalidArgument, match="local"):
         engine.UIHStore.create(f"s3://{BUCKET}/new", columns=COLUMNS)
-    with pytest.raises(engine.UIHError, match="not a local path"):
+    with pytest.raises(engine.InvalidArgument, match="not a local path"):
         engine.publish(f"s3://{BUCKET}/main", str(tmp_path / "x"))
     listing = s3[1].get_file_info(fs_mod.FileSelector(f"{BUCKET}/main", recursive=True))
     assert not any(i.base_name == "LOCK" for i in listing)  # a reader never creates the writer lock
@@ -444,7 +444,7 @@ def test_prune_collects_what_a_dying_publish_or_prune_left(local, s3, tmp_path):
     got = _publish_to(path, s3, "orphans", include_log=True, prune=True, grace_s=0, orphan_age_s=0)
     assert set(_remote_data(s3, "orphans")) == local_files | {"notes/README.txt"}
     assert got["orphans_removed"] == len(orphans) and got["bytes_freed"] == sum(before[r] for r in orphans)
-    with pytest.raises(engine.SchemaError, match="orphan_age_s"):
+    with pytest.raises(engine.InvalidArgument, match="orphan_age_s"):
         _publish_to(path, s3, "orphans", prune=True, orphan_age_s=-1)
     with engine.UIHStore.open(f"s3://{BUCKET}/orphans", read_only=True, filesystem=s3[1]) as store, \
             engine.UIHStore.open(path, read_only=True) as ref:

@@ -29,7 +29,7 @@ def test_seal_keeps_the_previous_log_for_readers_until_expire(store, rng, tmp_pa
     reader = engine.UIHStore.open(root, read_only=True)
     old_log = root / reader._manifest["log"]
     store.seal(DAY // 2)
-    assert old_log.exists() and reader.stats()["log_bytes"] > 0  # used to be FileNotFoundError
+    assert old_log.exists() and reader.stats()["log_bytes"] > 0  # a reader's version keeps its log until expire
     assert len(reader.to_table()) == 50
     out = store.expire(keep_versions=1, grace_s=0)
     assert out["versions_removed"] == [0] and not old_log.exists() and out["bytes_freed"] > 0
@@ -110,7 +110,7 @@ def test_inspect_shows_reclaimable_bytes(store, rng, tmp_path, capsys):
 
 def test_retention_option_is_validated(tmp_path):
     for bad in ({"keep_versions": 0}, {"grace_s": -1}, {"keep": 1}, 5):
-        with pytest.raises(engine.SchemaError):
+        with pytest.raises(engine.InvalidArgument):
             engine.UIHStore.create(tmp_path / "s", columns=COLUMNS, retention=bad)
 
 
@@ -137,7 +137,7 @@ def test_demo_out_refuses_a_foreign_folder_and_deletes_only_its_outputs(tmp_path
         prepare_out(out)  # a marker naming anything but our outputs deletes nothing
     assert (foreign / "thesis.tex").exists() and (out / "notes.txt").exists()
     (tmp_path / "f").write_text("x")
-    with pytest.raises(engine.UIHError, match="is a file"):
+    with pytest.raises(engine.InvalidArgument, match="is a file"):
         prepare_out(tmp_path / "f")
 
 

@@ -140,7 +140,7 @@ def test_crash_mid_seal_before_the_manifest_rename_recovers_and_removes_its_left
         leftovers = _retention.files_of(s._manifest) - _retention.files_of(_manifest.load(root, 4))
         s._lock.release()  # killed right after the rename ...
         s._lock, s._log = None, None
-    _manifest.path_of(root, 5).unlink()  # ... or rather right before it: no manifest 5, HEAD as before
+    _manifest.path_of(root, 5).unlink()  # ... or rather right before it: no manifest 5, HEAD unchanged
     (root / _manifest.DIR / _manifest.HEAD).write_bytes(head)
     assert leftovers and all((root / rel).exists() for rel in leftovers)
     assert open_and_read(root, {"read_only": True}).equals(want)

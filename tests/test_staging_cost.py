@@ -1,8 +1,7 @@
-"""The host work of preparing a chunk does not grow with the events it holds (issue 10's O(users +
-segments + row groups) criterion, checked by counting calls rather than timing them): with 10x the
-events per user, a warm chunk's preparation makes no more Python and C-level calls, although it pins
-more arena blocks (a row group's slice of up to ``slot_rows`` events); the events and blocks only
-lengthen vectorised work (NumPy calls over blocks, the kernels)."""
+"""The host work of preparing a chunk does not grow with the events it holds (it is O(users + segments + row groups),
+checked by counting calls rather than timing them): with 10x the events per user, a warm chunk's preparation makes
+no more Python and C-level calls, although it pins more arena blocks (a row group's slice of up to ``slot_rows``
+events); the events and blocks only lengthen vectorised work (NumPy calls over blocks, the kernels)."""
 
 import sys
 

@@ -153,7 +153,7 @@ def test_read_paths_never_lock_write_truncate_or_delete(filled_store, tmp_path, 
     from uih.cli import main
     root = tmp_path / "store"
     filled_store.append(make_events(rng, [1, 2], 5))
-    (root / "segments" / "stray.bin").write_bytes(b"x")  # inspect used to delete unknown files
+    (root / "segments" / "stray.bin").write_bytes(b"x")  # inspect reads; it must not delete unknown files
     log = log_of(root)
     log.write_bytes(log.read_bytes()[:-9])  # a torn tail that only a writer may repair
     crash(filled_store)  # (a torn tail is what a crash leaves; a clean close records the log's length)
@@ -230,9 +230,9 @@ def test_bad_calls_raise_typed_errors_and_change_nothing(filled_store, tmp_path)
         engine.Projection(["user_id"])
     with pytest.raises(engine.SchemaError, match="max_len"):
         engine.Projection(["item_id"], max_len=1 << 40)
-    with pytest.raises(engine.SchemaError, match="keep_versions"):
+    with pytest.raises(engine.InvalidArgument, match="keep_versions"):
         filled_store.expire(keep_versions=0)
-    with pytest.raises(engine.SchemaError, match="grace_s"):
+    with pytest.raises(engine.InvalidArgument, match="grace_s"):
         filled_store.expire(grace_s=float("nan"))
     with pytest.raises(engine.SchemaError, match="does not exist"):
         list(engine.Reconstructor(filled_store, engine.Projection(["item_id"]), device="cpu")

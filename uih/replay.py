@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from engine import UIHError, UIHStore
+from engine import InvalidArgument, UIHError, UIHStore
 from engine.serving._segments import SIDECARS, write_parquet
 
 from .iostats import measure, tree_bytes
@@ -102,7 +102,7 @@ def prepare_out(out: Path, fat_lengths=()) -> None:
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UIHError(f"--out {out} is a file; pass a new or empty folder")
+        raise InvalidArgument(f"--out {out} is a file; pass a new or empty folder")
     if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
         raise UIHError(f"--out {out} is not empty and was not created by uih (no {MARKER} marker); pass a new "
                        "or empty folder, nothing was deleted")

@@ -12,8 +12,8 @@ it grow comparable.
 ``MAX_SEGMENTS`` is a hard bound on top. Past it, a *balanced* window merges: one whose largest segment
 is at most ``BALANCE`` of the window, the cheapest per segment removed. Tiers are fragile (one segment
 off by 2x, from a busy day or an old/recent split, breaks a run of four), so a long-lived store does
-reach the bound; merging there the cheapest neighbours whatever their sizes, as before, folds each fresh
-seal into the same growing segment: after 3 to 5 years of simulated daily seals each event had been
+reach the bound; merging there the cheapest neighbours whatever their sizes would fold each fresh
+seal into the same growing segment: after 3 to 5 years of simulated daily seals each event would be
 rewritten 20 to 61 times where daily volumes vary by 30-60% (some days' events over 200 times), 7 to 10
 times after 5 flat years. A balanced merge at least doubles the segment each of its events lies in (an
 old/recent split aside), as a tier merge does (four within 2x: the largest is at most 2/5), so rewrites

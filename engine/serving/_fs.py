@@ -2,7 +2,7 @@
 
 Every read a *reader* makes (manifests, indexes, segments, sidecars, the log) goes through here; the
 writer's own bookkeeping (flock, fsync, rename, orphan and retention scans) needs a POSIX folder and
-stays on ``pathlib``. A local store stays a ``pathlib.Path`` and is read as before. A remote
+stays on ``pathlib``. A local store stays a ``pathlib.Path`` and is read through it. A remote
 store is a ``RemotePath``: a ``pyarrow.fs.FileSystem`` and a path in it, joined with ``/`` like a
 ``Path``, so the readers need not care which one they hold. A missing object raises
 ``FileNotFoundError`` naming the URI, exactly as a missing local file does, so the callers map it to
@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .._errors import UIHError
+from .._errors import InvalidArgument, UIHError
 
 
 class RemotePath:
@@ -77,7 +77,7 @@ def resolve(path, filesystem: pafs.FileSystem | None = None):
             raise UIHError(f"cannot open {s} ({e}); check the URI, or pass filesystem=pyarrow.fs.S3FileSystem(...) "
                            "(or GcsFileSystem, HadoopFileSystem) configured for it") from e
     elif not isinstance(filesystem, pafs.FileSystem):
-        raise UIHError(f"filesystem must be a pyarrow.fs.FileSystem, got {type(filesystem).__name__}")
+        raise InvalidArgument(f"filesystem must be a pyarrow.fs.FileSystem, got {type(filesystem).__name__}")
     else:
         inner = s.split("://", 1)[1].split("?", 1)[0] if scheme else s
     if isinstance(filesystem, pafs.LocalFileSystem):

@@ -44,7 +44,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .._errors import CorruptionError, UIHError, VersionError
+from .._errors import CorruptionError, InvalidArgument, UIHError, VersionError
 from .._types import StorePath
 from . import _fs, _manifest, _retention, _segments
 
@@ -181,7 +181,7 @@ def publish(path: StorePath, uri: StorePath, filesystem: pafs.FileSystem | None 
         included) and ``orphans_removed``.
     """
     if _fs.is_uri(path):
-        raise UIHError(f"publish copies a local store; {path} is not a local path")
+        raise InvalidArgument(f"publish copies a local store; {path} is not a local path")
     src = _fs.resolve(path)
     vs = _manifest.versions(src)
     if not vs:

@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from .._errors import CorruptionError, SchemaError
+from .._errors import CorruptionError, InvalidArgument
 from . import _fs, _manifest, _segments
 from ._durable import fsync_dir
 
@@ -33,15 +33,15 @@ DEFAULT_GRACE_S = 3600.0  # longer than a reader usually holds a version between
 def check_policy(keep_versions, grace_s) -> tuple:
     """(keep_versions, grace_s) validated: an integer >= 1 and a finite number of seconds >= 0."""
     if isinstance(keep_versions, bool) or not isinstance(keep_versions, numbers.Integral) or keep_versions < 1:
-        raise SchemaError(f"keep_versions must be an integer >= 1 (the current version is always kept), "
-                          f"got {keep_versions!r}")
+        raise InvalidArgument(f"keep_versions must be an integer >= 1 (the current version is always kept), "
+                              f"got {keep_versions!r}")
     return int(keep_versions), check_seconds("grace_s", grace_s)
 
 
 def check_seconds(name: str, value) -> float:
-    """``value`` as a float, if it is a finite number of seconds >= 0 (else a SchemaError naming ``name``)."""
+    """``value`` as a float, if it is a finite number of seconds >= 0 (else an InvalidArgument naming ``name``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise SchemaError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
+        raise InvalidArgument(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
 
 
@@ -50,7 +50,7 @@ def check_retention(retention):
     if retention is None:
         return None
     if not isinstance(retention, dict) or set(retention) - {"keep_versions", "grace_s"}:
-        raise SchemaError(f"retention must be None or a dict with keep_versions and/or grace_s, got {retention!r}")
+        raise InvalidArgument(f"retention must be None or a dict with keep_versions and/or grace_s, got {retention!r}")
     keep, grace = check_policy(retention.get("keep_versions", DEFAULT_KEEP_VERSIONS),
                                retention.get("grace_s", DEFAULT_GRACE_S))
     return {"keep_versions": keep, "grace_s": grace}

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from .._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
+from .._errors import CorruptionError, ImmutableError, InvalidArgument, UIHError, VersionError
 from .._ragged import group_starts, lookup
 from .._types import StorePath, TableLike
 from . import _compaction, _fs, _log, _manifest, _publish, _retention, _segments
@@ -99,12 +99,12 @@ class UIHStore:
         schema = StoreSchema.declare(columns, event_type_column)
         retention = _retention.check_retention(retention)
         if _fs.is_uri(path):
-            raise UIHError(f"cannot create a store at {path}: the writer needs a local (POSIX) folder for its "
-                           "lock, fsync and rename; create it locally and copy it there with engine.publish "
-                           "(uih publish)")
+            raise InvalidArgument(f"cannot create a store at {path}: the writer needs a local (POSIX) folder for its "
+                                  "lock, fsync and rename; create it locally and copy it there with engine.publish "
+                                  "(uih publish)")
         root = _fs.resolve(path)  # a Path (file:// URIs included)
         if root.exists() and not root.is_dir():
-            raise SchemaError(f"{root} exists and is not a directory; choose another path for the store")
+            raise InvalidArgument(f"{root} exists and is not a directory; choose another path for the store")
         if _manifest.versions(root):
             raise UIHError(f"{root} already holds a UIH store; use UIHStore.open({str(root)!r})")
         (root / LOG_DIR).mkdir(parents=True, exist_ok=True)
@@ -147,9 +147,9 @@ class UIHStore:
         root = _store_root(path, filesystem)
         retention = _retention.check_retention(retention)
         if _fs.is_remote(root) and version is None and not read_only:
-            raise UIHError(f"{root} is on object storage, where a store can only be read: open it with "
-                           "read_only=True or version=V. Write to the local store and publish it "
-                           "(engine.publish / uih publish)")
+            raise InvalidArgument(f"{root} is on object storage, where a store can only be read: open it with "
+                                  "read_only=True or version=V. Write to the local store and publish it "
+                                  "(engine.publish / uih publish)")
         if version is not None:
             version = as_int64(version, "version")
             return cls._reader(root, version, "it is pinned to a version")

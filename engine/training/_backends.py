@@ -18,7 +18,7 @@ import numpy as np
 import kernels
 
 from .. import _deps
-from .._errors import MissingDependency, UIHError
+from .._errors import InvalidArgument, MissingDependency, UIHError
 from ..serving import _segments
 from . import _reads
 from ._buffer_pool import BufferPool
@@ -353,4 +353,4 @@ def resolve(device: str = "auto"):
         return CudaBackend()
     if device == "cuda-sim":
         return SimulatedCudaBackend()
-    raise UIHError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    raise InvalidArgument(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")

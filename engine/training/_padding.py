@@ -13,10 +13,6 @@ import kernels
 from .._errors import SchemaError
 from ._batch import Batch
 
-# columns of the kernels' selection (``kernels.slicing``): per row, its kept tail events' first position
-# and count; a padded jagged row is all tail
-_TAIL_LO, _N_TAIL = 3, 4
-
 
 def pad(jagged, projection, backend, packer, event_filter, pad_words, event_type_dtype) -> Batch:
     """``Reconstructor.pad``: the padded batch of ``jagged`` for a padded ``projection``, written into
@@ -45,8 +41,8 @@ def pad(jagged, projection, backend, packer, event_filter, pad_words, event_type
     # every row is one run of the tail; the lanes' types are the reconstructor's, so no kernel compiles anew
     tail = kernels.Source(words[0], words[1], none, none, xp.empty(0, event_type_dtype))
     ex = kernels.Examples(zeros, zeros, zeros, offsets[:-1], offsets[1:], zeros)
-    sel = xp.zeros((n, 5), np.int64)
-    sel[:, _TAIL_LO], sel[:, _N_TAIL] = offsets[:-1], lengths
+    sel = xp.zeros((n, kernels.SEL_COLUMNS), np.int64)  # a padded jagged row is all tail
+    sel[:, kernels.SEL_TAIL_LO], sel[:, kernels.SEL_N_TAIL] = offsets[:-1], lengths
     extras = {k: xp.asarray(v) for k, v in jagged.items() if k not in (*p.columns, "offsets", "lengths")}
     blob, pack, views = packer.views(n, L, {k: v.dtype for k, v in extras.items()})
     out8, out4, lens, *ext = views

@@ -3,8 +3,8 @@
 Each chunk needs its distinct users (sorted), each row's user rank, and per user the seq range and the
 oldest window start its rows ask for, plus the check that no row points past its user's sealed events.
 In NumPy that is a dozen calls (``unique``, three ``ufunc.at``, a lookup, a scan), each a few
-microseconds of fixed cost; at a batch of 128 rows that fixed cost was a tenth of a whole
-``reconstruct``. Here it is one call, linear in the rows after one sort of them.
+microseconds of fixed cost, which at small batches is a visible share of a whole ``reconstruct``
+(docs/design-measurements.md). Here it is one call, linear in the rows after one sort of them.
 """
 
 from __future__ import annotations

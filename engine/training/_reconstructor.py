@@ -420,13 +420,13 @@ class Reconstructor:
         ex = ch.rows(a, b)
         be.wait(ch.life.ready)  # this thread's stream runs after the producer's copies of the chunk
         stream = be.launch_stream()
-        sel = xp.empty((n, 5), np.int64)
+        sel = xp.empty((n, kernels.SEL_COLUMNS), np.int64)  # per row: what slicing kept (kernels.SEL_*)
         c8, c4 = len(self._cols8), len(self._cols4)
         extras = {c: v.dtype for c, v in ch.extras.items()}
         if p.layout == "jagged":  # rows packed end to end: offsets from the slicing's counts
             be.slice(ch.src, ch.runs, ch.tail, self._filter, ex, L, sel, stream=stream)
             offsets = xp.zeros(n + 1, np.int64)
-            offsets[1:] = xp.cumsum(sel[:, 2] + sel[:, 4])
+            offsets[1:] = xp.cumsum(sel[:, kernels.SEL_N_IMM] + sel[:, kernels.SEL_N_TAIL])
             total = int(offsets[-1])
             blob, pack, views = self._packer.views(n, L, extras, total)
             out8, out4, lengths, offs, *ext = views

@@ -99,8 +99,8 @@ def shard(thin: ThinSource, num_shards: int, index: int) -> pa.Table:
 
     Every user lands in exactly one shard, so each trainer rank reads a disjoint set of users.
     """
-    num_shards = check_int(num_shards, "num_shards", lo=1, error=SchemaError)
-    index = check_int(index, "index", lo=0, hi=num_shards - 1, error=SchemaError)
+    num_shards = check_int(num_shards, "num_shards", lo=1)
+    index = check_int(index, "index", lo=0, hi=num_shards - 1)
     t = as_table(thin, "thin rows")
     if "user_id" not in t.column_names:
         raise SchemaError(f"thin rows need a user_id column to shard by; got {t.column_names}")

@@ -79,7 +79,7 @@ class Unassembled:
         """The batch written by the CPU kernels into fresh NumPy arrays (what a consumer's own writes must
         equal): ``{column: [rows, max_len], "lengths": [rows], **extras}``."""
         n, L = self.rows, self.max_len
-        sel = np.empty((n, 5), np.int64)
+        sel = np.empty((n, kernels.SEL_COLUMNS), np.int64)
         kernels.slice_cpu(self.stored, self.runs, self.logged, self.event_filter, self.examples, L, sel)
         w8 = np.empty((len(self.pad.w8), n * L), np.int64)
         w4 = np.empty((len(self.pad.w4), n * L), np.int32)
