@@ -55,7 +55,7 @@ class _Chunk:
     examples: kernels.Examples  # per example: its user's runs, cut, tail and window
     events_read: int
     extras: dict  # pass-through columns carried into the batches
-    life: _Life
+    lifetime: _Lifetime
 
     def rows(self, a: int, b: int) -> kernels.Examples:
         """The examples of rows ``[a, b)`` (a batch of the chunk)."""
@@ -75,19 +75,19 @@ class _Planned(NamedTuple):
     reads: _reads.ChunkReads  # the users' row ranges in it, cut at arena blocks: what decoding reads
 
 
-class _Life:
+class _Lifetime:
     """When a chunk's memory may be reused: after ``ready`` (the producer's copies) for readers, and after
-    ``done`` (the last kernel that read it) for writers. ``keep`` holds what must outlive the chunk until
+    ``done`` (the last kernel that read it) for writers. ``holds`` is what must outlive the chunk until
     then (its device arrays, pinned staging)."""
 
-    def __init__(self, ready, keep: list):
-        self.ready, self.done, self.keep = ready, None, keep
+    def __init__(self, ready, holds: list):
+        self.ready, self.done, self.holds = ready, None, holds
 
 
 def _release(backend, arena, slots, life):
     # runs when the chunk is collected; on a GPU its kernels may still be running: the slots go back to
     # the arena, and the arrays to CuPy's pool, only once the event after its last kernel completes
-    backend.retire(life.done or life.ready, life.keep, lambda: arena.release(slots))
+    backend.retire(life.done or life.ready, life.holds, lambda: arena.release(slots))
 
 
 class Reconstructor:
@@ -362,28 +362,28 @@ class Reconstructor:
         be, t, plan, imm_hw, t_off = self.backend, ready.t, ready.plan, ready.imm_hw, ready.t_off
         users, inv = plan.users, plan.inv
         arena = self._arena  # the one these runs pin, even if clear_cache() swaps it meanwhile
-        keep: list = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
-        put = lambda *a: be.put_blocks(*a, keep=keep)  # noqa: E731
+        staging: list = []  # host staging of asynchronous copies (GPU), held until the chunk's kernels are done
+        put = lambda *a: be.put_blocks(*a, keep=staging)  # noqa: E731
         # one filler at a time: a slot another preparation is still filling must not be read as filled
         with self._fill_lock:
             rs = _reads.runs(ready.view, ready.reads, arena, self._lanes, self._read, read_groups=be.read_groups,
                              put=put)
         try:
             # the runs' and examples' arrays are the planners' own int64 arrays, moved where the kernels read them
-            dev = functools.partial(be.index_arrays, keep=keep)
+            dev = functools.partial(be.index_arrays, keep=staging)
             per = _plan.examples(rs.user_runs, inv, imm_hw, t_off, ready.ts_min)
             parts: dict[str, Any] = dict(src=self._source(rs.w8, rs.w4),
                                          runs=kernels.Runs(*dev((rs.start, rs.pos, rs.seq0))),
-                         tail=self._tail_source(ready.tails, int(t_off[-1]), keep),
+                         tail=self._tail_source(ready.tails, int(t_off[-1]), staging),
                          examples=kernels.Examples(*dev(per)),
-                         extras=self._checker.extras(t, extra, be.to_device, keep))
+                         extras=self._checker.extras(t, extra, be.to_device, staging))
         except BaseException:
             be.synchronize()  # copies already queued may still read the staging or write the slots
             arena.release(rs.slots)
             raise
         # the producer's copies are ordered before the consumer's kernels by this event, not a host wait
-        life = _Life(be.record(), [*keep, *parts.values()])
-        chunk = _Chunk(n=len(imm_hw), events_read=rs.num_events, life=life, **parts)
+        life = _Lifetime(be.record(), [*staging, *parts.values()])
+        chunk = _Chunk(n=len(imm_hw), events_read=rs.num_events, lifetime=life, **parts)
         # the arena slots stay pinned while anything can still read them: until the chunk is collected
         # and, on a GPU, its last kernels have finished
         weakref.finalize(chunk, _release, be, arena, rs.slots, life)
@@ -418,7 +418,7 @@ class Reconstructor:
         p, be, xp = self.projection, self.backend, self.backend.xp
         n, L = b - a, p.max_len
         ex = ch.rows(a, b)
-        be.wait(ch.life.ready)  # this thread's stream runs after the producer's copies of the chunk
+        be.wait(ch.lifetime.ready)  # this thread's stream runs after the producer's copies of the chunk
         stream = be.launch_stream()
         sel = xp.empty((n, kernels.SEL_COLUMNS), np.int64)  # per row: what slicing kept (kernels.SEL_*)
         c8, c4 = len(self._cols8), len(self._cols4)
@@ -442,5 +442,5 @@ class Reconstructor:
         run(ch.src, ch.runs, ch.tail, self._filter, ex, sel, L, p.align == "right", self._pad, out, stream=stream)
         for v, dst in zip(ch.extras.values(), ext):
             dst[...] = v[a:b]  # on this thread's stream, like the kernels
-        ch.life.done = be.record()
+        ch.lifetime.done = be.record()
         return self._packer.batch(blob, pack, views)
