@@ -55,6 +55,7 @@ SIZES = {
 }
 
 
+# the file names plots() gives the figures: a report rebuilt from results refers to those a run drew
 FIGURES = {"writes": "write_per_day.png", "write_shares": "write_shares.png", "reads": "read_per_tenant.png",
            "scaling": "scaling.png", "peers": "peers.png"}
 # the extra sections' JSON files, as their scripts name them in bench/results
@@ -381,7 +382,7 @@ def plots(R, out_dir: Path) -> dict:
     ax.plot(days, [d["floor"] / 1e6 for d in w["per_day"]], "k:", label="floor")
     ax.set(xlabel="day", ylabel="MB written", title="Write bandwidth per day", yscale="log")
     ax.legend(fontsize=8)
-    figs["writes"] = FIGURES["writes"]
+    figs["writes"] = "write_per_day.png"
     fig.tight_layout(), fig.savefig(out_dir / figs["writes"], dpi=110), plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -393,7 +394,7 @@ def plots(R, out_dir: Path) -> dict:
     ax.plot(days, [d["floor"] / 1e6 for d in w["per_day"]], "k_", ms=40, mew=3, label="floor")
     ax.set(xlabel="day", ylabel="MB written", title="Late materialization writes: shares vs floor")
     ax.legend(fontsize=8)
-    figs["write_shares"] = FIGURES["write_shares"]
+    figs["write_shares"] = "write_shares.png"
     fig.tight_layout(), fig.savefig(out_dir / figs["write_shares"], dpi=110), plt.close(fig)
 
     t = R["reads"]["tenants"]
@@ -404,7 +405,7 @@ def plots(R, out_dir: Path) -> dict:
     ax.set_xticks(x, [f"{r['tenant']}\n(L={r['max_len']})" for r in t])
     ax.set(ylabel="MB read per job", title="Per-job bytes read per tenant", yscale="log")
     ax.legend(fontsize=8)
-    figs["reads"] = FIGURES["reads"]
+    figs["reads"] = "read_per_tenant.png"
     fig.tight_layout(), fig.savefig(out_dir / figs["reads"], dpi=110), plt.close(fig)
 
     s = R["scaling"]["rows"]
@@ -415,14 +416,14 @@ def plots(R, out_dir: Path) -> dict:
     ax.plot(Ls, [r["copy_gbps"] for r in s], "k--", label="2-thread memory copy")
     ax.set(xscale="log", xlabel="max_len", ylabel="GB/s of output", title="Throughput as histories grow")
     ax.legend(fontsize=8)
-    figs["scaling"] = FIGURES["scaling"]
+    figs["scaling"] = "scaling.png"
     fig.tight_layout(), fig.savefig(out_dir / figs["scaling"], dpi=110), plt.close(fig)
 
     pr = R["peers"]["rows"]
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.barh([r["loader"] for r in pr][::-1], [r["examples_per_s"] for r in pr][::-1])
     ax.set(xlabel="examples/s", title=f"One job ({R['peers']['tenant']}), every loader", xscale="log")
-    figs["peers"] = FIGURES["peers"]
+    figs["peers"] = "peers.png"
     fig.tight_layout(), fig.savefig(out_dir / figs["peers"], dpi=110), plt.close(fig)
     return figs
 
