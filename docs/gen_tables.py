@@ -9,6 +9,9 @@ A generated table sits in a page between two markers::
 ``python docs/gen_tables.py`` rewrites those spans from the JSON files (run it after a benchmark run
 updates ``bench/results``); ``python docs/gen_tables.py --check`` writes nothing and exits 1, naming
 each stale table, when a page differs from what the JSON files give (``tests/test_docs.py`` runs it).
+
+The training-order and threading-layer tables are built by ``uih.report`` (``order_speed``, ...), which
+renders the same rows into ``bench/REPORT.md``: one definition of each table for both.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # this checkout's uih, not an installed one
 SPAN = re.compile(r"(<!-- gen_tables: (?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /gen_tables -->)", re.S)
 
 
@@ -208,8 +213,34 @@ def gpu_sweep(results: Path) -> str:
                   rows) + _source("gpu_profile.json", d)
 
 
+def _report():
+    from uih import report  # here, not at the top: it imports the engine, which the other tables never need
+    return report
+
+
+def order_speed(results: Path) -> str:
+    d = _load(results, "order.json")
+    return _table(*_report().order_speed(d)) + _source("order.json", d, d["date"])
+
+
+def order_bytes(results: Path) -> str:
+    d = _load(results, "order.json")
+    return _table(*_report().order_bytes(d)) + _source("order.json", d, d["date"])
+
+
+def order_ne(results: Path) -> str:
+    d = _load(results, "order_ne.json")
+    return _table(*_report().order_ne(d)) + _source("order_ne.json", d, d["date"])
+
+
+def threading_layers(results: Path) -> str:
+    d = _load(results, "threading.json")
+    return _table(*_report().threading_layers(d)) + _source("threading.json", d)
+
+
 TABLES = {f.__name__: f for f in (headline, tenants, scaling, pushdown, prefetch, affinity, peers, store_rates, dali,
-                                  dali_workers, ray, ray_train, gpu_check, gpu_tenants, gpu_sweep)}
+                                  dali_workers, ray, ray_train, gpu_check, gpu_tenants, gpu_sweep, order_speed,
+                                  order_bytes, order_ne, threading_layers)}
 
 
 def render(text: str, results: Path = RESULTS) -> str:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +24,14 @@ from engine.serving import _log, _manifest
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = sorted(p.name for p in DATA.iterdir() if (p / "expected.json").is_file())
 # the formats a change must keep reading; removing one is a decision for CHANGELOG.md, not an accident
-KNOWN = {"format1_uihl_log", "format2_ipc_log", "format2_parquet_log"}
-# record headers, spelled out here so that a change to the engine's constants cannot hide in both places
-HEADER = {"UIHL": struct.Struct("<4sB3xQI"), "\\x93ULG": struct.Struct("<4sB3xQII")}
-MAGIC = {"UIHL": b"UIHL", "\\x93ULG": b"\x93ULG"}
+KNOWN = {"format1_uihl_log", "format2_ipc_log", "format2_parquet_log", "format3_chained_log"}
+# record headers, spelled out here so that a change to the engine's constants cannot hide in both places:
+# magic, kind, pad, payload length, then the checksums (and from \xc6ulg on, the previous record's chain
+# value and the record's own offset before the last, the header checksum, which is its chain value)
+HEADER = {"UIHL": struct.Struct("<4sB3xQI"), "\\x93ULG": struct.Struct("<4sB3xQII"),
+          "\\xc6ulg": struct.Struct("<4sB3xQIIQI")}
+MAGIC = {"UIHL": b"UIHL", "\\x93ULG": b"\x93ULG", "\\xc6ulg": b"\xc6ulg"}
+CHAINED = {"\\xc6ulg"}  # framings whose records carry the previous record's chain value and their offset
 ZSTD_FRAME = b"\x28\xb5\x2f\xfd"
 
 
@@ -69,6 +74,36 @@ def test_every_format_has_its_fixture_and_they_stay_tiny():
     assert total < 500_000, f"tests/data holds {total:,} bytes; keep fixtures to a few KB each"
 
 
+def manifest_crc(body: dict) -> int:
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode())
+
+
+def check_chain_and_head(root: Path, claims: dict, bodies: list, chains: dict) -> None:
+    """Format 3's manifest chain and HEAD, or their absence from an older store: each manifest names its
+    predecessor's checksum and an acknowledged log length that ends a record with that chain value; HEAD
+    names the newest manifest and its log's full length and last chain value (the store was closed cleanly)."""
+    chained = claims.get("manifest_chain", False)
+    for prev, body in zip([None, *bodies], bodies):
+        assert ("log_bytes" in body and "log_crc32" in body) == chained, f"v{body['version']}"
+        assert ("prev_crc32" in body) == (chained and prev is not None), f"v{body['version']}"
+        if chained and prev is not None:
+            assert body["prev_crc32"] == manifest_crc(prev), f"v{body['version']} does not chain to its predecessor"
+        if chained:
+            assert chains[body["log"]].get(body["log_bytes"]) == body["log_crc32"], f"v{body['version']}"
+    head_file = root / "_manifests" / "HEAD"
+    assert head_file.is_file() == claims.get("head", False)
+    if head_file.is_file():
+        doc = json.loads(head_file.read_text())
+        head = doc["body"]
+        assert doc["crc32"] == manifest_crc(head)
+        newest = bodies[-1]
+        assert (head["version"], head["manifest_crc32"], head["oldest"]) == (
+            newest["version"], manifest_crc(newest), bodies[0]["version"])
+        end = max(chains[newest["log"]])
+        assert head["log"] == newest["log"] and (head["log_bytes"], head["log_crc32"]) == (
+            end, chains[newest["log"]][end])
+
+
 @pytest.mark.parametrize("name", FIXTURES)
 def test_fixture_is_the_format_it_claims(name):
     """Read from the bytes, without the engine: manifests, log records and payloads, indexes, sidecars."""
@@ -82,16 +117,24 @@ def test_fixture_is_the_format_it_claims(name):
     assert sorted(sidecars) == sorted(claims["sidecars"])
     assert all("uncommon" in e for b in bodies for e in b["segments"]) == ("uncommon" in claims["sidecars"])
     header = HEADER[claims["log_magic"]]
-    records = 0
+    records, chains = 0, {}  # log -> {record boundary: chain value there}
     for log in (root / "log").glob("*.log"):
-        raw, pos = log.read_bytes(), 0
+        raw, pos, chain = log.read_bytes(), 0, 0
+        ends = chains[f"log/{log.name}"] = {0: 0}
         while pos < len(raw):
-            magic, _, length = header.unpack_from(raw, pos)[:3]
+            fields = header.unpack_from(raw, pos)
+            magic, _, length = fields[:3]
             assert magic == MAGIC[claims["log_magic"]], f"{log.name} at byte {pos}"
+            if claims["log_magic"] != "UIHL":  # a header checksum over everything before it
+                assert zlib.crc32(raw[pos:pos + header.size - 4]) == fields[-1], f"{log.name} at byte {pos}"
+            if claims["log_magic"] in CHAINED:
+                assert fields[-3:-1] == (chain, pos), f"{log.name} at byte {pos}: chain value and offset"
             payload = raw[pos + header.size:pos + header.size + 4]
             assert payload == (b"PAR1" if claims["log_payload"] == "parquet" else b"\xff\xff\xff\xff")
-            pos, records = pos + header.size + length, records + 1
+            pos, records, chain = pos + header.size + length, records + 1, fields[-1]
+            ends[pos] = chain
     assert records >= 4  # appends and updates of the mutable tier, and of logs that sealed since
+    check_chain_and_head(root, claims, bodies, chains)
     for p in parts:
         raw = (root / p["index"]).read_bytes()
         t = pa.ipc.open_file(pa.py_buffer(raw)).read_all()

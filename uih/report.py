@@ -10,11 +10,18 @@ Sections (each a JSON file and a plot):
   pipeline   prefetch on/off and data affinity on/off
 
 Bytes come from /proc/self/io with the page cache dropped first; times are medians of several runs.
+
+REPORT.md also renders, when their JSON files lie beside the run's, the results of scripts of their own:
+``bench/bench_order.py`` and ``bench/train_order_ne.py`` (training order: speed, bytes and held-out NE)
+and ``bench/bench_threading.py`` (Numba's threading layers). ``python -m uih.report --from-results DIR``
+rebuilds REPORT.md from the JSON files in DIR alone, without running anything (the plots are not redrawn).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +56,14 @@ SIZES = {
                  scaling_batches=(128, 512, 1024)),
 }
 
+
+# the file names plots() gives the figures: a report rebuilt from results refers to those a run drew
+FIGURES = {"writes": "write_per_day.png", "write_shares": "write_shares.png", "reads": "read_per_tenant.png",
+           "scaling": "scaling.png", "peers": "peers.png"}
+# the extra sections' JSON files, as their scripts name them in bench/results
+ORDER, ORDER_NE, THREADING = "order.json", "order_ne.json", "threading.json"
+ORDERS = {"stream": "stream", "shuffle": "shuffle", "permutation": "permutation", "fat_shuffle": "fat shuffle"}
+NE_ORDERS = ("stream", "permutation", "shuffle")
 
 CAUSES = {"thin": "thin rows", "metadata": "footers+index", "needed": "needed rows",
           "filter_columns": "filter columns", "row_groups": "rest of row groups", "page_rounding": "4 KiB pages",
@@ -476,7 +491,142 @@ def _plot_peers(plt, R):
     return fig
 
 
-def render(R, figs) -> str:
+# ---- training order and threading layers (each from its script's JSON) ----------------------------------
+def _range(median: float, lo: float, hi: float, fmt: str, unit: str = "") -> str:
+    return f"{median:{fmt}}{unit} ({lo:{fmt}}-{hi:{fmt}})"
+
+
+def order_speed(d: dict) -> tuple:
+    """(headers, rows) of ``order.json``: examples/s per order (median of the rounds, their range) and the
+    paired ratios of examples/s (within each round; median and range)."""
+    ratios = [("shuffle_vs_stream", "shuffle / stream"), ("shuffle_vs_permutation", "shuffle / permutation"),
+              ("permutation_vs_stream", "permutation / stream"), ("shuffle_vs_fat", "shuffle / Fat Rows")]
+    rows = []
+    for t in d["tenants"]:
+        runs = t["runs"]
+        rows.append([t["tenant"], f"{t['max_len']:,}", f"{t['thin_rows']:,}",
+                     *(_range(runs[k]["examples_per_s"], min(runs[k]["eps_each"]), max(runs[k]["eps_each"]), ",.0f")
+                       for k in ORDERS),
+                     *(_range(t["ratios"][k]["median"], t["ratios"][k]["min"], t["ratios"][k]["max"], ".2f", "x")
+                       for k, _ in ratios)])
+    return (["tenant", "max_len", "examples", *(f"{v} ex/s" for v in ORDERS.values()),
+             *(f"{label}, pairs" for _, label in ratios)], rows)
+
+
+def order_bytes(d: dict) -> tuple:
+    """(headers, rows) of ``order.json``: bytes read per epoch in each order (the OS's count, median of the
+    rounds), the compressed columns each loader needs, and the events the late orders read."""
+    late = [k for k in ORDERS if k != "fat_shuffle"]
+    rows = [[t["tenant"], f"{t['max_len']:,}", *(mb(t["runs"][k]["read_bytes"]) for k in ORDERS),
+             mb(t["thin_column_bytes"]), mb(t["runs"]["fat_shuffle"]["column_bytes"]),
+             " / ".join(f"{t['runs'][k]['events_read'] / 1e6:.2f} M" for k in late)] for t in d["tenants"]]
+    return (["tenant", "max_len", *(f"{v} read" for v in ORDERS.values()), "thin-row columns",
+             "fat-row columns", "events read: " + " / ".join(late)], rows)
+
+
+def order_ne(d: dict) -> tuple:
+    """(headers, rows) of ``order_ne.json``: held-out NE per seed and its min / median / max, per order."""
+    s = d["summary"]
+    rows = [[ORDERS[o], " ".join(f"{x:.4f}" for x in s[o]["ne"]), f"{s[o]['min']:.4f}", f"{s[o]['median']:.4f}",
+             f"{s[o]['max']:.4f}"] for o in NE_ORDERS if o in s]
+    return ["order", "held-out NE per seed", "min", "median", "max"], rows
+
+
+def threading_layers(d: dict) -> tuple:
+    """(headers, rows) of ``threading.json``: warm reconstruct time per threading layer and max_len."""
+    rows = [[f"{r['max_len']:,}", r["layer"], f"{r['median_ms']:.1f}", f"{r['min_ms']:.1f}-{r['max_ms']:.1f}",
+             f"{r['p10_ms']:.1f}-{r['p90_ms']:.1f}", f"{r['vs_omp']:.2f}x",
+             f"{min(r['proc_medians_ms']):.1f}-{max(r['proc_medians_ms']):.1f}",
+             f"{r['slowest_over_median_proc']:.2f}", f"{r['calls_over_1_5x_median']} / {r['calls']}"]
+            for r in d["rows"]]
+    return (["max_len", "layer", "median (ms)", "range (ms)", "p10-p90 (ms)", "median vs omp",
+             "process medians (ms)", "slowest / median process", "calls over 1.5x median"], rows)
+
+
+def _machine(d: dict) -> str:
+    m = d.get("machine", {})
+    return f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores"
+
+
+def _goals(d: dict) -> str:
+    """The bench's goals as its JSON records them, met or missed per tenant."""
+    said = {"shuffle_vs_stream_0.8": "shuffle at 0.8x stream or better",
+            "shuffle_vs_fat_2x": "shuffle at 2x the fat shuffle or better"}
+    out = []
+    for key, what in said.items():
+        met = [t["tenant"] for t in d["tenants"] if t["goals"].get(key)]
+        missed = [t["tenant"] for t in d["tenants"] if key in t["goals"] and not t["goals"][key]]
+        out.append(f"{what}: met by {', '.join(met) or 'none'}"
+                   + (f", missed by {', '.join(missed)}" if missed else ""))
+    return "Goals (pair medians): " + "; ".join(out) + "."
+
+
+def _order_section(d: dict, ne: dict | None) -> list:
+    size, lines = d["size"], ["## Training order", ""]
+    lines += [f"Measured by `bench/bench_order.py` on {d['date']} ({_machine(d)}; reconstructor on {d['device']}), "
+              f"on a workload of its own: {size['users']:,} users, median history {size['median_history']:,}, "
+              f"{size['days']} days, {size['requests']} requests per user and day, "
+              f"{d['tenants'][0]['thin_rows']:,} thin rows; batch {d['batch']}, default window {d['window']:,}. "
+              "Each job is one cold epoch (page cache dropped, store opened afresh); a tenant's jobs run in "
+              f"{size['repeats']} interleaved round(s), each with its own seed, the Fat Row job opening each. "
+              "Orders: stream (`iter_batches` in the thin rows' order), shuffle (the default: "
+              "`order=\"shuffle\"`), permutation (a full random permutation: `shuffle_window` = the thin rows), "
+              "fat shuffle (the Fat Row loader, `uih.fatrows`, over fat rows at the workload's union max_len, its "
+              "row groups in a random order and rows permuted within windows of the default size).", "",
+              table(*reversed(order_speed(d))), "",
+              "Examples/s: the median of the rounds and their range. Pairs: one order's examples/s over the "
+              "other's within each round (the two met the same minutes of the machine), median and range. "
+              + _goals(d), "",
+              table(*reversed(order_bytes(d))), "",
+              "Bytes read per epoch (`/proc/self/io`, median of the rounds): the late orders read the store and "
+              "the thin rows, the Fat Row loader its fat rows. Columns: the compressed bytes of the columns each "
+              "loader needs (the Parquet footers' sizes). Events read: the events the chunks decoded, medians.", ""]
+    if ne is not None:
+        p = ne["params"]
+        met = ne["summary"].get("goal_shuffle_within_permutation_spread")
+        lines += [f"Model quality (`bench/train_order_ne.py`, {ne['date']}, {_machine(ne)}): the HSTU-style loop "
+                  f"trained in each order, {p['users']:,} users x {p['history']:,} events, "
+                  f"{ne['train_rows']:,} train / {ne['test_rows']:,} held-out examples (held-out users), max_len "
+                  f"{p['max_len']}, {p['epochs']} epoch(s), batch {p['batch']}, {p['seeds']} seeds (the model's "
+                  "and the order's). Held-out normalized entropy, lower is better:", "",
+                  table(*reversed(order_ne(ne))), ""]
+        if met is not None:
+            lines += [f"The default shuffle's median NE {'lies' if met else 'does not lie'} within the full "
+                      "permutation's seed spread.", ""]
+    return lines
+
+
+def _threading_section(d: dict) -> list:
+    load = d.get("load_average") or [float("nan")]
+    lines = ["## Numba threading layer", "",
+             f"Measured by `bench/bench_threading.py` ({_machine(d)}): warm `reconstruct` of {d['batch']} examples, "
+             f"columns {', '.join(d['columns'])}, {d['users']} users; {d['rounds']} rounds x {d['reps']} calls "
+             "per layer, each (round, layer) a fresh process, rounds visiting the layers in a rotated order; "
+             f"load average {min(load):.1f}-{max(load):.1f} during the run.", "",
+             table(*reversed(threading_layers(d))), "",
+             "Median, range and p10-p90: over every timed call of the layer. Process medians: each process's "
+             "median call; slowest / median process: the slowest of them over their median (the run-to-run "
+             "spread).", ""]
+    lines += [f"{layer}: not measured ({' '.join(err)})." for layer, err in d.get("missing", {}).items()]
+    return lines
+
+
+def extra_sections(results: Path | None) -> list:
+    """REPORT.md's sections from the scripts of their own whose JSON files lie in ``results``."""
+    if results is None:
+        return []
+    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING)
+             if (results / n).is_file()}
+    lines = []
+    if ORDER in found:
+        lines += _order_section(found[ORDER], found.get(ORDER_NE))
+    if THREADING in found:
+        lines += _threading_section(found[THREADING])
+    return lines
+
+
+def render(R, figs, results: Path | None = None) -> str:
+    """REPORT.md from a run's results ``R``, its plots ``figs`` and, from ``results``, ``extra_sections``."""
     m, cfg = R["machine"], R["config"]
     w, reads = R["writes"], R["reads"]["tenants"]
     L = cfg["union_max_len"]
@@ -633,6 +783,7 @@ def render(R, figs) -> str:
                           f"{w['startup_s']:.1f} s"]
                          for w in pl["workers"]],
                         ["reconstruction", "epoch", "examples/s", "vs in process", "startup + first epoch"]), ""]
+    lines += extra_sections(results)
     return "\n".join(lines)
 
 
@@ -672,10 +823,44 @@ def run_bench(args) -> int:
             write_json(out / f"{name}{'' if mode == 'full' else '_' + mode}.json", {"mode": mode, name: R[name]})
             print(f"  {name}: {time.perf_counter() - t:.0f} s")
     figs = plots(R, report_dir)
-    report = render(R, figs)
+    report = render(R, figs, out)
     target = report_dir / "REPORT.md"
     target.write_text(report)
     (out / f"bench{'' if mode == 'full' else '_' + mode}.json").write_text(json.dumps(R, indent=1, default=float))
     print(report.split("## Write bandwidth")[0])
     print(f"wrote {target} and {out}/*.json in {time.perf_counter() - t0:.0f} s")
     return 0
+
+
+def _int_keys(R: dict) -> dict:
+    """``R`` as a run holds it: JSON turned the writes' per-length keys into strings."""
+    w = R["writes"]
+    for k in ("fat_total", "reduction_vs_fat"):
+        w[k] = {int(L): v for L, v in w[k].items()}
+    for d in w["per_day"]:
+        d["fat"] = {int(L): v for L, v in d["fat"].items()}
+    return R
+
+
+def from_results(results: Path, bench: str = "bench.json") -> str:
+    """REPORT.md rebuilt from the JSON files in ``results`` (a run's ``bench``, plus ``extra_sections``),
+    referring to the plots that run drew."""
+    R = _int_keys(json.loads((Path(results) / bench).read_text()))
+    return render(R, dict(FIGURES), Path(results))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Rebuild REPORT.md from results already written (nothing runs).")
+    ap.add_argument("--from-results", type=Path, required=True, metavar="DIR",
+                    help="folder of the JSON results (bench/results)")
+    ap.add_argument("--bench", default="bench.json", help="the uih bench run's file in DIR (default bench.json)")
+    ap.add_argument("--out", type=Path, default=None, help="where to write (default: REPORT.md beside DIR)")
+    a = ap.parse_args(argv)
+    target = a.out or a.from_results.resolve().parent / "REPORT.md"
+    target.write_text(from_results(a.from_results, a.bench))
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

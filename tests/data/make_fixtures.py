@@ -1,6 +1,7 @@
 """Write tests/data's stores in every on-disk format this code still reads. Run by hand, not in the suite:
 
     python tests/data/make_fixtures.py NAME...      # from the repository root; writes tests/data/NAME/
+    python tests/data/make_fixtures.py --out DIR NAME...   # writes DIR/NAME/: compare with the checked-in one
 
 A fixture, once checked in, is never regenerated: it stands for the stores that exist out there, and
 ``tests/test_format_fixtures.py`` checks that this code still reads it to ``expected.json``. An existing
@@ -9,7 +10,7 @@ changes, keep the old fixtures, give the fixture of the replaced format a conver
 rewrite this code's store into the old layout, as the others have) and add a fixture for the new format;
 CHANGELOG.md lists the formats.
 
-Each fixture is a folder of about 60 KB (Parquet footers and the expected values, mostly):
+Each fixture is a folder of 60 to 75 KB (Parquet footers and the expected values, mostly):
 
 - ``store/``: a closed store, four versions (two daily seals, a full compaction), with events still in the
   log (appends and an update) and rare and uncommon event types, so every part of the format is there;
@@ -123,9 +124,23 @@ def _legacy_record(kind: int, payload: bytes) -> bytes:
 
 
 def _checksummed_record(kind: int, payload: bytes) -> bytes:
-    """A ``\\x93ULG`` record (header and payload checksums), as this code frames one."""
-    header, body = _log._frame(kind, pa.py_buffer(payload))
-    return header + body.to_pybytes()
+    """A ``\\x93ULG`` record: payload checksum, then one over the header so far (no chain, no offset)."""
+    body = struct.pack("<4sB3xQI", _log.V2_MAGIC, kind, len(payload), zlib.crc32(payload))
+    return body + struct.pack("<I", zlib.crc32(body)) + payload
+
+
+def _payloads(path: Path) -> list:
+    """(kind, payload bytes) of each record of a log this code wrote, the payloads as they are."""
+    raw, pos, out = path.read_bytes(), 0, []
+    while pos < len(raw):
+        magic, kind, length = _log._HEADER.unpack_from(raw, pos)[:3]
+        if magic != _log.MAGIC:
+            raise SystemExit(f"{path} at byte {pos}: not a record of this code's log; its framing changed, "
+                             "so give the current fixture a converter first")
+        start = pos + _log._HEADER.size
+        out.append((kind, raw[start:start + length]))
+        pos = start + length
+    return out
 
 
 def rewrite_logs(root: Path, record, compression) -> None:
@@ -137,6 +152,18 @@ def rewrite_logs(root: Path, record, compression) -> None:
 
 def _manifests(root: Path) -> list:
     return [(v, _manifest.load(root, v)) for v in _manifest.versions(root)]
+
+
+def _format2_manifests(root: Path) -> list:
+    """The manifests as format 2 wrote them: without their chain (``prev_crc32``), the acknowledged log
+    (``log_bytes``, ``log_crc32``) and ``_manifests/HEAD``, which format 3 added."""
+    (root / _manifest.DIR / _manifest.HEAD).unlink()
+    bodies = _manifests(root)
+    for _, body in bodies:
+        for k in ("prev_crc32", "log_bytes", "log_crc32"):
+            body.pop(k, None)  # the first manifest has no predecessor to chain to
+        body["format"] = 2
+    return bodies
 
 
 def _write_manifest(root: Path, body: dict) -> None:
@@ -177,7 +204,7 @@ def to_format1(root: Path) -> None:
     """What the first code wrote: manifest format 1 (no store_id, committed_at, footer checksums), a log of
     ``UIHL`` records with uncompressed Arrow IPC payloads, indexes without time checkpoints, one sidecar."""
     rewrite_logs(root, _legacy_record, None)
-    bodies = _manifests(root)
+    bodies = _format2_manifests(root)
     rewrite_segments(root, bodies, time_checkpoints=False)
     for _, body in bodies:
         for k in ("store_id", "committed_at"):
@@ -195,14 +222,25 @@ def to_format2_ipc_log(root: Path) -> None:
     """What the code wrote from the checksummed log header until Parquet log payloads: manifest format 2,
     ``\\x93ULG`` records with zstd Arrow IPC payloads, uncompressed indexes with time checkpoints, one sidecar."""
     rewrite_logs(root, _checksummed_record, "zstd")
-    bodies = _manifests(root)
+    bodies = _format2_manifests(root)
     rewrite_segments(root, bodies, time_checkpoints=True)
     for _, body in bodies:
         _write_manifest(root, body)
 
 
+def to_format2_parquet_log(root: Path) -> None:
+    """What the code wrote from Parquet log payloads until chained manifests: manifest format 2 (no
+    ``prev_crc32``, ``log_bytes``, ``log_crc32``), no ``_manifests/HEAD``, ``\\x93ULG`` records around the
+    same Parquet payloads, zstd indexes with time checkpoints, two sidecar levels."""
+    for path in sorted((root / "log").glob("*.log")):
+        path.write_bytes(b"".join(_checksummed_record(kind, payload) for kind, payload in _payloads(path)))
+    for _, body in _format2_manifests(root):
+        _write_manifest(root, body)
+
+
 def as_written(root: Path) -> None:
-    """This code's format: manifest format 2, ``\\x93ULG`` records with Parquet payloads, zstd indexes with
+    """This code's format: manifest format 3 (chained, with the acknowledged log length) and
+    ``_manifests/HEAD``, ``\\xc6ulg`` records (chain value and offset) with Parquet payloads, zstd indexes with
     time checkpoints, two sidecar levels. Give it a converter when the format changes."""
 
 
@@ -213,9 +251,14 @@ FIXTURES = {
     "format2_ipc_log": (to_format2_ipc_log, dict(manifest_format=2, log_magic="\\x93ULG", log_payload="arrow-ipc",
                                                  store_id="uuid", index_time_checkpoints=True,
                                                  index_compressed=False, sidecars=["rare"], footer_checksums=True)),
-    "format2_parquet_log": (as_written, dict(manifest_format=2, log_magic="\\x93ULG", log_payload="parquet",
+    "format2_parquet_log": (to_format2_parquet_log, dict(manifest_format=2, log_magic="\\x93ULG",
+                                                         log_payload="parquet", store_id="uuid",
+                                                         index_time_checkpoints=True, index_compressed=True,
+                                                         sidecars=["rare", "uncommon"], footer_checksums=True)),
+    "format3_chained_log": (as_written, dict(manifest_format=3, log_magic="\\xc6ulg", log_payload="parquet",
                                              store_id="uuid", index_time_checkpoints=True, index_compressed=True,
-                                             sidecars=["rare", "uncommon"], footer_checksums=True)),
+                                             sidecars=["rare", "uncommon"], footer_checksums=True,
+                                             manifest_chain=True, head=True)),
 }
 
 
@@ -243,9 +286,9 @@ def read_back(root: Path, thin: pa.Table) -> dict:
     return out, thin
 
 
-def make(name: str, force: bool) -> None:
+def make(name: str, force: bool, out: Path = HERE) -> None:
     convert, claims = FIXTURES[name]
-    dest = HERE / name
+    dest = out / name
     if dest.exists():
         if not force:
             raise SystemExit(f"{dest} exists: a checked-in fixture is never regenerated (see this file's "
@@ -277,9 +320,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("names", nargs="+", choices=sorted(FIXTURES), help="fixtures to write")
     ap.add_argument("--force", action="store_true", help="replace an existing fixture folder")
+    ap.add_argument("--out", type=Path, default=HERE,
+                    help="write NAME/ under this folder instead (to compare a rerun with the checked-in bytes)")
     args = ap.parse_args(argv)
     for name in args.names:
-        make(name, args.force)
+        make(name, args.force, args.out)
     return 0
 
 
