@@ -36,7 +36,7 @@ def assembly_speed(store, lengths, batch: int, users: int) -> list:
         p = engine.Projection(COLUMNS, max_len=L)
         rec = engine.Reconstructor(store, p, device="cpu")
         # the kernels alone: prepare one chunk, then time only its assembly (private steps, on purpose)
-        chunk = rec._prepare(rec._plan(rec._as_thin(thin)))
+        chunk = rec._prepare(rec._plan(rec._checker.table(thin)))
         out = rec._assemble(chunk, 0, chunk.n)
         nbytes = sum(out[c].nbytes for c in p.columns)
         src = torch.empty(nbytes, dtype=torch.uint8)
@@ -113,7 +113,7 @@ def where_time_goes(store, lengths, batch: int, users: int, repeat: int = 5) -> 
     rows = []
     for L in lengths:
         rec = engine.Reconstructor(store, engine.Projection(COLUMNS, max_len=L), device="cpu", prefetch=0)
-        t = rec._as_thin(thin)
+        t = rec._checker.table(thin)
         t_disk, t_decode, t_stage = _prepare_times(rec, [t], repeat, 2 * repeat)
         chunk = rec._prepare(rec._plan(t))
         t_kernels = median_time(lambda: rec._assemble(chunk, 0, chunk.n), repeat=2 * repeat)  # noqa: B023
