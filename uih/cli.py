@@ -7,9 +7,7 @@ import json
 import math
 import sys
 
-from engine import UIHError, UIHStore, publish
-from engine.serving._publish import DEFAULT_ORPHAN_AGE_S
-from engine.serving._retention import DEFAULT_GRACE_S
+from engine import DEFAULT_GRACE_S, DEFAULT_ORPHAN_AGE_S, UIHError, UIHStore, publish
 
 from .fmt import fmt_bytes, table
 

@@ -26,6 +26,7 @@ from ._schema import (
     coerce_requests,
     coerce_updates,
 )
+from ._segment_info import SegmentInfo
 from ._snapshot import fat_rows, thin_rows
 
 LOG_DIR = _retention.LOG_DIR
@@ -205,6 +206,16 @@ class UIHStore:
     def _install(self, manifest):
         self._manifest = manifest
         self.view = ImmutableView(self.root, manifest, self.schema)
+
+    @staticmethod
+    def versions(path, filesystem=None) -> list:
+        """The versions a store at ``path`` (a folder or a URI) holds, ascending; [] where it holds none."""
+        return _manifest.versions(_fs.resolve(path, filesystem))
+
+    @property
+    def segments(self) -> tuple:
+        """The current version's immutable segments (``SegmentInfo``: files, bytes, sidecars' event types)."""
+        return tuple(SegmentInfo.of(e) for e in self._manifest["segments"])
 
     @property
     def version(self) -> int:
