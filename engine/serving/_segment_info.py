@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from . import _segments
 
@@ -19,7 +21,7 @@ class SegmentPart:
     bytes: int
     index_bytes: int  # of its user index file
     footer_bytes: int  # Parquet metadata a reader fetches before any page (0 where the manifest predates it)
-    event_types: tuple | None  # None: every type
+    event_types: tuple[int, ...] | None  # None: every type
 
 
 @dataclass(frozen=True)
@@ -27,12 +29,12 @@ class SegmentInfo:
     """One immutable segment of a version: its id and the parts written for it, by name."""
 
     id: str
-    parts: MappingProxyType  # name -> SegmentPart, "main" first
-    _entry: dict = field(repr=False, compare=False)
+    parts: Mapping[str, SegmentPart]  # read-only (a MappingProxyType): name -> SegmentPart, "main" first
+    _entry: dict[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def of(cls, entry: dict) -> SegmentInfo:
-        parts = {}
+    def of(cls, entry: dict[str, Any]) -> SegmentInfo:
+        parts: dict[str, SegmentPart] = {}
         for name in _segments.PARTS:
             meta = entry.get(name)
             if meta:
@@ -41,7 +43,7 @@ class SegmentInfo:
                                           meta.get("footer_bytes", 0), types)
         return cls(entry["id"], MappingProxyType(parts), entry)
 
-    def part_for(self, event_types=None) -> SegmentPart:
+    def part_for(self, event_types: Iterable[int] | None = None) -> SegmentPart:
         """The part a tenant asking for ``event_types`` (a projection's ``actions``; None: all) reads: the
         smallest sidecar holding all of them, else the main file."""
         return self.parts[_segments.part_for(self._entry, event_types)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 import warnings
@@ -9,6 +10,7 @@ import zlib
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from .._errors import CorruptionError, ImmutableError, SchemaError, UIHError, VersionError
 from .._ragged import group_starts, lookup
@@ -208,12 +210,12 @@ class UIHStore:
         self.view = ImmutableView(self.root, manifest, self.schema)
 
     @staticmethod
-    def versions(path, filesystem=None) -> list:
+    def versions(path: str | os.PathLike[str] | _fs.RemotePath, filesystem: pafs.FileSystem | None = None) -> list[int]:
         """The versions a store at ``path`` (a folder or a URI) holds, ascending; [] where it holds none."""
         return _manifest.versions(_fs.resolve(path, filesystem))
 
     @property
-    def segments(self) -> tuple:
+    def segments(self) -> tuple[SegmentInfo, ...]:
         """The current version's immutable segments (``SegmentInfo``: files, bytes, sidecars' event types)."""
         return tuple(SegmentInfo.of(e) for e in self._manifest["segments"])
 
