@@ -21,22 +21,12 @@ from ._errors import (
     UIHError,
     VersionError,
 )
-from .serving import (
-    DEFAULT_GRACE_S,
-    DEFAULT_ORPHAN_AGE_S,
-    SegmentInfo,
-    SegmentPart,
-    UIHStore,
-    publish,
-    write_parquet,
-)
+from .serving import SegmentInfo, SegmentPart, UIHStore, publish, write_parquet
 from .training import Batch, BatchIterator, Order, Projection, Reconstructor, parquet_files, shard
 
 __all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "BatchIterator", "Order", "shard",
            "UIHError", "InvalidArgument", "SchemaError", "ImmutableError", "VersionError", "CorruptionError",
            "MissingDependency",
-           # for tools that measure a store: its segments' files, Parquet written like them, thin sources'
-           # files, and the retention defaults ``expire`` and ``publish`` use
-           "SegmentInfo", "SegmentPart", "write_parquet", "parquet_files", "DEFAULT_GRACE_S",
-           "DEFAULT_ORPHAN_AGE_S"]
+           # for tools that measure a store: its segments' files, Parquet written like them, thin sources' files
+           "SegmentInfo", "SegmentPart", "write_parquet", "parquet_files"]
 __version__ = "0.1.0"

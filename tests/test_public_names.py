@@ -69,14 +69,6 @@ def test_parquet_files_lists_a_thin_source(tmp_path):
         engine.parquet_files(tmp_path / "missing")
 
 
-def test_retention_defaults_are_publish_and_expire_defaults():
-    import inspect
-    publish = inspect.signature(engine.publish).parameters
-    assert publish["grace_s"].default == engine.DEFAULT_GRACE_S
-    assert publish["orphan_age_s"].default == engine.DEFAULT_ORPHAN_AGE_S
-    assert inspect.signature(engine.UIHStore.expire).parameters["grace_s"].default == engine.DEFAULT_GRACE_S
-
-
 def test_fat_row_ranges_match_the_engine(rng):
     for _ in range(20):
         n = int(rng.integers(0, 12))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import sys
 
-from engine import DEFAULT_GRACE_S, DEFAULT_ORPHAN_AGE_S, UIHError, UIHStore, publish
+from engine import UIHError, UIHStore, publish
 
 from .fmt import fmt_bytes, table
+
+_PUBLISH = inspect.signature(publish).parameters  # its defaults are the options' defaults
+DEFAULT_GRACE_S, DEFAULT_ORPHAN_AGE_S = _PUBLISH["grace_s"].default, _PUBLISH["orphan_age_s"].default
 
 
 def cmd_inspect(args) -> int:

@@ -12,11 +12,9 @@ object storage for remote readers). Reconstruction's reads of the segments live 
 (``engine.training._reads``), which imports this package, never the reverse.
 """
 
-from ._publish import DEFAULT_ORPHAN_AGE_S, publish
-from ._retention import DEFAULT_GRACE_S
+from ._publish import publish
 from ._segment_info import SegmentInfo, SegmentPart
 from ._segments import write_parquet
 from ._store import UIHStore
 
-__all__ = ["UIHStore", "publish", "SegmentInfo", "SegmentPart", "write_parquet", "DEFAULT_GRACE_S",
-           "DEFAULT_ORPHAN_AGE_S"]
+__all__ = ["UIHStore", "publish", "SegmentInfo", "SegmentPart", "write_parquet"]
