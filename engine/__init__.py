@@ -27,12 +27,14 @@ from ._errors import (
     UIHError,
     VersionError,
 )
-from .serving import UIHStore, publish
-from .training import Batch, BatchIterator, Order, Projection, Reconstructor, shard
+from .serving import SegmentInfo, SegmentPart, UIHStore, publish, write_parquet
+from .training import Batch, BatchIterator, Order, Projection, Reconstructor, parquet_files, shard
 
 __all__ = ["UIHStore", "publish", "Projection", "Reconstructor", "Batch", "BatchIterator", "Order", "shard",
            "UIHError", "InvalidArgument", "SchemaError", "ImmutableError", "VersionError", "CorruptionError",
-           "MissingDependency"]
+           "MissingDependency",
+           # for tools that measure a store: its segments' files, Parquet written like them, thin sources' files
+           "SegmentInfo", "SegmentPart", "write_parquet", "parquet_files"]
 __version__ = "0.1.0"
 
 logging.getLogger("uih").addHandler(logging.NullHandler())

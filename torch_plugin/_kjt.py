@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -14,7 +15,7 @@ _INT32 = torch.iinfo(torch.int32)
 _INT64 = torch.iinfo(torch.int64)
 
 
-def to_kjt(batch, keys=None):
+def to_kjt(batch: Mapping[str, Any], keys: Sequence[str] | None = None) -> Any:
     """The ``KeyedJaggedTensor`` of a jagged batch (``engine.Projection(layout="jagged")``).
 
     ``batch``: an ``engine.Batch`` or a mapping of tensors (or arrays) as a DataLoader yields it, with each

@@ -22,8 +22,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from engine.serving._segments import part_for
-
 from .iostats import drop_cache, measure
 from .jobs import open_pinned
 
@@ -66,17 +64,16 @@ def read_causes(store_path, proj, needed_keys: np.ndarray, total: int, thin_file
     filt = ([etype] if proj.actions is not None and etype not in cols else []) + \
         (["ts"] if proj.window_us is not None and "ts" not in cols else [])
     out = dict.fromkeys(("metadata", "needed", "filter_columns", "row_groups", "page_rounding"), 0)
-    for entry in store._manifest["segments"]:
-        part = part_for(entry, proj.actions)
-        meta = entry[part]
-        out["metadata"] += meta["footer_bytes"] + meta["index_bytes"]
-        pf = pq.ParquetFile(store.root / meta["file"])
+    for seg in store.segments:
+        part = seg.part_for(proj.actions)
+        out["metadata"] += part.footer_bytes + part.index_bytes
+        pf = pq.ParquetFile(store.root / part.file)
         ids = pf.read(columns=["user_id", "seq"])
         keys = np.searchsorted(users, ids["user_id"].to_numpy()).astype(np.int64) << 32 | ids["seq"].to_numpy()
         hit = np.isin(keys, needed_keys)
         md = pf.metadata
         names = [md.schema.column(i).name for i in range(md.num_columns)]
-        extra = filt + (["seq"] if part != "main" else [])
+        extra = filt + (["seq"] if part.name != "main" else [])
         start = 0
         for g in range(md.num_row_groups):
             rg = md.row_group(g)

@@ -17,12 +17,13 @@ ORPHAN_AGE_S = 86400.0
 
 def _store_inside(path: str) -> str | None:
     """The store a folder holds one level down (``uih_demo/store``), for a user who named the folder."""
-    from engine.serving._manifest import DIR
+    from engine import UIHStore
     root = Path(path)
-    if not root.is_dir() or (root / DIR).is_dir():
+    if not root.is_dir() or UIHStore.versions(root):
         return None
-    inner = sorted(p for p in root.iterdir() if p.is_dir() and (p / DIR).is_dir())
+    inner = sorted(p for p in root.iterdir() if p.is_dir() and UIHStore.versions(p))
     return str(inner[0]) if inner else None
+
 
 
 def cmd_inspect(args) -> int:

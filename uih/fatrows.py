@@ -12,11 +12,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine import Projection
-from engine._ragged import range_indices
-from engine.training._thin_source import rechunk
 
 #: rows taken from a shuffled window at a time
 _TAKE_ROWS = 4096
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``arange(s, s + n)`` for each (s, n), concatenated (int64)."""
+    ends = np.cumsum(counts, dtype=np.int64)
+    return np.arange(ends[-1] if len(ends) else 0, dtype=np.int64) + np.repeat(starts - (ends - counts), counts)
 
 
 def needed_columns(proj: Projection) -> list:
@@ -43,9 +47,9 @@ def project_lists(lists: dict, request_ts: np.ndarray, p: Projection) -> dict:
     take = np.minimum(cnt, L)
     kept = np.flatnonzero(keep)
     first_kept = c[offsets[:-1]] + cnt - take  # index into ``kept`` of each row's first taken event
-    src = kept[range_indices(first_kept, take)]
+    src = kept[_ranges(first_kept, take)]
     row = np.repeat(np.arange(B), take)
-    pos = range_indices(np.zeros(B, np.int64), take) + (np.repeat(L - take, take) if p.align == "right" else 0)
+    pos = _ranges(np.zeros(B, np.int64), take) + (np.repeat(L - take, take) if p.align == "right" else 0)
     out = {}
     for col in p.columns:
         a = np.full((B, L), p.pad_for(flat[col].dtype), flat[col].dtype)
@@ -67,11 +71,22 @@ def fat_batches(paths, proj: Projection, batch_size: int, shuffle_window: int | 
         batches = (rb for path in paths
                    for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns))
     else:
-        # rechunk's tables joined to one record batch each: project_lists reads one list array per column
-        batches = (t.combine_chunks().to_batches()[0]
-                   for t in rechunk(window_shuffle(paths, columns, shuffle_window, seed), batch_size))
+        batches = _batches_of(window_shuffle(paths, columns, shuffle_window, seed), batch_size)
     for rb in batches:
         yield project_lists({c: rb.column(c) for c in need}, rb.column("request_ts").to_numpy(), proj)
+
+
+def _batches_of(batches, rows: int):
+    """Record batches of exactly ``rows`` rows (the last may be shorter), each one contiguous batch:
+    project_lists reads one list array per column."""
+    held = None
+    for b in batches:
+        held = pa.Table.from_batches([b]) if held is None else pa.concat_tables([held, pa.Table.from_batches([b])])
+        while held.num_rows >= rows:
+            yield held.slice(0, rows).combine_chunks().to_batches()[0]
+            held = held.slice(rows)
+    if held is not None and held.num_rows:
+        yield held.combine_chunks().to_batches()[0]
 
 
 def window_shuffle(paths, columns: list, window: int, seed: int = 0):

@@ -10,9 +10,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from engine import Projection, Reconstructor, UIHStore
-from engine.serving._manifest import versions
-from engine.training._thin_source import parquet_files
+from engine import Projection, Reconstructor, UIHStore, parquet_files
 
 from .fatrows import fat_batches
 from .iostats import drop_cache, measure
@@ -80,7 +78,7 @@ def warm_up_jobs(store_path, thin_files, fat_files, projections, batch_size=256,
 
 def open_pinned(store_path):
     """A read-only view at the newest version: no log replay, no lock, only what reconstruction reads."""
-    return UIHStore.open(store_path, version=versions(store_path)[-1])
+    return UIHStore.open(store_path, version=UIHStore.versions(store_path)[-1])
 
 
 def late_job(store_path, thin_source, proj: Projection, batch_size=256, via_dali=True, pushdown=Reconstructor.PUSHDOWN,

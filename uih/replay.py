@@ -19,8 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from engine import InvalidArgument, UIHError, UIHStore
-from engine.serving._segments import SIDECARS, write_parquet
+from engine import InvalidArgument, UIHError, UIHStore, write_parquet
 
 from .iostats import measure, tree_bytes
 from .workload import COLUMNS, DAY_US, T0, Workload, WorkloadConfig
@@ -65,10 +64,10 @@ def _floor_bytes(tmp: Path, events: list, seqs: list) -> int:
     return size
 
 
-def _sidecar_bytes(entries) -> int:
-    """Bytes of the event-type sidecars (files and indexes) of the given segment entries: the seal's
+def _sidecar_bytes(segments) -> int:
+    """Bytes of the event-type sidecars (files and indexes) of the given segments: the seal's
     duplicated share, what type pushdown costs the writer."""
-    return sum(e[p]["bytes"] + e[p]["index_bytes"] for e in entries for p in SIDECARS if e.get(p))
+    return sum(p.bytes + p.index_bytes for s in segments for p in s.parts.values() if p.name != "main")
 
 
 MARKER = ".uih-demo"  # lists what ``build`` writes in its folder: the only paths a rerun deletes there
@@ -180,17 +179,17 @@ def build(out: Path, cfg: WorkloadConfig, fat: bool = True, compact_every: int =
         with measure() as io:
             fat_w.close()
         row["fat_bytes"] += io["write_bytes"]
-        before = {e["id"] for e in store._manifest["segments"]}
+        before = {s.id for s in store.segments}
         with measure() as io:
             store.seal(T0 + (d + 1) * DAY_US)
         row["seal_bytes"] = io["write_bytes"]
-        row["sidecar_bytes"] = _sidecar_bytes(e for e in store._manifest["segments"] if e["id"] not in before)
+        row["sidecar_bytes"] = _sidecar_bytes(s for s in store.segments if s.id not in before)
         if compact_every and (d + 1) % compact_every == 0:
             with measure() as io:
                 store.compact()
             row["compact_bytes"] = io["write_bytes"]
         row["store_bytes"] = row["log_bytes"] + row["seal_bytes"] + row["compact_bytes"]
-        row["segments"] = len(store._manifest["segments"])  # what a reader opens after the day
+        row["segments"] = len(store.segments)  # what a reader opens after the day
         row["floor_bytes"] = _floor_bytes(out / ".floor.parquet", day_events, day_seqs) + row["thin_bytes"]
         days.append(row)
     bar.close()

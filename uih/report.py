@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import engine
-from engine.serving._segments import write_parquet
 
 from .amplification import read_causes
 from .fatrows import project_lists
@@ -161,7 +160,7 @@ def read_floor(store_path, thin_files, proj, tmp: Path) -> dict:
     cols = {"user_id": users[rank_all[pick]], "seq": buf.columns["seq"][pick]}
     cols.update({c: buf.columns[c][pick] for c in need_cols})
     path = tmp / "floor.parquet"
-    write_parquet(path, pa.table(cols))
+    engine.write_parquet(path, pa.table(cols))
     ev_bytes = path.stat().st_size
     store.close()
     # the probe's extra "seq" adds no thin column (tail_seq is always read), so these are the tenant's
@@ -244,7 +243,7 @@ def section_scaling(size, tmp) -> dict:
 def duckdb_job(store_path, thin_file, p) -> tuple:
     import duckdb
     store = open_pinned(store_path)
-    segs = [str(Path(store_path) / e["main"]["file"]) for e in store._manifest["segments"]]
+    segs = [str(Path(store_path) / s.parts["main"].file) for s in store.segments]
     store.close()
     cols = p.columns
     filt = []

@@ -213,15 +213,14 @@ def tenant_stages(store_path, thin_source, proj, batch_size: int = 256, repeat: 
     """
     import torch  # noqa: F401  loaded before any timing: the first to_torch would pay for the import
 
-    from engine.training._thin_source import rechunk, thin_batches
-
     from .jobs import open_pinned
     store = open_pinned(store_path)
     rec = engine.Reconstructor(store, proj, device="cpu", prefetch=0)
     rows = batch_size * rec.chunk_batches  # iter_batches' chunks (private steps, on purpose: each timed alone)
 
     def thin():
-        return list(rechunk(thin_batches(thin_source, rec.thin_columns), rows))
+        t = rec.read_thin(thin_source)
+        return [t.slice(a, rows) for a in range(0, t.num_rows, rows)]
     chunks = thin()
     t_thin = median_time(thin, repeat=repeat)
     t_disk, t_fresh, t_stage = _prepare_times(rec, chunks, repeat, repeat)

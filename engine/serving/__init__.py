@@ -13,6 +13,8 @@ object storage for remote readers). Reconstruction's reads of the segments live 
 """
 
 from ._publish import publish
+from ._segment_info import SegmentInfo, SegmentPart
+from ._segments import write_parquet
 from ._store import UIHStore
 
-__all__ = ["UIHStore", "publish"]
+__all__ = ["UIHStore", "publish", "SegmentInfo", "SegmentPart", "write_parquet"]

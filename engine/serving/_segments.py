@@ -80,6 +80,8 @@ def choose_encodings(table: pa.Table) -> tuple:
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to a local Parquet file as segments are written (their encodings, row groups and
+    page checksums, fsync'd): a fair comparison for other files of the same events."""
     # Delta encoding makes the sorted user_id/seq columns nearly free (choose_encodings); page checksums
     # let a reader detect damaged bytes (CorruptionError) instead of returning wrong events.
     dictionary, encoding = choose_encodings(table)

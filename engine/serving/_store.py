@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 import warnings
@@ -31,6 +32,7 @@ from ._schema import (
     coerce_requests,
     coerce_updates,
 )
+from ._segment_info import SegmentInfo
 from ._snapshot import fat_rows, thin_rows
 
 logger = logging.getLogger("uih.engine.store")
@@ -216,6 +218,16 @@ class UIHStore:
     def _install(self, manifest):
         self._manifest = manifest
         self.view = ImmutableView(self.root, manifest, self.schema)
+
+    @staticmethod
+    def versions(path: str | os.PathLike[str] | _fs.RemotePath, filesystem: pafs.FileSystem | None = None) -> list[int]:
+        """The versions a store at ``path`` (a folder or a URI) holds, ascending; [] where it holds none."""
+        return _manifest.versions(_fs.resolve(path, filesystem))
+
+    @property
+    def segments(self) -> tuple[SegmentInfo, ...]:
+        """The current version's immutable segments (``SegmentInfo``: files, bytes, sidecars' event types)."""
+        return tuple(SegmentInfo.of(e) for e in self._manifest["segments"])
 
     @property
     def version(self) -> int:

@@ -14,6 +14,6 @@ from ._epoch import BatchIterator
 from ._order import Order
 from ._projection import Projection
 from ._reconstructor import Reconstructor
-from ._thin_source import shard
+from ._thin_source import parquet_files, shard
 
-__all__ = ["Projection", "Reconstructor", "Batch", "BatchIterator", "Order", "shard"]
+__all__ = ["Projection", "Reconstructor", "Batch", "BatchIterator", "Order", "shard", "parquet_files"]

@@ -17,7 +17,7 @@ from ..serving._schema import as_table, cast_array, check_int, check_path
 THIN_META = ("user_id", "request_ts", "store_id", "version", "imm_hw")
 
 
-def parquet_files(source) -> list:
+def parquet_files(source: str | Path | _fs.RemotePath | Iterable) -> list[Path | _fs.RemotePath]:
     """The Parquet files of a path, a folder, a URI (``s3://bucket/thin/``: one ``pyarrow.fs`` listing;
     options such as ``?endpoint_override=...`` go in the URI) or a list of them, each folder sorted by name."""
     if isinstance(source, (str, Path, _fs.RemotePath)):
