@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import ray
 import ray.train
@@ -34,7 +33,7 @@ from ray.train.torch import TorchTrainer
 import engine
 from ray_plugin import local_shard, uih_dataset
 from uih.fmt import machine_line, table, write_json
-from uih.hstu import HSTUish, add_task_arguments, build, normalized_entropy, split_heldout, train_step
+from uih.hstu import HSTUish, add_task_arguments, build, heldout_ne, split_heldout, train_step
 
 RESULTS = Path(__file__).resolve().parent / "results"  # the tracked copies: written only with --out bench/results
 DEFAULT_OUT = Path("uih_bench_out")
@@ -72,15 +71,7 @@ def _evaluate(model, cfg):
     proj = engine.Projection(["item_id", "action"], max_len=cfg["max_len"])
     rec, test = local_shard(cfg["root"], cfg["test"], proj, rank=0, world_size=1, version=cfg["version"],
                             device="cpu", extra_columns=EXTRA)
-    preds, ys = [], []
-    model.eval()
-    with torch.no_grad():
-        for b in rec.iter_batches(test, 256, extra_columns=EXTRA):
-            t = b.to_torch()
-            preds.append(torch.sigmoid(model(t["item_id"], t["action"].long(), t["lengths"].long(),
-                                             t["target_item"])).numpy())
-            ys.append(t["label"].numpy())
-    return float(normalized_entropy(np.concatenate(preds), np.concatenate(ys)))
+    return heldout_ne(model, (b.to_torch() for b in rec.iter_batches(test, 256, extra_columns=EXTRA)))
 
 
 def train_loop(cfg):

@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import engine
 from dali_plugin import UIHIterator, uih_pipeline
 from uih.fmt import machine_line, table, write_json
-from uih.hstu import HSTUish, add_task_arguments, build, normalized_entropy, split_heldout, train_step
+from uih.hstu import HSTUish, add_task_arguments, build, heldout_ne, split_heldout, train_step
 from uih.jobs import ran_on
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -48,14 +47,8 @@ def run_length(store, train, test, max_len, items, epochs, batch, seed=0, device
             train_step(model, opt, b)
             steps += 1
     train_s = time.perf_counter() - t0
-    model.eval()
-    preds, ys = [], []
-    with torch.no_grad():
-        for b in UIHIterator(uih_pipeline(rec, test, batch_size=256, extra_columns=extra)):
-            preds.append(torch.sigmoid(model(b["item_id"], b["action"].long(), b["lengths"].long(),
-                                             b["target_item"])).cpu().numpy())
-            ys.append(b["label"].cpu().numpy())
-    return {"max_len": max_len, "ne": float(normalized_entropy(np.concatenate(preds), np.concatenate(ys))),
+    ne = heldout_ne(model, UIHIterator(uih_pipeline(rec, test, batch_size=256, extra_columns=extra)))
+    return {"max_len": max_len, "ne": ne,
             "steps": steps, "train_s": train_s, "examples_per_s": steps * batch / train_s,
             "device": rec.device, "dali_device": pipe.device}
 

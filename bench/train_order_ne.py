@@ -28,7 +28,7 @@ import torch
 import engine
 from engine.training._order import DEFAULT_WINDOW
 from uih.fmt import machine_line, table, write_json
-from uih.hstu import HSTUish, add_task_arguments, build, normalized_entropy, split_heldout, train_step
+from uih.hstu import HSTUish, add_task_arguments, build, heldout_ne, split_heldout, train_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDERS = ("stream", "permutation", "shuffle")
@@ -58,15 +58,8 @@ def train_one(store, train, test, order: str, seed: int, a) -> dict:
             losses.append(float(train_step(model, opt, b.to_torch()).detach()))
             steps += 1
     train_s = time.perf_counter() - t0
-    model.eval()
-    preds, ys = [], []
-    with torch.no_grad():
-        for b in rec.iter_batches(test, 256, extra_columns=EXTRA):
-            t = b.to_torch()
-            preds.append(torch.sigmoid(model(t["item_id"], t["action"].long(), t["lengths"].long(),
-                                             t["target_item"])).numpy())
-            ys.append(t["label"].numpy())
-    return {"order": order, "seed": seed, "ne": float(normalized_entropy(np.concatenate(preds), np.concatenate(ys))),
+    ne = heldout_ne(model, (b.to_torch() for b in rec.iter_batches(test, 256, extra_columns=EXTRA)))
+    return {"order": order, "seed": seed, "ne": ne,
             "steps": steps, "train_s": train_s, "last_loss": float(np.mean(losses[-20:]))}
 
 

@@ -112,3 +112,15 @@ def s3():
     fs.create_dir(BUCKET)
     yield endpoint, fs
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def cp():
+    """CuPy, for the ``gpu`` tests (their arrays are CuPy's: the gpu extra), or a skip."""
+    cupy = pytest.importorskip("cupy", reason="the gpu tests' arrays are CuPy's (the gpu extra)")
+    if not hasattr(np, "row_stack"):  # numba-cuda <= 0.30 overloads it at its first compilation
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(np, "row_stack", np.vstack, raising=False)
+            yield cupy
+        return
+    yield cupy

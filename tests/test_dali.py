@@ -19,15 +19,22 @@ TENANTS = {
 }
 
 
+def store_with_tails(path, rng, users: int, events: int, rare: float, cutoff: int):
+    """A store of ``events`` events of ``users`` users, event type 3 at a ``rare`` share (a sidecar), sealed
+    before ``cutoff``, then 200 more events still mutable (the thin rows' logged tails)."""
+    store = engine.UIHStore.create(path, columns=COLUMNS)
+    ev = make_events(rng, range(users), events)
+    ev["action"] = np.where(rng.random(events) < rare, 3, ev["action"] % 3).astype(np.int32)
+    store.append(ev)
+    store.seal(cutoff)
+    store.append(make_events(rng, range(users), 200, t0=2_000_000))
+    return store
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     rng = np.random.default_rng(3)
-    store = engine.UIHStore.create(tmp_path_factory.mktemp("dali") / "s", columns=COLUMNS)
-    ev = make_events(rng, range(25), 4000)
-    ev["action"] = np.where(rng.random(4000) < 0.05, 3, ev["action"] % 3).astype(np.int32)
-    store.append(ev)
-    store.seal(600_000)
-    store.append(make_events(rng, range(25), 200, t0=2_000_000))
+    store = store_with_tails(tmp_path_factory.mktemp("dali") / "s", rng, 25, 4000, 0.05, 600_000)
     thin = store.snapshot({"user_id": rng.integers(0, 30, 101), "request_ts": np.full(101, 3_000_000)})
     yield store, thin
     store.close()

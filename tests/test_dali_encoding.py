@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from test_dali import store_with_tails
 
 import engine
 import kernels
 from dali_plugin._kernel_plan import ChunkWord, ShareWord, decode, encode_chunk, encode_share
 from engine.training._unassembled import Column, FilterLanes, Lane, Unassembled
-from uih.workload import COLUMNS
-from uih.workload import random_events as make_events
 
 SOURCE_FIELDS = kernels.Source._fields
 
@@ -163,12 +162,7 @@ def test_a_synthetic_batch_round_trips():
 @pytest.fixture(scope="module")
 def store_and_thin(tmp_path_factory):
     rng = np.random.default_rng(5)
-    store = engine.UIHStore.create(tmp_path_factory.mktemp("enc") / "s", columns=COLUMNS)
-    ev = make_events(rng, range(20), 3000)
-    ev["action"] = np.where(rng.random(3000) < 0.1, 3, ev["action"] % 3).astype(np.int32)
-    store.append(ev)
-    store.seal(700_000)
-    store.append(make_events(rng, range(20), 200, t0=2_000_000))  # logged tails
+    store = store_with_tails(tmp_path_factory.mktemp("enc") / "s", rng, 20, 3000, 0.1, 700_000)
     n = 41
     thin = store.snapshot({"user_id": rng.integers(0, 24, n), "request_ts": np.full(n, 3_000_000)})
     thin = (thin.append_column("label", pa.array(rng.random(n) < 0.5))

@@ -8,14 +8,12 @@ import sys
 import textwrap
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from test_dali_assemble import check_equal
+from test_order import log_requests
 
 import engine
 from dali_plugin import UIHIterator, uih_pipeline
-from uih.workload import COLUMNS
-from uih.workload import random_events as make_events
 
 DAY = 86_400_000_000
 PADDED = engine.Projection(["item_id", "action", "ts"], max_len=24)
@@ -36,23 +34,8 @@ MODES = {
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """A store with sealed and mutable events, and 2,600 thin rows (3 shuffle blocks) in Parquet."""
-    rng = np.random.default_rng(17)
-    root = tmp_path_factory.mktemp("dali_order")
-    store = engine.UIHStore.create(root / "store", columns=COLUMNS, event_type_column="action")
-    users = np.arange(40)
-    thins = []
-    for d in range(2):
-        store.append(make_events(rng, users, 2000, t0=d * DAY, span=DAY))
-        for k in range(5):
-            req = {"user_id": rng.choice(users, 260), "request_ts": np.full(260, d * DAY + (k + 1) * DAY // 6)}
-            thins.append(store.snapshot(req))
-        store.seal(d * DAY + DAY // 2)
-    thin = pa.concat_tables(thins)
-    thin = thin.append_column("example_id", pa.array(np.arange(thin.num_rows), pa.int64()))
-    pq.write_table(thin, root / "thin.parquet", row_group_size=700)
-    store.close()
-    return root
+    """2,600 thin rows over 2 days (3 shuffle blocks)."""
+    return log_requests(tmp_path_factory.mktemp("dali_order"), seed=17, days=2, per_snapshot=260)
 
 
 @pytest.fixture
@@ -79,15 +62,6 @@ def take(it, n=None) -> list:
         if len(out) == n:
             break
     return out
-
-
-def check_equal(got, expected):
-    assert len(got) == len(expected)
-    for g, w in zip(got, expected):
-        assert list(g) == list(w)
-        for k in w:
-            assert g[k].dtype == w[k].dtype, k
-            np.testing.assert_array_equal(g[k], w[k], err_msg=k)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -21,17 +21,6 @@ FILTERS = [(None, None), ((1, 3), None), (None, 300), ((0, 2), 500), ((7,), None
 PADS = ((0, -1), (5,))
 
 
-@pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy", reason="the CUDA twins' arrays are CuPy's (the gpu extra)")
-    if not hasattr(np, "row_stack"):  # numba-cuda <= 0.30 overloads it at its first compilation
-        with pytest.MonkeyPatch.context() as m:
-            m.setattr(np, "row_stack", np.vstack, raising=False)
-            yield cupy
-        return
-    yield cupy
-
-
 @pytest.fixture
 def stream():
     from numba import cuda

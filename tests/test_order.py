@@ -21,18 +21,18 @@ DAY = 86_400_000_000
 PROJ = engine.Projection(["item_id", "action", "ts"], max_len=24)
 
 
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    """A store with sealed and mutable events, and 2,600 thin rows (3 blocks) written to Parquet."""
-    rng = np.random.default_rng(7)
-    root = tmp_path_factory.mktemp("order")
+def log_requests(root, seed: int, days: int, per_snapshot: int):
+    """A store in ``root/store`` with sealed and mutable events (40 users), and thin rows logged five times a
+    day, numbered by ``example_id``, in ``root/thin.parquet`` (row groups of 700)."""
+    rng = np.random.default_rng(seed)
     store = engine.UIHStore.create(root / "store", columns=COLUMNS, event_type_column="action")
     users = np.arange(40)
     thins = []
-    for d in range(3):
+    for d in range(days):
         store.append(make_events(rng, users, 2000, t0=d * DAY, span=DAY))
         for k in range(5):
-            req = {"user_id": rng.choice(users, 180), "request_ts": np.full(180, d * DAY + (k + 1) * DAY // 6)}
+            req = {"user_id": rng.choice(users, per_snapshot),
+                   "request_ts": np.full(per_snapshot, d * DAY + (k + 1) * DAY // 6)}
             thins.append(store.snapshot(req))
         store.seal(d * DAY + DAY // 2)
     thin = pa.concat_tables(thins)
@@ -40,6 +40,12 @@ def logged(tmp_path_factory):
     pq.write_table(thin, root / "thin.parquet", row_group_size=700)
     store.close()
     return root
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """2,700 thin rows over 3 days (3 shuffle blocks)."""
+    return log_requests(tmp_path_factory.mktemp("order"), seed=7, days=3, per_snapshot=180)
 
 
 @pytest.fixture

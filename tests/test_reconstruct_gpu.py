@@ -22,17 +22,6 @@ NAMES = ["seq", "ts", *COLUMNS, *FLOATS]
 
 
 @pytest.fixture(scope="module")
-def cp():
-    cupy = pytest.importorskip("cupy", reason="device='cuda' returns CuPy arrays (the gpu extra)")
-    if not hasattr(np, "row_stack"):  # numba-cuda <= 0.30 overloads it at its first compilation
-        with pytest.MonkeyPatch.context() as m:
-            m.setattr(np, "row_stack", np.vstack, raising=False)
-            yield cupy
-        return
-    yield cupy
-
-
-@pytest.fixture(scope="module")
 def logged(tmp_path_factory):
     """A store moved on by seals, updates and a compaction, and thin rows logged at every step (tails
     included), with one unknown user; yields (store, thin rows)."""

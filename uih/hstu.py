@@ -118,6 +118,20 @@ def normalized_entropy(p, y):
     return ll / -(base * np.log(base) + (1 - base) * np.log(1 - base))
 
 
+def heldout_ne(model, batches) -> float:
+    """The model's normalized entropy over ``batches`` (dicts of tensors with ``target_item`` and ``label``:
+    ``Batch.to_torch()``, a DALI or a DataLoader batch), in eval mode without gradients."""
+    import torch
+    preds, ys = [], []
+    model.eval()
+    with torch.no_grad():
+        for t in batches:
+            preds.append(torch.sigmoid(model(t["item_id"], t["action"].long(), t["lengths"].long(),
+                                             t["target_item"])).cpu().numpy())
+            ys.append(t["label"].cpu().numpy())
+    return float(normalized_entropy(np.concatenate(preds), np.concatenate(ys)))
+
+
 def split_heldout(thin: pa.Table, folds: int = 5):
     """(train, test) thin rows; the test users are one user shard, so no user is in both."""
     test = engine.shard(thin, num_shards=folds, index=0)
