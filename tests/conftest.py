@@ -9,6 +9,7 @@ os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401
+import pyarrow.parquet as pq
 import pytest
 
 import engine
@@ -124,3 +125,33 @@ def cp():
             yield cupy
         return
     yield cupy
+
+
+ORDER_DAY = 86_400_000_000
+
+
+def log_requests(root, seed: int, days: int, per_snapshot: int):
+    """A store in ``root/store`` with sealed and mutable events (40 users), and thin rows logged five times a
+    day, numbered by ``example_id``, in ``root/thin.parquet`` (row groups of 700)."""
+    rng = np.random.default_rng(seed)
+    store = engine.UIHStore.create(root / "store", columns=COLUMNS, event_type_column="action")
+    users = np.arange(40)
+    thins = []
+    for d in range(days):
+        store.append(make_events(rng, users, 2000, t0=d * ORDER_DAY, span=ORDER_DAY))
+        for k in range(5):
+            req = {"user_id": rng.choice(users, per_snapshot),
+                   "request_ts": np.full(per_snapshot, d * ORDER_DAY + (k + 1) * ORDER_DAY // 6)}
+            thins.append(store.snapshot(req))
+        store.seal(d * ORDER_DAY + ORDER_DAY // 2)
+    thin = pa.concat_tables(thins)
+    thin = thin.append_column("example_id", pa.array(np.arange(thin.num_rows), pa.int64()))
+    pq.write_table(thin, root / "thin.parquet", row_group_size=700)
+    store.close()
+    return root
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory):
+    """The training-order tests' store and 2,700 thin rows over 3 days (3 shuffle blocks)."""
+    return log_requests(tmp_path_factory.mktemp("order"), seed=7, days=3, per_snapshot=180)

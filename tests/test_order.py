@@ -8,44 +8,13 @@ import sys
 import textwrap
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import engine
 from engine.training import _order
-from uih.workload import COLUMNS
-from uih.workload import random_events as make_events
 
 DAY = 86_400_000_000
 PROJ = engine.Projection(["item_id", "action", "ts"], max_len=24)
-
-
-def log_requests(root, seed: int, days: int, per_snapshot: int):
-    """A store in ``root/store`` with sealed and mutable events (40 users), and thin rows logged five times a
-    day, numbered by ``example_id``, in ``root/thin.parquet`` (row groups of 700)."""
-    rng = np.random.default_rng(seed)
-    store = engine.UIHStore.create(root / "store", columns=COLUMNS, event_type_column="action")
-    users = np.arange(40)
-    thins = []
-    for d in range(days):
-        store.append(make_events(rng, users, 2000, t0=d * DAY, span=DAY))
-        for k in range(5):
-            req = {"user_id": rng.choice(users, per_snapshot),
-                   "request_ts": np.full(per_snapshot, d * DAY + (k + 1) * DAY // 6)}
-            thins.append(store.snapshot(req))
-        store.seal(d * DAY + DAY // 2)
-    thin = pa.concat_tables(thins)
-    thin = thin.append_column("example_id", pa.array(np.arange(thin.num_rows), pa.int64()))
-    pq.write_table(thin, root / "thin.parquet", row_group_size=700)
-    store.close()
-    return root
-
-
-@pytest.fixture(scope="module")
-def logged(tmp_path_factory):
-    """2,700 thin rows over 3 days (3 shuffle blocks)."""
-    return log_requests(tmp_path_factory.mktemp("order"), seed=7, days=3, per_snapshot=180)
 
 
 @pytest.fixture
@@ -169,12 +138,18 @@ def test_shares_are_disjoint_and_follow_the_global_order(rec, logged):
         assert [x.tolist() for x in parts[i]] == [x.tolist() for x in glob[i::3]]
 
 
-@pytest.mark.parametrize("kwargs, match", [
+# bad order keywords and what their InvalidArgument names (the DALI tests feed the same ones to uih_pipeline)
+BAD_ORDER = [
     (dict(order="random"), "order must be"),
     (dict(order="shuffle", seed=-1), "seed"),
     (dict(order="shuffle", seed=1.5), "seed"),
     (dict(order="shuffle", shuffle_window=0), "shuffle_window"),
     (dict(order="shuffle", epoch="1"), "epoch"),
+]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    *BAD_ORDER,
     (dict(share=(2, 2)), "share index"),
     (dict(resume={"format": "x"}), "state_dict"),
 ])

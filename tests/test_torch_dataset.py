@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_order import PROJ, logged  # noqa: F401  (the module's store and thin rows)
+from test_order import PROJ
 
 import engine
 from torch_plugin import UIHDataset
@@ -13,7 +13,7 @@ from torch_plugin import UIHDataset
 KW = dict(order="shuffle", seed=4, shuffle_window=900)
 
 
-def _expected(logged, epoch=0, batch_size=100):  # noqa: F811
+def _expected(logged, epoch=0, batch_size=100):
     with engine.UIHStore.open(logged / "store", read_only=True) as store:
         rec = engine.Reconstructor(store, PROJ, device="cpu")
         return [{k: np.array(v) for k, v in b.items()}
@@ -30,7 +30,7 @@ def _same(got, want):
 
 
 @pytest.fixture(scope="module")
-def used_engine(logged):  # noqa: F811
+def used_engine(logged):
     """The parent process has run the engine (its kernels' thread pools exist) before any worker starts."""
     _expected(logged)
     return logged
