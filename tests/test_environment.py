@@ -182,16 +182,24 @@ def _check_torch_cpu():
     return mod
 
 
-def _report(*pkgs):
-    return {"install": [{"metadata": {"name": n, "version": v}} for n, v in pkgs]}
+def _report(*pkgs, torch_requires=()):
+    return {"install": [{"metadata": {"name": n, "version": v,
+                                      **({"requires_dist": list(torch_requires)} if n == "torch" else {})}}
+                        for n, v in pkgs]}
 
 
 def test_cpu_check_stops_a_cuda_torch_and_passes_the_cpu_build():
     check = _check_torch_cpu()
     cuda = _report(("torch", "2.13.0"), ("nvidia-cublas-cu12", "12.8.4.1"), ("nvidia-cudnn-cu12", "9.10.2.21"),
-                   ("sympy", "1.14.0"))
+                   ("sympy", "1.14.0"), torch_requires=['nvidia-cublas-cu12==12.8.4.1; platform_system == "Linux"',
+                                                        "nvidia-cudnn-cu12==9.10.2.21", "sympy>=1.13.3"])
     assert check.cuda_packages(cuda) == ["nvidia-cublas-cu12==12.8.4.1", "nvidia-cudnn-cu12==9.10.2.21"]
     assert check.cuda_packages(_report(("torch", "2.13.0+cu128"))) == ["torch==2.13.0+cu128"]
     assert check.cuda_packages(_report(("torch", "2.13.0+cpu"), ("numpy", "2.4.6"))) == []
+    # DALI's own nvidia-* libraries beside an installed CPU torch (the CPU path's usual case), or beside a
+    # CPU torch that does not require them, are not a CUDA torch
+    dali = (("nvidia-dali-cuda120", "2.4.0"), ("nvidia-nvimgcodec-cu12", "0.9.0.20"))
+    assert check.cuda_packages(_report(*dali)) == []
+    assert check.cuda_packages(_report(("torch", "2.13.0+cpu"), *dali, torch_requires=["sympy"])) == []
     text = check.message(check.cuda_packages(cuda), ["torch==2.13.0"])
     assert "--index-url https://download.pytorch.org/whl/cpu" in text and "environment.yml" in text

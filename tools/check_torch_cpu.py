@@ -3,9 +3,11 @@
     python tools/check_torch_cpu.py PIP_INSTALL_ARGS...
 
 asks pip what ``pip install PIP_INSTALL_ARGS`` would install (``--dry-run --report``, nothing installed) and
-exits 1, with what to do instead, where that is a CUDA torch (``torch==X+cuNNN``) or any ``nvidia-*`` CUDA
-runtime package (a CUDA torch from the default index brings about 16 of them, several GB). Exit 0: the
-install is CPU only. ``make install`` runs it before each pip install of the CPU path.
+exits 1, with what to do instead, where that is a CUDA torch (``torch==X+cuNNN``, or a torch whose
+requirements are ``nvidia-*`` CUDA runtime packages: the default index's build brings about 16 of them,
+several GB). Other ``nvidia-*`` packages are not torch's: DALI (``nvidia-dali-cuda120``, a dependency that
+runs CPU-only pipelines here) brings its own small codec libraries. Exit 0: torch stays CPU only.
+``make install`` runs it before each pip install of the CPU path.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 def cuda_packages(report: dict) -> list:
     """``name==version`` of each CUDA package in a pip installation report (``pip install --report``)."""
-    out = []
-    for item in report.get("install", []):
-        name, version = item["metadata"]["name"].lower(), item["metadata"]["version"]
-        if name.startswith("nvidia-") or (name == "torch" and "+cu" in version):
-            out.append(f"{name}=={version}")
+    items = {i["metadata"]["name"].lower(): i["metadata"] for i in report.get("install", [])}
+    torch = items.get("torch")
+    if torch is None:  # torch already installed (the CPU build, first): nothing here can make it a CUDA one
+        return []
+    # what torch itself requires: a CUDA build names its runtime libraries (nvidia-cublas-cu12, ...)
+    wants = {r.split(";")[0].split("[")[0].strip().split(" ")[0].split("=")[0].split(">")[0].split("<")[0].lower()
+             for r in torch.get("requires_dist") or []}
+    out = [f"torch=={torch['version']}"] if "+cu" in torch["version"] else []
+    out += [f"{n}=={m['version']}" for n, m in items.items() if n.startswith("nvidia-") and n in wants]
     return out
 
 
