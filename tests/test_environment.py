@@ -88,12 +88,18 @@ def environment() -> dict:
     return out
 
 
+# extras the conda environment leaves to the user: TorchRec's fbgemm-gpu must be the build made for the exact
+# torch installed (1.8.0 for torch 2.13), and environment.yml's pytorch-gpu is conda-forge's, not pinned to it
+NOT_IN_CONDA_ENV = {"torchrec"}
+
+
 def pyproject() -> dict:
-    """Every requirement of pyproject.toml (dependencies and all extras), by name."""
+    """Every requirement of pyproject.toml (dependencies and the extras the conda env carries), by name."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(project["dependencies"])
-    for extra in project["optional-dependencies"].values():
-        reqs += extra
+    for name, extra in project["optional-dependencies"].items():
+        if name not in NOT_IN_CONDA_ENV:
+            reqs += extra
     return {Requirement(r).name.lower(): Requirement(r).specifier for r in reqs}
 
 
