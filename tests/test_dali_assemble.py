@@ -129,7 +129,7 @@ def test_auto_choice_and_errors(setup, tmp_path):
     jag = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=8, layout="jagged"), device="cpu")
     with pytest.raises(engine.InvalidArgument, match="in-process CPU pipeline"):
         uih_pipeline(jag, thin, batch_size=8, device_id=None, assembly="dali_operator")
-    with pytest.raises(engine.SchemaError, match="padded projection"):
+    with pytest.raises(engine.InvalidArgument, match="padded projection"):
         next(jag.iter_unassembled(thin, 8))
     wide = engine.Reconstructor(store, engine.Projection(["item_id", "action", "ts", "surface", "dwell_ms"],
                                                          max_len=8), device="cpu")

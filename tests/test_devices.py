@@ -149,7 +149,7 @@ def test_cudf_that_fails_to_import_means_pyarrow(monkeypatch, sealed):
 
 # ---- DALI placement rule ------------------------------------------------------------------------
 def fake_rec(device, gpu=0):
-    return types.SimpleNamespace(device=device, backend=types.SimpleNamespace(device_id=gpu))
+    return types.SimpleNamespace(device=device, device_id=gpu if device == "cuda" else None)
 
 
 def test_pipeline_placement_follows_the_reconstructor():

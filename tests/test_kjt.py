@@ -109,4 +109,4 @@ def test_without_torchrec_a_missing_dependency_names_the_fix(monkeypatch, failur
              "offsets": torch.tensor([0, 1, 1, 3])}
     with pytest.raises(engine.MissingDependency, match=r"uih-latemat\[torchrec\].*make test-torchrec"):
         to_kjt(batch)
-    assert torch_plugin.__all__ == ["to_kjt"]
+    assert torch_plugin.__all__ == ["UIHDataset", "to_kjt"]

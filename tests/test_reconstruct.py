@@ -135,7 +135,7 @@ def test_shard_splits_users_disjointly(history):
     assert not (users[0] & users[1]) and not (users[1] & users[2]) and not (users[0] & users[2])
     ids = parts[1]["example_id"].to_numpy()
     assert (np.diff(ids) > 0).all()  # order kept
-    with pytest.raises(engine.SchemaError):
+    with pytest.raises(engine.InvalidArgument, match="num_shards"):
         engine.shard(thin, 0, 0)
 
 

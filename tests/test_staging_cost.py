@@ -35,7 +35,7 @@ def test_chunk_preparation_calls_do_not_grow_with_events(tmp_path, actions):
         thin = store.snapshot(requests(np.random.default_rng(3), 8, 64))
         rec = engine.Reconstructor(store, engine.Projection(COLUMNS, max_len=history, actions=actions),
                                    device="cpu", prefetch=0)
-        t = rec._as_thin(thin)
+        t = rec._checker.table(thin)
         rec._prepare(rec._plan(t))  # warm: row groups decoded, arena blocks filled
         arena, used = rec._arena, []
         real = arena.acquire

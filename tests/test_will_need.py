@@ -138,7 +138,7 @@ def test_each_chunk_is_advised_exactly_what_it_decodes(small_groups_store, monke
     for lo in range(0, len(thin), 8):
         advised.clear()
         decoded.clear()
-        rec._prepare(rec._plan(rec._as_thin(thin.slice(lo, 8)), hint=True))  # private steps: one chunk
+        rec._prepare(rec._plan(rec._checker.table(thin.slice(lo, 8)), hint=True))  # private steps: one chunk
         want, have = {}, {}
         for path, groups, cols in decoded:
             want.setdefault(os.path.basename(path), set()).update(_chunk_bytes(path, groups, cols))
@@ -252,7 +252,7 @@ def test_a_chunk_looks_up_its_runs_once_for_advice_and_decoding(small_groups_sto
 
     store, thin = small_groups_store
     rec = engine.Reconstructor(store, engine.Projection(["item_id"], max_len=50), device="cpu")
-    t = rec._as_thin(thin.slice(0, 8))
+    t = rec._checker.table(thin.slice(0, 8))
     rec._prepare(rec._plan(t))  # warm: indexes and footers open
     calls = {"select_runs": 0, "cut_at_blocks": 0}
     for mod, name in ((_segment_index, "select_runs"), (_reads, "cut_at_blocks")):
