@@ -151,6 +151,7 @@ BAD_ORDER = [
 @pytest.mark.parametrize("kwargs, match", [
     *BAD_ORDER,
     (dict(share=(2, 2)), "share index"),
+    (dict(share=5), "share must be"),
     (dict(resume={"format": "x"}), "state_dict"),
 ])
 def test_bad_order_arguments_are_invalid_argument(rec, logged, kwargs, match):

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._errors import InvalidArgument
 from ..serving import _fs
 from . import _order
 from ._batch import Batch
@@ -26,6 +27,8 @@ class Epoch:
     def __init__(self, thin_source, columns: list, batch_size: int, chunk_rows: int, order: _order.Order,
                  resume=None, share=None):
         self.batch_size, self.chunk_rows, self.order = batch_size, chunk_rows, order
+        if share is not None and not (isinstance(share, (tuple, list)) and len(share) == 2):
+            raise InvalidArgument(f"share must be (index, count), got {share!r}")
         index, count = (0, 1) if share is None else share
         self._streaming = order.order == "stream" and resume is None and share is None
         self._source, self._columns = thin_source, columns
