@@ -20,6 +20,8 @@ BAD = {
     "users-negative": ["demo", "--users", "-5"],
     "users-fraction": ["demo", "--users", "1.5"],
     "users-word": ["demo", "--users", "many"],
+    "users-huge": ["demo", "--users", str(2**40)],
+    "median-history-huge": ["demo", "--median-history", "100000000"],
     "days-0": ["demo", "--days", "0"],
     "median-history-0": ["demo", "--median-history", "0"],
     "batch-size-0": ["demo", "--batch-size", "0"],

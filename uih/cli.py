@@ -107,14 +107,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# the largest size or count a command takes: beyond it NumPy allocations fail (a traceback, not a message)
+# long before anything useful runs; the workloads here are a few thousand users and days
+MAX_COUNT = 10**7
+
+
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (sizes and counts)."""
+    """argparse type: an integer from 1 to ``MAX_COUNT`` (sizes and counts)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    if not 1 <= value <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_COUNT:,}, got {text!r}")
     return value
 
 
