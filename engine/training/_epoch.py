@@ -12,13 +12,11 @@ from collections.abc import Generator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .._errors import InvalidArgument
-from ..serving import _fs
 from . import _order
 from ._batch import Batch
-from ._thin_source import parquet_files, rechunk, thin_batches
+from ._thin_source import count_rows, rechunk, thin_batches, thin_table
 
 
 class Epoch:
@@ -35,19 +33,9 @@ class Epoch:
         if self._streaming:  # read as it goes: no need to hold or even count the thin rows up front
             self._table, self.n, self.share = None, None, _order.Share()
             return
-        batches = list(thin_batches(thin_source, columns))
-        self._table = pa.Table.from_batches(batches) if batches else None
-        self.n = 0 if self._table is None else self._table.num_rows
+        self._table = thin_table(thin_source, columns)
+        self.n = self._table.num_rows
         self.share = _order.resume_share(resume, order, batch_size, self.n, index, count)
-
-    @property
-    def schema(self) -> pa.Schema:
-        if self._table is not None:
-            return self._table.schema
-        if isinstance(self._source, pa.Table):
-            return self._source.select(self._columns).schema
-        full = pq.read_schema(_fs.open_input(parquet_files(self._source)[0]))
-        return pa.schema([full.field(c) for c in self._columns])
 
     def tables(self):
         """The thin-row tables of this reader's chunks, in order."""
@@ -69,7 +57,7 @@ class Epoch:
 
     def state(self, yielded: int) -> dict:
         if self.n is None:  # streaming: the rows are counted only when a state is asked for
-            self.n = sum(b.num_rows for b in thin_batches(self._source, ["user_id"]))
+            self.n = count_rows(self._source)
         return _order.state(self.order, self.batch_size, self.n, self.share, yielded)
 
 

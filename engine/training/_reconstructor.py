@@ -38,7 +38,7 @@ from ._prefetch import prefetch as background
 from ._projection import Projection
 from ._staging import Stager
 from ._thin_rows import ThinRowChecker
-from ._thin_source import THIN_META, pass_through_columns, thin_batches
+from ._thin_source import THIN_META, pass_through_columns, thin_table
 from ._unassembled import Unassembled
 
 PUSHDOWN = frozenset({"columns", "users", "rows", "types"})
@@ -315,7 +315,7 @@ class Reconstructor:
         cols = self.thin_columns + list(extra_columns)
         ep = Epoch(thin_source, cols, bs, bs * 64, _order.Order(order, seed, epoch, shuffle_window), None, share)
         parts = list(ep.tables())
-        return pa.concat_tables(parts) if parts else pa.Table.from_batches([], ep.schema)
+        return pa.concat_tables(parts) if parts else thin_table(thin_source, cols).slice(0, 0)
 
     @staticmethod
     def pass_through_columns(thin_source: ThinSource) -> list[str]:
@@ -327,7 +327,7 @@ class Reconstructor:
         """The thin rows of ``thin_source`` (Parquet path(s) or a Table), only the columns this
         projection reads plus ``extra_columns``: what a worker or shard needs to hold."""
         cols = [*self.thin_columns, *check_names(extra_columns, "extra_columns")]
-        return pa.Table.from_batches(list(thin_batches(thin_source, cols)))
+        return thin_table(thin_source, cols)
 
     # ---- chunk preparation (host side, may run in the prefetch thread) ----------------------------
     def _schema_dtype(self, c):

@@ -43,19 +43,43 @@ def thin_batches(source, columns: list):
             raise SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
         yield from t.select(columns).to_batches()
         return
+    for path, pf in _parquet(source):
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise SchemaError(f"{path} lacks thin-row column(s) {missing}; make them with UIHStore.snapshot()")
+        yield from pf.iter_batches(batch_size=65_536, columns=columns)
+
+
+def _parquet(source):
+    """``(path, ParquetFile)`` of each file of a Parquet thin source, opened for random access (no readahead
+    past the projected columns)."""
     paths = parquet_files(source)
     if not paths:
         raise SchemaError(f"no Parquet thin-row files found in {source!r}")
     for path in paths:
         try:
-            pf = pq.ParquetFile(_fs.open_input(path))  # random access: no readahead past the projected columns
+            yield path, pq.ParquetFile(_fs.open_input(path))
         except pa.ArrowInvalid as e:
             raise SchemaError(f"thin-row source {path} is not a Parquet file ({e}); pass the files that "
                               "UIHStore.snapshot()'s rows were written to") from e
-        missing = [c for c in columns if c not in pf.schema_arrow.names]
-        if missing:
-            raise SchemaError(f"{path} lacks thin-row column(s) {missing}; make them with UIHStore.snapshot()")
-        yield from pf.iter_batches(batch_size=65_536, columns=columns)
+
+
+def thin_table(source, columns: list) -> pa.Table:
+    """The whole thin source's ``columns`` as one Table (empty, with those columns, when it has no rows)."""
+    batches = list(thin_batches(source, columns))
+    if batches:
+        return pa.Table.from_batches(batches)
+    if isinstance(source, (pa.Table, pa.RecordBatch, Mapping)):
+        return as_table(source, "thin rows").select(columns).slice(0, 0)
+    _, pf = next(_parquet(source))
+    return pf.schema_arrow.empty_table().select(columns)
+
+
+def count_rows(source) -> int:
+    """The thin source's rows, from the Parquet footers (no row read) or the Table."""
+    if isinstance(source, (pa.Table, pa.RecordBatch, Mapping)):
+        return as_table(source, "thin rows").num_rows
+    return sum(pf.metadata.num_rows for _, pf in _parquet(source))
 
 
 def pass_through_columns(source) -> list:
