@@ -402,12 +402,12 @@ def test_reader_of_a_version_pruned_while_it_opens_retries(local, s3, monkeypatc
     listed = real_versions(_fs.resolve(uri, s3[1]))
     calls = []
 
-    def recover(path, repair=False, acked=(0, 0)):
+    def recover(path, repair=False, acked=(0, 0), **kw):
         calls.append(str(path))
         if len(calls) == 1:  # as if pruned between loading the manifest and replaying its log
             monkeypatch.setattr(_manifest, "versions", lambda root: real_versions(root)[:-1])
             raise FileNotFoundError(path)
-        return real_recover(path, repair, acked)
+        return real_recover(path, repair, acked, **kw)
     monkeypatch.setattr(_log, "recover", recover)
     with engine.UIHStore.open(uri, read_only=True, filesystem=s3[1]) as store:
         assert len(calls) == 2 and store.version == listed[-2]

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from .._errors import CorruptionError, UIHError
 from . import _fs
 from ._durable import fsync_dir
-from ._segments import choose_encodings
+from ._segments import choose_encodings, default_encodings
 
 MAGIC = b"\xc6ulg"  # differs from both earlier magics in every byte: no single flip turns one into another
 # magic, kind, pad, payload length, crc32(payload), chain value of the previous record, own offset,
@@ -60,13 +60,18 @@ _LEGACY = struct.Struct("<4sB3xQI")  # magic, kind, pad, payload length, crc32(k
 APPEND, UPDATE = 1, 2
 KINDS = (APPEND, UPDATE)
 
+CHOOSE_ROWS = 4096  # a record this large is a fair sample to choose the log's encodings on
 _PARQUET = b"PAR1"  # an Arrow IPC stream (the earlier payloads) starts with 0xFFFFFFFF instead
 
 
-def _encode(table: pa.Table) -> pa.Buffer:
-    if {"user_id", "seq"} <= set(table.column_names):
+def _encode(table: pa.Table, encodings: tuple | None = None, presorted: bool = False) -> pa.Buffer:
+    """The record payload of ``table``: ``encodings`` as ``choose_encodings`` returns them (None: chosen
+    here); ``presorted``: the rows are already in (user_id, seq) order, so no sort is needed."""
+    if not presorted and {"user_id", "seq"} <= set(table.column_names):
         table = table.sort_by([("user_id", "ascending"), ("seq", "ascending")])
-    dictionary, encoding = choose_encodings(table)  # as a segment's: the log holds the same columns
+    dictionary, encoding = choose_encodings(table) if encodings is None else encodings
+    names = set(table.column_names)  # an update record holds only some of the chosen columns
+    dictionary, encoding = [c for c in dictionary if c in names], {c: e for c, e in encoding.items() if c in names}
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, table.schema, compression="zstd", use_dictionary=dictionary, write_statistics=False,
                           column_encoding=encoding) as w:
@@ -87,40 +92,62 @@ def chain_of(header: bytes) -> int:
 
 
 class AppendLog:
-    """One log file, opened for appending; ``replay`` reads it back."""
+    """One log file, opened for appending; ``replay`` reads it back.
 
-    def __init__(self, path: Path, chain: int | None = None):
-        """Open ``path`` for appending; ``chain``: the chain value at its end (None: read the file for it)."""
+    The feature columns' encodings are chosen once per log, on the first record of at least
+    ``CHOOSE_ROWS`` rows, and reused for every later record (choosing encodes a sample of each integer
+    column twice, which cost more than the record's own encoding); smaller records before that get the
+    keys' delta encoding and dictionaries (``_segments.default_encodings``). Each payload is a
+    self-describing Parquet file, so the choice is a writer's matter only and replay never needs it.
+    """
+
+    def __init__(self, path: Path, chain: int | None = None, encodings: tuple | None = None):
+        """Open ``path`` for appending; ``chain``: the chain value at its end (None: read the file for it);
+        ``encodings``: a choice to reuse (e.g. the previous log's, carried over by a seal)."""
         self.path = Path(path)
         if chain is None:
             chain = recover(self.path).chain
         self._f = open(self.path, "ab")
         self.size = self._f.tell()
         self.chain = chain
+        self.encodings = encodings
         self._broken: OSError | None = None
 
+    def _encodings_for(self, kind: int, table: pa.Table) -> tuple:
+        if self.encodings is None:
+            if kind != APPEND or table.num_rows < CHOOSE_ROWS:  # an update holds only some columns
+                return default_encodings(table)
+            self.encodings = choose_encodings(table)
+        return self.encodings
+
     @staticmethod
-    def create(path: Path, records=()) -> AppendLog:
-        """Write a fresh log holding ``records`` (kind, table) durably, then open it for appending."""
+    def create(path: Path, records=(), encodings: tuple | None = None) -> AppendLog:
+        """Write a fresh log holding ``records`` (kind, table, presorted) durably, then open it for
+        appending; ``encodings``: as in ``__init__``."""
         path = Path(path)
         chain, offset = 0, 0
         with open(path, "wb") as f:
-            for kind, table in records:
-                header, payload = _frame(kind, _encode(table), chain, offset)
+            for kind, table, presorted in records:
+                if encodings is None and kind == APPEND and table.num_rows >= CHOOSE_ROWS:
+                    encodings = choose_encodings(table)
+                header, payload = _frame(kind, _encode(table, encodings or default_encodings(table), presorted),
+                                         chain, offset)
                 f.write(header)
                 f.write(payload)
                 chain, offset = chain_of(header), offset + len(header) + payload.size
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(path.parent)
-        return AppendLog(path, chain)
+        return AppendLog(path, chain, encodings)
 
-    def append(self, kind: int, table: pa.Table) -> None:
-        """Durably add one record; on any failure the file is cut back so nothing partial remains."""
+    def append(self, kind: int, table: pa.Table, presorted: bool = False) -> None:
+        """Durably add one record; on any failure the file is cut back so nothing partial remains.
+        ``presorted``: the rows are in (user_id, seq) order already."""
         if self._broken:
             raise UIHError(f"log {self.path} could not be cut back after a failed write ({self._broken}); "
                            "close the store and reopen it (the open repairs the log)")
-        header, payload = _frame(kind, _encode(table), self.chain, self.size)
+        payload = _encode(table, self._encodings_for(kind, table), presorted)
+        header, payload = _frame(kind, payload, self.chain, self.size)
         try:
             self._f.write(header)
             self._f.write(payload)
@@ -156,20 +183,26 @@ class Recovered(NamedTuple):
     chain: int  # chain value of the last whole record (0: none)
 
 
-def recover(path, repair: bool = False, acked: tuple = (0, 0)) -> Recovered:
+def recover(path, repair: bool = False, acked: tuple = (0, 0), decode: bool = True,
+            stop: int | None = None) -> Recovered:
     """Read ``path``; a torn tail after the marker ``acked`` = (log_bytes, log_crc32) is dropped, and
     cut off only if ``repair``; a log that ends before the marker, or does not pass through it, is a
     CorruptionError (nothing truncated).
 
     Only the writer may repair: for a reader, the "torn" tail may be a record still being written.
+    ``decode=False`` checks every record's framing (checksums, chain, offsets, the marker) without
+    decoding a payload: the records are then ``(kind, None)``. ``stop``: read only the file's first
+    ``stop`` bytes (a reader decoding later what it checked at open, not records written since).
     """
     path = _fs.at(path)  # a reader's log may be on object storage; only a local writer repairs
     acked_bytes, acked_crc = (int(acked[0] or 0), int(acked[1] or 0))
     buf = memoryview(_fs.read_bytes(path))
+    if stop is not None:
+        buf = buf[:stop]
     out, pos, chain = [], 0, 0
     at_marker = acked_bytes == 0 and acked_crc == 0
     while pos < len(buf):
-        rec = _read_record(path, buf, pos, chain)
+        rec = _read_record(path, buf, pos, chain, decode)
         if rec is None:
             break
         kind, table, pos, chain = rec
@@ -200,13 +233,13 @@ def _reopen_at(f, path: Path, size: int):
     return open(path, "ab")
 
 
-def _read_record(path: Path, buf: memoryview, pos: int, chain: int):
+def _read_record(path: Path, buf: memoryview, pos: int, chain: int, decode: bool = True):
     """(kind, table, next position, chain value) of the record at ``pos``, None for a torn tail, or
     CorruptionError. ``chain``: the chain value of the record before it."""
     n = len(buf)
     magic = bytes(buf[pos:pos + 4])
     if magic == LEGACY_MAGIC:
-        return _read_legacy(path, buf, pos)
+        return _read_legacy(path, buf, pos, decode)
     head = _HEADER if magic == MAGIC else _V2
     if n - pos < head.size:
         if MAGIC.startswith(magic) or V2_MAGIC.startswith(magic):
@@ -229,10 +262,10 @@ def _read_record(path: Path, buf: memoryview, pos: int, chain: int):
     if zlib.crc32(payload) != pcrc:
         raise CorruptionError(f"log {path} record at byte {pos} fails its payload checksum; restore the store "
                               "from a backup (nothing was truncated)")
-    return kind, _decode(path, payload, kind, pos), end, hcrc
+    return kind, _decode(path, payload, kind, pos, decode), end, hcrc
 
 
-def _read_legacy(path: Path, buf: memoryview, pos: int):
+def _read_legacy(path: Path, buf: memoryview, pos: int, decode: bool):
     n = len(buf)
     if n - pos < _LEGACY.size:
         return None
@@ -245,12 +278,14 @@ def _read_legacy(path: Path, buf: memoryview, pos: int):
         if end == n:
             return None  # the legacy format cannot tell a half-flushed last record from damage
         raise CorruptionError(f"log {path} record at byte {pos} fails its checksum; restore the store from a backup")
-    return kind, _decode(path, payload, kind, pos), end, crc
+    return kind, _decode(path, payload, kind, pos, decode), end, crc
 
 
-def _decode(path: Path, payload, kind: int, pos: int) -> pa.Table:
+def _decode(path: Path, payload, kind: int, pos: int, decode: bool = True) -> pa.Table | None:
     if kind not in KINDS:
         raise CorruptionError(f"log {path} record at byte {pos} has unknown kind {kind}; the file is damaged")
+    if not decode:
+        return None
     try:
         if bytes(payload[:4]) == _PARQUET:
             return pq.read_table(pa.BufferReader(pa.py_buffer(payload)))

@@ -30,6 +30,7 @@ still read (and written from then on as format 3).
 from __future__ import annotations
 
 import json
+import os
 import time
 import zlib
 from pathlib import Path
@@ -52,10 +53,11 @@ def versions(root) -> list:
     d = _fs.at(root) / DIR
     if _fs.is_remote(d):
         names = list(_fs.sizes(d))  # one listing; an object store has no folders to check first
-    elif d.is_dir():
-        names = [p.name for p in d.glob("v*.json")]
     else:
-        return []
+        try:
+            names = os.listdir(d)  # every open lists this folder a few times: no glob, no Path per entry
+        except (FileNotFoundError, NotADirectoryError):
+            return []
     return sorted(int(n[1:11]) for n in names if n.startswith("v") and n.endswith(".json") and n[1:11].isdigit())
 
 
@@ -78,7 +80,11 @@ def write(root: Path, body: dict) -> dict:
 
 def load(root, version: int | None = None) -> dict:
     """The manifest of ``version`` (default: the newest), checked end to end."""
-    vs = versions(root)
+    return _load(root, version, versions(root))[0]
+
+
+def _load(root, version: int | None, vs: list) -> tuple:
+    """(manifest of ``version`` (default: the newest of ``vs``, the listed versions), its checksum)."""
     if not vs:
         raise CorruptionError(f"{root} has no manifest; it is not a UIH store (create one with UIHStore.create)")
     if version is None:
@@ -94,7 +100,8 @@ def load(root, version: int | None = None) -> dict:
     try:
         doc = json.loads(raw)
         body = doc["body"]
-        ok = zlib.crc32(json.dumps(body, sort_keys=True).encode()) == doc["crc32"]
+        crc = crc_of(body)
+        ok = crc == doc["crc32"]
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CorruptionError(f"manifest {path} cannot be parsed: {e}") from e
     if not ok:
@@ -104,7 +111,7 @@ def load(root, version: int | None = None) -> dict:
     if not isinstance(body.get("format", 0), int) or body.get("format", 0) > FORMAT:
         raise VersionError(f"store {root} has format {body['format']}, newer than this code ({FORMAT}); "
                            "upgrade uih-latemat")
-    return body
+    return body, crc
 
 
 def head_for(manifest: dict, oldest: int, log_bytes: int, log_crc32: int) -> dict:
@@ -179,17 +186,18 @@ def load_checked(root, version: int | None = None, retries: int = 8) -> tuple:
         # expire raised ``oldest`` or a failed commit rolled HEAD back while we listed: look again
     else:
         raise problem
-    manifest = load(root, version)
+    manifest, crc = _load(root, version, vs)
     v = manifest["version"]
-    if head is not None and v == head["version"] and crc_of(manifest) != head["manifest_crc32"]:
+    if head is not None and v == head["version"] and crc != head["manifest_crc32"]:
         raise CorruptionError(f"manifest {path_of(root, v)} is not the one committed as version {v} (its checksum "
                               f"differs from {DIR}/{HEAD}'s); restore it from a backup")
     if "prev_crc32" in manifest and v - 1 in vs:
         try:
-            prev = load(root, v - 1)
+            prev, prev_crc = _load(root, v - 1, vs)
         except VersionError:
             return manifest, head  # expired while we read it
-        check_link(root, prev, manifest)
+        if manifest["prev_crc32"] != prev_crc:
+            check_link(root, prev, manifest)  # raises, naming both
     return manifest, head
 
 

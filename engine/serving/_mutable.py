@@ -24,6 +24,22 @@ def _take_seqs(slot, nxt):
     return out
 
 
+@njit(cache=True)
+def _slot_order(slot, n_slots):
+    """Rows in slot order, input order within a slot: a counting sort, O(rows + slots). With slots into
+    sorted users and seqs assigned in input order, that is (user_id, seq) order."""
+    start = np.zeros(n_slots + 1, np.int64)
+    for i in range(len(slot)):
+        start[slot[i] + 1] += 1
+    for k in range(n_slots):
+        start[k + 1] += start[k]
+    out = np.empty(len(slot), np.int64)
+    for i in range(len(slot)):
+        out[start[slot[i]]] = i
+        start[slot[i]] += 1
+    return out
+
+
 def _slots(users: np.ndarray, uid: np.ndarray) -> np.ndarray:
     """Position of each uid in ``users`` or -1; a hash probe, several times faster than searchsorted."""
     idx = pc.index_in(uid, value_set=pa.array(users))
@@ -36,8 +52,9 @@ class SeqCounter:
     def __init__(self, users: np.ndarray, next_seq: np.ndarray):
         self.users, self.next = users, next_seq
 
-    def assign(self, uid: np.ndarray) -> np.ndarray:
-        """Seqs for a batch of events (input order within a user); ``commit`` makes them count."""
+    def assign(self, uid: np.ndarray) -> tuple:
+        """(seqs for a batch of events (input order within a user), the rows' (user_id, seq) order);
+        ``commit`` makes the seqs count."""
         users, nxt = self.users, self.next
         slot = _slots(users, uid)
         if (slot < 0).any():
@@ -47,7 +64,7 @@ class SeqCounter:
         nxt = nxt.copy()
         seq = _take_seqs(slot, nxt)
         self._pending = (users, nxt)
-        return seq
+        return seq, _slot_order(slot, len(users))
 
     def commit(self) -> None:
         """Apply the counters of the last ``assign`` (call once the batch is durable)."""

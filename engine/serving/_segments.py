@@ -79,6 +79,17 @@ def choose_encodings(table: pa.Table) -> tuple:
     return dictionary, encoding
 
 
+def default_encodings(table: pa.Table) -> tuple:
+    """What ``choose_encodings`` returns without sampling: delta for the keys and ts, a dictionary for
+    every integer feature column (Parquet falls back to plain pages where one grows too large). For
+    tables too small to be a fair sample, where two trial encodings per column would cost more than
+    the bytes they could save."""
+    encoding = {c: "DELTA_BINARY_PACKED" for c in _KEYS if c in table.column_names}
+    dictionary = [c for c in table.column_names
+                  if c not in encoding and pa.types.is_integer(table.schema.field(c).type)]
+    return dictionary, encoding
+
+
 def write_parquet(path: Path, table: pa.Table) -> None:
     """Write ``table`` to a local Parquet file as segments are written (their encodings, row groups and
     page checksums, fsync'd): a fair comparison for other files of the same events."""

@@ -82,11 +82,11 @@ class UIHStore:
         self._mu = threading.RLock()
         self._head = head  # the store's HEAD as this handle last read or wrote it (None: the store has none)
         self._install(manifest)
-        cols = self.schema.event_columns()
-        self._mutable = MutableTier(cols, {c: self.schema.dtype(c) for c in cols})
+        self._tier: MutableTier | None = None  # a reader's is decoded from the log on first use
+        self._log_span: tuple = (0, 0)  # (bytes, chain value) of the log a reader checked at open
         self._log: Any = None  # a writer's AppendLog once replayed; None for a reader
         self._replay()
-        self._seqs = self._make_counter()
+        self._counter: SeqCounter | None = None  # built on the first append
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -247,34 +247,71 @@ class UIHStore:
     def writable(self) -> bool:
         return self._lock is not None
 
+    def _empty_tier(self) -> MutableTier:
+        cols = self.schema.event_columns()
+        return MutableTier(cols, {c: self.schema.dtype(c) for c in cols})
+
+    def _tier_of(self, records: list) -> MutableTier:
+        tier = self._empty_tier()
+        for kind, table in records:
+            rows = {c: table.column(c).to_numpy() for c in table.column_names}
+            if kind == _log.APPEND:
+                tier.add(rows)
+            else:
+                pos = tier.positions(rows["user_id"], rows["seq"])
+                tier.set(pos, {c: v for c, v in rows.items() if c not in ("user_id", "seq")})
+        return tier
+
     def _replay(self):
+        """Check the log against the acknowledged markers; a writer also repairs a torn tail and decodes
+        the mutable tier now, a reader only when it first reads the mutable tier (``_mutable``): opening
+        for reads immutable segments (training) then costs no decoding."""
         if self._pinned:
-            return  # a pinned view serves time travel over the immutable tier; its log may be long gone
+            self._tier = self._empty_tier()  # a pinned view serves time travel over the immutable tier; its
+            return  # log may be long gone
         path = self.root / self._manifest["log"]
         if not self.writable and not _publish.check_log(self.root, self._manifest):
-            return  # published without its log (engine.publish, include_log=False): an empty mutable tier
+            self._tier = self._empty_tier()  # published without its log (engine.publish, include_log=False)
+            return
         acked = (self._manifest.get("log_bytes", 0), self._manifest.get("log_crc32", 0))
         head = self._head
         if head is not None and head["version"] == self.version and head["log"] == self._manifest["log"] \
                 and head["log_bytes"] > acked[0]:
             acked = (head["log_bytes"], head["log_crc32"])  # a later marker: a writer open or clean close
         try:
-            found = _log.recover(path, repair=self.writable, acked=acked)
+            # every record's framing is checked here, so a damaged, cut or spliced log fails the open
+            found = _log.recover(path, repair=self.writable, acked=acked, decode=self.writable)
         except FileNotFoundError:
             # damage, or a version that retention (expire, publish(prune=True)) removed while this reader
             # opened it (the reader then takes the newer one), never an empty mutable tier
             raise _manifest.gone(self.root, self.version, path, "log") from None
-        for kind, table in found.records:
-            self._apply(kind, {c: table.column(c).to_numpy() for c in table.column_names})
         if self.writable:
+            self._tier = self._tier_of(found.records)
             self._log = _log.AppendLog(path, found.chain)
-
-    def _apply(self, kind, rows):
-        if kind == _log.APPEND:
-            self._mutable.add(rows)
         else:
-            pos = self._mutable.positions(rows["user_id"], rows["seq"])
-            self._mutable.set(pos, {c: v for c, v in rows.items() if c not in ("user_id", "seq")})
+            self._log_span = (found.end, found.chain)
+
+    @property
+    def _mutable(self) -> MutableTier:
+        """The mutable tier: a reader decodes the records it checked at open (none written since)."""
+        if self._tier is None:
+            with self._mu:
+                if self._tier is None:
+                    path = self.root / self._manifest["log"]
+                    end, chain = self._log_span
+                    try:
+                        found = _log.recover(path, acked=(end, chain), stop=end)
+                    except FileNotFoundError:  # retention removed this version's log since the open
+                        raise _manifest.gone(self.root, self.version, path, "log") from None
+                    self._tier = self._tier_of(found.records)
+        return self._tier
+
+    @property
+    def _seqs(self) -> SeqCounter:
+        """Each user's next seq (only appends need it: built on the first one)."""
+        if self._counter is None:
+            self._counter = self._make_counter()
+        return self._counter
 
     def _check_writable(self, what):
         if self._pinned:
@@ -296,11 +333,13 @@ class UIHStore:
         with self._mu:
             self._check_writable("append")
             rows = coerce_events(events, self.schema)
-            seq = rows["seq"] = self._seqs.assign(rows["user_id"])
-            table = pa.table({c: rows[c] for c in self.schema.event_columns()})
-            self._log.append(_log.APPEND, table)
+            seq, order = self._seqs.assign(rows["user_id"])
+            rows["seq"] = seq
+            # in (user_id, seq) order, as the record's payload wants it (delta keys, clustered users)
+            keyed = {c: rows[c][order] for c in self.schema.event_columns()}
+            self._log.append(_log.APPEND, pa.table(keyed), presorted=True)
             self._seqs.commit()
-            self._mutable.add({c: rows[c] for c in self.schema.event_columns()})
+            self._mutable.add(keyed)
             return seq
 
     def update(self, events: TableLike) -> None:
@@ -349,7 +388,8 @@ class UIHStore:
             new_log = f"{LOG_DIR}/{uuid.uuid4().hex[:12]}.log"
             written = [*(f for e in entries for f in _segments.entry_files(e)), new_log]
             try:
-                log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table)] if len(table) else [])
+                log = _log.AppendLog.create(self.root / new_log, [(_log.APPEND, table, True)] if len(table) else [],
+                                            encodings=self._log.encodings)
             except BaseException:
                 self._discard(written)
                 raise
