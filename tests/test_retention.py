@@ -148,14 +148,14 @@ def test_reader_that_loads_an_expired_version_retries_with_the_newest(store, rng
     store.seal(DAY // 2)
     store.append(make_events(rng, range(5), 5, t0=DAY, span=DAY))
     store.expire(keep_versions=1, grace_s=0)  # the stale version's log is gone
-    real, served = _manifest.load, []
+    real, served = _manifest._load, []
 
-    def load(r, version=None):  # the writer sealed and expired between this reader's listing and reading
+    def load(r, version, vs):  # the writer sealed and expired between this reader's listing and reading
         if not served and version is None:
             served.append(stale["version"])
-            return stale
-        return real(r, version)
-    monkeypatch.setattr(_manifest, "load", load)
+            return stale, _manifest.crc_of(stale)
+        return real(r, version, vs)
+    monkeypatch.setattr(_manifest, "_load", load)
     with engine.UIHStore.open(root, read_only=True) as r:
         assert served and r.version == store.version and r.to_table().equals(store.to_table())
     with pytest.raises(engine.VersionError, match="retention"):  # without the retry: a typed error, no crash

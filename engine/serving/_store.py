@@ -66,8 +66,9 @@ class UIHStore:
 
     One process writes (it holds ``LOCK``); any number may read. A reader never locks, writes, truncates
     or deletes: ``read_only=True`` reads the newest version (the immutable tier plus the mutable tier
-    replayed from the log); ``version=V`` pins a read-only view of V's immutable tier that never sees
-    later seals or compactions. Old versions stay readable until ``expire`` removes them.
+    replayed from the log, as far as the log reached at open); ``version=V`` pins a read-only view of V's
+    immutable tier that never sees later seals or compactions. Old versions stay readable until
+    ``expire`` removes them.
     """
 
     def __init__(self, root: StorePath | _fs.RemotePath, manifest: dict, lock: WriterLock | None, pinned: bool,
@@ -138,6 +139,11 @@ class UIHStore:
         Every open checks the store against its HEAD (``_manifest``): a lost, damaged or replaced manifest
         of a retained version, a missing segment file of the version opened, or a log shorter than its
         acknowledged length is a CorruptionError naming what to restore, never an older version.
+
+        A reader's open checks the manifests, the sizes of the version's files and every log record's
+        framing (checksums, chain, the acknowledged length), and decodes nothing: the log's records are
+        decoded (and checked again) when it first reads the mutable tier, segment indexes when it first
+        reads the immutable tier. Only the writer's open clears orphaned files and repairs a torn tail.
 
         ``path`` may be a URI that ``pyarrow.fs`` understands (``s3://bucket/store``, ``gs://...``,
         ``hdfs://...``), or a path inside ``filesystem`` (a ``pyarrow.fs.FileSystem``, for endpoint
