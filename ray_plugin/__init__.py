@@ -9,8 +9,8 @@
 Ray is imported lazily (``pip install 'uih-latemat[ray]'``); ``engine`` never imports this package.
 """
 
-from ._dataset import uih_dataset
+from ._dataset import resume_state, uih_dataset
 from ._errors import engine_error
 from ._train import local_shard
 
-__all__ = ["uih_dataset", "local_shard", "engine_error"]
+__all__ = ["uih_dataset", "resume_state", "local_shard", "engine_error"]
