@@ -125,7 +125,7 @@ class EpochPlan:
         o = self.order
         state = {"format": STATE_FORMAT, "order": o.order, "seed": o.seed, "epoch": o.epoch,
                  "shuffle_window": o.shuffle_window, "batch_size": self.batch_size, "num_rows": self.num_rows,
-                 "next_batch": prefix, "share": {"index": 0, "count": 1, "start": prefix, "done": 0}}
+                 "next_batch": prefix, "share": {"index": 0, "count": 1, "start": 0, "done": prefix}}
         after = sorted(g for g in done if g > prefix)
         if after:
             state["done_after"] = after
