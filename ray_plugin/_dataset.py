@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 _BLOCK_SHARE = 0.95
 # bytes a block aims at by default: large enough that Ray's per-block cost is small next to the
 # reconstruction, small enough that the first batch comes in milliseconds (bench/bench_ray.py)
-_BLOCK_BYTES = 32 << 20
+_BLOCK_BYTES = 64 << 20
 _PLAN = "_uih_epoch_plan"
 
 
@@ -69,9 +69,10 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         Reconstruct tasks running at once (worker processes, one CPU or one GPU each); default one per GPU
         on a GPU cluster, else one per CPU. A worker keeps its store and kernels warm across epochs.
     num_shards : int, optional
-        Parts (one reconstruct task each); default ``4 * num_actors``. A task holds its part's users'
-        reachable events in memory at once (about ``users * max_len * bytes per event / num_shards``), so
-        raise it for big datasets; with user affinity each part's read scans the thin rows once.
+        Parts (one reconstruct task each); default ``2 * num_actors``: each part costs a task and, with
+        affinity, a scan of the thin rows, so fewer and larger parts are faster (bench/bench_ray.py). A task
+        holds its part's users' reachable events in memory at once (about ``users * max_len * bytes per
+        event / num_shards``), so raise it for big datasets.
     extra_columns : list of str, optional
         Pass-through columns to carry; default every column that is not thin metadata or a tail.
     device : {"auto", "cpu", "cuda"}
@@ -92,7 +93,7 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         Add this column: each row's global batch in the epoch (global order only), for ``resume_state``
         when several consumers (``streaming_split``) take batches out of order.
     block_batches : int, optional
-        Batches per block (default: about 32 MB per block).
+        Batches per block (default: about 64 MB per block).
     stats_column : str, optional
         Add this column: events read from storage, on the first row of each part (see ``Reconstruct``).
     actor_cls : type
@@ -139,7 +140,7 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         device = "cuda" if gpus else "cpu"
     if num_actors is None:
         num_actors = max(1, gpus if device == "cuda" else int(ray.cluster_resources().get("CPU", 1)))
-    num_shards = int(num_shards or 4 * num_actors)
+    num_shards = int(num_shards or 2 * num_actors)
     columns = tuple(dict.fromkeys([*thin_columns, *extra]))
     keywords = engine.Order(order, seed, epoch, shuffle_window)  # bad keywords fail here, not in a task
     plan = EpochPlan.make(portable(thin_source), columns, int(batch_size), keywords, num_shards,
