@@ -1,8 +1,9 @@
 """Ray adapter: reconstructed UIH examples as a Ray Dataset, and user shards for Ray Train workers.
 
-    ds = uih_dataset("uih_store", "thin/", proj, batch_size=1024)     # actors reconstruct, read-only
-    for batch in ds.iter_batches(batch_size=256):                     # {"item_id": [B, L], ..., "label"}
-        ...
+    ds = uih_dataset("uih_store", "thin/", proj, batch_size=256)      # Ray Data tasks reconstruct, in
+    for batch in ds.iter_batches(batch_size=256):                     # worker processes kept warm:
+        ...                                                           # {"item_id": [B, L], ..., "label"}
+    state = resume_state(ds, consumed=k)                              # order="shuffle": resume=state
     rec, mine = local_shard("uih_store", "thin/", proj)               # in a Ray Train worker: this rank's
     for batch in rec.iter_batches(mine, 256): ...                      # users, its own Reconstructor
 
