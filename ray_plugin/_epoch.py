@@ -86,8 +86,8 @@ class EpochPlan:
                                         extra_columns=extra).select(list(self.columns))
         lo, hi = self.bounds(index)
         own = [g for g in range(lo, hi) if g not in self.skip]
-        rows = np.concatenate([np.arange(g * bs, min((g + 1) * bs, self.num_rows)) for g in own]) if own else []
-        rows = np.asarray(rows, np.int64)
+        rows = np.concatenate([np.arange(g * bs, min((g + 1) * bs, self.num_rows), dtype=np.int64) for g in own]
+                              + [np.zeros(0, np.int64)])
         table = cache[key]
         if len(own) == hi - lo:  # nothing skipped: a zero-copy slice
             table = table.slice(lo * bs, len(rows))
@@ -107,7 +107,7 @@ class EpochPlan:
         self._check_global("resume_state")
         left = [g for g in range(self.num_batches) if g not in self.skip]
         if isinstance(consumed, numbers.Integral) and not isinstance(consumed, bool):
-            if not 0 <= consumed <= len(left):
+            if not 0 <= int(consumed) <= len(left):
                 raise engine.InvalidArgument(f"consumed must be in [0, {len(left)}] batches, got {consumed}")
             done = self.skip | set(left[:int(consumed)])
         else:
