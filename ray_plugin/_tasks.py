@@ -16,7 +16,9 @@ import pyarrow as pa
 
 _RECONSTRUCTORS: OrderedDict = OrderedDict()  # (class, store, projection, ...) -> Reconstruct
 _ROWS: dict = {}  # (plan token, "epoch_rows") -> the epoch's thin rows in its order
-_KEEP = 4  # reconstructors a process keeps (each holds its arena's decoded row groups)
+# reconstructors a process keeps: each holds its arena of decoded row groups (up to the Reconstructor's
+# cache_bytes, 1 GiB by default) for as long as Ray keeps the idle process
+_KEEP = 2
 
 
 def reconstructor(actor_cls, ref, projection, batch_size, extra, device, stats_column, batch_column):
