@@ -168,26 +168,7 @@ def dali_workers(results: Path) -> str:
 
 def ray(results: Path) -> str:
     d = _load(results, "bench_ray.json")
-    rng = lambda r: f"{r[0] / 1e3:,.0f}-{r[1] / 1e3:,.0f} K"  # noqa: E731
-    rows = []
-    for name, r in d["rows"].items():
-        if "examples_per_s" in r:  # in process
-            rows.append([name, "-", "-", f"{r['examples_per_s']:,.0f} ({rng(r['examples_per_s_range'])})",
-                         f"{r['examples_per_s']:,.0f}", "-", "-"])
-        else:
-            rows.append([name, f"{r['first_epoch_first_batch_s']:.2f} s", f"{r['warm_first_batch_s']:.2f} s",
-                         f"{r['warm_after_first_per_s']:,.0f} ({rng(r['warm_after_first_per_s_range'])})",
-                         f"{r['warm_epoch_per_s']:,.0f}",
-                         f"{r['vs_in_process_warm']:.2f}x / {r['vs_in_process_fresh']:.2f}x",
-                         f"{r['object_store_bytes_per_example'] / 1e3:,.1f} kB"])
-    for name, r in d.get("before", {}).get("rows", {}).items():
-        if name.startswith("Ray"):  # the actor pool started per epoch, consumed by the driver
-            rows.append([f"before: {name}", "-", f"{r['startup_s']:.2f} s",
-                         f"{r['steady_examples_per_s']:,.0f}", f"{r['examples_per_s']:,.0f}", "-", "-"])
-    return _table(["epoch of the same job", "1st batch, 1st epoch", "1st batch, warm epoch",
-                   "examples/s after the 1st batch (range)", "examples/s, whole epoch",
-                   "per core vs in process (warm / fresh)", "object store per example"], rows) \
-        + _source("bench_ray.json", d)
+    return _table(*_report().ray_epochs(d)) + _source("bench_ray.json", d)
 
 
 def ray_train(results: Path) -> str:
