@@ -146,7 +146,7 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
     plan = EpochPlan.make(portable(thin_source), columns, int(batch_size), keywords, num_shards,
                           by_user=bool(affinity) and order == "stream")
     if batch_column:
-        plan._check_global("batch_column")
+        plan.require_global("batch_column")
     if resume is not None:
         plan = plan.resumed(resume)
     # bytes per row (an upper bound for jagged): the projected events, lengths, added and fixed-width columns

@@ -96,7 +96,7 @@ class EpochPlan:
         return table, rows // bs
 
     # ---- resume state --------------------------------------------------------------------------------
-    def _check_global(self, what: str) -> None:
+    def require_global(self, what: str) -> None:
         if self.by_user:
             raise engine.InvalidArgument(f"{what} needs the epoch's global batches: pass order='shuffle', or "
                                          "affinity=False for the stream order (user-hash parts have no resume)")
@@ -104,7 +104,7 @@ class EpochPlan:
     def state(self, consumed) -> dict:
         """The state after ``consumed``: an int (the first ``consumed`` batches still to come, as one
         in-order consumer counts them) or the global batch indices of the consumed batches."""
-        self._check_global("resume_state")
+        self.require_global("resume_state")
         left = [g for g in range(self.num_batches) if g not in self.skip]
         if isinstance(consumed, numbers.Integral) and not isinstance(consumed, bool):
             if not 0 <= int(consumed) <= len(left):
@@ -133,7 +133,7 @@ class EpochPlan:
 
     def resumed(self, saved) -> EpochPlan:
         """This plan less the batches ``saved`` (a state of the same keywords) consumed."""
-        self._check_global("resume")
+        self.require_global("resume")
         if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
             raise engine.InvalidArgument(f"resume must be a state ({STATE_FORMAT}) of uih_dataset or of "
                                          f"iter_batches, got {str(saved)[:80]!r}")

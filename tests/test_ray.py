@@ -382,6 +382,7 @@ def test_resume_yields_exactly_the_batches_left(cluster, setup):
     # a resumed dataset's own state after 2 more batches: the first 7 consumed
     again = uih_dataset(store, folder, proj, resume=state, **kw)
     assert resume_state(again, 2)["next_batch"] == 7
+    assert _rows(uih_dataset(store, folder, proj, resume=resume_state(ds, len(glob)), **kw)) == []  # all consumed
 
 
 def test_resume_after_out_of_order_consumers(cluster, setup):
