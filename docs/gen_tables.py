@@ -168,13 +168,7 @@ def dali_workers(results: Path) -> str:
 
 def ray(results: Path) -> str:
     d = _load(results, "bench_ray.json")
-    rows = []
-    for name, r in d["rows"].items():
-        rows.append([name, f"{r['examples_per_s']:,.0f}",
-                     f"{r.get('steady_examples_per_s', r['examples_per_s']):,.0f}",
-                     f"{r['startup_s']:.1f} s" if "startup_s" in r else "-", f"{r['events_read']:,}"])
-    return _table(["reconstruction", "examples/s (epoch)", "examples/s (after 1st batch)", "to 1st batch",
-                   "events read"], rows) + _source("bench_ray.json", d)
+    return _table(*_report().ray_epochs(d)) + _source("bench_ray.json", d)
 
 
 def ray_train(results: Path) -> str:

@@ -1,4 +1,4 @@
-"""The reconstruct step as a plain callable class: Ray Data runs it in actors (``map_batches``).
+"""The reconstruct step as a plain class: Ray Data calls it in tasks (``map_batches``), one per part.
 
 Ray is imported only to build the output tables: ``examples`` is a thin-rows-in, NumPy-examples-out
 function with state (the open store and its ``Reconstructor``), checked and timed without a cluster.
@@ -13,56 +13,54 @@ import pyarrow.compute as pc
 import engine
 
 from . import _deps
-from ._shards import ShardPlan, StoreRef
+from ._shards import StoreRef
 
-# one chunk per block: the Reconstructor reads each user's events once per chunk, and a block holds
-# all rows of its users (see _shards), so each user is read once per epoch
+# one chunk per part: the Reconstructor reads each user's events once per chunk, and a user-hash part
+# holds all rows of its users (see _shards), so each user is read once per epoch
 _WHOLE_BLOCK = 1 << 40
 
 
 class Reconstruct:
-    """Opens the store once (read-only, pinned); turns shard numbers into batches of examples.
+    """Opens the store once (read-only, pinned); turns a part's thin rows into batches of examples.
 
     Parameters
     ----------
     ref : StoreRef
         Store root and version, as the driver saw them.
-    plan : ShardPlan
-        Where the thin rows are and how they split; each call reads the shards it is given.
     projection : engine.Projection
     batch_size : int
-        Rows per output batch (the last of a block may be smaller).
+        Rows per output block: a whole number of the dataset's batches (the last of a part may be smaller).
     extra : sequence of str
         Pass-through columns carried unchanged into the examples.
     device : {"cpu", "cuda"}
-    num_threads : int or None
-        Numba threads for the CPU kernels: the actor's CPU share, not the whole host's cores.
     stats_column : str or None
-        If set, each batch gets this column: the events read from storage for the block, on the block's
+        If set, each batch gets this column: the events read from storage for the part, on the part's
         first row, 0 elsewhere (its sum over an epoch is the total events read).
+    batch_column : str or None
+        If set, each row gets this column: the epoch's global batch it belongs to (``_epoch``).
     """
 
-    def __init__(self, ref: StoreRef, plan: ShardPlan, projection, batch_size: int, extra=(), device="cpu",
-                 num_threads=None, stats_column=None):
-        if num_threads:
-            import numba
-
-            numba.set_num_threads(max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)))
-        self.plan = plan
+    def __init__(self, ref: StoreRef, projection, batch_size: int, extra=(), device="cpu", stats_column=None,
+                 batch_column=None):
         self.store = ref.open()
         self.rec = engine.Reconstructor(self.store, projection, device=device, prefetch=0,
                                         chunk_batches=_WHOLE_BLOCK)
-        self.batch_size, self.extra, self.stats_column = int(batch_size), list(extra), stats_column
+        self.batch_size, self.extra = int(batch_size), list(extra)
+        self.stats_column, self.batch_column = stats_column, batch_column
         self.columns, self.jagged = list(projection.columns), projection.layout == "jagged"
 
-    def __call__(self, shards: pa.Table):
-        """Reads and reconstructs each shard named in ``shards["shard"]``; yields Arrow tables of examples."""
+    def tables(self, rows: pa.Table, batches=None):
+        """Arrow tables of examples, one per block of ``rows``; ``batches``: each row's global batch."""
         tensors = _deps.arrow_tensor_array()
-        for index in shards.column("shard").to_pylist():
-            for out in self.examples(self.plan.read(index, self.rec)):
-                # built here rather than by Ray from the dict: Ray's generic conversion of [B, max_len]
-                # arrays costs orders of magnitude more than from_numpy (docs/design-measurements.md)
-                yield pa.table({k: _arrow(v, tensors) for k, v in out.items()})
+        start = 0
+        for out in self.examples(rows):
+            n = len(out["lengths"])
+            if self.batch_column:
+                out[self.batch_column] = np.asarray(batches[start:start + n], np.int64)
+            start += n
+            # built here rather than by Ray from the dict: Ray's generic conversion of [B, max_len]
+            # arrays costs orders of magnitude more than from_numpy (docs/design-measurements.md)
+            yield pa.table({k: _arrow(v, tensors) for k, v in out.items()})
 
     def examples(self, block: pa.Table):
         """Yields dicts: per projected column ``[n, max_len]`` NumPy (padded) or an Arrow large-list array

@@ -1,6 +1,8 @@
 """The Ray adapter on a local 2-CPU Ray: the same examples as iter_batches, each exactly once per epoch,
-user affinity, trainer-local shards, a killed actor, typed errors."""
+user affinity, the epoch's global batches and resume, streaming_split consumers, workers kept warm across
+epochs, trainer-local shards, a killed worker, typed errors."""
 
+import concurrent.futures
 import os
 
 import numpy as np
@@ -13,9 +15,11 @@ from uih.workload import COLUMNS
 from uih.workload import random_events as make_events
 
 ray = pytest.importorskip("ray")
-from ray_plugin import engine_error, local_shard, uih_dataset  # noqa: E402
+from ray_plugin import engine_error, local_shard, resume_state, uih_dataset  # noqa: E402
 from ray_plugin._actor import Reconstruct  # noqa: E402
-from ray_plugin._shards import ShardPlan, StoreRef  # noqa: E402
+from ray_plugin._epoch import EpochPlan  # noqa: E402
+from ray_plugin._shards import StoreRef  # noqa: E402
+from ray_plugin._tasks import reconstruct_parts  # noqa: E402
 
 N = 240
 PROJECTIONS = {
@@ -28,7 +32,8 @@ PROJECTIONS = {
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a Ray of its own, even while another process's cluster runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
@@ -137,31 +142,44 @@ def test_every_row_once_per_epoch_and_users_read_once(cluster, setup):
     assert read == [whole.stats["events_read"]] * 2
 
 
-def test_affinity_reads_each_user_once_and_contiguous_blocks_do_not(setup):
+def in_process_parts(store, source, proj, batch_size, by_user, extra=("example_id",)):
+    """``uih_dataset``'s tasks run here on every part, a cold start: their blocks and the Reconstruct's stats."""
+    from ray_plugin._tasks import reconstructor
+
+    columns = (*engine.Reconstructor(store, proj, device="cpu").thin_columns, *extra)
+    plan = EpochPlan.make(source, columns, batch_size, engine.Order(), 4, by_user)
+    kw = dict(ref=StoreRef.of(store), projection=proj, actor_cls=Reconstruct, extra=list(extra), device="cpu",
+              stats_column=None, batch_column=None)
+    actor = reconstructor(batch_size=batch_size, **kw)
+    actor.rec.clear_cache()
+    before = dict(actor.rec.stats)
+    blocks = list(reconstruct_parts(pa.table({"part": range(4)}), plan=plan, block_rows=batch_size, num_threads=1,
+                                    **kw))
+    return blocks, {k: actor.rec.stats[k] - before[k] for k in before}
+
+
+def test_affinity_reads_each_user_once_and_global_batches_do_not(setup):
     store, thin, folder = setup
     proj = PROJECTIONS["right-pad"]
-    columns = (*engine.Reconstructor(store, proj, device="cpu").thin_columns, "example_id")
     totals = {}
     for by_user in (True, False):
-        actor = Reconstruct(StoreRef.of(store), ShardPlan(str(folder), columns, 4, by_user), proj, 32,
-                            extra=["example_id"])
-        ids = [e for b in actor(pa.table({"shard": range(4)})) for e in b["example_id"].to_pylist()]
+        blocks, totals[by_user] = in_process_parts(store, str(folder), proj, 32, by_user)
+        ids = [e for b in blocks for e in b["example_id"].to_pylist()]
         assert sorted(ids) == sorted(thin["example_id"].to_pylist())
-        totals[by_user] = actor.rec.stats
     assert totals[True]["users_read"] == len(np.unique(thin["user_id"]))
     assert totals[False]["users_read"] > totals[True]["users_read"]
     assert totals[False]["events_read"] > totals[True]["events_read"]
 
 
 def test_jagged_columns_are_the_batches_values_and_offsets(setup):
-    """The actor's list columns hold the engine's jagged batch as is: its values end to end, its offsets."""
+    """The list columns hold the engine's jagged batch as is: its values end to end, its offsets."""
     store, thin, _ = setup
     proj = PROJECTIONS["jagged"]
     columns = (*engine.Reconstructor(store, proj, device="cpu").thin_columns, "example_id")
-    actor = Reconstruct(StoreRef.of(store), ShardPlan(thin, columns, 1), proj, 32, extra=["example_id"])
+    actor = Reconstruct(StoreRef.of(store), proj, 32, extra=["example_id"])
     rec = engine.Reconstructor(store, proj, device="cpu")
     want = [b.to_numpy() for b in rec.iter_batches(thin.select(columns), 32, extra_columns=["example_id"])]
-    got = list(actor(pa.table({"shard": [0]})))
+    got = list(actor.tables(thin.select(columns)))
     assert len(got) == len(want) == -(-N // 32)
     for g, w in zip(got, want):
         assert g.column_names == [*proj.columns, "lengths", "example_id"]
@@ -253,21 +271,6 @@ def test_shuffled_dataset_is_each_example_once_in_the_epochs_shares(cluster, set
     assert_same(by_id(batches, names), want)
 
 
-def test_shuffled_shards_are_shares_of_the_epochs_global_batches(setup):
-    store, thin, folder = setup
-    proj = PROJECTIONS["right-pad"]
-    extra = ["example_id", "label"]
-    for epoch in (0, 1):
-        glob = _global_ids(store, folder, proj, epoch)
-        plan = ShardPlan(str(folder), (*engine.Reconstructor(store, proj).thin_columns, *extra), 3,
-                         order=dict(batch_size=16, order="shuffle", seed=3, epoch=epoch, shuffle_window=100))
-        actor = Reconstruct(StoreRef.of(store), plan, proj, 16, extra=extra)
-        for i in range(3):
-            got = [b["example_id"].tolist() for b in actor.examples(plan.read(i, actor.rec))]
-            assert got == glob[i::3]
-    assert _global_ids(store, folder, proj, 0) != _global_ids(store, folder, proj, 1)
-
-
 def test_shuffled_local_shards_are_the_ranks_global_batches(setup):
     store, thin, folder = setup
     proj = PROJECTIONS["window"]
@@ -283,6 +286,155 @@ def test_shuffled_local_shards_are_the_ranks_global_batches(setup):
     assert_same(got, want)
     with pytest.raises(engine.InvalidArgument, match="batch_size"):
         local_shard(store.root, folder, proj, rank=0, world_size=2, order="shuffle")
+
+
+def _ids(batches):
+    return [b["example_id"].tolist() for b in batches]
+
+
+def _rows(ds, batch_size=16):
+    return _ids(ds.iter_batches(batch_size=batch_size, batch_format="numpy"))
+
+
+SHUFFLE = dict(order="shuffle", seed=3, epoch=1, shuffle_window=100)
+
+
+def test_global_order_yields_iter_batches_batches_in_order(cluster, setup):
+    """order="shuffle" (and "stream" without affinity): exactly iter_batches' batches, in its order,
+    whatever the number of workers and parts."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    rec = engine.Reconstructor(store, proj, device="cpu")
+    for kw, actors, shards in ((SHUFFLE, 2, 5), (dict(order="stream"), 1, 3)):
+        want = _ids(rec.iter_batches(folder, 16, extra_columns=["example_id"], **kw))
+        ds = uih_dataset(store, folder, proj, batch_size=16, num_actors=actors, num_shards=shards, block_batches=2,
+                         affinity=False, extra_columns=["example_id"], **kw)
+        assert _rows(ds) == want
+
+
+def test_user_hash_parts_are_the_same_batches_for_the_same_keywords(cluster, setup):
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    got = [_ids(uih_dataset(store, folder, proj, batch_size=16, num_actors=a, num_shards=4,
+                            extra_columns=["example_id"]).iter_batches(batch_size=None)) for a in (1, 2)]
+    assert got[0] == got[1]
+    assert sorted(sum(got[0], [])) == sorted(thin["example_id"].to_pylist())
+
+
+def test_blocks_are_whole_batches_as_made(cluster, setup):
+    """Each task's block leaves as made (block_batches batches): Ray neither merges nor cuts them."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    ds = uih_dataset(store, folder, proj, batch_size=16, num_actors=2, num_shards=3, block_batches=2,
+                     order="shuffle", extra_columns=["example_id"])
+    sizes = [len(b["lengths"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
+    total = -(-N // 16)
+    want = []
+    for i in range(3):
+        n = total * (i + 1) // 3 - total * i // 3
+        want += [32] * (n // 2) + [16] * (n % 2)
+    want[-1] -= total * 16 - N  # the epoch's last batch is short
+    assert sizes == want
+
+
+def test_streaming_split_consumers_take_each_example_once(cluster, setup):
+    """Two consumers (as two training workers would) of one dataset: every example exactly once, and the
+    batch column names each row's global batch."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["window"]
+    names, want = reference(store, thin, proj)
+    ds = uih_dataset(store, folder, proj, batch_size=16, num_actors=2, num_shards=4, block_batches=1,
+                     batch_column="batch", **SHUFFLE)
+
+    # consumers run at once (streaming_split hands blocks to whichever asks): threads here, training
+    # workers in a Ray Train job
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(lambda it: list(it.iter_batches(batch_size=16, batch_format="numpy")),
+                              ds.streaming_split(2)))
+    assert all(parts)  # both consumers took batches
+    batches = [b for p in parts for b in p]
+    assert_same(by_id(batches, names), want)
+    glob = _global_ids(store, folder, proj, 1)
+    for b in batches:
+        assert len(set(b["batch"].tolist())) == 1
+        assert b["example_id"].tolist() == glob[int(b["batch"][0])]
+
+
+def test_resume_yields_exactly_the_batches_left(cluster, setup):
+    """A state after 5 consumed batches resumes a dataset with the rest, in order; the state is the one
+    iter_batches writes, so each side resumes the other's."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    glob = _global_ids(store, folder, proj, 1)
+    kw = dict(batch_size=16, num_actors=2, num_shards=3, block_batches=2, extra_columns=["example_id"],
+              **SHUFFLE)
+    ds = uih_dataset(store, folder, proj, **kw)
+    it = iter(ds.iter_batches(batch_size=16, batch_format="numpy"))
+    assert [next(it)["example_id"].tolist() for _ in range(5)] == glob[:5]
+    state = resume_state(ds, 5)
+    rec = engine.Reconstructor(store, proj, device="cpu")
+    mine = rec.iter_batches(folder, 16, extra_columns=["example_id"], **SHUFFLE)
+    for _ in range(5):
+        next(mine)
+    assert state == mine.state_dict()
+    assert _rows(uih_dataset(store, folder, proj, resume=state, **kw)) == glob[5:]
+    assert _ids(rec.iter_batches(folder, 16, extra_columns=["example_id"], resume=state, **SHUFFLE)) == glob[5:]
+    # a resumed dataset's own state after 2 more batches: the first 7 consumed
+    again = uih_dataset(store, folder, proj, resume=state, **kw)
+    assert resume_state(again, 2)["next_batch"] == 7
+    assert _rows(uih_dataset(store, folder, proj, resume=resume_state(ds, len(glob)), **kw)) == []  # all consumed
+
+
+def test_resume_after_out_of_order_consumers(cluster, setup):
+    """Consumers that took batches 0, 2 and 5 (streaming_split): the resumed dataset yields every other
+    batch, in order, each once."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    glob = _global_ids(store, folder, proj, 1)
+    kw = dict(batch_size=16, num_actors=2, num_shards=3, extra_columns=["example_id"], **SHUFFLE)
+    state = resume_state(uih_dataset(store, folder, proj, batch_column="batch", **kw), np.array([0, 2, 5]))
+    assert state["next_batch"] == 1 and state["done_after"] == [2, 5]
+    rest = uih_dataset(store, folder, proj, resume=state, **kw)
+    assert _rows(rest) == [b for g, b in enumerate(glob) if g not in (0, 2, 5)]
+    assert resume_state(rest, 1)["next_batch"] == 3  # batch 1 taken: 0, 1, 2 are the consumed prefix
+
+
+def test_resume_errors_name_the_fix(cluster, setup):
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    state = resume_state(uih_dataset(store, folder, proj, batch_size=16, **SHUFFLE), 2)
+    with pytest.raises(engine.InvalidArgument, match="seed"):
+        uih_dataset(store, folder, proj, batch_size=16, resume=state, **{**SHUFFLE, "seed": 4})
+    with pytest.raises(engine.InvalidArgument, match="affinity=False"):
+        resume_state(uih_dataset(store, folder, proj, batch_size=16), 1)
+    with pytest.raises(engine.InvalidArgument, match="affinity=False"):
+        uih_dataset(store, folder, proj, batch_size=16, batch_column="batch")
+    with pytest.raises(engine.InvalidArgument, match="not among"):
+        resume_state(uih_dataset(store, folder, proj, batch_size=16, resume=state, **SHUFFLE), [0])
+
+
+def test_workers_stay_warm_across_epochs(cluster, setup, tmp_path):
+    """Three epochs (two datasets): each worker process opens the store and builds its Reconstruct once;
+    an actor pool builds one per epoch."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["types"]
+    log = str(tmp_path / "made")
+
+    class Counted(Reconstruct):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+
+    rows = 0
+    for epoch in (0, 1):
+        ds = uih_dataset(store, folder, proj, batch_size=16, num_actors=1, num_shards=3, actor_cls=Counted,
+                         order="shuffle", epoch=epoch)
+        for _ in range(1 + (epoch == 0)):
+            rows += sum(len(b["lengths"]) for b in ds.iter_batches(batch_size=None))
+    made = open(log).read().split()
+    assert rows == 3 * N
+    assert len(made) == len(set(made)) <= 2  # once per worker process of the 2-CPU Ray, not once per epoch
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ Sections (each a JSON file and a plot):
 Bytes come from /proc/self/io with the page cache dropped first; times are medians of several runs.
 
 REPORT.md also renders, when their JSON files lie beside the run's, the results of scripts of their own:
-``bench/bench_order.py`` and ``bench/train_order_ne.py`` (training order: speed, bytes and held-out NE)
-and ``bench/bench_threading.py`` (Numba's threading layers). ``python -m uih.report --from-results DIR``
+``bench/bench_order.py`` and ``bench/train_order_ne.py`` (training order: speed, bytes and held-out NE),
+``bench/bench_threading.py`` (Numba's threading layers) and ``bench/bench_ray.py`` (Ray Data against in
+process). ``python -m uih.report --from-results DIR``
 rebuilds REPORT.md from the JSON files in DIR alone, without running anything (the plots are not redrawn).
 """
 
@@ -60,7 +61,7 @@ SIZES = {
 FIGURES = {"writes": "write_per_day.png", "write_shares": "write_shares.png", "reads": "read_per_tenant.png",
            "scaling": "scaling.png", "peers": "peers.png"}
 # the extra sections' JSON files, as their scripts name them in bench/results
-ORDER, ORDER_NE, THREADING = "order.json", "order_ne.json", "threading.json"
+ORDER, ORDER_NE, THREADING, RAY = "order.json", "order_ne.json", "threading.json", "bench_ray.json"
 ORDERS = {"stream": "stream", "shuffle": "shuffle", "permutation": "permutation", "fat_shuffle": "fat shuffle"}
 NE_ORDERS = ("stream", "permutation", "shuffle")
 
@@ -610,17 +611,57 @@ def _threading_section(d: dict) -> list:
     return lines
 
 
+def ray_epochs(d: dict) -> tuple:
+    """(headers, rows) of ``bench_ray.json``: in process against Ray tasks on the same job, and the adapter
+    before (an actor pool started per epoch) when the file keeps it."""
+    rng = lambda r: f"{r[0] / 1e3:,.0f}-{r[1] / 1e3:,.0f} K"  # noqa: E731
+    rows = []
+    for name, r in d["rows"].items():
+        if "examples_per_s" in r:  # in process
+            rows.append([name, "-", "-", f"{r['examples_per_s']:,.0f} ({rng(r['examples_per_s_range'])})",
+                         f"{r['examples_per_s']:,.0f}", "-", "-"])
+        else:
+            rows.append([name, f"{r['first_epoch_first_batch_s']:.2f} s", f"{r['warm_first_batch_s']:.2f} s",
+                         f"{r['warm_after_first_per_s']:,.0f} ({rng(r['warm_after_first_per_s_range'])})",
+                         f"{r['warm_epoch_per_s']:,.0f}",
+                         f"{r['vs_in_process_warm']:.2f}x / {r['vs_in_process_fresh']:.2f}x",
+                         f"{r['object_store_bytes_per_example'] / 1e3:,.1f} kB"])
+    for name, r in d.get("before", {}).get("rows", {}).items():
+        if name.startswith("Ray"):  # the actor pool started per epoch, consumed by the driver
+            rows.append([f"before: {name}", "-", f"{r['startup_s']:.2f} s", f"{r['steady_examples_per_s']:,.0f}",
+                         f"{r['examples_per_s']:,.0f}", "-", "-"])
+    return (["epoch of the same job", "1st batch, 1st epoch", "1st batch, warm epoch",
+             "examples/s after the 1st batch (range)", "examples/s, whole epoch",
+             "per core vs in process (warm / fresh)", "object store per example"], rows)
+
+
+def _ray_section(d: dict) -> list:
+    p = d["params"]
+    return ["## Ray Data", "",
+            f"Measured by `bench/bench_ray.py` ({_machine(d)}): {p['requests']:,} examples over {p['users']:,} "
+            f"users x {p['history']:,} events, max_len {p['max_len']}, 3 columns, batch {p['batch']}, order "
+            f"{p['order']}. In process: one epoch with a fresh `Reconstructor` or a warm one (its arena keeps the "
+            "decoded row groups, as a Ray worker's does). Ray: `uih_dataset` tasks of 1 CPU and 1 Numba thread, "
+            "consumed by the driver or by 2 `streaming_split` consumers; warm: the median and range of "
+            f"{p['repeat']} epochs after the first. The 1st epoch of the first Ray row pays the worker processes' "
+            "start and kernel load; later rows find the processes running. Per core: Ray's rate after the "
+            "first batch over in process on as many threads as tasks.", "",
+            table(*reversed(ray_epochs(d))), ""]
+
+
 def extra_sections(results: Path | None) -> list:
     """REPORT.md's sections from the scripts of their own whose JSON files lie in ``results``."""
     if results is None:
         return []
-    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING)
+    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING, RAY)
              if (results / n).is_file()}
     lines = []
     if ORDER in found:
         lines += _order_section(found[ORDER], found.get(ORDER_NE))
     if THREADING in found:
         lines += _threading_section(found[THREADING])
+    if RAY in found:
+        lines += _ray_section(found[RAY])
     return lines
 
 
