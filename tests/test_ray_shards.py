@@ -1,0 +1,210 @@
+"""The Ray adapter's thin-row shards without a cluster: scattered parts gather into exactly the rows and order
+of a shard read on its own, a part fetches only its row groups from S3, and ``local_shard`` resumes a share."""
+
+import threading
+from collections import Counter
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import engine
+from uih.workload import COLUMNS
+from uih.workload import random_events as make_events
+
+pytest.importorskip("ray")
+from ray_plugin import local_shard  # noqa: E402
+from ray_plugin._shards import ShardPlan, gather, read_shard, split_part, split_parts  # noqa: E402
+
+N = 3000
+PROJ = engine.Projection(["item_id", "action", "ts"], max_len=24, align="right", pad_value=-1)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A store and ``N`` thin rows with ids, labels and dense features, in two files of row groups of 250
+    (users interleaved across every row group, as a request log writes them)."""
+    d = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(11)
+    store = engine.UIHStore.create(d / "s", columns=COLUMNS)
+    store.append(make_events(rng, range(50), 4000))
+    store.seal(600_000)
+    store.append(make_events(rng, range(50), 400, t0=2_000_000))
+    thin = store.snapshot({"user_id": rng.integers(0, 54, N), "request_ts": rng.integers(1_000_000, 3_500_000, N),
+                           "example_id": np.arange(N, dtype=np.int64) * 7 + 3,
+                           "label": rng.random(N).astype(np.float32),
+                           "dense": pa.array(list(rng.random((N, 8)).astype(np.float32)), pa.list_(pa.float32()))})
+    (d / "thin").mkdir()
+    pq.write_table(thin.slice(0, 1300), d / "thin" / "day0.parquet", row_group_size=250)
+    pq.write_table(thin.slice(1300), d / "thin" / "day1.parquet", row_group_size=250)
+    yield store, thin, d / "thin"
+    store.close()
+
+
+def _columns(store):
+    return (*engine.Reconstructor(store, PROJ, device="cpu").thin_columns, "example_id", "label", "dense")
+
+
+def _scattered(source, columns, num_shards, num_parts, by_user=True, order=None):
+    """Every shard gathered from in-process ``split_part`` pieces, as the scattered plan's tasks make them."""
+    total, schema, parts = split_parts(source, columns, num_parts)
+    pieces = [split_part(src, start, total, schema, num_shards, by_user, order) for src, start in parts]
+    return [gather([p[i] for p in pieces], order is not None) for i in range(num_shards)]
+
+
+@pytest.mark.parametrize("num_shards,num_parts", [(1, 3), (3, 3), (4, 7), (5, 2), (8, 100)])
+def test_scattered_user_shards_are_the_shards_read_whole(setup, num_shards, num_parts):
+    store, thin, folder = setup
+    cols = list(_columns(store))
+    for source in (str(folder), thin):
+        got = _scattered(source, cols, num_shards, num_parts)
+        for i in range(num_shards):
+            assert got[i].equals(read_shard(str(folder), cols, num_shards, i)), (source, i)
+    ranges = _scattered(str(folder), cols, num_shards, num_parts, by_user=False)
+    assert [t.equals(read_shard(str(folder), cols, num_shards, i, by_user=False)) for i, t in enumerate(ranges)] \
+        == [True] * num_shards
+
+
+@pytest.mark.parametrize("num_shards,num_parts,batch_size,window", [(1, 4, 64, None), (3, 3, 64, 700),
+                                                                    (4, 6, 100, 333), (7, 2, 32, 5000)])
+def test_scattered_shuffle_shares_are_the_epochs_shares(setup, num_shards, num_parts, batch_size, window):
+    store, thin, folder = setup
+    cols = _columns(store)
+    rec = engine.Reconstructor(store, PROJ, device="cpu")
+    for epoch in (0, 1):
+        kw = dict(batch_size=batch_size, order="shuffle", seed=5, epoch=epoch, shuffle_window=window)
+        got = _scattered(str(folder), cols, num_shards, num_parts, order=kw)
+        for i in range(num_shards):
+            want = rec.epoch_rows(str(folder), share=(i, num_shards), extra_columns=list(cols[-3:]), **kw)
+            assert got[i].equals(want), (epoch, i)
+            assert got[i].equals(ShardPlan(str(folder), cols, num_shards, order=kw).read(i, rec))
+
+
+def test_scattered_plan_checks_columns_on_the_driver(setup):
+    store, thin, folder = setup
+    with pytest.raises(engine.SchemaError, match="nope"):
+        ShardPlan(str(folder), (*_columns(store), "nope"), 3).scatter()
+
+
+class _CountingApp:
+    """WSGI middleware: bytes of the GET responses per object path (every process's reads of this server)."""
+
+    def __init__(self, app):
+        self.app, self.got, self._lock = app, Counter(), threading.Lock()
+
+    def __call__(self, environ, start_response):
+        body = self.app(environ, start_response)
+        if environ["REQUEST_METHOD"] != "GET":
+            return body
+        path = environ["PATH_INFO"]
+
+        def counted():
+            for chunk in body:
+                with self._lock:
+                    self.got[path] += len(chunk)
+                yield chunk
+        return counted()
+
+    def fetched(self, prefix: str) -> int:
+        with self._lock:
+            return sum(v for k, v in self.got.items() if k.startswith(prefix))
+
+
+@pytest.fixture(scope="module")
+def counted_s3():
+    """A moto S3 server (bucket ``uih``) that counts the bytes it serves: (endpoint, filesystem, counter)."""
+    import socket
+
+    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+    from pyarrow import fs as fs_mod
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    server._server.app = counter = _CountingApp(server._server.app)
+    endpoint = f"127.0.0.1:{port}"
+    fs = fs_mod.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
+                             secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+    fs.create_dir("uih")
+    yield endpoint, fs, counter
+    server.stop()
+
+
+def put_thin(fs, thin, prefix, files=2, row_group_size=250):
+    """``thin`` in ``files`` Parquet objects under ``uih/<prefix>/``; returns their total size."""
+    step = -(-len(thin) // files)
+    for i in range(files):
+        with fs.open_output_stream(f"uih/{prefix}/part-{i}.parquet") as f:
+            pq.write_table(thin.slice(i * step, step), f, row_group_size=row_group_size)
+    return sum(fs.get_file_info(f"uih/{prefix}/part-{i}.parquet").size for i in range(files))
+
+
+def s3_uri(endpoint, prefix):
+    return f"s3://uih/{prefix}/?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+
+
+def test_a_scattered_part_fetches_its_share_of_the_bytes(setup, counted_s3, monkeypatch):
+    """Read alone, every user shard fetches the whole source (its users are in every row group); a part of
+    the scattered plan fetches its own row groups only: about 1/parts of the source."""
+    store, thin, _ = setup
+    endpoint, fs, counter = counted_s3
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    big = pa.concat_tables([thin] * 4)  # 12,000 rows, ~100 KB a file: footers are a small part of a read
+    size = put_thin(fs, big, "bytes", files=2, row_group_size=500)
+    source, cols = s3_uri(endpoint, "bytes"), list(_columns(store))
+    before = counter.fetched("/uih/bytes/")
+    read_shard(source, cols, 4, 1)
+    whole_shard = counter.fetched("/uih/bytes/") - before
+    total, schema, parts = split_parts(source, cols, 4)
+    fetched = []
+    for src, start in parts:
+        before = counter.fetched("/uih/bytes/")
+        split_part(src, start, total, schema, 4)
+        fetched.append(counter.fetched("/uih/bytes/") - before)
+    print(f"\nthin source {size} B in 2 objects; one shard read alone: {whole_shard} B; "
+          f"each of {len(parts)} scattered parts: {fetched} B (sum {sum(fetched)} B)")
+    assert whole_shard >= 0.8 * size
+    assert len(parts) == 4 and max(fetched) < 0.4 * size and sum(fetched) < 1.3 * size
+
+
+def test_local_shard_resumes_a_shares_remaining_batches(setup):
+    """``resume=`` a share iterator's state: the rank's rows are exactly the batches it had left; from
+    another world size, the ranks together get every batch after the consumed prefix once."""
+    store, thin, folder = setup
+    bs, kw = 64, dict(order="shuffle", seed=9, epoch=1, shuffle_window=700)
+    rec = engine.Reconstructor(store, PROJ, device="cpu")
+    extra = ["example_id"]
+
+    def ids(batches):
+        return [b["example_id"].tolist() for b in batches]
+
+    states, left = {}, {}
+    for rank in range(2):
+        it = rec.iter_batches(str(folder), bs, extra_columns=extra, share=(rank, 2), **kw)
+        for _ in range(5 + rank):
+            next(it)
+        states[rank] = it.state_dict()
+        left[rank] = ids(it)
+    for rank in range(2):
+        r2, rows = local_shard(store.root, folder, PROJ, rank=rank, world_size=2, version=store.version,
+                               device="cpu", batch_size=bs, resume=states[rank], **kw)
+        assert ids(r2.iter_batches(rows, bs, extra_columns=extra)) == left[rank] and len(left[rank]) > 3
+    # elastic: rank 0's state (5 batches each consumed in lockstep) resumed by 3 ranks
+    glob = ids(rec.iter_batches(str(folder), bs, extra_columns=extra, **kw))
+    got = []
+    for rank in range(3):
+        r3, rows = local_shard(store.root, folder, PROJ, rank=rank, world_size=3, version=store.version,
+                               device="cpu", batch_size=bs, resume=states[0], **kw)
+        mine = ids(r3.iter_batches(rows, bs, extra_columns=extra))
+        assert mine == glob[10:][rank::3]
+        got += [e for b in mine for e in b]
+    assert sorted(got) == sorted(e for b in glob[10:] for e in b)
+    with pytest.raises(engine.InvalidArgument, match="seed"):
+        local_shard(store.root, folder, PROJ, rank=0, world_size=2, device="cpu", batch_size=bs,
+                    resume=states[0], **{**kw, "seed": 1})
+    with pytest.raises(engine.InvalidArgument, match="order='shuffle'"):
+        local_shard(store.root, folder, PROJ, rank=0, world_size=2, device="cpu", resume=states[0])
