@@ -41,11 +41,15 @@ class StoreRef:
 
     @classmethod
     def of(cls, store, version=None) -> StoreRef:
-        """From a path (at ``version``, default the newest) or an open ``UIHStore`` (at its version)."""
+        """From a path or URI (at ``version``, default the newest), a remote store's ``root`` (which carries its
+        ``filesystem=``) or an open ``UIHStore`` (at its version)."""
         if isinstance(store, engine.UIHStore):
             return cls(store.root, int(store.version if version is None else version))
+        if hasattr(store, "fs") and hasattr(store, "path"):  # a remote store's root: keeps its filesystem
+            return cls(store, _newest_version(store) if version is None else int(version))
         if not isinstance(store, (str, Path)):
-            raise engine.InvalidArgument(f"store must be a path or an open UIHStore, got {type(store).__name__}")
+            raise engine.InvalidArgument(f"store must be a path, a URI, an open UIHStore or its root, got "
+                                         f"{type(store).__name__}")
         return cls(str(store), _newest_version(store) if version is None else int(version))
 
     def open(self) -> engine.UIHStore:

@@ -1,9 +1,6 @@
 """The Ray adapter's thin-row shards without a cluster: scattered parts gather into exactly the rows and order
 of a shard read on its own, a part fetches only its row groups from S3, and ``local_shard`` resumes a share."""
 
-import threading
-from collections import Counter
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -53,7 +50,7 @@ def _scattered(source, columns, num_shards, num_parts, by_user=True, order=None)
     return [gather([p[i] for p in pieces], order is not None) for i in range(num_shards)]
 
 
-@pytest.mark.parametrize("num_shards,num_parts", [(1, 3), (3, 3), (4, 7), (5, 2), (8, 100)])
+@pytest.mark.parametrize("num_shards,num_parts", [(1, 3), (4, 7), (5, 2), (8, 100)])
 def test_scattered_user_shards_are_the_shards_read_whole(setup, num_shards, num_parts):
     store, thin, folder = setup
     cols = list(_columns(store))
@@ -66,8 +63,8 @@ def test_scattered_user_shards_are_the_shards_read_whole(setup, num_shards, num_
         == [True] * num_shards
 
 
-@pytest.mark.parametrize("num_shards,num_parts,batch_size,window", [(1, 4, 64, None), (3, 3, 64, 700),
-                                                                    (4, 6, 100, 333), (7, 2, 32, 5000)])
+@pytest.mark.parametrize("num_shards,num_parts,batch_size,window", [(1, 4, 64, None), (4, 6, 100, 333),
+                                                                    (7, 2, 32, 5000)])
 def test_scattered_shuffle_shares_are_the_epochs_shares(setup, num_shards, num_parts, batch_size, window):
     store, thin, folder = setup
     cols = _columns(store)
@@ -87,88 +84,27 @@ def test_scattered_plan_checks_columns_on_the_driver(setup):
         ShardPlan(str(folder), (*_columns(store), "nope"), 3).scatter()
 
 
-class _CountingApp:
-    """WSGI middleware: bytes of the GET responses per object path (every process's reads of this server)."""
-
-    def __init__(self, app):
-        self.app, self.got, self._lock = app, Counter(), threading.Lock()
-
-    def __call__(self, environ, start_response):
-        body = self.app(environ, start_response)
-        if environ["REQUEST_METHOD"] != "GET":
-            return body
-        path = environ["PATH_INFO"]
-
-        def counted():
-            for chunk in body:
-                with self._lock:
-                    self.got[path] += len(chunk)
-                yield chunk
-        return counted()
-
-    def fetched(self, prefix: str) -> int:
-        with self._lock:
-            return sum(v for k, v in self.got.items() if k.startswith(prefix))
-
-
-@pytest.fixture(scope="module")
-def counted_s3():
-    """A moto S3 server (bucket ``uih``) that counts the bytes it serves: (endpoint, filesystem, counter)."""
-    import socket
-
-    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
-    from pyarrow import fs as fs_mod
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    server._server.app = counter = _CountingApp(server._server.app)
-    endpoint = f"127.0.0.1:{port}"
-    fs = fs_mod.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
-                             secret_key="testing", region="us-east-1", allow_bucket_creation=True)
-    fs.create_dir("uih")
-    yield endpoint, fs, counter
-    server.stop()
-
-
-def put_thin(fs, thin, prefix, files=2, row_group_size=250):
-    """``thin`` in ``files`` Parquet objects under ``uih/<prefix>/``; returns their total size."""
-    step = -(-len(thin) // files)
-    for i in range(files):
-        with fs.open_output_stream(f"uih/{prefix}/part-{i}.parquet") as f:
-            pq.write_table(thin.slice(i * step, step), f, row_group_size=row_group_size)
-    return sum(fs.get_file_info(f"uih/{prefix}/part-{i}.parquet").size for i in range(files))
-
-
-def s3_uri(endpoint, prefix):
-    return f"s3://uih/{prefix}/?endpoint_override={endpoint}&scheme=http&region=us-east-1"
-
-
-def test_a_scattered_part_fetches_its_share_of_the_bytes(setup, counted_s3, monkeypatch):
+def test_a_scattered_part_fetches_its_share_of_the_bytes(setup, counted_s3):
     """Read alone, every user shard fetches the whole source (its users are in every row group); a part of
     the scattered plan fetches its own row groups only: about 1/parts of the source."""
     store, thin, _ = setup
-    endpoint, fs, counter = counted_s3
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    big = pa.concat_tables([thin] * 4)  # 12,000 rows, ~100 KB a file: footers are a small part of a read
-    size = put_thin(fs, big, "bytes", files=2, row_group_size=500)
-    source, cols = s3_uri(endpoint, "bytes"), list(_columns(store))
-    before = counter.fetched("/uih/bytes/")
+    s3 = counted_s3
+    big = pa.concat_tables([thin] * 4)  # 12,000 rows, ~2 MB a file: footers are a small part of a read
+    size = s3.put_thin(big, "bytes", files=2, row_group_size=500)
+    source, cols = s3.uri("bytes"), list(_columns(store))
+    before = s3.fetched("bytes")
     read_shard(source, cols, 4, 1)
-    whole_shard = counter.fetched("/uih/bytes/") - before
+    whole_shard = s3.fetched("bytes") - before
     total, schema, parts = split_parts(source, cols, 4)
     fetched = []
     for src, start in parts:
-        before = counter.fetched("/uih/bytes/")
+        before = s3.fetched("bytes")
         split_part(src, start, total, schema, 4)
-        fetched.append(counter.fetched("/uih/bytes/") - before)
+        fetched.append(s3.fetched("bytes") - before)
     print(f"\nthin source {size} B in 2 objects; one shard read alone: {whole_shard} B; "
           f"each of {len(parts)} scattered parts: {fetched} B (sum {sum(fetched)} B)")
-    assert whole_shard >= 0.8 * size
-    assert len(parts) == 4 and max(fetched) < 0.4 * size and sum(fetched) < 1.3 * size
+    assert whole_shard >= 0.7 * size
+    assert len(parts) == 4 and max(fetched) < 0.3 * size and sum(fetched) < 1.1 * whole_shard
 
 
 def test_local_shard_resumes_a_shares_remaining_batches(setup):
