@@ -174,8 +174,8 @@ def split_part(source, start: int, total: int, schema: pa.Schema, num_shards: in
 
 def _read_groups(groups: list, schema: pa.Schema) -> pa.Table:
     parts = []
-    for _, run in itertools.groupby(groups, key=lambda u: str(u[0])):  # each file once, its groups in order
-        run = list(run)
+    for _, same_file in itertools.groupby(groups, key=lambda u: str(u[0])):  # each file once, groups in order
+        run = list(same_file)
         parts.append(_parquet_file(run[0][0]).read_row_groups([g for _, g, _ in run], columns=schema.names,
                                                              use_threads=False))
     return pa.concat_tables(parts) if parts else schema.empty_table()

