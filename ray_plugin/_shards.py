@@ -122,6 +122,9 @@ def read_shard(thin_source, columns: list, num_shards: int, index: int, by_user:
     return pa.concat_tables(parts) if parts else pa.schema([schema.field(c) for c in columns]).empty_table()
 
 
+# default parts of a scattered plan, at most: every actor gets parts x shards object refs, and 16 reads at
+# once already keep a node's link to object storage busy
+MAX_PARTS = 16
 # a scattered piece's position in the epoch's order (shuffle shares): the gather sorts by it, then drops it
 _POS = "__uih_epoch_position"
 
@@ -231,12 +234,14 @@ class ShardPlan:
 
     def scatter(self, num_parts: int | None = None) -> ShardPlan:
         """This plan with its shards cut ahead by Ray tasks (on the driver, Ray initialized): part ``j`` of
-        ``num_parts`` (default ``num_shards``, at most one per row group) reads its contiguous row groups
-        once and returns every shard's piece of them; ``read`` then gathers a shard from the object store.
-        A plan with a ``resume`` state in its order is returned as it is (its shards read the source)."""
+        ``num_parts`` (default ``num_shards`` up to ``MAX_PARTS``; at most one per row group) reads its
+        contiguous row groups once and returns every shard's piece of them; ``read`` then gathers a shard from
+        the object store. A plan with a ``resume`` state in its order is returned as it is (its shards read
+        the source)."""
         if self.pieces is not None or (self.order or {}).get("resume") is not None:
             return self
-        total, schema, parts = split_parts(self.source, self.columns, int(num_parts or self.num_shards))
+        total, schema, parts = split_parts(self.source, self.columns,
+                                           int(num_parts or min(self.num_shards, MAX_PARTS)))
         if not total:
             return self
         # num_cpus=0: the reconstruct actors may hold every CPU while they wait for these pieces; SPREAD:
@@ -247,7 +252,8 @@ class ShardPlan:
         for src, start in parts:
             got = task.remote(src, start, total, schema, self.num_shards, self.by_user, self.order)
             refs.append(tuple(got) if self.num_shards > 1 else (got,))
-        return replace(self, pieces=tuple(refs))
+        # a Table source is in the pieces now: the actors get the refs, not another copy of the rows
+        return replace(self, pieces=tuple(refs), source=None if isinstance(self.source, pa.Table) else self.source)
 
     def read(self, index: int, rec=None) -> pa.Table:
         """Shard ``index``'s thin rows: a user-hash part, or (``order`` given) share ``index`` of the epoch's

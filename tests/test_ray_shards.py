@@ -144,3 +144,18 @@ def test_local_shard_resumes_a_shares_remaining_batches(setup):
                     resume=states[0], **{**kw, "seed": 1})
     with pytest.raises(engine.InvalidArgument, match="order='shuffle'"):
         local_shard(store.root, folder, PROJ, rank=0, world_size=2, device="cpu", resume=states[0])
+
+
+def test_local_shard_of_a_store_opened_with_a_filesystem(setup, counted_s3):
+    """A remote store's ``root`` (what a worker gets: it pickles with the store's ``filesystem=``) opens in
+    ``local_shard``, and its rows and batches are those of the local store."""
+    store, thin, folder = setup
+    engine.publish(store.root, "s3://uih/shards-store", filesystem=counted_s3.fs)
+    with engine.UIHStore.open("s3://uih/shards-store", read_only=True, filesystem=counted_s3.fs) as remote:
+        rec, rows = local_shard(remote.root, folder, PROJ, rank=1, world_size=2, device="cpu")
+        ref, want = local_shard(store.root, folder, PROJ, rank=1, world_size=2, device="cpu",
+                                version=remote.version)
+        assert rows.equals(want) and len(rows)
+        got = [b.to_numpy() for b in rec.iter_batches(rows.slice(0, 64), 32)]
+        for g, w in zip(got, (b.to_numpy() for b in ref.iter_batches(want.slice(0, 64), 32))):
+            assert all(np.array_equal(g[c], w[c]) for c in w)
