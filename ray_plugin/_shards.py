@@ -234,14 +234,16 @@ class ShardPlan:
 
     def scatter(self, num_parts: int | None = None) -> ShardPlan:
         """This plan with its shards cut ahead by Ray tasks (on the driver, Ray initialized): part ``j`` of
-        ``num_parts`` (default ``num_shards`` up to ``MAX_PARTS``; at most one per row group) reads its
-        contiguous row groups once and returns every shard's piece of them; ``read`` then gathers a shard from
-        the object store. A plan with a ``resume`` state in its order is returned as it is (its shards read
-        the source)."""
+        ``num_parts`` (default: ``num_shards``, at most ``MAX_PARTS`` and the cluster's CPUs; at most one per
+        row group) reads its contiguous row groups once and returns every shard's piece of them; ``read`` then
+        gathers a shard from the object store. A plan with a ``resume`` state in its order is returned as it
+        is (its shards read the source)."""
         if self.pieces is not None or (self.order or {}).get("resume") is not None:
             return self
-        total, schema, parts = split_parts(self.source, self.columns,
-                                           int(num_parts or min(self.num_shards, MAX_PARTS)))
+        ray = _deps.ray()
+        if not num_parts:  # each task is a worker process to start (and import the engine) on busy cores
+            num_parts = min(self.num_shards, MAX_PARTS, max(1, int(ray.cluster_resources().get("CPU", 1))))
+        total, schema, parts = split_parts(self.source, self.columns, int(num_parts))
         if not total:
             return self
         # num_cpus=0: the reconstruct actors may hold every CPU while they wait for these pieces; SPREAD:
