@@ -192,15 +192,19 @@ def gather(pieces: list, ordered: bool) -> pa.Table:
     return t
 
 
-def split_parts(thin_source, columns, num_parts: int) -> tuple:
-    """``(total rows, schema of columns, [(part, its first row)])``: the thin rows in at most ``num_parts``
-    contiguous parts of about equal rows, whole row groups each (a Parquet file's footer is read here, not
-    its rows), for ``split_part``. A part is a Table slice, or a list of ``row_groups`` entries."""
+def _projected_schema(thin_source, columns) -> pa.Schema:
     schema = thin_schema(thin_source)
     missing = [c for c in columns if c not in schema.names]
     if missing:
         raise engine.SchemaError(f"thin rows lack column(s) {missing}; make them with UIHStore.snapshot()")
-    schema = pa.schema([schema.field(c) for c in columns])
+    return pa.schema([schema.field(c) for c in columns])
+
+
+def split_parts(thin_source, columns, num_parts: int) -> tuple:
+    """``(total rows, schema of columns, [(part, its first row)])``: the thin rows in at most ``num_parts``
+    contiguous parts of about equal rows, whole row groups each (a Parquet file's footer is read here, not
+    its rows), for ``split_part``. A part is a Table slice, or a list of ``row_groups`` entries."""
+    schema = _projected_schema(thin_source, columns)
     if isinstance(thin_source, pa.Table):
         total = len(thin_source)
         count = max(1, min(num_parts, total))
@@ -240,6 +244,7 @@ class ShardPlan:
         is (its shards read the source)."""
         if self.pieces is not None or (self.order or {}).get("resume") is not None:
             return self
+        _projected_schema(self.source, self.columns)  # a missing column is the driver's error, before any task
         ray = _deps.ray()
         if not num_parts:  # each task is a worker process to start (and import the engine) on busy cores
             num_parts = min(self.num_shards, MAX_PARTS, max(1, int(ray.cluster_resources().get("CPU", 1))))
