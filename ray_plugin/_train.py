@@ -7,7 +7,7 @@ the small thin rows do. Shards come from ``engine.shard``: disjoint users per ra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import engine
@@ -26,6 +26,7 @@ def local_shard(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
                 device: str = "auto", extra_columns: Sequence[str] | None = None,
                 order: Literal["stream", "shuffle"] = "stream", seed: int = 0, epoch: int = 0,
                 shuffle_window: int | None = None, batch_size: int | None = None,
+                resume: Mapping[str, Any] | None = None,
                 **reconstructor_kwargs: Any) -> tuple[engine.Reconstructor, pa.Table]:
     """This rank's Reconstructor and thin rows: ``rec.iter_batches(rows, batch_size, extra_columns=...)``.
 
@@ -46,6 +47,11 @@ def local_shard(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         this rank's share of the epoch's global batches (``Reconstructor.iter_batches``), in the epoch's
         order, so ``rec.iter_batches(rows, batch_size)`` yields exactly them; every example once per epoch
         across the ranks, the order fixed by ``(seed, epoch)`` whatever the world size.
+    resume : dict, optional
+        With ``order="shuffle"``: a ``state_dict()`` of this epoch's iterator of a share (``iter_batches``
+        with these keywords and ``share=(rank, world_size)``, a ``"uih-order/1"`` state). The rows are then
+        only the batches that share had left; from another world size, this rank's share of the batches
+        after the consumed prefix (``next_batch``), so the ranks together yield each remaining batch once.
     **reconstructor_kwargs
         Passed to ``engine.Reconstructor`` (``prefetch``, ``chunk_batches``...).
 
@@ -53,6 +59,10 @@ def local_shard(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
     -------
     (engine.Reconstructor, pyarrow.Table)
     """
+    if resume is not None and order == "stream":
+        raise engine.InvalidArgument("local_shard(resume=...) needs order='shuffle': a stream-order shard is this "
+                                     "rank's users, not a share of the epoch's batches; resume it with "
+                                     "rec.iter_batches(rows, batch_size, resume=state) on the same rows")
     if rank is None or world_size is None:
         ctx = _deps.ray().train.get_context()
         rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -64,7 +74,7 @@ def local_shard(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
             raise engine.InvalidArgument("local_shard(order='shuffle') needs batch_size: the epoch's order is "
                                          "one of global batches")
         return rec, rec.epoch_rows(portable(thin_source), batch_size, order, seed, epoch, shuffle_window,
-                                   share=(int(rank), int(world_size)), extra_columns=extra)
+                                   share=(int(rank), int(world_size)), extra_columns=extra, resume=resume)
     engine.Order(order, seed, epoch, shuffle_window)
     columns = list(dict.fromkeys([*rec.thin_columns, *extra]))
     return rec, read_shard(portable(thin_source), columns, int(world_size), int(rank))

@@ -155,3 +155,72 @@ def log_requests(root, seed: int, days: int, per_snapshot: int):
 def logged(tmp_path_factory):
     """The training-order tests' store and 2,700 thin rows over 3 days (3 shuffle blocks)."""
     return log_requests(tmp_path_factory.mktemp("order"), seed=7, days=3, per_snapshot=180)
+
+
+class CountedS3:
+    """A moto S3 server (bucket ``uih``) that counts the bytes of the objects it serves, whichever process
+    reads them (Ray workers included): ``fetched(prefix)`` is the total of GET responses under ``uih/<prefix>/``."""
+
+    def __init__(self, server):
+        import threading
+        from collections import Counter
+
+        from pyarrow import fs as fs_mod
+
+        self.app, self._got, self._lock = server._server.app, Counter(), threading.Lock()
+        server._server.app = self._serve  # werkzeug's handler calls server.app per request
+        self.endpoint = "{}:{}".format(*server.get_host_and_port())
+        self.fs = fs_mod.S3FileSystem(endpoint_override=self.endpoint, scheme="http", access_key="testing",
+                                      secret_key="testing", region="us-east-1", allow_bucket_creation=True)
+        self.fs.create_dir(BUCKET)
+
+    def _serve(self, environ, start_response):
+        body = self.app(environ, start_response)
+        if environ["REQUEST_METHOD"] != "GET":
+            return body
+        path = environ["PATH_INFO"]
+
+        def counted():
+            for chunk in body:
+                with self._lock:
+                    self._got[path] += len(chunk)
+                yield chunk
+        return counted()
+
+    def fetched(self, prefix: str) -> int:
+        with self._lock:
+            return sum(v for k, v in self._got.items() if k.startswith(f"/{BUCKET}/{prefix}/"))
+
+    def uri(self, prefix: str) -> str:
+        """A URI of ``uih/<prefix>/`` that carries the endpoint (credentials come from the environment)."""
+        return f"s3://{BUCKET}/{prefix}/?endpoint_override={self.endpoint}&scheme=http&region=us-east-1"
+
+    def put_thin(self, thin: pa.Table, prefix: str, files: int = 2, row_group_size: int = 250) -> int:
+        """``thin`` as ``files`` Parquet objects under ``uih/<prefix>/``; returns their total size in bytes."""
+        step = -(-len(thin) // files)
+        names = [f"{BUCKET}/{prefix}/part-{i}.parquet" for i in range(files)]
+        for i, name in enumerate(names):
+            with self.fs.open_output_stream(name) as f:
+                pq.write_table(thin.slice(i * step, step), f, row_group_size=row_group_size)
+        return sum(self.fs.get_file_info(n).size for n in names)
+
+
+@pytest.fixture(scope="module")
+def counted_s3():
+    """A ``CountedS3`` server on a free local port, and the environment's S3 credentials set for it (Ray
+    nodes started in the module inherit them)."""
+    import logging
+    import socket
+
+    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("AWS_ACCESS_KEY_ID", "testing")
+        m.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        yield CountedS3(server)
+    server.stop()

@@ -307,13 +307,17 @@ class Reconstructor:
 
     def epoch_rows(self, thin_source: ThinSource, batch_size: int, order: Literal["stream", "shuffle"] = "stream",
                    seed: int = 0, epoch: int = 0, shuffle_window: int | None = None,
-                   share: tuple[int, int] | None = None, extra_columns: Sequence[str] = ()) -> pa.Table:
+                   share: tuple[int, int] | None = None, extra_columns: Sequence[str] = (),
+                   resume: Mapping[str, Any] | None = None) -> pa.Table:
         """The thin rows one reader reads in an epoch, in the epoch's order: share ``(index, count)`` of its
         global batches (``iter_batches``' keywords). ``iter_batches(rows, batch_size)`` of the result yields
-        exactly those batches, for a reader (a Ray actor or rank) that reconstructs them elsewhere."""
+        exactly those batches, for a reader (a Ray actor or rank) that reconstructs them elsewhere.
+        ``resume``: a ``state_dict()`` of an iterator of this epoch (``iter_batches`` with these keywords and
+        a ``share``): only the batches that share has left (another share layout: those after its
+        consumed prefix), as ``iter_batches(..., resume=)`` would yield them."""
         bs = self._batching(batch_size, 0, True, None)[0]
         cols = self.thin_columns + list(extra_columns)
-        ep = Epoch(thin_source, cols, bs, bs * 64, _order.Order(order, seed, epoch, shuffle_window), None, share)
+        ep = Epoch(thin_source, cols, bs, bs * 64, _order.Order(order, seed, epoch, shuffle_window), resume, share)
         parts = list(ep.tables())
         return pa.concat_tables(parts) if parts else thin_table(thin_source, cols).slice(0, 0)
 
