@@ -51,7 +51,8 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
                 stats_column: str | None = None, actor_cls: type = Reconstruct,
                 order: Literal["stream", "shuffle"] = "stream", seed: int = 0, epoch: int = 0,
                 shuffle_window: int | None = None, resume: dict | None = None, batch_column: str | None = None,
-                block_batches: int | None = None, **ray_remote_args: Any) -> ray.data.Dataset:
+                block_batches: int | None = None, scatter: bool | None = None,
+                **ray_remote_args: Any) -> ray.data.Dataset:
     """A ``ray.data.Dataset`` of examples reconstructed from thin rows, each row exactly once per epoch.
 
     Parameters
@@ -94,6 +95,11 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         when several consumers (``streaming_split``) take batches out of order.
     block_batches : int, optional
         Batches per block (default: about 64 MB per block).
+    scatter : bool, optional
+        Cut the thin rows into every part's pieces ahead, by Ray tasks that each read a contiguous run of
+        row groups (spread over the nodes), so storage serves the thin rows once per epoch and no task reads
+        them whole; the pieces stay in the object store while the dataset lives. Default: for Parquet
+        sources of more than one part (a Table is in memory already).
     stats_column : str, optional
         Add this column: events read from storage, on the first row of each part (see ``Reconstruct``).
     actor_cls : type
@@ -149,6 +155,10 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
         plan.require_global("batch_column")
     if resume is not None:
         plan = plan.resumed(resume)
+    if scatter is None:  # a Table is in memory already; files are read once, not once per part
+        scatter = not isinstance(plan.source, pa.Table) and len(plan.parts_left()) > 1
+    if scatter:
+        plan = plan.scattered()
     # bytes per row (an upper bound for jagged): the projected events, lengths, added and fixed-width columns
     row = projection.max_len * event_bytes + 8 + 8 * len(added) + _fixed_width(schema, extra)
     if block_batches is None:

@@ -27,7 +27,8 @@ import pyarrow.dataset as pads
 
 import engine
 
-from ._shards import read_shard
+from . import _deps
+from ._shards import POSITION, ShardPlan, gather, read_shard
 
 STATE_FORMAT = "uih-order/1"
 
@@ -50,6 +51,7 @@ class EpochPlan:
     num_rows: int
     skip: frozenset = frozenset()  # global batches already consumed (a resume)
     token: str = ""  # names this epoch's rows in a worker's cache
+    pieces: tuple | None = None  # scattered: per source part, the object refs of every part's piece of it
 
     @classmethod
     def make(cls, source, columns, batch_size, order, num_parts, by_user) -> EpochPlan:
@@ -71,11 +73,38 @@ class EpochPlan:
             return list(range(self.num_parts))
         return [i for i in range(self.num_parts) if set(range(*self.bounds(i))) - self.skip]
 
+    def scattered(self, num_parts: int | None = None) -> EpochPlan:
+        """This plan with the thin rows cut into every part's pieces ahead, by Ray tasks that each read a
+        contiguous run of row groups (``ShardPlan.scatter``): the source is read from storage once per epoch,
+        where otherwise every user-hash part scans it whole and every process sorts the whole epoch."""
+        order = None
+        if not self.by_user:
+            o = self.order
+            order = {"order": o.order, "seed": o.seed, "epoch": o.epoch, "shuffle_window": o.shuffle_window,
+                     "batch_size": self.batch_size,
+                     "bounds": [self.bounds(i)[0] for i in range(self.num_parts)] + [self.num_batches]}
+        plan = ShardPlan(self.source, self.columns, self.num_parts, by_user=self.by_user, order=order)
+        plan = plan.scatter(num_parts)
+        if plan.pieces is None:  # no rows: nothing to cut
+            return self
+        return replace(self, pieces=plan.pieces, source=plan.source)
+
     # ---- in a task -----------------------------------------------------------------------------------
     def part(self, index: int, rec, cache: dict) -> tuple:
         """Part ``index``'s thin rows still to yield, and the global batch of each row (None for user-hash
         parts). ``cache`` keeps the epoch's ordered rows for the other parts this process runs."""
         bs = self.batch_size
+        if self.pieces is not None:
+            got = _deps.ray().get([p[index] for p in self.pieces])
+            if self.by_user:
+                return gather(got, ordered=False), None
+            table = gather(got, ordered=True, positions=True)
+            batch = table.column(POSITION).to_numpy() // bs
+            table = table.drop_columns([POSITION])
+            if self.skip:
+                keep = ~np.isin(batch, np.fromiter(self.skip, np.int64, len(self.skip)))
+                table, batch = table.filter(pa.array(keep)), batch[keep]
+            return table, batch
         if self.by_user:
             return read_shard(self.source, list(self.columns), self.num_parts, index), None
         key = (self.token, "epoch_rows")

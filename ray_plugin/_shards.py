@@ -162,7 +162,11 @@ def split_part(source, start: int, total: int, schema: pa.Schema, num_shards: in
             where = np.empty(total, np.int64)
             where[perm] = np.arange(total, dtype=np.int64)
             pos = where[start:start + len(t)]
-        share = pos // int(order["batch_size"]) % num_shards  # global batch g belongs to share g % count
+        batch = pos // int(order["batch_size"])
+        if order.get("bounds") is not None:  # contiguous runs of global batches: part i holds [b[i], b[i+1])
+            share = np.searchsorted(np.asarray(order["bounds"], np.int64), batch, side="right") - 1
+        else:  # global batch g belongs to share g % count
+            share = batch % num_shards
         return [t.filter(pa.array(share == i)).append_column(_POS, pa.array(pos[share == i]))
                 for i in range(num_shards)]
     if by_user:
@@ -184,12 +188,18 @@ def _read_groups(groups: list, schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-def gather(pieces: list, ordered: bool) -> pa.Table:
-    """A shard's rows from its pieces of every part (``split_part``), in part order."""
+def gather(pieces: list, ordered: bool, positions: bool = False) -> pa.Table:
+    """A shard's rows from its pieces of every part (``split_part``), in part order; ``ordered``: sorted by
+    their place in the epoch, which ``positions`` keeps as the column ``POSITION``."""
     t = pa.concat_tables(pieces)
     if ordered:
-        t = t.take(pa.array(np.argsort(t.column(_POS).to_numpy(), kind="stable"))).drop_columns([_POS])
+        t = t.take(pa.array(np.argsort(t.column(_POS).to_numpy(), kind="stable")))
+        if not positions:
+            t = t.drop_columns([_POS])
     return t
+
+
+POSITION = _POS
 
 
 def _projected_schema(thin_source, columns) -> pa.Schema:

@@ -399,6 +399,21 @@ def test_resume_after_out_of_order_consumers(cluster, setup):
     assert resume_state(rest, 1)["next_batch"] == 3  # batch 1 taken: 0, 1, 2 are the consumed prefix
 
 
+def test_scattered_thin_rows_give_the_same_batches(cluster, setup):
+    """Thin rows cut ahead by scatter tasks (the default for Parquet sources) or read by each part: the same
+    batches in the same order, user-hash parts and global order alike, a resume with out-of-order
+    consumers included."""
+    store, thin, folder = setup
+    proj = PROJECTIONS["right-pad"]
+    state = {"format": "uih-order/1", "batch_size": 16, "num_rows": len(thin), "next_batch": 1,
+             "done_after": [3, 4], "share": {"index": 0, "count": 1, "start": 0, "done": 1},
+             **{k: v for k, v in SHUFFLE.items()}}
+    for kw in (dict(order="stream"), dict(order="stream", affinity=False), SHUFFLE, dict(**SHUFFLE, resume=state)):
+        got = [_rows(uih_dataset(store, folder, proj, batch_size=16, num_actors=2, num_shards=3, block_batches=2,
+                                 extra_columns=["example_id"], scatter=scatter, **kw)) for scatter in (False, True)]
+        assert got[0] == got[1] and got[0]
+
+
 def test_resume_errors_name_the_fix(cluster, setup):
     store, thin, folder = setup
     proj = PROJECTIONS["right-pad"]

@@ -157,16 +157,13 @@ def test_local_shards_on_two_nodes_cover_every_example_once(data, two_nodes):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("scattered", [False, True])
-def test_node_removed_mid_epoch_still_gives_every_example_once(data, monkeypatch, scattered):
+def test_node_removed_mid_epoch_still_gives_every_example_once(data, scattered):
     """Three one-CPU worker nodes (the head has none), two actors: after the first batch, the node of the
     actor that made it is removed; the dead actor's call is redone on the spare node, and the epoch still has
     every example exactly once. ``scattered``: the shards come from a scattered plan, whose pieces on the
     removed node are rebuilt by re-running their tasks."""
     store, thin, uri, _ = data
     want = reference(store, thin, WIDE)
-    if scattered:
-        import ray_plugin._dataset as dataset
-        monkeypatch.setattr(dataset, "ShardPlan", lambda *a, **k: ShardPlan(*a, **k).scatter())
     if ray.is_initialized():
         ray.shutdown()
     cluster = start_cluster(4, head_cpus=0)
@@ -176,7 +173,8 @@ def test_node_removed_mid_epoch_still_gives_every_example_once(data, monkeypatch
             # blocks of 16 x 512 x 3 padded events (~200 KB) live in the object store of the node that made
             # them (Ray inlines objects under 100 KB into their owner): the removed node's blocks are lost too
             ds = uih_dataset(store, uri, WIDE, batch_size=16, num_actors=2, num_shards=6,
-                             extra_columns=["example_id"], actor_cls=Tagged, order=order, seed=2)
+                             extra_columns=["example_id"], actor_cls=Tagged, order=order, seed=2,
+                             scatter=scattered)
             batches, removed = [], None
             for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 batches.append(b)
