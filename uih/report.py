@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 import engine
 
+from . import lowdup
 from .amplification import read_causes
 from .fatrows import project_lists
 from .fmt import fmt_bytes, machine, machine_line, table, write_json
@@ -46,13 +47,15 @@ DEFAULT_OUT = "uih_bench_out"  # a working folder: no run writes into tracked fi
 
 SIZES = {
     "quick": dict(users=150, days=2, median_history=400, requests=6.0, fat_lengths=(1024, 4096), repeats=1,
-                  scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128)),
+                  scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128),
+                  low_dup=lowdup.QUICK),
     # the full workload's shape with a fifth of its users: amplification close to full size in minutes
     "medium": dict(users=600, days=4, median_history=2000, requests=2.0, fat_lengths=(1024, 4096), repeats=1,
-                   scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128)),
+                   scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128),
+                   low_dup=lowdup.LowDupConfig()),
     "full": dict(users=3000, days=4, median_history=2000, requests=2.0, fat_lengths=(1024, 4096, 16384), repeats=3,
                  scaling=(1024, 4096, 16384, 65536, 262144), scaling_users=16, scaling_batch=128,
-                 scaling_batches=(128, 512, 1024)),
+                 scaling_batches=(128, 512, 1024), low_dup=lowdup.LowDupConfig()),
 }
 
 
@@ -284,7 +287,9 @@ def duckdb_job(store_path, thin_file, p) -> tuple:
     return full, seconds
 
 
-def section_peers(out: Path, cfg, repeats) -> dict:
+def section_peers(out: Path, cfg, repeats, low_dup: lowdup.LowDupConfig | None = None) -> dict:
+    """One of the bench's tenants through every loader, and the low-duplication job (``uih.lowdup``): ours
+    against the Fat Row loader in interleaved rounds, ``low_dup`` its size (None: skipped)."""
     import torch
     t = cfg.tenants[0]
     p = t.projection()
@@ -325,8 +330,11 @@ def section_peers(out: Path, cfg, repeats) -> dict:
     for r in rows:
         r["examples_per_s"] = n / r["seconds"]
         r["ours_speedup"] = r["seconds"] / ours["seconds"]
-    return {"tenant": t.name, "max_len": t.max_len, "examples": n, "rows": rows, "duckdb_equal": duck_equal,
-            "dali_pairs": pair_ratio(ours_dali, ours)}
+    res = {"tenant": t.name, "max_len": t.max_len, "examples": n, "rows": rows, "duckdb_equal": duck_equal,
+           "dali_pairs": pair_ratio(ours_dali, ours)}
+    if low_dup is not None:
+        res["low_dup"] = lowdup.run(out.parent / "lowdup", low_dup)
+    return res
 
 
 def section_pipeline(out: Path, cfg, repeats) -> dict:
@@ -355,6 +363,29 @@ def section_pipeline(out: Path, cfg, repeats) -> dict:
 
 
 # ---- report -------------------------------------------------------------------------------------
+def low_dup_lines(d: dict) -> list:
+    """The low-duplication job's table: each loader's rounds (median, range, slowest over median) and the
+    round-by-round speed-up."""
+    c = d["config"]
+    sp = d["speedup_pairs"]
+    rows = [[name, f"{d[k]['median']:.3f} s", f"{d[k]['min']:.3f}-{d[k]['max']:.3f} s",
+             f"{d[k]['slowest_over_median']:.2f}", f"{d[k]['examples'] / d[k]['median']:,.0f}", mb(d[k]["read_bytes"])]
+            for k, name in (("ours", "uih (this engine), iter_batches"),
+                            ("fat", "fat rows: PyArrow lists -> padded (NumPy)"))]
+    return ["### The low-duplication job", "",
+            f"{d['examples']:,} examples over {c['users']:,} users (each about {d['examples'] / c['users']:.1f} "
+            f"times), log-normal histories (median {c['median_history']:,}, sigma {c['sigma']}, at most "
+            f"{c['max_history']:,}; {d['events']:,} events), max_len {c['max_len']:,}, columns "
+            f"{', '.join(c['columns'])}; the store was built by {c['chunks']} appends each followed by a seal, a "
+            f"compaction every {c['compact_every']} ({d['segments']} segments at the end). Files: store "
+            f"{mb(d['files']['store'])}, thin rows {mb(d['files']['thin'])}, fat rows {mb(d['files']['fat'])}. "
+            f"{len(d['ours']['each'])} interleaved rounds, each job from a cold page cache, who goes first "
+            "alternating.", "",
+            table(rows, ["loader", "median", "range", "slowest / median", "examples/s", "bytes read (median)"]),
+            "", f"Fat Row time over ours, round by round: median {sp['median']:.2f}x, range "
+            f"{sp['min']:.2f}-{sp['max']:.2f}x.", ""]
+
+
 def _write_floor_note(days) -> str:
     """What the write floor leaves out: the durable log's copy of each event, measured per day."""
     quiet = [d for d in days if not d["compact"]] or days
@@ -754,6 +785,8 @@ def render(R, figs, results: Path | None = None) -> str:
         m, lo, hi = p["dali_pairs"]
         lines += [f"DALI over direct within each repetition (the two run side by side): median {m:.2f}x, "
                   f"range {lo:.2f}-{hi:.2f}x.", ""]
+    if p.get("low_dup"):
+        lines += low_dup_lines(p["low_dup"])
     pl = R["pipeline"]
     lines += ["## Prefetch, data affinity and worker processes", "",
               f"Tenant '{pl['tenant']}', all thin rows, direct iter_batches, with prefetch and affinity switched off "
@@ -813,7 +846,7 @@ def run_bench(args) -> int:
                  ("reads", lambda: section_reads(tmp / "data", cfg, size["repeats"], tmp)),
                  ("stages", lambda: section_stages(tmp / "data", cfg, size["repeats"])),
                  ("pushdown", lambda: section_pushdown(tmp / "data", cfg)),
-                 ("peers", lambda: section_peers(tmp / "data", cfg, size["repeats"])),
+                 ("peers", lambda: section_peers(tmp / "data", cfg, size["repeats"], size["low_dup"])),
                  ("pipeline", lambda: section_pipeline(tmp / "data", cfg, size["repeats"])),
                  ("scaling", lambda: section_scaling(size, tmp))]
         for name, fn in steps:
