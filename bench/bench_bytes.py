@@ -8,12 +8,13 @@ segment, plus the thin rows), and per tenant the bytes a cold job reads (OS coun
 ``uih.jobs.late_job``) over its floor (``uih.report.read_floor``), with the over-read by cause
 (``uih.amplification``). Tenants include a selective multi-type filter: the two mid-frequency types, L=512.
 
-    python bench/bench_bytes.py [--users 300] [--repeats 1] [--layouts nested,rare,none]
+    PYTHONPATH=. python bench/bench_bytes.py [--users 300] [--repeats 1] [--layouts before,nested,rare,none]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +22,12 @@ from unittest import mock
 
 import numpy as np
 
-from engine.serving import _segments
+from engine.serving import _segment_index, _segments
 from uih.amplification import read_causes
-from uih.fmt import machine_line, table, write_json
+from uih.fmt import machine_line, write_json
 from uih.jobs import file_list, late_job
 from uih.replay import build
-from uih.report import read_floor
+from uih.report import bytes_section, read_floor
 from uih.warmup import warm_up
 from uih.workload import Tenant, WorkloadConfig
 
@@ -41,8 +42,19 @@ TENANTS = (
     Tenant("purchase", ("item_id", "surface", "dwell_ms"), 1024, actions=(3, 4, 5)),
     Tenant("longseq", ("item_id", "action"), 65536),
 )
-# sidecar layouts compared: part -> the share of a segment's events its least frequent types may hold
-LAYOUTS = {"nested": {"rare": 0.10, "uncommon": 0.25}, "rare": {"rare": 0.10}, "none": {}}
+# sidecar layouts compared: part -> the share of a segment's events its least frequent types may hold, and
+# whether the segment indexes hold event-type counts (without them typed reads cannot cut rows: "before")
+LAYOUTS = {"before": ({"rare": 0.10, "uncommon": 0.25}, False), "nested": ({"rare": 0.10, "uncommon": 0.25}, True),
+           "rare": ({"rare": 0.10}, True), "none": ({}, True)}
+
+
+def _layout(sidecars: dict, type_counts: bool):
+    """The patches that make this process write (and read) a layout."""
+    build = _segment_index.build
+    patches = [mock.patch.object(_segments, "SIDECARS", sidecars)]
+    if not type_counts:
+        patches.append(mock.patch.object(_segment_index, "build", lambda u, s, t, types=None: build(u, s, t)))
+    return patches
 
 
 def writes(res: dict) -> list:
@@ -69,10 +81,13 @@ def main(argv=None) -> int:
                         "window_days": t.window_days} for t in TENANTS], "layouts": {}}
     with tempfile.TemporaryDirectory(prefix="bench-bytes-") as d:
         tmp = Path(d)
-        for name, sidecars in layouts.items():
-            with mock.patch.object(_segments, "SIDECARS", sidecars):
+        for name, (sidecars, type_counts) in layouts.items():
+            with contextlib.ExitStack() as stack:
+                for patch in _layout(sidecars, type_counts):
+                    stack.enter_context(patch)
                 res = build(tmp / name, cfg, fat=False, progress=False)
-            out["layouts"][name] = {"sidecars": sidecars, "writes": writes(res), "reads": {}}
+            out["layouts"][name] = {"sidecars": sidecars, "type_counts": type_counts, "writes": writes(res),
+                                    "reads": {}}
         first = next(iter(layouts))
         thin = {name: file_list(tmp / name / "thin") for name in layouts}  # the same rows, each store's id
         for t in TENANTS:  # untimed: loads compiled kernels before any measured job
@@ -95,35 +110,9 @@ def main(argv=None) -> int:
                     "causes": read_causes(tmp / name / "store", p, keys, read, thin[name], thin_cols)}
     out["seconds"] = time.perf_counter() - t0
     write_json(a.out, out)
-    print(render(out))
+    print("\n".join(bytes_section(out)))
     print(f"wrote {a.out} in {out['seconds']:.0f} s")
     return 0
-
-
-def render(out: dict) -> str:
-    names = list(out["layouts"])
-    lines = ["Reads over the floor (OS-counted bytes of a cold job / the floor):", ""]
-    rows = []
-    for t in out["tenants"]:
-        rr = [out["layouts"][n]["reads"][t["name"]] for n in names]
-        rows.append([t["name"], t["max_len"], ",".join(map(str, t["actions"] or ())) or "all",
-                     f"{rr[0]['floor']['bytes'] / 1e6:.2f} MB",
-                     *(f"{r['read_bytes'] / 1e6:.2f} MB / {r['read_vs_floor']:.2f}x" for r in rr)])
-    lines += [table(rows, ["tenant", "max_len", "types", "floor", *names]), ""]
-    lines += ["Writes over the floor per day (log + seal + compaction + thin rows) / (day's events as one segment "
-              "+ thin rows):", ""]
-    days = out["layouts"][names[0]]["writes"]
-    rows = [[d["day"], f"{d['floor'] / 1e6:.2f} MB",
-             *(f"{w['total'] / w['floor']:.3f}x (sidecars {w['sidecars'] / w['floor']:.3f}x, compaction "
-               f"{w['compact'] / w['floor']:.2f}x)" for w in (out["layouts"][n]["writes"][i] for n in names))]
-            for i, d in enumerate(days)]
-    lines += [table(rows, ["day", "floor", *names]), ""]
-    lines += ["Over-read by cause (MB), per layout:", ""]
-    causes = list(next(iter(out["layouts"][names[0]]["reads"].values()))["causes"])
-    rows = [[f"{t['name']} / {n}", *(f"{out['layouts'][n]['reads'][t['name']]['causes'][c] / 1e6:.2f}" for c in causes)]
-            for t in out["tenants"] for n in names]
-    lines += [table(rows, ["tenant / layout", *causes])]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,14 @@ def test_the_smallest_sidecar_holding_the_types_is_read_and_gives_the_same_rows(
 
 
 def _typed_store(store, rng):
-    """Four seals of 20 users with four event types (one dominant) and thin rows logged after each of the
-    last two: users' examples point at different sealed counts, and their last events of a type span
-    segments."""
+    """Four seals of 10 users with four event types (one dominant; sidecars: rare [3], uncommon [2, 3]) and
+    thin rows logged after each of the last two: users' examples point at different sealed counts, and
+    their last events of a type span segments."""
     import pyarrow as pa
     thins = []
-    req = {"user_id": np.arange(20, dtype=np.int64), "request_ts": np.full(20, 10**9, np.int64)}
+    req = {"user_id": np.arange(10, dtype=np.int64), "request_ts": np.full(10, 10**9, np.int64)}
     for k in range(4):
-        ev = make_events(rng, range(20), 6_000, t0=k * 10_000, span=10_000)
+        ev = make_events(rng, range(10), 6_000, t0=k * 10_000, span=10_000)
         ev["action"] = rng.choice(4, len(ev["ts"]), p=[0.7, 0.15, 0.1, 0.05]).astype(np.int32)
         store.append(ev)
         store.seal(10**9)
@@ -45,8 +45,9 @@ def _typed_store(store, rng):
     return pa.concat_tables(thins)
 
 
-@pytest.mark.parametrize("actions", [[1, 2], [3], [0, 2], [1, 2, 3]])
-def test_a_typed_read_reads_only_the_strides_holding_each_users_last_events_of_its_types(store, rng, actions):
+@pytest.mark.parametrize("actions,part", [([3], "rare"), ([2], "uncommon"), ([2, 3], "uncommon"), ([1, 2], "main")])
+def test_a_typed_read_reads_only_the_strides_holding_each_users_last_events_of_its_types(store, rng, actions,
+                                                                                          part):
     thin = _typed_store(store, rng)
     p = engine.Projection(["item_id", "ts", "action"], max_len=10, actions=actions)
     cut = engine.Reconstructor(store, p, device="cpu")
@@ -56,15 +57,18 @@ def test_a_typed_read_reads_only_the_strides_holding_each_users_last_events_of_i
     assert got["lengths"].min() == 10  # every example has more than max_len events of those types
     for c in ["item_id", "ts", "action", "lengths"]:
         assert np.array_equal(got[c], want[c]) and np.array_equal(got[c], plain[c]), c
-    # the examples need each user's last 300 events and a few strides before them, of 1,200 (of the part)
-    assert cut.stats["events_read"] < 0.6 * whole.stats["events_read"]
+    assert {part_for(e, actions) for e in store._manifest["segments"]} == {part}
+    if part == "main":  # main files' indexes carry no type counts: each user's whole run, as before
+        assert cut.stats["events_read"] == whole.stats["events_read"]
+    else:  # each user's last seal and a stride or two of the one before, of four seals
+        assert cut.stats["events_read"] < 0.6 * whole.stats["events_read"]
 
 
 def test_after_compaction_and_without_type_counts_typed_reads_stay_exact(store, rng, monkeypatch):
     from engine.serving import _segment_index
     thin = _typed_store(store, rng)
     store.compact(full=True)  # seqs below some examples' sealed counts now share one segment with newer ones
-    p = engine.Projection(["item_id", "action"], max_len=25, actions=[1, 2])
+    p = engine.Projection(["item_id", "action"], max_len=25, actions=[2, 3])
     ref = engine.Reconstructor(store, p, device="cpu", pushdown={"columns"}).reconstruct(thin)
     got = engine.Reconstructor(store, p, device="cpu").reconstruct(thin)
     assert all(np.array_equal(got[c], ref[c]) for c in ["item_id", "action", "lengths"])

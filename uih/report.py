@@ -63,7 +63,7 @@ SIZES = {
 FIGURES = {"writes": "write_per_day.png", "write_shares": "write_shares.png", "reads": "read_per_tenant.png",
            "scaling": "scaling.png", "peers": "peers.png"}
 # the extra sections' JSON files, as their scripts name them in bench/results
-ORDER, ORDER_NE, THREADING = "order.json", "order_ne.json", "threading.json"
+ORDER, ORDER_NE, THREADING, BYTES = "order.json", "order_ne.json", "threading.json", "bytes.json"
 ORDERS = {"stream": "stream", "shuffle": "shuffle", "permutation": "permutation", "fat_shuffle": "fat shuffle"}
 NE_ORDERS = ("stream", "permutation", "shuffle")
 
@@ -641,17 +641,61 @@ def _threading_section(d: dict) -> list:
     return lines
 
 
+def bytes_section(d: dict) -> list:
+    """REPORT.md's section of ``bench/bench_bytes.py``'s JSON: per sidecar layout, each tenant's bytes read
+    over its floor, each day's bytes written over its floor, and the over-read by cause."""
+    names = list(d["layouts"])
+    L = d["layouts"]
+
+    def layout(n):
+        parts = ", ".join(f"{k} (types holding <= {v:.0%})" for k, v in L[n]["sidecars"].items()) or "none"
+        return f"{n}: sidecars {parts}, {'with' if L[n]['type_counts'] else 'without'} event-type counts in the index"
+
+    def read(n, t):
+        r = L[n]["reads"][t]
+        return f"{mb(r['read_bytes'])} / {r['read_vs_floor']:.2f}x"
+
+    def wrote(w):
+        return f"{w['total'] / w['floor']:.3f}x ({w['sidecars'] / w['floor']:.3f}x, {w['compact'] / w['floor']:.2f}x)"
+    lines = ["## Bytes against their floors, per sidecar layout", "",
+             f"Measured by `bench/bench_bytes.py` ({d['machine']}): {d['users']:,} users, 4 days, nine event types "
+             f"(shares {', '.join(f'{x:.1%}' for x in d['action_probs'])}), one store per layout built from the "
+             "same events. Layouts: " + "; ".join(map(layout, names)) + ".", "",
+             table([[t["name"], t["max_len"], ",".join(map(str, t["actions"] or ())) or "all",
+                     "-" if t["window_days"] is None else f"{t['window_days']:g} d",
+                     mb(L[names[0]]["reads"][t["name"]]["floor"]["bytes"]),
+                     *(read(n, t["name"]) for n in names)] for t in d["tenants"]],
+                   ["tenant", "max_len", "types", "window", "floor", *(f"{n}: read / floor" for n in names)]), "",
+             "Reads: OS-counted bytes of one cold job (`iter_batches`) over the floor (the needed columns of exactly "
+             "the needed sealed events, plus the needed thin-row columns).", ""]
+    days = L[names[0]]["writes"]
+    lines += [table([[w0["day"], mb(w0["floor"]),
+                      *(wrote(L[n]["writes"][i]) for n in names)] for i, w0 in enumerate(days)],
+                    ["day", "floor", *(f"{n}: total (sidecars, compaction)" for n in names)]), "",
+              "Writes: the day's log, seal, compaction and thin rows over its floor (the day's events written once "
+              "as a segment, plus the thin rows); sidecars and compaction as shares of the same floor.", ""]
+    causes = list(CAUSES)
+    lines += [table([[t["name"], n, f"{L[n]['reads'][t['name']]['events_read']:,}",
+                      *(fmt_bytes(L[n]["reads"][t["name"]]["causes"][c], "kB").split()[0] for c in causes)]
+                     for t in d["tenants"] for n in names],
+                    ["tenant", "layout", "events decoded", *(f"{CAUSES[c]} (kB)" for c in causes)]), "",
+              "Over-read by cause, as in the per-job table of `uih bench`.", ""]
+    return lines
+
+
 def extra_sections(results: Path | None) -> list:
     """REPORT.md's sections from the scripts of their own whose JSON files lie in ``results``."""
     if results is None:
         return []
-    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING)
+    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING, BYTES)
              if (results / n).is_file()}
     lines = []
     if ORDER in found:
         lines += _order_section(found[ORDER], found.get(ORDER_NE))
     if THREADING in found:
         lines += _threading_section(found[THREADING])
+    if BYTES in found:
+        lines += bytes_section(found[BYTES])
     return lines
 
 

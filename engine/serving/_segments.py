@@ -132,7 +132,9 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
     """Write one segment (``table`` already sorted by user_id, seq) and return its manifest entry."""
     sid = uuid.uuid4().hex[:16]
     try:
-        entry: dict = {"id": sid, "main": _write_part(root, f"seg-{sid}", table, event_type_column)}
+        # event-type counts only in the sidecars' indexes: every reader loads the main indexes (the users'
+        # sealed counts), only typed readers a sidecar's, and those are the reads the counts cut
+        entry: dict = {"id": sid, "main": _write_part(root, f"seg-{sid}", table)}
         codes, prev = table.column(event_type_column).to_numpy(), list[int]()
         for part in PARTS[1:]:  # every known part named, written or not: readers look each one up
             entry[f"{part}_types"], entry[part] = [], None
