@@ -75,3 +75,23 @@ def test_after_compaction_and_without_type_counts_typed_reads_stay_exact(store, 
     monkeypatch.setattr(_segment_index, "typed", lambda idx: False)  # an index written before type counts
     old = engine.Reconstructor(store, p, device="cpu")
     assert all(np.array_equal(old.reconstruct(thin)[c], ref[c]) for c in ["item_id", "action", "lengths"])
+
+
+def test_type_checkpoints_round_trip_through_the_index_file(tmp_path, rng):
+    import zlib
+
+    from engine.serving import _segment_index as si
+    uid = np.sort(rng.integers(0, 7, 2_000))
+    seq = np.concatenate([np.sort(rng.choice(10**6, c, replace=False)) for c in np.bincount(uid, minlength=7)])
+    types = rng.choice([2, 5, 9], len(uid))
+    raw = si.to_bytes(si.build(uid, seq, np.zeros(len(uid), np.int64), types))
+    (tmp_path / "i.arrow").write_bytes(raw)
+    idx = si.load(tmp_path, {"index": "i.arrow", "index_crc": zlib.crc32(raw)})
+    assert list(idx["types"]) == [2, 5, 9]
+    for u, (a, c) in enumerate(zip(idx["row_start"], idx["row_count"])):
+        s0 = idx["type_ckpt_offsets"][u]
+        for j, lo in enumerate(range(a, a + c, si.TYPE_STRIDE)):
+            hi = min(lo + si.TYPE_STRIDE, a + c)
+            assert idx["seq_ckpt"][s0 + j] == seq[hi - 1] - seq[a]
+            counts = idx["type_ckpt"][(s0 + j) * 3:(s0 + j + 1) * 3]
+            assert list(counts) == [int((types[lo:hi] == t).sum()) for t in (2, 5, 9)]

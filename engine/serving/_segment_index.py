@@ -59,8 +59,8 @@ def _ts_checkpoints(ts, starts, counts, stride):
 @njit(cache=True)
 def _type_checkpoints(codes, seq, starts, counts, stride, k):
     """Per user, per ``stride`` rows: the count of each of ``k`` type codes (uint8, flat, ``k`` per
-    stride) and the stride's last seq relative to the user's first (uint32), with per-user stride
-    offsets."""
+    stride) and how far the stride's last seq lies past the previous stride's (the user's first seq for
+    its first stride; uint32: small numbers, which zstd packs tightly), with per-user stride offsets."""
     n_ck = (counts + stride - 1) // stride
     offsets = np.zeros(len(starts) + 1, np.int64)
     for u in range(len(starts)):
@@ -74,7 +74,7 @@ def _type_checkpoints(codes, seq, starts, counts, stride, k):
             at = (offsets[u] + j) * k
             for i in range(lo, hi):
                 typ[at + codes[i]] += 1
-            last[offsets[u] + j] = seq[hi - 1] - seq[starts[u]]
+            last[offsets[u] + j] = seq[hi - 1] - (seq[starts[u]] if j == 0 else seq[lo - 1])
     return typ, last, offsets
 
 
@@ -119,8 +119,11 @@ def load(root, part: dict) -> dict:
         out["ts_ckpt_offsets"] = np.asarray(ck.offsets).astype(np.int64)
     if "type_ckpt" in t.column_names:
         sq, ty = t.column("seq_ckpt").combine_chunks(), t.column("type_ckpt").combine_chunks()
-        out["seq_ckpt"] = np.asarray(sq.values)
-        out["type_ckpt_offsets"] = np.asarray(sq.offsets).astype(np.int64)  # strides per user
+        # each stride's last seq relative to the user's first: the stored steps summed within each user
+        steps, off = np.asarray(sq.values).astype(np.int64), np.asarray(sq.offsets).astype(np.int64)
+        run = np.cumsum(steps)
+        out["seq_ckpt"] = run - np.repeat(np.r_[0, run][off[:-1]], np.diff(off))
+        out["type_ckpt_offsets"] = off  # strides per user
         out["type_ckpt"] = np.asarray(ty.values)
         out["types"] = np.array([int(x) for x in t.schema.metadata[b"types"].split(b",")], np.int64)
     return out
