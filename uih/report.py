@@ -378,7 +378,8 @@ def low_dup_lines(d: dict) -> list:
             f"{c['max_history']:,}; {d['events']:,} events), max_len {c['max_len']:,}, columns "
             f"{', '.join(c['columns'])}; the store was built by {c['chunks']} appends each followed by a seal, a "
             f"compaction every {c['compact_every']} ({d['segments']} segments at the end). Files: store "
-            f"{mb(d['files']['store'])}, thin rows {mb(d['files']['thin'])}, fat rows {mb(d['files']['fat'])}. "
+            f"{fmt_bytes(d['files']['store'])}, thin rows {fmt_bytes(d['files']['thin'])}, fat rows "
+            f"{fmt_bytes(d['files']['fat'])}. "
             f"{len(d['ours']['each'])} interleaved rounds, each job from a cold page cache, who goes first "
             "alternating.", "",
             table(rows, ["loader", "median", "range", "slowest / median", "examples/s", "bytes read (median)"]),
