@@ -6,7 +6,8 @@ events, seqs and thin rows in each), 4 days, a seal a day and a compaction every
 bench`` does. Per layout: each day's bytes written over its floor (the day's events written once as a
 segment, plus the thin rows), and per tenant the bytes a cold job reads (OS counters,
 ``uih.jobs.late_job``) over its floor (``uih.report.read_floor``), with the over-read by cause
-(``uih.amplification``). Tenants include a selective multi-type filter: the two mid-frequency types, L=512.
+(``uih.amplification``), and what a reader of row ranges would read of the rows the job plans
+(``planned_bytes``). Tenants include a selective multi-type filter: the two mid-frequency types, L=512.
 
     PYTHONPATH=. python bench/bench_bytes.py [--users 300] [--repeats 1] [--layouts before,nested,rare]
 """
@@ -23,7 +24,7 @@ from unittest import mock
 import numpy as np
 
 from engine.serving import _segment_index, _segments
-from uih.amplification import read_causes
+from uih.amplification import planned_bytes, read_causes
 from uih.fmt import machine_line, write_json
 from uih.jobs import file_list, late_job
 from uih.replay import build
@@ -107,7 +108,8 @@ def main(argv=None) -> int:
                     "read_bytes": read, "floor": floor, "read_vs_floor": read / floor["bytes"],
                     "seconds": float(np.median([j["seconds"] for j in runs[name]])),
                     "events_read": int(runs[name][0]["events_read"]),
-                    "causes": read_causes(tmp / name / "store", p, keys, read, thin[name], thin_cols)}
+                    "causes": read_causes(tmp / name / "store", p, keys, read, thin[name], thin_cols),
+                    "planned": planned_bytes(tmp / name / "store", thin[name], p)}
     out["seconds"] = time.perf_counter() - t0
     write_json(a.out, out)
     print("\n".join(bytes_section(out)))

@@ -22,3 +22,23 @@ def test_bytes_section_shows_every_tenant_layout_and_day():
     for i, w in enumerate(d["layouts"][names[-1]]["writes"]):
         row = next(line for line in section.splitlines() if line.startswith(f"{w['day']} "))
         assert f"{w['total'] / w['floor']:.3f}x" in row, i
+
+
+def test_planned_bytes_counts_each_planned_row_once(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    import engine
+    from uih.amplification import planned_bytes
+    from uih.workload import DAY_US, synthetic_store
+    store = synthetic_store(tmp_path / "s", 20, 3000)
+    req = {"user_id": np.tile(np.arange(20), 2), "request_ts": np.full(40, 31 * DAY_US)}  # each user twice
+    pq.write_table(store.snapshot(req), tmp_path / "t.parquet")
+    sidecar_rows = store.segments[0].parts["rare"].rows
+    store.close()
+    thin = [str(tmp_path / "t.parquet")]
+    plain = planned_bytes(tmp_path / "s", thin, engine.Projection(["item_id"], max_len=20))
+    assert plain["rows"] == 20 * 20 and plain["data"] > 0 and plain["metadata"] > 0
+    # 20 events of types 3 and 4 lie in about 55 of a user's ~240 rows of the rare sidecar (types 2, 3, 4)
+    typed = planned_bytes(tmp_path / "s", thin, engine.Projection(["item_id"], max_len=20, actions=[3, 4]))
+    assert 20 * 20 <= typed["rows"] < 0.7 * sidecar_rows  # the typed cut: a few strides per user, not whole runs

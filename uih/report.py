@@ -675,6 +675,18 @@ def bytes_section(d: dict) -> list:
                     ["day", "floor", *(f"{n}: total (sidecars, compaction)" for n in names)]), "",
               "Writes: the day's log, seal, compaction and thin rows over its floor (the day's events written once "
               "as a segment, plus the thin rows); sidecars and compaction as shares of the same floor.", ""]
+    if all("planned" in r for n in names for r in L[n]["reads"].values()):
+        def planned(n, t):
+            r = L[n]["reads"][t]
+            est = r["causes"]["thin"] + r["planned"]["metadata"] + r["planned"]["data"]
+            return f"{r['planned']['rows']:,} / {est / r['floor']['bytes']:.2f}x"
+        lines += [table([[t["name"], f"{L[names[0]]['reads'][t['name']]['floor']['events']:,}",
+                          *(planned(n, t["name"]) for n in names)] for t in d["tenants"]],
+                        ["tenant", "needed events", *(f"{n}: rows planned / row-range read / floor" for n in names)]),
+                  "", "Rows planned: the store rows the job's plans name, each once. Row-range read: what a reader "
+                  "decoding only those rows would read (their share of each column chunk, the parts' footers and "
+                  "indexes, and the thin rows as this job read them), over the floor: an estimate for page-level "
+                  "reads, which whole pages round up. The reader measured above decodes whole 16K-row groups.", ""]
     causes = list(CAUSES)
     lines += [table([[t["name"], n, f"{L[n]['reads'][t['name']]['events_read']:,}",
                       *(fmt_bytes(L[n]["reads"][t["name"]]["causes"][c], "kB").split()[0] for c in causes)]
