@@ -104,8 +104,6 @@ def planned_bytes(store_path, thin_files, proj, batch_size: int = 256) -> dict:
     indexes of those parts. An estimate for readers of row ranges (page-level reads): whole pages round it
     up. ``rows``: the rows planned, each counted once."""
     from engine import Reconstructor
-    from engine._ragged import range_indices
-    from engine.serving import _segments
 
     store = open_pinned(store_path)
     rec = Reconstructor(store, proj, device="cpu", prefetch=0)
@@ -117,7 +115,8 @@ def planned_bytes(store_path, thin_files, proj, batch_size: int = 256) -> dict:
             key = (p.s, p.part)
             if key not in marks:
                 marks[key] = np.zeros(int(p.bstart[-1]), bool)
-            marks[key][range_indices(p.lo, p.num)] = True
+            for lo, n in zip(p.lo.tolist(), p.num.tolist()):
+                marks[key][lo:lo + n] = True
     out = {"rows": 0, "data": 0, "metadata": 0}
     for (s, part), mask in marks.items():
         meta = store.view.segments[s][part]
@@ -126,7 +125,8 @@ def planned_bytes(store_path, thin_files, proj, batch_size: int = 256) -> dict:
         md = store.view.parquet(s, part).metadata
         names = [md.schema.column(j).name for j in range(md.num_columns)]
         start = 0
-        for g, n in enumerate(_segments.row_group_rows(store.view.parquet(s, part))):
+        for g in range(md.num_row_groups):
+            n = md.row_group(g).num_rows
             share = mask[start:start + n].mean() if n else 0.0
             start += n
             out["data"] += share * sum(md.row_group(g).column(names.index(c)).total_compressed_size
