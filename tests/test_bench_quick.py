@@ -42,6 +42,11 @@ def test_json_is_complete(quick):
     assert {r["tenant"] for r in pf} == tenants
     assert all(r["on_s"] > 0 and r["off_s"] > 0 and len(r["pair_ratios"]) >= 5 for r in pf)
     assert R["peers"]["duckdb_equal"] is True
+    low = R["peers"]["low_dup"]  # the low-duplication job: ours and the Fat Row loader, round by round
+    assert len(low["ours"]["each"]) == len(low["fat"]["each"]) >= 7
+    assert low["ours"]["examples"] == low["fat"]["examples"] == low["examples"] > low["config"]["users"]
+    assert low["ours"]["slowest_over_median"] >= 1 and low["speedup_pairs"]["min"] > 0
+    assert "### The low-duplication job" in (out / "REPORT.md").read_text()
     assert (out / "REPORT.md").read_text().startswith("# UIH late materialization")
     # labels are measured: here (no GPU, or the simulator switch) both the reconstructor and DALI ran on CPU
     ran = {(r["late_dali"]["device"], r["late_dali"]["dali_device"]) for r in R["reads"]["tenants"]}

@@ -96,3 +96,40 @@ def read_causes(store_path, proj, needed_keys: np.ndarray, total: int, thin_file
     out["thin"] = thin_read(thin_files, thin_columns)
     out["beyond"] = int(total - sum(out.values()))
     return out
+
+
+def planned_bytes(store_path, thin_files, proj, batch_size: int = 256) -> dict:
+    """What a job would read of the store if it decoded only the rows its plans name (each once per job):
+    per segment part it plans, the planned rows' share of each column chunk it reads, plus the footers and
+    indexes of those parts. An estimate for readers of row ranges (page-level reads): whole pages round it
+    up. ``rows``: the rows planned, each counted once."""
+    from engine import Reconstructor
+
+    store = open_pinned(store_path)
+    rec = Reconstructor(store, proj, device="cpu", prefetch=0)
+    thin = rec.read_thin(thin_files)
+    rows = batch_size * rec.chunk_batches  # iter_batches' chunks (a private step, on purpose: plans only)
+    marks: dict = {}
+    for a in range(0, thin.num_rows, rows):
+        for p in rec._plan(thin.slice(a, rows)).reads.parts:
+            key = (p.s, p.part)
+            if key not in marks:
+                marks[key] = np.zeros(int(p.bstart[-1]), bool)
+            for lo, n in zip(p.lo.tolist(), p.num.tolist()):
+                marks[key][lo:lo + n] = True
+    out = {"rows": 0, "data": 0, "metadata": 0}
+    for (s, part), mask in marks.items():
+        meta = store.view.segments[s][part]
+        out["metadata"] += meta.get("footer_bytes", 0) + meta["index_bytes"]
+        out["rows"] += int(mask.sum())
+        md = store.view.parquet(s, part).metadata
+        names = [md.schema.column(j).name for j in range(md.num_columns)]
+        start = 0
+        for g in range(md.num_row_groups):
+            n = md.row_group(g).num_rows
+            share = mask[start:start + n].mean() if n else 0.0
+            start += n
+            out["data"] += share * sum(md.row_group(g).column(names.index(c)).total_compressed_size
+                                       for c in rec._read if c in names)
+    store.close()
+    return {k: int(v) for k, v in out.items()}

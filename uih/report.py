@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 import engine
 
+from . import lowdup
 from .amplification import read_causes
 from .fatrows import project_lists
 from .fmt import fmt_bytes, machine, machine_line, table, write_json
@@ -47,13 +48,15 @@ DEFAULT_OUT = "uih_bench_out"  # a working folder: no run writes into tracked fi
 
 SIZES = {
     "quick": dict(users=150, days=2, median_history=400, requests=6.0, fat_lengths=(1024, 4096), repeats=1,
-                  scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128)),
+                  scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128),
+                  low_dup=lowdup.QUICK),
     # the full workload's shape with a fifth of its users: amplification close to full size in minutes
     "medium": dict(users=600, days=4, median_history=2000, requests=2.0, fat_lengths=(1024, 4096), repeats=1,
-                   scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128)),
+                   scaling=(1024, 4096, 16384), scaling_users=8, scaling_batch=32, scaling_batches=(32, 128),
+                   low_dup=lowdup.LowDupConfig()),
     "full": dict(users=3000, days=4, median_history=2000, requests=2.0, fat_lengths=(1024, 4096, 16384), repeats=3,
                  scaling=(1024, 4096, 16384, 65536, 262144), scaling_users=16, scaling_batch=128,
-                 scaling_batches=(128, 512, 1024)),
+                 scaling_batches=(128, 512, 1024), low_dup=lowdup.LowDupConfig()),
 }
 
 
@@ -61,7 +64,8 @@ SIZES = {
 FIGURES = {"writes": "write_per_day.png", "write_shares": "write_shares.png", "reads": "read_per_tenant.png",
            "scaling": "scaling.png", "peers": "peers.png"}
 # the extra sections' JSON files, as their scripts name them in bench/results
-ORDER, ORDER_NE, THREADING, RAY = "order.json", "order_ne.json", "threading.json", "bench_ray.json"
+ORDER, ORDER_NE, THREADING, RAY, BYTES = "order.json", "order_ne.json", "threading.json", "bench_ray.json", \
+    "bytes.json"
 ORDERS = {"stream": "stream", "shuffle": "shuffle", "permutation": "permutation", "fat_shuffle": "fat shuffle"}
 NE_ORDERS = ("stream", "permutation", "shuffle")
 
@@ -285,7 +289,9 @@ def duckdb_job(store_path, thin_file, p) -> tuple:
     return full, seconds
 
 
-def section_peers(out: Path, cfg, repeats) -> dict:
+def section_peers(out: Path, cfg, repeats, low_dup: lowdup.LowDupConfig | None = None) -> dict:
+    """One of the bench's tenants through every loader, and the low-duplication job (``uih.lowdup``): ours
+    against the Fat Row loader in interleaved rounds, ``low_dup`` its size (None: skipped)."""
     import torch
     t = cfg.tenants[0]
     p = t.projection()
@@ -326,8 +332,11 @@ def section_peers(out: Path, cfg, repeats) -> dict:
     for r in rows:
         r["examples_per_s"] = n / r["seconds"]
         r["ours_speedup"] = r["seconds"] / ours["seconds"]
-    return {"tenant": t.name, "max_len": t.max_len, "examples": n, "rows": rows, "duckdb_equal": duck_equal,
-            "dali_pairs": pair_ratio(ours_dali, ours)}
+    res = {"tenant": t.name, "max_len": t.max_len, "examples": n, "rows": rows, "duckdb_equal": duck_equal,
+           "dali_pairs": pair_ratio(ours_dali, ours)}
+    if low_dup is not None:
+        res["low_dup"] = lowdup.run(out.parent / "lowdup", low_dup)
+    return res
 
 
 def section_pipeline(out: Path, cfg, repeats) -> dict:
@@ -356,6 +365,30 @@ def section_pipeline(out: Path, cfg, repeats) -> dict:
 
 
 # ---- report -------------------------------------------------------------------------------------
+def low_dup_lines(d: dict) -> list:
+    """The low-duplication job's table: each loader's rounds (median, range, slowest over median) and the
+    round-by-round speed-up."""
+    c = d["config"]
+    sp = d["speedup_pairs"]
+    rows = [[name, f"{d[k]['median']:.3f} s", f"{d[k]['min']:.3f}-{d[k]['max']:.3f} s",
+             f"{d[k]['slowest_over_median']:.2f}", f"{d[k]['examples'] / d[k]['median']:,.0f}", mb(d[k]["read_bytes"])]
+            for k, name in (("ours", "uih (this engine), iter_batches"),
+                            ("fat", "fat rows: PyArrow lists -> padded (NumPy)"))]
+    return ["### The low-duplication job", "",
+            f"{d['examples']:,} examples over {c['users']:,} users (each about {d['examples'] / c['users']:.1f} "
+            f"times), log-normal histories (median {c['median_history']:,}, sigma {c['sigma']}, at most "
+            f"{c['max_history']:,}; {d['events']:,} events), max_len {c['max_len']:,}, columns "
+            f"{', '.join(c['columns'])}; the store was built by {c['chunks']} appends each followed by a seal, a "
+            f"compaction every {c['compact_every']} ({d['segments']} segments at the end). Files: store "
+            f"{fmt_bytes(d['files']['store'])}, thin rows {fmt_bytes(d['files']['thin'])}, fat rows "
+            f"{fmt_bytes(d['files']['fat'])}. "
+            f"{len(d['ours']['each'])} interleaved rounds, each job from a cold page cache, who goes first "
+            "alternating.", "",
+            table(rows, ["loader", "median", "range", "slowest / median", "examples/s", "bytes read (median)"]),
+            "", f"Fat Row time over ours, round by round: median {sp['median']:.2f}x, range "
+            f"{sp['min']:.2f}-{sp['max']:.2f}x.", ""]
+
+
 def _write_floor_note(days) -> str:
     """What the write floor leaves out: the durable log's copy of each event, measured per day."""
     quiet = [d for d in days if not d["compact"]] or days
@@ -649,11 +682,65 @@ def _ray_section(d: dict) -> list:
             table(*reversed(ray_epochs(d))), ""]
 
 
+def bytes_section(d: dict) -> list:
+    """REPORT.md's section of ``bench/bench_bytes.py``'s JSON: per sidecar layout, each tenant's bytes read
+    over its floor, each day's bytes written over its floor, and the over-read by cause."""
+    names = list(d["layouts"])
+    L = d["layouts"]
+
+    def layout(n):
+        parts = ", ".join(f"{k} (types holding <= {v:.0%})" for k, v in L[n]["sidecars"].items()) or "none"
+        return f"{n}: sidecars {parts}, {'with' if L[n]['type_counts'] else 'without'} event-type counts in the index"
+
+    def read(n, t):
+        r = L[n]["reads"][t]
+        return f"{mb(r['read_bytes'])} / {r['read_vs_floor']:.2f}x"
+
+    def wrote(w):
+        return f"{w['total'] / w['floor']:.3f}x ({w['sidecars'] / w['floor']:.3f}x, {w['compact'] / w['floor']:.2f}x)"
+    lines = ["## Bytes against their floors, per sidecar layout", "",
+             f"Measured by `bench/bench_bytes.py` ({d['machine']}): {d['users']:,} users, 4 days, nine event types "
+             f"(shares {', '.join(f'{x:.1%}' for x in d['action_probs'])}), one store per layout built from the "
+             "same events. Layouts: " + "; ".join(map(layout, names)) + ".", "",
+             table([[t["name"], t["max_len"], ",".join(map(str, t["actions"] or ())) or "all",
+                     "-" if t["window_days"] is None else f"{t['window_days']:g} d",
+                     mb(L[names[0]]["reads"][t["name"]]["floor"]["bytes"]),
+                     *(read(n, t["name"]) for n in names)] for t in d["tenants"]],
+                   ["tenant", "max_len", "types", "window", "floor", *(f"{n}: read / floor" for n in names)]), "",
+             "Reads: OS-counted bytes of one cold job (`iter_batches`) over the floor (the needed columns of exactly "
+             "the needed sealed events, plus the needed thin-row columns).", ""]
+    days = L[names[0]]["writes"]
+    lines += [table([[w0["day"], mb(w0["floor"]),
+                      *(wrote(L[n]["writes"][i]) for n in names)] for i, w0 in enumerate(days)],
+                    ["day", "floor", *(f"{n}: total (sidecars, compaction)" for n in names)]), "",
+              "Writes: the day's log, seal, compaction and thin rows over its floor (the day's events written once "
+              "as a segment, plus the thin rows); sidecars and compaction as shares of the same floor.", ""]
+    if all("planned" in r for n in names for r in L[n]["reads"].values()):
+        def planned(n, t):
+            r = L[n]["reads"][t]
+            est = r["causes"]["thin"] + r["planned"]["metadata"] + r["planned"]["data"]
+            return f"{r['planned']['rows']:,} / {est / r['floor']['bytes']:.2f}x"
+        lines += [table([[t["name"], f"{L[names[0]]['reads'][t['name']]['floor']['events']:,}",
+                          *(planned(n, t["name"]) for n in names)] for t in d["tenants"]],
+                        ["tenant", "needed events", *(f"{n}: rows planned / row-range read / floor" for n in names)]),
+                  "", "Rows planned: the store rows the job's plans name, each once. Row-range read: what a reader "
+                  "decoding only those rows would read (their share of each column chunk, the parts' footers and "
+                  "indexes, and the thin rows as this job read them), over the floor: an estimate for page-level "
+                  "reads, which whole pages round up. The reader measured above decodes whole 16K-row groups.", ""]
+    causes = list(CAUSES)
+    lines += [table([[t["name"], n, f"{L[n]['reads'][t['name']]['events_read']:,}",
+                      *(fmt_bytes(L[n]["reads"][t["name"]]["causes"][c], "kB").split()[0] for c in causes)]
+                     for t in d["tenants"] for n in names],
+                    ["tenant", "layout", "events decoded", *(f"{CAUSES[c]} (kB)" for c in causes)]), "",
+              "Over-read by cause, as in the per-job table of `uih bench`.", ""]
+    return lines
+
+
 def extra_sections(results: Path | None) -> list:
     """REPORT.md's sections from the scripts of their own whose JSON files lie in ``results``."""
     if results is None:
         return []
-    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING, RAY)
+    found = {n: json.loads((results / n).read_text()) for n in (ORDER, ORDER_NE, THREADING, RAY, BYTES)
              if (results / n).is_file()}
     lines = []
     if ORDER in found:
@@ -662,6 +749,8 @@ def extra_sections(results: Path | None) -> list:
         lines += _threading_section(found[THREADING])
     if RAY in found:
         lines += _ray_section(found[RAY])
+    if BYTES in found:
+        lines += bytes_section(found[BYTES])
     return lines
 
 
@@ -795,6 +884,8 @@ def render(R, figs, results: Path | None = None) -> str:
         m, lo, hi = p["dali_pairs"]
         lines += [f"DALI over direct within each repetition (the two run side by side): median {m:.2f}x, "
                   f"range {lo:.2f}-{hi:.2f}x.", ""]
+    if p.get("low_dup"):
+        lines += low_dup_lines(p["low_dup"])
     pl = R["pipeline"]
     lines += ["## Prefetch, data affinity and worker processes", "",
               f"Tenant '{pl['tenant']}', all thin rows, direct iter_batches, with prefetch and affinity switched off "
@@ -854,7 +945,7 @@ def run_bench(args) -> int:
                  ("reads", lambda: section_reads(tmp / "data", cfg, size["repeats"], tmp)),
                  ("stages", lambda: section_stages(tmp / "data", cfg, size["repeats"])),
                  ("pushdown", lambda: section_pushdown(tmp / "data", cfg)),
-                 ("peers", lambda: section_peers(tmp / "data", cfg, size["repeats"])),
+                 ("peers", lambda: section_peers(tmp / "data", cfg, size["repeats"], size["low_dup"])),
                  ("pipeline", lambda: section_pipeline(tmp / "data", cfg, size["repeats"])),
                  ("scaling", lambda: section_scaling(size, tmp))]
         for name, fn in steps:

@@ -119,14 +119,20 @@ class ImmutableView:
                 self._counts = (u[last], end[last])
         return self._counts
 
-    def user_runs(self, users, seq_lo=None, seq_hi=None, ts_min=None, rare_types=None):
+    def user_runs(self, users, seq_lo=None, seq_hi=None, ts_min=None, rare_types=None, last=None):
         """Per segment (seal order) holding some of sorted unique ``users``: ``(s, part, ranks, r0, cnt,
         q0)``, the rows ``[r0, r0 + cnt)`` of each user ``users[ranks]`` to read, their first seqs ``q0``
         (dense in the main part), cut to ``seq_lo[u] <= seq < seq_hi[u]`` (exact in main parts; a sidecar's
         rows may hold newer seqs) and to the time window (``ts_min[u]``: segments whose newest event of
         ``u`` is older are skipped) by the index alone, before any I/O. ``rare_types``: when every wanted
-        event type is in a segment's sidecar, that sidecar is the part read."""
+        event type is in a segment's sidecar, that sidecar is the part read. ``last = (hw, n)`` (with
+        ``rare_types`` and no window): each user needs only its events back to the ``n``-th last one of those
+        types below ``hw[u]`` (its examples' smallest sealed count), so rows are cut by the index's
+        event-type counts where it has them."""
         users, seq_lo, seq_hi = _bounds(users, seq_lo, seq_hi)
+        if last is not None and rare_types is not None and ts_min is None:
+            yield from self._typed_runs(users, seq_hi, rare_types, *last)
+            return
         for s, seg in enumerate(self.segments):
             part = _segments.part_for(seg, rare_types)
             idx = self.index(s, part)
@@ -135,6 +141,27 @@ class ImmutableView:
             ranks, r0, cnt, q0 = _segment_index.select_runs(idx, users, seq_lo, seq_hi, ts_min, part == "main")
             if len(ranks):
                 yield s, part, ranks, r0, cnt, q0
+
+    def _typed_runs(self, users, seq_hi, types, hw, n: int):
+        """``user_runs`` cut to each user's events back to its ``n``-th last one of ``types`` below ``hw[u]``:
+        segments newest first, each lowering what the older ones must still supply; yielded in seal order."""
+        need = np.full(len(users), n, np.int64)  # lowered segment by segment
+        hw = np.asarray(hw, np.int64)
+        out = []
+        for s in range(len(self.segments) - 1, -1, -1):
+            part = _segments.part_for(self.segments[s], types)
+            idx = self.index(s, part)
+            if not len(idx["user_id"]):
+                continue
+            if _segment_index.typed(idx):
+                got = _segment_index.select_typed(idx, users, hw, seq_hi, need, types)
+            else:  # an index without type counts: the users' whole runs, and nothing known to count
+                got = _segment_index.select_runs(idx, users, np.zeros(len(users), np.int64), seq_hi, None,
+                                                 part == "main")
+                got = tuple(g[need[got[0]] > 0] for g in got)
+            if len(got[0]):
+                out.append((s, part, *got))
+        yield from reversed(out)
 
     def gather(self, users: np.ndarray, columns: list, seq_lo=None, seq_hi=None, ts_min=None,
                rare_types=None) -> UserBuffer:

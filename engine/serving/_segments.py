@@ -27,7 +27,7 @@ ROW_GROUP_ROWS = 16384
 # sidecar part -> the share of a segment's events its (least frequent) types may hold at most: a tenant
 # reads the smallest sidecar holding every type it asks for, else the main file
 SIDECARS = {"rare": 0.10, "uncommon": 0.25}
-PARTS = ("main", *SIDECARS)
+PARTS = ("main", "rare", "uncommon")  # every part name a manifest entry may hold, whatever SIDECARS writes
 RECENT_US = 28 * 86_400_000_000  # events newer than this (ts, microseconds) before the newest go to their own segment
 OLD_SHARE_MIN = 0.25  # split only when the old part is at least this share of the rows
 
@@ -41,9 +41,9 @@ def part_for(entry: dict, types) -> str:
     """The part of a segment to read for a tenant asking for event ``types`` (None: all): the smallest
     sidecar holding all of them, else ``"main"`` (entries written before a sidecar level have none)."""
     if types is not None:
-        for part in SIDECARS:
-            if entry.get(part) and set(types) <= set(entry[f"{part}_types"]):
-                return part
+        held = [p for p in PARTS[1:] if entry.get(p) and set(types) <= set(entry[f"{p}_types"])]
+        if held:
+            return min(held, key=lambda p: entry[p]["rows"])
     return "main"
 
 
@@ -103,12 +103,13 @@ def write_parquet(path: Path, table: pa.Table) -> None:
     fsync_file(path)
 
 
-def _write_part(root: Path, name: str, table: pa.Table) -> dict:
+def _write_part(root: Path, name: str, table: pa.Table, event_type_column: str | None = None) -> dict:
     seg = Path(root) / DIR
     data_path, idx_path = seg / f"{name}.parquet", seg / f"{name}.idx.arrow"
     write_parquet(data_path, table)
     cols = {c: table.column(c).to_numpy() for c in ("user_id", "seq", "ts")}
-    raw = _segment_index.to_bytes(_segment_index.build(cols["user_id"], cols["seq"], cols["ts"]))
+    types = table.column(event_type_column).to_numpy() if event_type_column else None
+    raw = _segment_index.to_bytes(_segment_index.build(cols["user_id"], cols["seq"], cols["ts"], types))
     write_file(idx_path, raw)
     footer = _footer(data_path)
     return {"file": f"{DIR}/{data_path.name}", "index": f"{DIR}/{idx_path.name}", "rows": table.num_rows,
@@ -142,14 +143,19 @@ def write_segment(root: Path, table: pa.Table, event_type_column: str) -> dict:
     """Write one segment (``table`` already sorted by user_id, seq) and return its manifest entry."""
     sid = uuid.uuid4().hex[:16]
     try:
+        # event-type counts only in the sidecars' indexes: every reader loads the main indexes (the users'
+        # sealed counts), only typed readers a sidecar's, and those are the reads the counts cut
         entry: dict = {"id": sid, "main": _write_part(root, f"seg-{sid}", table)}
         codes, prev = table.column(event_type_column).to_numpy(), list[int]()
+        for part in PARTS[1:]:  # every known part named, written or not: readers look each one up
+            entry[f"{part}_types"], entry[part] = [], None
         for part, share in SIDECARS.items():
             kinds = rare_types(codes, share)
             entry[f"{part}_types"], entry[part] = [], None
             if kinds and kinds != prev:  # a level with the same types as the one below adds nothing
                 entry[f"{part}_types"], prev = kinds, kinds
-                entry[part] = _write_part(root, f"seg-{sid}-{part}", table.filter(pa.array(np.isin(codes, kinds))))
+                entry[part] = _write_part(root, f"seg-{sid}-{part}", table.filter(pa.array(np.isin(codes, kinds))),
+                                          event_type_column)
         fsync_dir(Path(root) / DIR)
     except BaseException:
         for p in (Path(root) / DIR).glob(f"seg-{sid}*"):

@@ -218,13 +218,14 @@ def put_blocks(words, lane, col, dst, src, n):
 
 
 def plan(view, users, slot_rows: int, seq_lo=None, seq_hi=None, ts_min=None, rare_types=None,
-         all_groups=False) -> ChunkReads:
+         all_groups=False, last=None) -> ChunkReads:
     """What reading sorted unique ``users`` with ``seq_lo[u] <= seq < seq_hi[u]`` from ``view`` takes, in
     arena blocks of ``slot_rows`` rows, before any decoding: the index lookups (``ImmutableView.user_runs``,
-    which also pushes the time window ``ts_min`` and the event types ``rare_types`` down) and each range's
-    cut at blocks. ``all_groups``: pin every block of each part read (users not pushed down)."""
+    which also pushes the time window ``ts_min``, the event types ``rare_types`` and, with them, ``last``,
+    how many events of those types each user needs) and each range's cut at blocks. ``all_groups``: pin every block
+    of each part read (users not pushed down)."""
     parts = []
-    for s, part, ranks, r0, cnt, q0 in view.user_runs(users, seq_lo, seq_hi, ts_min, rare_types):
+    for s, part, ranks, r0, cnt, q0 in view.user_runs(users, seq_lo, seq_hi, ts_min, rare_types, last):
         bstart, bgroup, rg_start = _blocks(view, s, part, slot_rows)
         # one piece per (range, block); every range has rows (``user_runs`` yields only those)
         run, blk, lo, num, need, which = cut_at_blocks(bstart, r0, cnt)

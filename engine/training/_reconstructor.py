@@ -348,7 +348,10 @@ class Reconstructor:
                             seq_lo=plan.seq_lo if rows and not (self._use_types or self._use_window) else None,
                             seq_hi=plan.seq_hi, ts_min=plan.ts_lo if rows and self._use_window else None,
                             rare_types=p.actions if (self._use_types and "types" in self.pushdown) else None,
-                            all_groups="users" not in self.pushdown)
+                            all_groups="users" not in self.pushdown,
+                            # filtered to event types: back to each user's max_len-th last event of those
+                            # types below its smallest sealed count (seq_lo + max_len), counted in the index
+                            last=(plan.seq_lo + p.max_len, p.max_len) if rows and self._use_types else None)
         ready = _Planned(t, plan, imm_hw, ts_min, tails, t_off, view, reads)
         if hint:
             try:
