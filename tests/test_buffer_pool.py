@@ -1,0 +1,70 @@
+"""The process-wide reserve of host buffers: a new pool or arena reuses memory an old one let go, never
+memory still in use, and the reserve stays within its bound."""
+
+import numpy as np
+import pytest
+
+import engine
+from engine.training import _buffer_pool
+from engine.training._buffer_pool import BufferPool, host_empty
+from uih.workload import synthetic_store
+
+SHAPE = (3, 12_345)  # a shape no other test asks for
+
+
+def test_a_new_pool_reuses_the_buffer_an_old_pool_let_go():
+    a = BufferPool().empty(SHAPE, np.int64)
+    a[:] = 7
+    ptr = a.ctypes.data
+    del a  # its pool is gone too (each backend's pool is a throwaway object)
+    b = BufferPool().empty(SHAPE, np.int64)
+    assert b.ctypes.data == ptr
+
+
+def test_a_buffer_in_use_is_never_handed_out_again():
+    a = host_empty(SHAPE, np.int32)
+    view = a[1:]  # a view keeps its base in use
+    b = host_empty(SHAPE, np.int32)
+    assert not np.shares_memory(a, b)
+    del a
+    c = host_empty(SHAPE, np.int32)
+    assert not np.shares_memory(view, c) and not np.shares_memory(b, c)
+
+
+def test_other_shapes_and_dtypes_get_other_buffers():
+    a = host_empty(SHAPE, np.int64)
+    ptr = a.ctypes.data
+    del a
+    assert host_empty(SHAPE, np.float64).ctypes.data != ptr
+    assert host_empty((SHAPE[0], SHAPE[1] + 1), np.int64).ctypes.data != ptr
+
+
+def test_idle_buffers_beyond_the_bound_are_forgotten(monkeypatch):
+    monkeypatch.setattr(_buffer_pool, "RESERVE_BYTES", _buffer_pool.reserved_bytes() + (1 << 20))
+    for k in range(8):  # 8 idle MiB buffers of distinct shapes: only about one fits in the bound
+        host_empty((1 << 17) + k, np.int64)
+    assert _buffer_pool.reserved_bytes() <= _buffer_pool.RESERVE_BYTES
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = synthetic_store(tmp_path_factory.mktemp("pool") / "store", users=4, history=3000)
+    yield s
+    s.close()
+
+
+def test_the_next_reconstructor_reuses_the_last_ones_output_and_arena_memory(store):
+    """One pass per reconstructor, as a training job makes them: the second pass faults no new memory
+    for its batches or its decoded row groups."""
+    thin = store.snapshot({"user_id": np.arange(4), "request_ts": np.full(4, 1 << 62)})
+    p = engine.Projection(["item_id", "action", "ts"], max_len=1000)
+
+    def one_pass():
+        rec = engine.Reconstructor(store, p, device="cpu", prefetch=0)
+        out = rec.reconstruct(thin)
+        return out["item_id"].ctypes.data, rec._arena.w8.ctypes.data, out["item_id"].copy()
+
+    out1, arena1, values1 = one_pass()
+    out2, arena2, values2 = one_pass()
+    assert (out2, arena2) == (out1, arena1)
+    np.testing.assert_array_equal(values1, values2)
