@@ -44,7 +44,16 @@ def test_idle_buffers_beyond_the_bound_are_forgotten(monkeypatch):
     monkeypatch.setattr(_buffer_pool, "RESERVE_BYTES", _buffer_pool.reserved_bytes() + (1 << 20))
     for k in range(8):  # 8 idle MiB buffers of distinct shapes: only about one fits in the bound
         host_empty((1 << 17) + k, np.int64)
-    assert _buffer_pool.reserved_bytes() <= _buffer_pool.RESERVE_BYTES
+    last = host_empty(SHAPE, np.int8)  # the next request trims first
+    assert _buffer_pool.reserved_bytes() <= _buffer_pool.RESERVE_BYTES + last.nbytes
+
+
+def test_a_zero_bound_keeps_nothing_for_reuse(monkeypatch):
+    monkeypatch.setattr(_buffer_pool, "RESERVE_BYTES", 0)
+    a = host_empty(SHAPE, np.int64)
+    old = weakref.ref(a)
+    del a
+    assert host_empty(SHAPE, np.int64) is not old() and old() is None
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ gets an idle one, already faulted in.
 
 A buffer is reused only when its reference count shows that no batch, view or torch tensor (DLPack
 keeps a reference) still uses it, so recycling never overwrites data a caller holds. The reserve keeps
-at most ``RESERVE_BYTES`` of buffers (idle ones beyond it are forgotten, oldest first).
+at most ``RESERVE_BYTES`` of buffers: past it, idle ones are forgotten (least recently handed out
+first) before the next request looks for one.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def host_empty(shape, dtype) -> np.ndarray:
     (its old contents stay: callers write every element they read)."""
     shape, dtype = (tuple(int(n) for n in shape) if np.ndim(shape) else (int(shape),)), np.dtype(dtype)
     with _lock:
+        _trim()
         for i in range(len(_reserve)):
             a = _reserve[i]  # indexed, not enumerated: enumerate's tuple would hold one more reference
             if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) == _IDLE:
@@ -49,7 +51,6 @@ def host_empty(shape, dtype) -> np.ndarray:
                 return a
         a = np.empty(shape, dtype)
         _reserve.append(a)
-        _trim()
         return a
 
 
