@@ -147,7 +147,8 @@ def summarize(runs: dict) -> list:
                      "runs": int(t.size), "cpu_median_s": float(np.median(cpu)),
                      "cpu_slowest_over_median": float(cpu.max() / np.median(cpu)),
                      "sys_median_s": float(np.median(sys_)),
-                     "sys_max_s": float(sys_.max()), "times_s": [float(x) for x in t]})
+                     "sys_max_s": float(sys_.max()), "times_s": [float(x) for x in t],
+                     "cpu_s": [float(x) for x in cpu], "sys_s": [float(x) for x in sys_]})
     return rows
 
 

@@ -1,6 +1,8 @@
 """The process-wide reserve of host buffers: a new pool or arena reuses memory an old one let go, never
 memory still in use, and the reserve stays within its bound."""
 
+import os
+import signal
 import weakref
 
 import numpy as np
@@ -79,3 +81,18 @@ def test_the_next_reconstructor_reuses_the_last_ones_output_and_arena_memory(sto
     *second, values2 = one_pass()
     assert all(a() is not None and a() is b() for a, b in zip(first, second))
     np.testing.assert_array_equal(values1, values2)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_child_forked_while_another_thread_takes_a_buffer_can_take_one_too():
+    with _buffer_pool._lock:  # as a prefetch thread holds it while it looks for a buffer
+        pid = os.fork()
+        if pid == 0:  # the child: give up after 10 s rather than hang the suite
+            signal.alarm(10)
+            try:
+                host_empty(SHAPE, np.int64)
+            except BaseException:  # noqa: BLE001 - any failure is the child's exit status
+                os._exit(1)
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child could not take a buffer"

@@ -17,6 +17,7 @@ first) before the next request looks for one.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -26,6 +27,17 @@ RESERVE_BYTES = 1 << 30
 
 _lock = threading.Lock()
 _reserve: list[np.ndarray] = []  # every recycled buffer, least recently handed out first
+
+
+def _unlock_in_child() -> None:
+    """A child forked while another thread held the lock (a prefetch thread taking a buffer) would wait on
+    it for ever: the child starts with a lock of its own. Its copy of the reserve is sound: a buffer that
+    thread was moving is at worst missing from it or still counted as in use, never handed out twice."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 def _idle_refcount() -> int:
