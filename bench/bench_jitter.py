@@ -1,20 +1,21 @@
 """Run-to-run steadiness of ``iter_batches`` on a low-duplication job, per thread setting, interleaved.
 
-The job (issue 31's): 4,096 requests over 1,500 users (each about 3 times), log-normal histories (median
+The job: 4,096 requests over 1,500 users (each about 3 times), log-normal histories (median
 about 3K events, clipped at 30K), ``max_len=2048``, 3 columns (item_id, action, ts); the store is built
 from 32 appended chunks, each followed by a seal, with a compaction after every 8th. One run is a whole
 pass of ``iter_batches`` (open the store, reconstruct every batch), page cache warm.
 
 Each variant runs in fresh processes (a threading layer is fixed per process), ``--rounds`` of them,
 visiting the variants in a rotated order per round; each process runs the job ``--reps`` times back to back,
-after a torch matmul and a Polars query (``--noise``), as a training process does between epochs. Per
-variant: the median run, and slowest / median over every run (issue 31's target: at most 1.3).
+after a torch matmul, a NumPy matmul and a Polars query where Polars is installed (``--noise``), as a
+training process runs between epochs. Per variant: the median run, and slowest / median over every run
+(the steadiness target: at most 1.3).
 
 Variants: ``default`` (the engine as it is: Numba on TBB, which ``kernels._threads`` loads; host buffers
 from the process-wide reserve of ``engine.training._buffer_pool``), ``fresh`` (the same with the reserve
 off: each pass's reconstructor faults its arena and output buffers afresh, as before the reserve), and the
-Numba layer overrides ``omp`` (GNU OpenMP: Numba's choice before the engine loaded TBB), ``workqueue``. Besides
-wall time, each pass records its process CPU time (user, system): a pass whose CPU time stays while its
+Numba layer overrides ``omp`` (GNU OpenMP: Numba's choice before the engine loaded TBB), ``workqueue``.
+Besides wall time, each pass records its process CPU time (user, system): a pass whose CPU time stays while its
 wall time grows waited (for a core, a lock, another thread); one whose CPU time grows did more work
 (spinning threads, page faults).
 
