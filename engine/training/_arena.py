@@ -12,6 +12,8 @@ from collections import deque
 import numpy as np
 from numba import njit
 
+from ._buffer_pool import host_empty
+
 
 @njit(cache=True, nogil=True)
 def _pin(pins, used, slots, tick):
@@ -197,8 +199,11 @@ class GroupArena:
         old = self.slots
         new = min(max(16, 2 * old, at_least), self.max_slots) if old < self.max_slots else old + max(old // 4, 1)
         n = new * self.slot_rows
-        w8 = self.xp.empty((self.w8.shape[0], n), self.xp.int64)
-        w4 = self.xp.empty((self.w4.shape[0], n), self.xp.int32)
+        # host slots from the process-wide reserve: a new reconstructor (one per pass, often) reuses pages
+        # already faulted in instead of having the kernel zero hundreds of megabytes afresh (_buffer_pool)
+        empty = host_empty if self.xp is np else self.xp.empty
+        w8 = empty((self.w8.shape[0], n), self.xp.int64)
+        w4 = empty((self.w4.shape[0], n), self.xp.int32)
         if self._cuda is not None:  # the copy reads every slot: after every stream's writes to them
             self._wait(np.arange(old))
         w8[:, :self.w8.shape[1]] = self.w8
