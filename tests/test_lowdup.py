@@ -55,3 +55,19 @@ def test_low_dup_table_is_rebuilt_from_results(tmp_path):
 def test_every_bench_mode_runs_the_low_dup_job(mode):
     size = report.SIZES[mode]["low_dup"]
     assert size.rounds >= 7 and size.compact_every < size.chunks
+
+
+def test_a_run_of_the_job_alone_takes_the_bench_runs_place(tmp_path):
+    """``python -m uih.lowdup`` writes lowdup.json beside bench.json: REPORT.md shows its figures, not the
+    bench run's older ones."""
+    shutil.copy(RESULTS / "bench.json", tmp_path / "bench.json")
+    cfg = lowdup.LowDupConfig()
+    ours, fat = [0.25, 0.26, 0.27, 0.25, 0.26, 0.25, 0.26], [0.6, 0.61, 0.62, 0.6, 0.6, 0.61, 0.63]
+    alone = {"config": {**cfg.__dict__, "columns": list(cfg.columns)}, "segments": 12, "events": 6_186_221,
+             "examples": 4096, "files": {"store": 1.76e8, "thin": 3.2e4, "fat": 9.2e7},
+             "ours": {"each": ours, "read_bytes": 3.67e7, "examples": 4096, **lowdup.spread(ours)},
+             "fat": {"each": fat, "read_bytes": 6.16e7, "examples": 4096, **lowdup.spread(fat)},
+             "speedup_pairs": lowdup.spread([f / o for o, f in zip(ours, fat)])}
+    (tmp_path / report.LOW_DUP).write_text(json.dumps(alone))
+    section = report.from_results(tmp_path).split("### The low-duplication job")[1].split("\n## ")[0]
+    assert "6,186,221 events" in section and "0.250-0.270 s" in section

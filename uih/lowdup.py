@@ -117,3 +117,33 @@ def spread(xs: list) -> dict:
 
 def _tree(p: Path) -> int:
     return sum(f.stat().st_size for f in Path(p).rglob("*") if f.is_file())
+
+
+def main(argv=None) -> None:
+    """``python -m uih.lowdup``: the full-size job alone, its table printed and its JSON written to
+    ``bench/results/lowdup.json`` (REPORT.md takes it in place of an older ``uih bench`` run's)."""
+    import argparse
+    import tempfile
+
+    from .fmt import machine_line, write_json
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--rounds", type=int, default=LowDupConfig.rounds)
+    ap.add_argument("--quick", action="store_true", help="the tiny job uih bench's quick mode runs")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "bench" / "results"))
+    a = ap.parse_args(argv)
+    cfg = QUICK if a.quick else LowDupConfig()
+    if a.rounds != cfg.rounds:
+        from dataclasses import replace
+        cfg = replace(cfg, rounds=a.rounds)
+    with tempfile.TemporaryDirectory() as d:
+        res = run(Path(d), cfg)
+    from .report import low_dup_lines
+
+    print(f"on {machine_line()}")
+    print("\n".join(low_dup_lines(res)))
+    print(f"wrote {write_json(Path(a.out) / 'lowdup.json', res)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -66,6 +66,7 @@ FIGURES = {"writes": "write_per_day.png", "write_shares": "write_shares.png", "r
 # the extra sections' JSON files, as their scripts name them in bench/results
 ORDER, ORDER_NE, THREADING, RAY, BYTES = "order.json", "order_ne.json", "threading.json", "bench_ray.json", \
     "bytes.json"
+LOW_DUP = "lowdup.json"  # python -m uih.lowdup
 ORDERS = {"stream": "stream", "shuffle": "shuffle", "permutation": "permutation", "fat_shuffle": "fat shuffle"}
 NE_ORDERS = ("stream", "permutation", "shuffle")
 
@@ -387,6 +388,13 @@ def low_dup_lines(d: dict) -> list:
             table(rows, ["loader", "median", "range", "slowest / median", "examples/s", "bytes read (median)"]),
             "", f"Fat Row time over ours, round by round: median {sp['median']:.2f}x, range "
             f"{sp['min']:.2f}-{sp['max']:.2f}x.", ""]
+
+
+def _newer_low_dup(results: Path | None, in_run: dict | None) -> dict | None:
+    """The low-duplication job's figures: ``python -m uih.lowdup``'s JSON in ``results`` when there is one
+    (a run of the job alone, newer than the bench's), else the bench run's own."""
+    path = None if results is None else Path(results) / LOW_DUP
+    return json.loads(path.read_text()) if path is not None and path.is_file() else in_run
 
 
 def _write_floor_note(days) -> str:
@@ -884,8 +892,9 @@ def render(R, figs, results: Path | None = None) -> str:
         m, lo, hi = p["dali_pairs"]
         lines += [f"DALI over direct within each repetition (the two run side by side): median {m:.2f}x, "
                   f"range {lo:.2f}-{hi:.2f}x.", ""]
-    if p.get("low_dup"):
-        lines += low_dup_lines(p["low_dup"])
+    low_dup = _newer_low_dup(results, p.get("low_dup"))
+    if low_dup:
+        lines += low_dup_lines(low_dup)
     pl = R["pipeline"]
     lines += ["## Prefetch, data affinity and worker processes", "",
               f"Tenant '{pl['tenant']}', all thin rows, direct iter_batches, with prefetch and affinity switched off "
