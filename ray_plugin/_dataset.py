@@ -184,7 +184,7 @@ def uih_dataset(store: StorePath | engine.UIHStore, thin_source: ThinSource, pro
     return ds
 
 
-def resume_state(dataset, consumed: int | Collection[int]) -> dict:
+def resume_state(dataset: ray.data.Dataset, consumed: int | Collection[int]) -> dict:
     """The resume state of a ``uih_dataset`` (global order) after its consumers took ``consumed`` batches.
 
     ``consumed``: an int, the first batches one in-order consumer took (``iter_batches(batch_size=
