@@ -24,7 +24,8 @@ from engine.serving import _log, _manifest
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = sorted(p.name for p in DATA.iterdir() if (p / "expected.json").is_file())
 # the formats a change must keep reading; removing one is a decision for CHANGELOG.md, not an accident
-KNOWN = {"format1_uihl_log", "format2_ipc_log", "format2_parquet_log", "format3_chained_log"}
+KNOWN = {"format1_uihl_log", "format2_ipc_log", "format2_parquet_log", "format3_chained_log",
+         "format3_type_counts"}
 # record headers, spelled out here so that a change to the engine's constants cannot hide in both places:
 # magic, kind, pad, payload length, then the checksums (and from \xc6ulg on, the previous record's chain
 # value and the record's own offset before the last, the header checksum, which is its chain value)
@@ -140,6 +141,9 @@ def test_fixture_is_the_format_it_claims(name):
         t = pa.ipc.open_file(pa.py_buffer(raw)).read_all()
         assert ("ts_ckpt" in t.column_names) == claims["index_time_checkpoints"]
         assert (ZSTD_FRAME in raw) == claims["index_compressed"]
+        # only sidecars' indexes count event types (every reader loads the main ones)
+        sidecar = any(e.get(k) == p for b in bodies for e in b["segments"] for k in ("rare", "uncommon"))
+        assert ("type_ckpt" in t.column_names) == (sidecar and claims.get("index_type_counts", False))
 
 
 @pytest.mark.parametrize("name", FIXTURES)

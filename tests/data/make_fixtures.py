@@ -241,7 +241,8 @@ def to_format2_parquet_log(root: Path) -> None:
 def as_written(root: Path) -> None:
     """This code's format: manifest format 3 (chained, with the acknowledged log length) and
     ``_manifests/HEAD``, ``\\xc6ulg`` records (chain value and offset) with Parquet payloads, zstd indexes with
-    time checkpoints, two sidecar levels. Give it a converter when the format changes."""
+    time checkpoints, two sidecar levels whose indexes count event types. Give it a converter when the format
+    changes."""
 
 
 FIXTURES = {
@@ -259,6 +260,10 @@ FIXTURES = {
                                              store_id="uuid", index_time_checkpoints=True, index_compressed=True,
                                              sidecars=["rare", "uncommon"], footer_checksums=True,
                                              manifest_chain=True, head=True)),
+    "format3_type_counts": (as_written, dict(manifest_format=3, log_magic="\\xc6ulg", log_payload="parquet",
+                                             store_id="uuid", index_time_checkpoints=True, index_compressed=True,
+                                             sidecars=["rare", "uncommon"], footer_checksums=True,
+                                             manifest_chain=True, head=True, index_type_counts=True)),
 }
 
 
