@@ -53,7 +53,10 @@ _IDLE = _idle_refcount()  # a buffer's count while only the reserve holds it (re
 def host_empty(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``, backed by an idle buffer of the reserve where one has that shape and dtype
     (its old contents stay: callers write every element they read)."""
-    shape, dtype = (tuple(int(n) for n in shape) if np.ndim(shape) else (int(shape),)), np.dtype(dtype)
+    # a tuple check rather than np.ndim, whose conversion costs microseconds on every batch
+    shape = tuple(int(n) for n in shape) if isinstance(shape, (tuple, list)) else \
+        tuple(int(n) for n in np.atleast_1d(shape))
+    dtype = np.dtype(dtype)
     with _lock:
         _trim()
         for i in range(len(_reserve)):
