@@ -305,6 +305,24 @@ def test_thin_row_forms_give_the_same_batches(history):
         rec.reconstruct(part.set_column(i, "tail_item_id", nulls))
 
 
+def test_each_thin_schema_is_read_by_its_own_columns(history):
+    """One reconstructor fed thin rows of one schema, then of others (columns in another order, a tail column
+    that is no list): each table is read by its own column positions and checked by its own types, whatever
+    schema came before."""
+    store, thin, _ = history
+    rec = engine.Reconstructor(store, PROJECTIONS["all-left"], device="cpu")
+    part = thin.slice(3, 40).combine_chunks()
+    want = rec.reconstruct(part)
+    moved = part.select(list(reversed(part.column_names)))
+    for form in (moved, part):
+        got = rec.reconstruct(form)
+        for c in want.keys():
+            np.testing.assert_array_equal(got[c], want[c])
+    j = part.schema.get_field_index("tail_item_id")
+    with pytest.raises(engine.SchemaError, match="expected a list column"):
+        rec.reconstruct(part.set_column(j, "tail_item_id", pa.array(np.zeros(len(part), np.int64))))
+
+
 def test_segments_the_seq_cut_excludes_are_never_opened(tmp_path):
     """Users present in old segments whose events lie below the max_len cut: those segments' files (not
     even their footers) are not read; the newest segment is."""

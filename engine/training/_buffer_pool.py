@@ -27,6 +27,7 @@ RESERVE_BYTES = 1 << 30
 
 _lock = threading.Lock()
 _reserve: list[np.ndarray] = []  # every recycled buffer, least recently handed out first
+_held = 0  # their bytes, kept as they come and go: summing them costs microseconds on every request
 
 
 def _unlock_in_child() -> None:
@@ -53,7 +54,10 @@ _IDLE = _idle_refcount()  # a buffer's count while only the reserve holds it (re
 def host_empty(shape, dtype) -> np.ndarray:
     """``np.empty(shape, dtype)``, backed by an idle buffer of the reserve where one has that shape and dtype
     (its old contents stay: callers write every element they read)."""
-    shape, dtype = (tuple(int(n) for n in shape) if np.ndim(shape) else (int(shape),)), np.dtype(dtype)
+    # a tuple check rather than np.ndim, whose conversion costs microseconds on every batch
+    shape = tuple(int(n) for n in shape) if isinstance(shape, (tuple, list)) else \
+        tuple(int(n) for n in np.atleast_1d(shape))
+    dtype = np.dtype(dtype)
     with _lock:
         _trim()
         for i in range(len(_reserve)):
@@ -63,17 +67,19 @@ def host_empty(shape, dtype) -> np.ndarray:
                 return a
         a = np.empty(shape, dtype)
         _reserve.append(a)
+        global _held
+        _held += a.nbytes
         return a
 
 
 def _trim() -> None:
     """Forget the least recently handed out idle buffers while the reserve holds more than its bound."""
-    held = sum(a.nbytes for a in _reserve)
+    global _held
     i = 0
-    while held > RESERVE_BYTES and i < len(_reserve):
+    while _held > RESERVE_BYTES and i < len(_reserve):
         a = _reserve[i]
         if sys.getrefcount(a) == _IDLE:
-            held -= a.nbytes
+            _held -= a.nbytes
             del _reserve[i]
         else:
             i += 1

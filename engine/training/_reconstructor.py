@@ -155,6 +155,7 @@ class Reconstructor:
                               for c, dt in (("seq", np.int64), ("ts", np.int64),
                                             (self._etype, self._schema_dtype(self._etype)))]
         self._no_tail: kernels.Source | None = None  # the tail source of a chunk without tail events, made once
+        self._arena_source: kernels.Source | None = None  # the kernels' view of the arena's arrays last read
         self._checker = ThinRowChecker(store, p, self.thin_columns, self._tail_cols, self._use_window)
         self.cache_bytes = check_int(cache_bytes, "cache_bytes", lo=0)
         self._fill_lock = threading.Lock()
@@ -186,6 +187,7 @@ class Reconstructor:
     def clear_cache(self) -> None:
         """Forget the decoded row groups this reconstructor keeps (a cold start, for measurements)."""
         a = self._arena
+        self._arena_source = None  # nor hold the old arena's arrays through their view
         self._arena = GroupArena(a.xp, a.w8.shape[0], a.w4.shape[0], a.slot_rows, self.cache_bytes)
 
     def __repr__(self) -> str:
@@ -379,7 +381,10 @@ class Reconstructor:
             # the runs' and examples' arrays are the planners' own int64 arrays, moved where the kernels read them
             dev = functools.partial(be.index_arrays, keep=staging)
             per = _plan.examples(rs.user_runs, inv, imm_hw, t_off, ready.ts_min)
-            parts: dict[str, Any] = dict(src=self._source(rs.w8, rs.w4),
+            src = self._arena_source  # the arena's arrays change only when it grows: their view is reused
+            if src is None or src.w8 is not rs.w8 or src.w4 is not rs.w4:
+                src = self._arena_source = self._source(rs.w8, rs.w4)
+            parts: dict[str, Any] = dict(src=src,
                                          runs=kernels.Runs(*dev((rs.start, rs.pos, rs.seq0))),
                          tail=self._tail_source(ready.tails, int(t_off[-1]), staging),
                          examples=kernels.Examples(*dev(per)),

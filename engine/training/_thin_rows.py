@@ -15,6 +15,8 @@ from .._errors import SchemaError, VersionError
 from ..serving._schema import as_table, cast_array
 from . import _plan
 
+_INT64 = pa.int64()
+
 
 def _list_parts(col: pa.ChunkedArray) -> tuple:
     """``(offsets [n + 1] from 0, values)`` of a list column without null lists, read from the list
@@ -35,6 +37,15 @@ def _list_parts(col: pa.ChunkedArray) -> tuple:
     return np.concatenate(offs), pa.chunked_array(vals, col.type.value_type)
 
 
+def _same_offsets(a: pa.ListArray, b: pa.ListArray) -> bool:
+    """Whether list arrays ``a`` and ``b`` (of equal length) have the same offsets: equal offset buffers at the
+    same array offset and offset width say so without making the offsets arrays (this runs per tail column of
+    every chunk)."""
+    if type(a) is type(b) and a.offset == b.offset and a.buffers()[1].equals(b.buffers()[1]):
+        return True
+    return a.offsets.equals(b.offsets)
+
+
 def _values(arr: pa.ListArray, lo: int, hi: int) -> pa.Array:
     """The values of list array ``arr`` between raw offsets ``lo`` and ``hi`` (its lists' whole extent, when
     they are its offsets' ends), without copying a value."""
@@ -42,13 +53,14 @@ def _values(arr: pa.ListArray, lo: int, hi: int) -> pa.Array:
     return v.slice(lo, hi - lo) if lo or hi != len(v) else v
 
 
-def _pointer(t: pa.Table, c: str) -> np.ndarray:
-    """Thin column ``c`` (an integer pointer column) as int64 NumPy, refusing nulls (Arrow would hand them
-    over as floats) and unsafe casts (a float ``user_id`` 0.9 is not user 0)."""
-    col = t.column(c)
+def _pointer(col: pa.ChunkedArray, c: str) -> np.ndarray:
+    """Thin column ``c`` (an integer pointer column, ``col``) as int64 NumPy, refusing nulls (Arrow would hand
+    them over as floats) and unsafe casts (a float ``user_id`` 0.9 is not user 0)."""
     if col.null_count:
         raise SchemaError(f"thin column {c} has {col.null_count} null(s); every thin row needs a {c}: make "
                           "thin rows with UIHStore.snapshot()")
+    if col.type == _INT64:  # snapshot()'s form: nothing to cast (cast_array's checks cost microseconds per call)
+        return col.to_numpy()
     return cast_array(col, np.int64, f"thin column {c}").to_numpy()
 
 
@@ -65,6 +77,20 @@ class ThinRowChecker:
         self._tail_names = [f"tail_{c}" for c in tail_columns]
         self._window = projection.window_us if use_window else None
         self._mine = pa.array([store.store_id], pa.string())  # snapshot()'s store_id dictionary
+        # the thin-row schema seen last, its columns' positions (a lookup by name costs a microsecond or two,
+        # for every thin column of every chunk) and whether its tail columns' types passed ``tails``' checks:
+        # one tuple, replaced whole, as the planning thread and a caller's may both read it
+        self._known: tuple = (None, {}, False)
+
+    def _columns(self, t: pa.Table, names) -> tuple:
+        """``(known, columns)``: the schema facts ``_known`` of ``t``'s schema, and its columns ``names``,
+        taken by position."""
+        schema, known = t.schema, self._known
+        if known[0] is None or not schema.equals(known[0]):
+            # -1 for a duplicated name: looked up by name below, which raises as it always did
+            known = self._known = (schema, {name: schema.get_field_index(name) for name in schema.names}, False)
+        at = known[1]
+        return known, [t.column(name) if at.get(name, -1) < 0 else t.column(at[name]) for name in names]
 
     def table(self, thin, extra=()) -> pa.Table:
         """``thin`` as a Table holding every column this projection needs plus ``extra``."""
@@ -110,11 +136,13 @@ class ThinRowChecker:
         """``(plan, imm_hw, ts_min, view)``: the chunk's users planned against ``view``, the store's
         immutable tier at a version no older than any row's, and each row's window start, once the thin
         rows are known to point into this store's sealed events."""
-        other = self._other_store_ids(t.column("store_id"))
+        sid, *ptrs = self._columns(t, ("store_id", "version", "user_id", "imm_hw", "request_ts"))[1]
+        other = self._other_store_ids(sid)
         if other:
             raise VersionError(f"thin rows of store {other[0]!r} cannot be reconstructed by store "
                                f"{self.store.store_id!r} ({self.store.root}); open the store they were logged from")
-        version, uid, imm_hw, rts = (_pointer(t, c) for c in ("version", "user_id", "imm_hw", "request_ts"))
+        version, uid, imm_hw, rts = (_pointer(col, c) for col, c in zip(ptrs, ("version", "user_id", "imm_hw",
+                                                                               "request_ts")))
         # the view the chunk is planned against must be no older than any row (a seal may land at any time,
         # and a view older than a row lacks its sealed events): planning finds the rows' newest version, and
         # a view found too old is replaced once and the chunk planned again (rare: a seal in between). That
@@ -145,20 +173,22 @@ class ThinRowChecker:
         """``(values, offsets)``: each tail lane column's values of all rows end to end (None when there
         are no tail events), and the rows' offsets into them (``[n + 1]``, from 0), after checking every
         tail column's lists match ``tail_seq``'s."""
-        seq, cols = t.column("tail_seq"), [t.column(name) for name in self._tail_names]
-        for name, col in (("tail_seq", seq), *zip(self._tail_names, cols)):
-            if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
-                raise SchemaError(f"thin column {name} has type {col.type}; expected a list column: make thin rows "
-                                  "with UIHStore.snapshot()")
-        if not pa.types.is_integer(seq.type.value_type):
-            raise SchemaError(f"thin column tail_seq holds {seq.type.value_type}; expected integer seqs")
+        known, (seq, *cols) = self._columns(t, ("tail_seq", *self._tail_names))
+        if not known[2]:  # the types are the schema's: checked once per schema
+            for name, col in (("tail_seq", seq), *zip(self._tail_names, cols)):
+                if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)):
+                    raise SchemaError(f"thin column {name} has type {col.type}; expected a list column: make thin "
+                                      "rows with UIHStore.snapshot()")
+            if not pa.types.is_integer(seq.type.value_type):
+                raise SchemaError(f"thin column tail_seq holds {seq.type.value_type}; expected integer seqs")
+            self._known = (*known[:2], True)
         if seq.num_chunks == 1 and not seq.null_count and all(
                 c.num_chunks == 1 and not c.null_count for c in cols):
             # snapshot()'s form, read as is: one chunk per column, every column's lists at tail_seq's offsets
             # (compared in Arrow, not in NumPy: this runs per chunk and per tail column)
-            o = seq.chunk(0).offsets
-            if all(c.chunk(0).offsets.equals(o) for c in cols):
-                o = o.to_numpy()
+            s0 = seq.chunk(0)
+            if all(_same_offsets(c.chunk(0), s0) for c in cols):
+                o = s0.offsets.to_numpy()
                 lo, hi = int(o[0]), int(o[-1])
                 if lo == hi:
                     return None, (o - lo if lo else o)  # no tail events (all sealed): no values to read
