@@ -92,21 +92,27 @@ def filled_store(store, rng):
 BUCKET = "uih"
 
 
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on a free local port; yields (endpoint, pyarrow S3FileSystem) with bucket ``uih``."""
+def _moto_server():
+    """A started moto S3 server on a free local port, and the port (or a skip without moto's server)."""
     import logging
     import socket
 
     moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
-    from pyarrow import fs as fs_mod
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    return server, port
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """A moto S3 server on a free local port; yields (endpoint, pyarrow S3FileSystem) with bucket ``uih``."""
+    from pyarrow import fs as fs_mod
+
+    server, port = _moto_server()
     endpoint = f"127.0.0.1:{port}"
     fs = fs_mod.S3FileSystem(endpoint_override=endpoint, scheme="http", access_key="testing",
                              secret_key="testing", region="us-east-1", allow_bucket_creation=True)
@@ -209,16 +215,7 @@ class CountedS3:
 def counted_s3():
     """A ``CountedS3`` server on a free local port, and the environment's S3 credentials set for it (Ray
     nodes started in the module inherit them)."""
-    import logging
-    import socket
-
-    moto_server = pytest.importorskip("moto.server", reason="pip install 'moto[server]' (the test extra)")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, _ = _moto_server()
     with pytest.MonkeyPatch.context() as m:
         m.setenv("AWS_ACCESS_KEY_ID", "testing")
         m.setenv("AWS_SECRET_ACCESS_KEY", "testing")
