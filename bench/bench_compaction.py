@@ -39,7 +39,7 @@ from uih.fmt import machine_line, table, write_json
 from uih.iostats import measure
 from uih.jobs import file_list, late_job
 from uih.replay import build
-from uih.report import median_job, read_floor
+from uih.report import median_jobs, read_floor
 from uih.workload import DAY_US, WorkloadConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -262,7 +262,8 @@ def bench_readers(users: int, days: int, repeats: int, tmp: Path) -> dict:
                "compact_units": io["write_bytes"] / seal, "tenants": {}}
         for t in cfg.tenants:
             p = t.projection()
-            job = median_job(lambda p=p, path=path: late_job(path, thin, p, via_dali=False, device="cpu"), repeats)
+            job, = median_jobs([lambda p=p, path=path: late_job(path, thin, p, via_dali=False, device="cpu")],
+                               repeats)
             meta = sum(e[part]["footer_bytes"] + e[part]["index_bytes"]
                        for e in entries for part in [_segments.part_for(e, p.actions)])
             row["tenants"][t.name] = {"read_bytes": job["read_bytes"], "seconds": job["seconds"],

@@ -2,8 +2,8 @@
 
 Two ways to feed the workers, same model and data:
 
-- ``--mode dataset``: ``ray_plugin.uih_dataset`` reconstructs in an actor pool (disaggregated: the
-  reconstruct actors can live on CPU nodes); Ray Train hands each worker an equal split of the examples.
+- ``--mode dataset``: ``ray_plugin.uih_dataset`` reconstructs in Ray Data tasks (disaggregated: the
+  reconstruct tasks can run on CPU nodes); Ray Train hands each worker an equal split of the examples.
 - ``--mode local``: trainer-local; each worker takes its user shard of the thin rows
   (``ray_plugin.local_shard``) and reconstructs it itself (through the DALI GPU pipeline when the
   worker has a GPU), so only thin rows travel.

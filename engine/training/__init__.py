@@ -6,7 +6,7 @@ window starts), ``_reads`` (a chunk's reads of the store's segments: planned onc
 into the arena as runs), ``_arena`` (the ``GroupArena`` of decoded row groups the kernels read in place),
 ``_prefetch`` (the background stage), ``_epoch`` and ``_order`` (an epoch's chunks and their order),
 ``_unassembled`` (batches staged for a consumer that writes them), ``_backends`` (the one place that
-chooses CPU or GPU) and ``_buffer_pool`` (recycled host output buffers).
+chooses CPU or GPU) and ``_buffer_pool`` (one process-wide reserve of faulted-in host buffers).
 """
 
 from ._batch import Batch
