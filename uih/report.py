@@ -962,6 +962,8 @@ def run_bench(args) -> int:
             R[name] = fn()
             write_json(out / f"{name}{'' if mode == 'full' else '_' + mode}.json", {"mode": mode, name: R[name]})
             print(f"  {name}: {time.perf_counter() - t:.0f} s")
+    if mode == "full" and R["peers"].get("low_dup"):  # the newest low-duplication figures, wherever they came from
+        write_json(out / LOW_DUP, R["peers"]["low_dup"])
     figs = plots(R, report_dir)
     report = render(R, figs, out)
     target = report_dir / "REPORT.md"
