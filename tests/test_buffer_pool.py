@@ -10,17 +10,17 @@ import pytest
 
 import engine
 from engine.training import _buffer_pool
-from engine.training._buffer_pool import BufferPool, host_empty
+from engine.training._buffer_pool import host_empty
 from uih.workload import synthetic_store
 
 SHAPE = (3, 12_345)  # a shape no other test asks for
 
 
-def test_a_new_pool_reuses_the_buffer_an_old_pool_let_go():
-    a = BufferPool().empty(SHAPE, np.int64)
+def test_a_buffer_let_go_is_handed_out_again():
+    a = host_empty(SHAPE, np.int64)
     old = weakref.ref(a)
-    del a  # its pool is gone too (each backend's pool is a throwaway object)
-    assert BufferPool().empty(SHAPE, np.int64) is old()
+    del a  # whoever asked for it (a backend made per pass) is gone
+    assert host_empty(SHAPE, np.int64) is old()
 
 
 def test_a_buffer_in_use_is_never_handed_out_again():

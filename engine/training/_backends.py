@@ -21,7 +21,7 @@ from .. import _deps
 from .._errors import InvalidArgument, MissingDependency, UIHError
 from ..serving import _segments
 from . import _reads
-from ._buffer_pool import BufferPool
+from ._buffer_pool import host_empty
 
 
 @contextmanager
@@ -51,9 +51,6 @@ class CpuBackend:
     slice_assemble = staticmethod(kernels.slice_assemble_cpu)
     read_groups = staticmethod(_segments.read_groups_arrow)
 
-    def __init__(self):
-        self._pool = BufferPool()
-
     def to_device(self, a, keep=None):
         return np.ascontiguousarray(a)
 
@@ -67,8 +64,8 @@ class CpuBackend:
         return a
 
     def empty(self, shape, dtype):
-        """Output buffer: recycled once no batch uses it (see ``_pool``)."""
-        return self._pool.empty(shape, dtype)
+        """Output buffer: recycled once no batch uses it (``_buffer_pool``)."""
+        return host_empty(shape, dtype)
 
     def put_blocks(self, words, lane, col, dst, src, n, keep=None):
         """Copy ``col[src[i]:src[i] + n[i]]`` into ``words[lane, dst[i]:dst[i] + n[i]]`` for each block."""

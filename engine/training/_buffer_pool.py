@@ -88,11 +88,4 @@ def _trim() -> None:
 def reserved_bytes() -> int:
     """Bytes of the buffers the reserve holds (in use or idle)."""
     with _lock:
-        return sum(a.nbytes for a in _reserve)
-
-
-class BufferPool:
-    """Output buffers of one backend, drawn from the process-wide reserve."""
-
-    def empty(self, shape, dtype) -> np.ndarray:
-        return host_empty(tuple(shape), dtype)
+        return _held
